@@ -1,0 +1,284 @@
+//! The operator admin API on the ES2+ listener (mutual TLS, operator-scoped).
+//! Not part of SGP.22: inventory, order expiry, profile state and history,
+//! and the notification outbox. Plain HTTP status codes with a JSON
+//! `{"error": ..., "code": ...}` body.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/smdpplus/admin/v1/profiles?state=&profileType=&limit=` | list profiles |
+//! | POST | `/smdpplus/admin/v1/profiles` | add profiles to the inventory |
+//! | GET | `/smdpplus/admin/v1/profiles/{iccid}` | one profile and its history |
+//! | PUT | `/smdpplus/admin/v1/profiles/{iccid}/expiry` | set an order's expiry |
+//! | GET | `/smdpplus/admin/v1/outbox` | pending notifications |
+
+use crate::error::{Blame, Error};
+use crate::http::{self, ConnInfo, Outcome};
+use crate::ids::Iccid;
+use crate::server::App;
+use crate::store::lifecycle::State;
+use crate::store::{
+    Command, Ctx, HistoryEntry, ListFilter, NewProfile, OutboxItem, PointStatus, ProfileRecord,
+};
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+/// Path prefix of the admin API.
+pub const PREFIX: &str = "/smdpplus/admin/v1/";
+
+/// A refused admin call.
+struct AdminError(StatusCode, String, Option<String>);
+
+impl From<Error> for AdminError {
+    fn from(e: Error) -> AdminError {
+        let status = match e.blame {
+            Blame::InvalidRequest => StatusCode::BAD_REQUEST,
+            Blame::NotAllowed => StatusCode::FORBIDDEN,
+            Blame::Conditions if e.code.reason == "3.9" => StatusCode::NOT_FOUND,
+            Blame::Conditions => StatusCode::CONFLICT,
+            Blame::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        AdminError(status, e.message, Some(e.code.to_string()))
+    }
+}
+
+fn bad(msg: impl Into<String>) -> AdminError {
+    AdminError(StatusCode::BAD_REQUEST, msg.into(), None)
+}
+
+/// The admin view of a profile. Confirmation-code hashes stay inside.
+pub fn profile_view(r: &ProfileRecord) -> Value {
+    json!({
+        "iccid": r.iccid,
+        "profileType": r.profile_type,
+        "operator": r.operator,
+        "state": r.state.as_str(),
+        "eid": r.eid,
+        "matchingId": r.matching_id,
+        "confirmationCodeRequired": !r.cc_hashes.is_empty(),
+        "downloadAttempts": r.download_attempts,
+        "confirmationCodeAttempts": r.cc_attempts,
+        "expiresAt": r.expires_at.map(crate::time::datetime),
+        "createdAt": crate::time::datetime(r.created_at),
+        "updatedAt": crate::time::datetime(r.updated_at),
+        "packageRef": r.package_ref,
+        "errorReason": r.error_reason,
+    })
+}
+
+fn history_view(h: &HistoryEntry) -> Value {
+    json!({
+        "at": crate::time::datetime(h.at),
+        "event": h.event.as_str(),
+        "from": h.from.map(State::as_str),
+        "to": h.to.as_str(),
+        "caller": h.caller,
+    })
+}
+
+fn outbox_view(o: &OutboxItem) -> Value {
+    let (status, code) = match &o.status {
+        PointStatus::Success => ("Executed-Success", None),
+        PointStatus::Failed {
+            subject, reason, ..
+        } => ("Failed", Some(format!("{subject}/{reason}"))),
+    };
+    json!({
+        "id": o.id,
+        "operator": o.operator,
+        "iccid": o.iccid,
+        "eid": o.eid,
+        "notificationPointId": o.point,
+        "status": status,
+        "code": code,
+        "timestamp": crate::time::datetime(o.timestamp),
+        "attempts": o.attempts,
+        "nextAttemptMs": o.next_attempt_ms,
+        "lastError": o.last_error,
+    })
+}
+
+/// Handles `/smdpplus/admin/v1/*`.
+pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
+    let function = "admin";
+    let result = route(&app, req, conn).await;
+    let (status, body, code) = match result {
+        Ok(v) => (StatusCode::OK, v, String::new()),
+        Err(AdminError(s, msg, code)) => {
+            if s == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(error = %msg, "admin call failed");
+            }
+            (
+                s,
+                json!({"error": msg, "code": code}),
+                code.unwrap_or_default(),
+            )
+        }
+    };
+    let label = if status.is_success() { "ok" } else { "error" };
+    Outcome {
+        response: http::json_response(status, &body),
+        function,
+        status: label,
+        code,
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn iccid_param(s: &str) -> Result<Iccid, AdminError> {
+    Iccid::parse(s).ok_or_else(|| bad(format!("{s:?} is not an ICCID")))
+}
+
+async fn json_body(app: &App, req: Request<Incoming>) -> Result<Value, AdminError> {
+    let body = http::read_body(req.into_body(), app.config.max_body_bytes.max(16 << 20)).await?;
+    serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))
+}
+
+async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Value, AdminError> {
+    let operator = conn.client_cn.clone().ok_or_else(|| {
+        AdminError(
+            StatusCode::UNAUTHORIZED,
+            "client certificate required".into(),
+            None,
+        )
+    })?;
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix(PREFIX)
+        .unwrap_or("")
+        .to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["profiles"]) => {
+            let state = match query_param(&query, "state") {
+                Some(s) => {
+                    Some(State::parse(s).ok_or_else(|| bad(format!("unknown state {s:?}")))?)
+                }
+                None => None,
+            };
+            let limit = match query_param(&query, "limit") {
+                Some(l) => Some(
+                    l.parse::<usize>()
+                        .map_err(|_| bad("limit must be a number"))?,
+                ),
+                None => Some(1000),
+            };
+            let filter = ListFilter {
+                operator: Some(operator),
+                state,
+                profile_type: query_param(&query, "profileType").map(str::to_owned),
+                limit,
+            };
+            let list = app.store.list(&filter)?;
+            Ok(json!({"profiles": list.iter().map(profile_view).collect::<Vec<_>>()}))
+        }
+        (Method::POST, ["profiles"]) => {
+            let v = json_body(app, req).await?;
+            let items = v
+                .get("profiles")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("profiles must be an array"))?;
+            let mut new = Vec::with_capacity(items.len());
+            for (i, it) in items.iter().enumerate() {
+                let n = i + 1;
+                let iccid = it
+                    .get("iccid")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("item {n}: iccid is missing")))?;
+                let iccid = Iccid::parse(iccid)
+                    .ok_or_else(|| bad(format!("item {n}: {iccid:?} is not an ICCID")))?;
+                let profile_type = it
+                    .get("profileType")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("item {n}: profileType is missing")))?;
+                let package = match it.get("package").and_then(Value::as_str) {
+                    Some(b64) => base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .map_err(|e| bad(format!("item {n}: package is not base64: {e}")))?,
+                    None => placeholder_package(&iccid),
+                };
+                new.push(NewProfile {
+                    iccid,
+                    profile_type: profile_type.to_owned(),
+                    operator: operator.clone(),
+                    package,
+                });
+            }
+            let added = app
+                .store
+                .add_profiles(&new, &operator, crate::time::now())?;
+            app.store.sync().await?;
+            Ok(json!({"added": added}))
+        }
+        (Method::GET, ["profiles", iccid]) => {
+            let iccid = iccid_param(iccid)?;
+            let rec = app.store.get(&iccid)?.filter(|r| r.operator == operator);
+            let rec = rec.ok_or_else(|| {
+                AdminError(StatusCode::NOT_FOUND, format!("no profile {iccid}"), None)
+            })?;
+            let history = app.store.history(&iccid)?;
+            Ok(
+                json!({"profile": profile_view(&rec), "history": history.iter().map(history_view).collect::<Vec<_>>()}),
+            )
+        }
+        (Method::PUT, ["profiles", iccid, "expiry"]) => {
+            let iccid = iccid_param(iccid)?;
+            let v = json_body(app, req).await?;
+            let at = v
+                .get("expiresAt")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("expiresAt is missing"))?;
+            let expires_at = crate::time::parse_datetime(at)
+                .ok_or_else(|| bad(format!("expiresAt {at:?} is not an RFC 3339 date-time")))?;
+            let cmd = Command::SetExpiry {
+                operator: operator.clone(),
+                iccid,
+                expires_at,
+            };
+            let applied = app.store.apply(
+                &cmd,
+                &Ctx {
+                    caller: &operator,
+                    now: crate::time::now(),
+                    idem: None,
+                },
+            )?;
+            app.store.sync().await?;
+            Ok(json!({"profile": profile_view(&applied.record)}))
+        }
+        (Method::GET, ["outbox"]) => {
+            let items: Vec<_> = app
+                .store
+                .outbox()?
+                .iter()
+                .filter(|o| o.operator == operator)
+                .map(outbox_view)
+                .collect();
+            Ok(json!({"items": items}))
+        }
+        (_, _) => Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint {} {}", req.method(), req.uri().path()),
+            None,
+        )),
+    }
+}
+
+/// The package stored until real profile packages are generated or imported:
+/// a DER OCTET STRING naming the ICCID, so it is recognisable in dumps.
+pub fn placeholder_package(iccid: &Iccid) -> Vec<u8> {
+    let text = format!("smdpplus placeholder package for ICCID {iccid}");
+    let mut out = vec![0x04, text.len() as u8];
+    out.extend_from_slice(text.as_bytes());
+    out
+}

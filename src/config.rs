@@ -1,0 +1,204 @@
+//! Configuration: built-in defaults, overridden by an optional TOML file
+//! (`--config`), overridden by flags and environment variables.
+//! Every key is documented in the README.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The operator id of the dev setup, used when no operator is configured.
+pub const DEV_OPERATOR: &str = "dev-operator";
+
+/// One operator allowed on ES2+.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Operator id: the client certificate's subject CN and the
+    /// functionRequesterIdentifier it must send.
+    pub id: String,
+    /// Base URL for ES2+ handleDownloadProgressInfo, e.g.
+    /// `https://operator.example.com`; the function path is appended.
+    pub notification_url: Option<String>,
+    /// PEM file of the CA that signs the operator's notification endpoint
+    /// certificate. Default: the dev CI (`<data-dir>/pki/ci.crt`).
+    pub notification_ca: Option<PathBuf>,
+}
+
+/// Outbox retry policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// First retry delay, milliseconds.
+    pub initial_backoff_ms: u64,
+    /// Longest retry delay, milliseconds.
+    pub max_backoff_ms: u64,
+    /// Timeout of one delivery attempt, milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 300_000,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The TOML file. Every key is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`Config::smdp_address`].
+    pub smdp_address: Option<String>,
+    /// See [`Config::es9_listen`].
+    pub es9_listen: Option<SocketAddr>,
+    /// See [`Config::es2_listen`].
+    pub es2_listen: Option<SocketAddr>,
+    /// See [`Config::ops_listen`].
+    pub ops_listen: Option<SocketAddr>,
+    /// See [`Config::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`Config::tls_key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`Config::operator_ca`].
+    pub operator_ca: Option<Vec<PathBuf>>,
+    /// See [`Config::max_body_bytes`].
+    pub max_body_bytes: Option<usize>,
+    /// See [`Config::order_ttl`].
+    pub order_ttl_secs: Option<u64>,
+    /// See [`Config::expiry_sweep`].
+    pub expiry_sweep_secs: Option<u64>,
+    /// See [`Config::seed_demo_profiles`].
+    pub seed_demo_profiles: Option<usize>,
+    /// See [`Config::operators`].
+    pub operators: Option<Vec<OperatorConfig>>,
+    /// See [`Config::outbox`].
+    pub outbox: Option<OutboxConfig>,
+}
+
+impl FileConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Holds the sled database (`db/`) and the dev PKI (`pki/`).
+    pub data_dir: PathBuf,
+    /// The SM-DP+ address (FQDN) given in activation codes and confirmOrder.
+    pub smdp_address: String,
+    /// ES9+ (LPA-facing) TLS listener.
+    pub es9_listen: SocketAddr,
+    /// ES2+ (operator-facing) mutual-TLS listener.
+    pub es2_listen: SocketAddr,
+    /// Plain-HTTP operations listener: /metrics, /healthz, /readyz.
+    pub ops_listen: SocketAddr,
+    /// TLS server certificate chain (PEM). Default: the dev DPtls cert.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS server key (PEM). Default: the dev DPtls key.
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that operator client certificates must chain to.
+    /// Default: the dev operator CA.
+    pub operator_ca: Vec<PathBuf>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Default time to live of a download order.
+    pub order_ttl: Duration,
+    /// How often expired orders are swept.
+    pub expiry_sweep: Duration,
+    /// Placeholder profiles seeded for the first operator on an empty store.
+    pub seed_demo_profiles: usize,
+    /// Operators allowed on ES2+.
+    pub operators: Vec<OperatorConfig>,
+    /// Outbox retry policy.
+    pub outbox: OutboxConfig,
+}
+
+/// Values given on the command line or in the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--data-dir` / `SMDPPLUS_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--smdp-address` / `SMDPPLUS_SMDP_ADDRESS`.
+    pub smdp_address: Option<String>,
+    /// `--es9-listen` / `SMDPPLUS_ES9_LISTEN`.
+    pub es9_listen: Option<SocketAddr>,
+    /// `--es2-listen` / `SMDPPLUS_ES2_LISTEN`.
+    pub es2_listen: Option<SocketAddr>,
+    /// `--ops-listen` / `SMDPPLUS_OPS_LISTEN`.
+    pub ops_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Resolves defaults, file and overrides, in that order of precedence (last wins).
+    pub fn resolve(file: FileConfig, o: Overrides) -> Config {
+        let data_dir = o
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./smdpplus-data"));
+        let operators = file.operators.unwrap_or_else(|| {
+            vec![OperatorConfig {
+                id: DEV_OPERATOR.into(),
+                notification_url: None,
+                notification_ca: None,
+            }]
+        });
+        Config {
+            operator_ca: file
+                .operator_ca
+                .unwrap_or_else(|| vec![data_dir.join("pki").join("operator-ca.crt")]),
+            data_dir,
+            smdp_address: o
+                .smdp_address
+                .or(file.smdp_address)
+                .unwrap_or_else(|| "localhost".into()),
+            es9_listen: o
+                .es9_listen
+                .or(file.es9_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            es2_listen: o
+                .es2_listen
+                .or(file.es2_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8444))),
+            ops_listen: o
+                .ops_listen
+                .or(file.ops_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
+            max_body_bytes: file.max_body_bytes.unwrap_or(64 * 1024),
+            order_ttl: Duration::from_secs(file.order_ttl_secs.unwrap_or(7 * 24 * 3600)),
+            expiry_sweep: Duration::from_secs(file.expiry_sweep_secs.unwrap_or(5).max(1)),
+            seed_demo_profiles: file.seed_demo_profiles.unwrap_or(100),
+            operators,
+            outbox: file.outbox.unwrap_or_default(),
+        }
+    }
+
+    /// The sled database directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+
+    /// The operator the dev PKI issues a client certificate for.
+    pub fn dev_operator(&self) -> &str {
+        self.operators
+            .first()
+            .map(|o| o.id.as_str())
+            .unwrap_or(DEV_OPERATOR)
+    }
+
+    /// Looks up a configured operator.
+    pub fn operator(&self, id: &str) -> Option<&OperatorConfig> {
+        self.operators.iter().find(|o| o.id == id)
+    }
+}

@@ -1,0 +1,155 @@
+//! One error type for the protocol layers, sorted by blame, each variant
+//! carrying the SGP.22 status code (§5.2.6 subject and reason codes) that
+//! goes on the wire.
+
+use std::fmt;
+
+/// A GSMA status code: subject code and reason code (SGP.22 §5.2.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatusCode {
+    /// Subject code, e.g. `8.2.1` (Profile ICCID).
+    pub subject: &'static str,
+    /// Reason code, e.g. `3.9` (Unknown).
+    pub reason: &'static str,
+}
+
+impl fmt::Display for StatusCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.subject, self.reason)
+    }
+}
+
+const fn sc(subject: &'static str, reason: &'static str) -> StatusCode {
+    StatusCode { subject, reason }
+}
+
+/// Status codes used by this server (SGP.22 §5.2.6, §5.3, §5.6).
+pub mod codes {
+    use super::{sc, StatusCode};
+    /// 1.1 Function Requester, 1.2 Not Allowed.
+    pub const REQUESTER_NOT_ALLOWED: StatusCode = sc("1.1", "1.2");
+    /// 1.2 Function Provider, 4.2 Execution Error.
+    pub const PROVIDER_ERROR: StatusCode = sc("1.2", "4.2");
+    /// 1.3.1 Protocol Format, 2.1 Invalid.
+    pub const FORMAT_INVALID: StatusCode = sc("1.3.1", "2.1");
+    /// 1.3.1 Protocol Format, 2.2 Mandatory Element Missing.
+    pub const FORMAT_MISSING: StatusCode = sc("1.3.1", "2.2");
+    /// 1.3.1 Protocol Format, 2.3 Conditional Element Missing.
+    pub const FORMAT_CONDITIONAL_MISSING: StatusCode = sc("1.3.1", "2.3");
+    /// 1.3.2 Protocol Version, 2.2 Mandatory Element Missing (no X-Admin-Protocol).
+    pub const VERSION_MISSING: StatusCode = sc("1.3.2", "2.2");
+    /// 1.3.2 Protocol Version, 3.1 Unsupported.
+    pub const VERSION_UNSUPPORTED: StatusCode = sc("1.3.2", "3.1");
+    /// 1.6 Function, 3.1 Unsupported (unknown function path).
+    pub const FUNCTION_UNSUPPORTED: StatusCode = sc("1.6", "3.1");
+    /// 8.1.1 EID, 2.1 Invalid.
+    pub const EID_INVALID: StatusCode = sc("8.1.1", "2.1");
+    /// 8.1.1 EID, 2.2 Mandatory Element Missing.
+    pub const EID_MISSING: StatusCode = sc("8.1.1", "2.2");
+    /// 8.1.1 EID, 2.3 Conditional Element Missing.
+    pub const EID_CONDITIONAL_MISSING: StatusCode = sc("8.1.1", "2.3");
+    /// 8.1.1 EID, 3.10 Invalid Association.
+    pub const EID_INVALID_ASSOCIATION: StatusCode = sc("8.1.1", "3.10");
+    /// 8.2.1 Profile ICCID, 1.2 Not Allowed.
+    pub const ICCID_NOT_ALLOWED: StatusCode = sc("8.2.1", "1.2");
+    /// 8.2.1 Profile ICCID, 2.1 Invalid.
+    pub const ICCID_INVALID: StatusCode = sc("8.2.1", "2.1");
+    /// 8.2.1 Profile ICCID, 3.3 Already in Use.
+    pub const ICCID_IN_USE: StatusCode = sc("8.2.1", "3.3");
+    /// 8.2.1 Profile ICCID, 3.5 Invalid Transition.
+    pub const ICCID_INVALID_TRANSITION: StatusCode = sc("8.2.1", "3.5");
+    /// 8.2.1 Profile ICCID, 3.9 Unknown.
+    pub const ICCID_UNKNOWN: StatusCode = sc("8.2.1", "3.9");
+    /// 8.2.1 Profile ICCID, 3.10 Invalid Association (different EID).
+    pub const ICCID_EID_MISMATCH: StatusCode = sc("8.2.1", "3.10");
+    /// 8.2.5 Profile Type, 1.2 Not Allowed.
+    pub const TYPE_NOT_ALLOWED: StatusCode = sc("8.2.5", "1.2");
+    /// 8.2.5 Profile Type, 3.7 Unavailable (pool exhausted).
+    pub const TYPE_EXHAUSTED: StatusCode = sc("8.2.5", "3.7");
+    /// 8.2.5 Profile Type, 3.8 Refused (type does not match the ICCID).
+    pub const TYPE_MISMATCH: StatusCode = sc("8.2.5", "3.8");
+    /// 8.2.5 Profile Type, 3.9 Unknown.
+    pub const TYPE_UNKNOWN: StatusCode = sc("8.2.5", "3.9");
+    /// 8.2.6 Matching ID, 2.1 Invalid.
+    pub const MATCHING_ID_INVALID: StatusCode = sc("8.2.6", "2.1");
+    /// 8.2.6 Matching ID, 2.3 Conditional Element Missing.
+    pub const MATCHING_ID_MISSING: StatusCode = sc("8.2.6", "2.3");
+    /// 8.2.6 Matching ID, 3.3 Already in Use.
+    pub const MATCHING_ID_IN_USE: StatusCode = sc("8.2.6", "3.3");
+    /// 8.2.6 Matching ID, 3.10 Invalid Association.
+    pub const MATCHING_ID_MISMATCH: StatusCode = sc("8.2.6", "3.10");
+    /// 8.8.5 Download Order, 4.10 Time to Live Expired.
+    pub const ORDER_EXPIRED: StatusCode = sc("8.8.5", "4.10");
+    /// 8.9 SM-DS, 5.1 Inaccessible.
+    pub const SMDS_INACCESSIBLE: StatusCode = sc("8.9", "5.1");
+}
+
+/// Who is to blame for a failed function call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The request was malformed (format, missing or invalid element).
+    InvalidRequest,
+    /// The caller may not do this (authorisation).
+    NotAllowed,
+    /// The request was well-formed but the conditions of use are not met
+    /// (unknown object, wrong state, exhausted pool, conflict).
+    Conditions,
+    /// We failed (storage, I/O).
+    Internal,
+}
+
+/// A failed function execution: what goes into `statusCodeData`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    /// Who is to blame.
+    pub blame: Blame,
+    /// The GSMA status code.
+    pub code: StatusCode,
+    /// Human-readable explanation (`message`).
+    pub message: String,
+}
+
+impl Error {
+    /// A malformed request.
+    pub fn invalid(code: StatusCode, message: impl Into<String>) -> Error {
+        Error {
+            blame: Blame::InvalidRequest,
+            code,
+            message: message.into(),
+        }
+    }
+    /// An authorisation failure.
+    pub fn not_allowed(code: StatusCode, message: impl Into<String>) -> Error {
+        Error {
+            blame: Blame::NotAllowed,
+            code,
+            message: message.into(),
+        }
+    }
+    /// Conditions of use not satisfied.
+    pub fn refused(code: StatusCode, message: impl Into<String>) -> Error {
+        Error {
+            blame: Blame::Conditions,
+            code,
+            message: message.into(),
+        }
+    }
+    /// Our own failure; the detail is logged, the wire gets a generic text.
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error {
+            blame: Blame::Internal,
+            code: codes::PROVIDER_ERROR,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Error {
+        Error::internal(format!("storage: {e}"))
+    }
+}
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,328 @@
+//! HTTP plumbing shared by every listener: TLS accept, HTTP/1.1 serving,
+//! graceful shutdown, metrics and tracing per request, and the GSMA JSON
+//! envelope (SGP.22 §6.5.1).
+//!
+//! Handlers stay thin: they parse, call the domain, and render. This module
+//! owns everything around them.
+
+pub mod client;
+pub mod tls;
+
+use crate::error::{codes, Error};
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Map, Value};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// The X-Admin-Protocol value we send (SGP.22 §6.2): the highest version we implement.
+pub const ADMIN_PROTOCOL: &str = "gsma/rsp/v2.2.0";
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// What a handler produced, with the labels for metrics and logs.
+pub struct Outcome {
+    /// The response.
+    pub response: Response<Body>,
+    /// Function name (metrics label), e.g. `downloadOrder`.
+    pub function: &'static str,
+    /// `Executed-Success`, `Failed` or an HTTP-level result.
+    pub status: &'static str,
+    /// The GSMA status code, `subject/reason`, or empty.
+    pub code: String,
+}
+
+/// Facts about the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// Remote address.
+    pub peer: SocketAddr,
+    /// Subject CN of the verified client certificate (ES2+ operator id).
+    pub client_cn: Option<String>,
+}
+
+/// A request handler.
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>, Arc<ConnInfo>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Serves one listener until `shutdown` turns true, then stops accepting,
+/// lets in-flight requests finish (up to `drain`), and returns.
+pub async fn serve(
+    interface: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: Handler,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.map(TlsAcceptor::from);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(interface, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        tcp.set_nodelay(true).ok();
+        let handler = handler.clone();
+        let metrics = metrics.clone();
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30));
+                b
+            };
+            match acceptor {
+                Some(acc) => {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(interface, %peer, error = %e, "TLS handshake refused");
+                            metrics.tls_failures.with_label_values(&[interface]).inc();
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(interface, %peer, "TLS handshake timed out");
+                            metrics.tls_failures.with_label_values(&[interface]).inc();
+                            return;
+                        }
+                    };
+                    let client_cn = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::pki::common_name(c));
+                    let info = Arc::new(ConnInfo { peer, client_cn });
+                    let svc = service(interface, handler, metrics, info);
+                    let _ = watcher
+                        .watch(builder.serve_connection(TokioIo::new(tls), svc))
+                        .await;
+                }
+                None => {
+                    let info = Arc::new(ConnInfo {
+                        peer,
+                        client_cn: None,
+                    });
+                    let svc = service(interface, handler, metrics, info);
+                    let _ = watcher
+                        .watch(builder.serve_connection(TokioIo::new(tcp), svc))
+                        .await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(interface, "in-flight requests did not finish in {drain:?}");
+    }
+}
+
+fn service(
+    interface: &'static str,
+    handler: Handler,
+    metrics: Arc<Metrics>,
+    info: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = std::convert::Infallible,
+    Future = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>,
+> {
+    hyper::service::service_fn(
+        move |req: Request<Incoming>| -> Pin<
+            Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
+        > {
+            let handler = handler.clone();
+            let metrics = metrics.clone();
+            let info = info.clone();
+            Box::pin(async move {
+                let start = Instant::now();
+                let path = req.uri().path().to_owned();
+                let out = handler(req, info.clone()).await;
+                let elapsed = start.elapsed();
+                metrics.observe(interface, out.function, out.status, &out.code, elapsed);
+                tracing::info!(
+                    interface,
+                    function = out.function,
+                    status = out.status,
+                    code = %out.code,
+                    http = out.response.status().as_u16(),
+                    peer = %info.peer,
+                    operator = info.client_cn.as_deref().unwrap_or("-"),
+                    path,
+                    micros = elapsed.as_micros() as u64,
+                    "request"
+                );
+                Ok(out.response)
+            })
+        },
+    )
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Error> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Error::invalid(
+                codes::FORMAT_INVALID,
+                format!("request body exceeds {limit} bytes"),
+            ))
+        }
+        Err(e) => Err(Error::invalid(
+            codes::FORMAT_INVALID,
+            format!("request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// Checks the headers every GSMA function call carries (SGP.22 §6.2):
+/// `X-Admin-Protocol: gsma/rsp/v2.*` and a JSON Content-Type (matched by
+/// prefix, so `application/json;charset=UTF-8` is fine).
+pub fn check_gsma_headers(headers: &hyper::HeaderMap) -> Result<(), Error> {
+    let proto = headers
+        .get("x-admin-protocol")
+        .ok_or_else(|| {
+            Error::invalid(codes::VERSION_MISSING, "X-Admin-Protocol header is missing")
+        })?
+        .to_str()
+        .unwrap_or("");
+    let version = proto.trim().strip_prefix("gsma/rsp/v").unwrap_or("");
+    if !version.starts_with("2.") {
+        return Err(Error::invalid(
+            codes::VERSION_UNSUPPORTED,
+            format!("unsupported X-Admin-Protocol {proto:?}: this server speaks gsma/rsp/v2.x"),
+        ));
+    }
+    let ct = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/json")
+    {
+        return Err(Error::invalid(
+            codes::FORMAT_INVALID,
+            format!("Content-Type must be application/json, got {ct:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `header.functionExecutionStatus` for a result (SGP.22 §6.5.1.4).
+pub fn execution_status(err: Option<&Error>) -> Value {
+    match err {
+        None => json!({"status": "Executed-Success"}),
+        Some(e) => {
+            let message = if e.blame == crate::error::Blame::Internal {
+                "internal error".to_owned()
+            } else {
+                e.message.clone()
+            };
+            json!({"status": "Failed", "statusCodeData": {
+                "subjectCode": e.code.subject, "reasonCode": e.code.reason, "message": message}})
+        }
+    }
+}
+
+/// A GSMA JSON response: `{"header": {...}, ...body}` with the required headers.
+pub fn gsma_response(
+    http: StatusCode,
+    err: Option<&Error>,
+    body: Map<String, Value>,
+) -> Response<Body> {
+    let mut msg = Map::new();
+    msg.insert(
+        "header".into(),
+        json!({"functionExecutionStatus": execution_status(err)}),
+    );
+    msg.extend(body);
+    gsma_bytes(
+        http,
+        serde_json::to_vec(&Value::Object(msg)).unwrap_or_default(),
+    )
+}
+
+/// A GSMA JSON response from already-rendered bytes.
+pub fn gsma_bytes(http: StatusCode, bytes: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = http;
+    let h = r.headers_mut();
+    h.insert(
+        "x-admin-protocol",
+        hyper::header::HeaderValue::from_static(ADMIN_PROTOCOL),
+    );
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A plain JSON response for non-GSMA endpoints.
+pub fn json_response(http: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    )));
+    *r.status_mut() = http;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A plain-text response.
+pub fn text_response(
+    http: StatusCode,
+    content_type: &'static str,
+    text: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(text.into()));
+    *r.status_mut() = http;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// The outcome label for a GSMA error.
+pub fn code_label(err: Option<&Error>) -> String {
+    err.map(|e| e.code.to_string()).unwrap_or_default()
+}

@@ -1,0 +1,26 @@
+//! smdpplus: a GSMA SGP.22 v2.2 SM-DP+.
+//!
+//! # Layout
+//! A request's path through the code:
+//! - [`server`] wires the listeners, workers and shutdown;
+//! - [`http`] accepts TLS, serves HTTP/1.1, records metrics and renders the
+//!   GSMA JSON envelope;
+//! - [`es2plus`] parses ES2+ calls into store [`store::Command`]s;
+//! - [`store`] applies them atomically and durably, with the lifecycle table
+//!   in [`store::lifecycle`];
+//! - [`es2plus::notify`] delivers ES2+ notifications from the outbox.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod es2plus;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod time;

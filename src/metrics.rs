@@ -1,0 +1,143 @@
+//! Prometheus metrics. Names follow the Prometheus conventions:
+//! `smdpplus_` prefix, `_total` for counters, base units (seconds).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::time::Duration;
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Function calls by interface, function, execution status and GSMA code.
+    pub requests: IntCounterVec,
+    /// Function call latency by interface and function.
+    pub latency: HistogramVec,
+    /// Profiles by lifecycle state (set at scrape time).
+    pub profiles: IntGaugeVec,
+    /// ES2+ notifications waiting in the outbox (set at scrape time).
+    pub outbox_depth: IntGauge,
+    /// Outbox delivery attempts by result (`delivered`, `failed`).
+    pub outbox_attempts: IntCounterVec,
+    /// Identifiers with a wrong check digit seen on the wire, by kind (`eid`, `iccid`).
+    pub check_digit_mismatches: IntCounterVec,
+    /// Refused TLS handshakes by interface.
+    pub tls_failures: IntCounterVec,
+    /// Orders expired by the sweeper.
+    pub orders_expired: prometheus::IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_requests_total",
+                "Function calls by interface, function, execution status and GSMA status code",
+            ),
+            &["interface", "function", "status", "code"],
+        )
+        .expect("static metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("smdpplus_request_duration_seconds", "Function call latency")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            &["interface", "function"],
+        )
+        .expect("static metric definition");
+        let profiles = IntGaugeVec::new(
+            Opts::new("smdpplus_profiles", "Profiles by lifecycle state"),
+            &["state"],
+        )
+        .expect("static metric definition");
+        let outbox_depth = IntGauge::new(
+            "smdpplus_outbox_depth",
+            "ES2+ notifications waiting for delivery",
+        )
+        .expect("static metric definition");
+        let outbox_attempts = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_outbox_attempts_total",
+                "Outbox delivery attempts by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let check_digit_mismatches = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_check_digit_mismatches_total",
+                "Identifiers with a wrong check digit accepted on the wire",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        let tls_failures = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_tls_handshake_failures_total",
+                "Refused or timed-out TLS handshakes",
+            ),
+            &["interface"],
+        )
+        .expect("static metric definition");
+        let orders_expired =
+            prometheus::IntCounter::new("smdpplus_orders_expired_total", "Download orders expired")
+                .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(profiles.clone()),
+            Box::new(outbox_depth.clone()),
+            Box::new(outbox_attempts.clone()),
+            Box::new(check_digit_mismatches.clone()),
+            Box::new(tls_failures.clone()),
+            Box::new(orders_expired.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            profiles,
+            outbox_depth,
+            outbox_attempts,
+            check_digit_mismatches,
+            tls_failures,
+            orders_expired,
+        }
+    }
+
+    /// Records one function call.
+    pub fn observe(
+        &self,
+        interface: &str,
+        function: &str,
+        status: &str,
+        code: &str,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .with_label_values(&[interface, function, status, code])
+            .inc();
+        self.latency
+            .with_label_values(&[interface, function])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = vec![];
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

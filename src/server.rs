@@ -1,0 +1,365 @@
+//! Wiring: opens the store, makes the dev PKI, binds the three listeners,
+//! runs the background workers (outbox, expiry sweeper), and shuts down
+//! gracefully on SIGTERM or SIGINT.
+
+use crate::config::Config;
+use crate::error::codes;
+use crate::http::{self, tls, ConnInfo, Handler, Outcome};
+use crate::ids::Iccid;
+use crate::metrics::Metrics;
+use crate::pki::dev;
+use crate::store::{Command, Ctx, NewProfile, Store, StoreOptions};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+/// Shared state of a running server: a cheap-to-clone handle.
+#[derive(Clone)]
+pub struct App {
+    /// The store.
+    pub store: Store,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Wakes the outbox worker after a transition that may have enqueued.
+    pub outbox_wake: Arc<Notify>,
+    /// The SM-DP+ TLS identity, also presented to operators as client certificate.
+    pub identity: Arc<tls::Identity>,
+    /// False once shutdown started (/readyz).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The profile type of the seeded demo profiles.
+pub const DEMO_PROFILE_TYPE: &str = "demo";
+
+fn boxed<F>(f: F) -> Handler
+where
+    F: Fn(
+            Request<Incoming>,
+            Arc<ConnInfo>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(f)
+}
+
+fn es2_handler(app: App) -> Handler {
+    boxed(move |req, conn| {
+        let app = app.clone();
+        Box::pin(async move {
+            if req.uri().path().starts_with(crate::admin::PREFIX) {
+                crate::admin::handle(app, req, &conn).await
+            } else {
+                crate::es2plus::handle(app, req, &conn).await
+            }
+        })
+    })
+}
+
+fn es9_handler() -> Handler {
+    boxed(move |req, _conn| {
+        Box::pin(async move {
+            // ES9+ functions arrive with the download issue; until then every
+            // path answers with the spec's "function not supported" code.
+            let e = crate::error::Error::invalid(
+                codes::FUNCTION_UNSUPPORTED,
+                format!("no ES9+ function at {}", req.uri().path()),
+            );
+            Outcome {
+                response: http::gsma_response(StatusCode::NOT_FOUND, Some(&e), Default::default()),
+                function: "unknown",
+                status: "Failed",
+                code: e.code.to_string(),
+            }
+        })
+    })
+}
+
+fn ops_handler(app: App) -> Handler {
+    boxed(move |req, _conn| {
+        let app = app.clone();
+        Box::pin(async move {
+            let (response, function) = match req.uri().path() {
+                "/metrics" => {
+                    for (state, n) in app.store.counts() {
+                        app.metrics
+                            .profiles
+                            .with_label_values(&[state.as_str()])
+                            .set(n);
+                    }
+                    app.metrics
+                        .outbox_depth
+                        .set(app.store.outbox().map(|o| o.len() as i64).unwrap_or(-1));
+                    (
+                        http::text_response(
+                            StatusCode::OK,
+                            "text/plain; version=0.0.4",
+                            app.metrics.render(),
+                        ),
+                        "metrics",
+                    )
+                }
+                "/healthz" => (
+                    http::text_response(StatusCode::OK, "text/plain", "ok\n"),
+                    "healthz",
+                ),
+                "/readyz" if app.ready.load(Ordering::SeqCst) => (
+                    http::text_response(StatusCode::OK, "text/plain", "ready\n"),
+                    "readyz",
+                ),
+                "/readyz" => (
+                    http::text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "shutting down\n",
+                    ),
+                    "readyz",
+                ),
+                other => (
+                    http::text_response(
+                        StatusCode::NOT_FOUND,
+                        "text/plain",
+                        format!("no such endpoint: {other}\n"),
+                    ),
+                    "unknown",
+                ),
+            };
+            let status = if response.status().is_success() {
+                "ok"
+            } else {
+                "error"
+            };
+            Outcome {
+                response,
+                function,
+                status,
+                code: String::new(),
+            }
+        })
+    })
+}
+
+/// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
+/// when the store holds no profile at all.
+fn seed_demo(store: &Store, operator: &str, n: usize) -> Result<usize, String> {
+    if n == 0 || store.counts().iter().any(|(_, c)| *c > 0) {
+        return Ok(0);
+    }
+    let items: Vec<NewProfile> = (0..n)
+        .filter_map(|i| Iccid::with_check_digit(&format!("89999000{:010}", i)))
+        .map(|iccid| NewProfile {
+            package: crate::admin::placeholder_package(&iccid),
+            iccid,
+            profile_type: DEMO_PROFILE_TYPE.into(),
+            operator: operator.to_owned(),
+        })
+        .collect();
+    store
+        .add_profiles(&items, "smdpplus", crate::time::now())
+        .map_err(|e| e.to_string())
+}
+
+/// Expires orders whose time to live ran out, and prunes idempotency records.
+async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut last_prune = 0i64;
+    loop {
+        let now = crate::time::now();
+        match app.store.due_expiries(now) {
+            Ok(due) => {
+                for iccid in due {
+                    let cmd = Command::Expire {
+                        iccid: iccid.clone(),
+                    };
+                    match app.store.apply(
+                        &cmd,
+                        &Ctx {
+                            caller: "smdpplus",
+                            now,
+                            idem: None,
+                        },
+                    ) {
+                        Ok(_) => {
+                            app.metrics.orders_expired.inc();
+                            tracing::info!(%iccid, "download order expired");
+                        }
+                        Err(e) => tracing::warn!(%iccid, error = %e, "could not expire order"),
+                    }
+                }
+                if let Err(e) = app.store.sync().await {
+                    tracing::error!(error = %e, "flush after expiry failed");
+                }
+                app.outbox_wake.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "expiry scan failed"),
+        }
+        if now - last_prune > 3600 {
+            last_prune = now;
+            match app.store.prune_idempotency(now - 24 * 3600) {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "idempotency records pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "idempotency prune failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(app.config.expiry_sweep) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let (pki, created) = dev::ensure(
+        &config.data_dir,
+        &config.smdp_address,
+        config.dev_operator(),
+    )
+    .map_err(|e| e.to_string())?;
+    if created {
+        println!(
+            "smdpplus: created a dev PKI in {}",
+            config.data_dir.join("pki").display()
+        );
+        println!(
+            "  TLS server certificate (DPtls, issued by the SGP.26 test CI): {}",
+            pki.tls_cert.display()
+        );
+        println!("  operator CA: {}", pki.operator_ca.display());
+        println!(
+            "  operator client certificate: {} (key {})",
+            pki.operator_client_cert.display(),
+            pki.operator_client_key.display()
+        );
+    }
+    let store = Store::open(
+        &config.db_path(),
+        StoreOptions {
+            order_ttl: config.order_ttl,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let seeded = seed_demo(&store, config.dev_operator(), config.seed_demo_profiles)?;
+    if seeded > 0 {
+        store.flush_blocking().map_err(|e| e.to_string())?;
+        println!("smdpplus: seeded {seeded} demo profiles (profileType {DEMO_PROFILE_TYPE:?}) for operator {}", config.dev_operator());
+    }
+
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => tls::Identity::load(c, k),
+        _ => tls::Identity::load(&pki.tls_cert, &pki.tls_key),
+    }
+    .map_err(|e| e.to_string())?;
+    let operator_ids: Vec<String> = config.operators.iter().map(|o| o.id.clone()).collect();
+    let cas: Vec<&std::path::Path> = config.operator_ca.iter().map(|p| p.as_path()).collect();
+    let es2_tls = tls::es2_server(&identity, &cas, &operator_ids).map_err(|e| e.to_string())?;
+    let es9_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
+
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("bind {addr}: {e}"))
+    };
+    let es9 = bind(config.es9_listen).await?;
+    let es2 = bind(config.es2_listen).await?;
+    let ops = bind(config.ops_listen).await?;
+    let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    println!(
+        "smdpplus: ES9+ on https://{}  ES2+ on https://{} (mutual TLS)  operations on http://{}",
+        addr(&es9),
+        addr(&es2),
+        addr(&ops)
+    );
+    // Machine-readable line for scripts and tests.
+    println!(
+        "ready es9={} es2={} ops={}",
+        addr(&es9),
+        addr(&es2),
+        addr(&ops)
+    );
+
+    let app = App {
+        store: store.clone(),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::new()),
+        outbox_wake: Arc::new(Notify::new()),
+        identity: Arc::new(identity),
+        ready: Arc::new(AtomicBool::new(true)),
+    };
+    let (tx, rx) = watch::channel(false);
+    let drain = Duration::from_secs(30);
+    let m = app.metrics.clone();
+    let servers = vec![
+        tokio::spawn(http::serve(
+            "es9plus",
+            es9,
+            Some(es9_tls),
+            es9_handler(),
+            m.clone(),
+            rx.clone(),
+            drain,
+        )),
+        tokio::spawn(http::serve(
+            "es2plus",
+            es2,
+            Some(es2_tls),
+            es2_handler(app.clone()),
+            m.clone(),
+            rx.clone(),
+            drain,
+        )),
+        tokio::spawn(http::serve(
+            "ops",
+            ops,
+            None,
+            ops_handler(app.clone()),
+            m,
+            rx.clone(),
+            drain,
+        )),
+    ];
+    let workers = vec![
+        tokio::spawn(crate::es2plus::notify::run(app.clone(), rx.clone())),
+        tokio::spawn(sweeper(app.clone(), rx.clone())),
+    ];
+
+    shutdown_signal().await;
+    tracing::info!("shutdown: no new connections; finishing in-flight requests");
+    app.ready.store(false, Ordering::SeqCst);
+    let _ = tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    store.flush_blocking().map_err(|e| e.to_string())?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,1068 @@
+//! The durable store: profiles, their lifecycle, indexes, history and the
+//! ES2+ notification outbox, in one sled tree.
+//!
+//! # Layout
+//! All keys live in one tree, so that one sled transaction covers a record,
+//! its indexes, its history entry, any outbox item and the idempotency record
+//! of the call that caused it:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `p/` | ICCID | [`ProfileRecord`] |
+//! | `h/` | ICCID `/` seq (u64 BE) | [`HistoryEntry`] |
+//! | `b/` | ICCID | stored profile package |
+//! | `m/` | MatchingID | ICCID |
+//! | `e/` | EID `/` ICCID | ICCID (open orders of an EID) |
+//! | `a/` | operator `\0` type `\0` ICCID | ICCID (available pool) |
+//! | `t/` | type `\0` operator | - (known profile types) |
+//! | `x/` | expiry (u64 BE) ICCID | ICCID (orders that can expire) |
+//! | `o/` | seq (u64 BE) | [`OutboxItem`] |
+//! | `i/` | SHA-256 | [`IdemRecord`] |
+//! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
+//!
+//! Index entries are derived from the record alone ([`index_keys`]), and every
+//! write replaces the old record's entries with the new one's, so indexes
+//! cannot drift from the records.
+//!
+//! # Durability
+//! A transaction only reaches sled's page cache. [`Store::sync`] makes every
+//! transaction committed before the call durable; concurrent callers share
+//! one fsync (group commit). Callers acknowledge a transition only after it.
+
+pub mod lifecycle;
+pub mod record;
+
+use crate::error::{codes, Error, Result};
+use crate::ids::{generate_matching_id, Eid, Iccid};
+use lifecycle::{Event, State};
+pub use record::{
+    HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RECORD_VERSION,
+};
+use sled::transaction::{abort, ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Options fixed when the store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Default order time to live, from downloadOrder.
+    pub order_ttl: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            order_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// finalProfileStatusIndicator of ES2+.CancelOrder (§5.3.3, table 29).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalStatus {
+    /// Back to inventory.
+    Available,
+    /// Withdrawn.
+    Unavailable,
+}
+
+/// A state-changing command. One per ES2+ function plus the server's own
+/// events; ES9+ adds its own later.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// ES2+.DownloadOrder (§5.3.1). One of `iccid` and `profile_type` is set.
+    DownloadOrder {
+        /// Caller.
+        operator: String,
+        /// EID to link.
+        eid: Option<Eid>,
+        /// Requested ICCID.
+        iccid: Option<Iccid>,
+        /// Requested profile type.
+        profile_type: Option<String>,
+    },
+    /// ES2+.ConfirmOrder (§5.3.2).
+    ConfirmOrder {
+        /// Caller.
+        operator: String,
+        /// ICCID.
+        iccid: Iccid,
+        /// EID.
+        eid: Option<Eid>,
+        /// Operator-supplied MatchingID; `None` lets the SM-DP+ generate one.
+        matching_id: Option<String>,
+        /// Hex SHA-256 hashes of the confirmation code.
+        cc_hashes: Vec<String>,
+        /// SM-DS address.
+        smds_address: Option<String>,
+        /// releaseFlag.
+        release: bool,
+    },
+    /// ES2+.CancelOrder (§5.3.3).
+    CancelOrder {
+        /// Caller.
+        operator: String,
+        /// ICCID.
+        iccid: Iccid,
+        /// EID given by the caller.
+        eid: Option<Eid>,
+        /// MatchingID given by the caller.
+        matching_id: Option<String>,
+        /// finalProfileStatusIndicator.
+        final_status: FinalStatus,
+    },
+    /// ES2+.ReleaseProfile (§5.3.4).
+    ReleaseProfile {
+        /// Caller.
+        operator: String,
+        /// ICCID.
+        iccid: Iccid,
+    },
+    /// The order's time to live ran out.
+    Expire {
+        /// ICCID.
+        iccid: Iccid,
+    },
+    /// Operator admin call: set the expiry of an open order.
+    SetExpiry {
+        /// Caller.
+        operator: String,
+        /// ICCID.
+        iccid: Iccid,
+        /// New expiry, Unix seconds.
+        expires_at: i64,
+    },
+}
+
+/// Custom notificationPointId (>= 100, §5.3.5 note 1) sent when an order is cancelled.
+pub const POINT_ORDER_CANCELLED: u32 = 100;
+/// notificationPointId 1: eligibility and retry limit check (§5.3.5).
+pub const POINT_ELIGIBILITY: u32 = 1;
+
+/// An idempotency record to write in the same transaction as the command.
+pub struct Idem<'a> {
+    /// SHA-256 over the function, requester, call identifier and body.
+    pub key: [u8; 32],
+    /// Renders the response body from the resulting record.
+    pub render: &'a (dyn Fn(&ProfileRecord) -> Vec<u8> + Sync),
+}
+
+/// Who and when.
+pub struct Ctx<'a> {
+    /// Recorded in history.
+    pub caller: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+    /// Idempotency record, if the call carried one.
+    pub idem: Option<Idem<'a>>,
+}
+
+/// A new profile for the inventory.
+#[derive(Clone, Debug)]
+pub struct NewProfile {
+    /// ICCID (Luhn-checked on import).
+    pub iccid: Iccid,
+    /// Profile type.
+    pub profile_type: String,
+    /// Owning operator.
+    pub operator: String,
+    /// The profile package (an unprotected profile package, DER).
+    pub package: Vec<u8>,
+}
+
+/// Filter for [`Store::list`].
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only this operator's profiles.
+    pub operator: Option<String>,
+    /// Only this state.
+    pub state: Option<State>,
+    /// Only this profile type.
+    pub profile_type: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// The store: a cheap-to-clone handle.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    opts: StoreOptions,
+    /// Serialises pool allocation and inventory writes: the choice of a free
+    /// ICCID happens outside the transaction (sled transactions cannot scan),
+    /// so two allocators would race for the same candidate and retry.
+    alloc: Mutex<()>,
+    /// Transactions committed so far (group commit bookkeeping).
+    written: AtomicU64,
+    /// Highest `written` value known to be on disk.
+    flushed: tokio::sync::Mutex<u64>,
+    /// Profiles per state, kept in memory for metrics.
+    counts: [AtomicI64; 9],
+}
+
+fn state_index(s: State) -> usize {
+    State::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn profile_key(iccid: &str) -> Vec<u8> {
+    key("p/", &[iccid.as_bytes()])
+}
+fn package_key(iccid: &str) -> Vec<u8> {
+    key("b/", &[iccid.as_bytes()])
+}
+fn history_key(iccid: &str, seq: u64) -> Vec<u8> {
+    key("h/", &[iccid.as_bytes(), b"/", &seq.to_be_bytes()])
+}
+fn matching_key(m: &str) -> Vec<u8> {
+    key("m/", &[m.as_bytes()])
+}
+fn pool_prefix(operator: &str, profile_type: &str) -> Vec<u8> {
+    key(
+        "a/",
+        &[operator.as_bytes(), b"\0", profile_type.as_bytes(), b"\0"],
+    )
+}
+fn type_key(profile_type: &str, operator: &str) -> Vec<u8> {
+    key("t/", &[profile_type.as_bytes(), b"\0", operator.as_bytes()])
+}
+fn outbox_key(id: u64) -> Vec<u8> {
+    key("o/", &[&id.to_be_bytes()])
+}
+
+/// The index keys a record implies. Every value is the ICCID.
+pub fn index_keys(r: &ProfileRecord) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(4);
+    if r.state == State::Available {
+        let mut k = pool_prefix(&r.operator, &r.profile_type);
+        k.extend_from_slice(r.iccid.as_bytes());
+        out.push(k);
+    }
+    if let Some(m) = r.matching_id.as_deref().filter(|m| !m.is_empty()) {
+        out.push(matching_key(m));
+    }
+    if let (Some(eid), true) = (&r.eid, r.state.is_pending_order()) {
+        out.push(key("e/", &[eid.as_bytes(), b"/", r.iccid.as_bytes()]));
+    }
+    if let (Some(t), true) = (r.expires_at, r.state.can_expire()) {
+        out.push(key(
+            "x/",
+            &[&(t.max(0) as u64).to_be_bytes(), r.iccid.as_bytes()],
+        ));
+    }
+    out
+}
+
+/// Errors inside a transaction closure.
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<TxAbort>>;
+
+/// Why a transaction was aborted.
+#[derive(Debug)]
+enum TxAbort {
+    /// A protocol error for the caller.
+    Gsma(Error),
+    /// The chosen pool candidate was taken meanwhile: choose again.
+    Retry,
+}
+
+fn gsma<T>(e: Error) -> TxResult<T> {
+    abort(TxAbort::Gsma(e))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    serde_json::from_slice(bytes).or_else(|e| gsma(Error::internal(format!("corrupt record: {e}"))))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail (no maps with non-string keys).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// What a command did.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The record after the command.
+    pub record: ProfileRecord,
+    /// State before the command.
+    pub from: State,
+    /// False when the command was a successful no-op (e.g. re-release).
+    pub changed: bool,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &std::path::Path, opts: StoreOptions) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let tree = db.open_tree("smdpplus")?;
+        let counts: [AtomicI64; 9] = Default::default();
+        for kv in tree.scan_prefix(b"p/") {
+            let (_, v) = kv?;
+            let r: ProfileRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
+            counts[state_index(r.state)].fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                opts,
+                alloc: Mutex::new(()),
+                written: AtomicU64::new(0),
+                flushed: tokio::sync::Mutex::new(0),
+                counts,
+            }),
+        })
+    }
+
+    /// Makes every transaction committed before this call durable (fsync).
+    /// Concurrent callers share one flush.
+    pub async fn sync(&self) -> Result<()> {
+        let mine = self.inner.written.load(Ordering::SeqCst);
+        let mut flushed = self.inner.flushed.lock().await;
+        if *flushed >= mine {
+            return Ok(());
+        }
+        // Everything committed up to here is covered by the flush below,
+        // including the transactions of callers queued behind this lock.
+        let target = self.inner.written.load(Ordering::SeqCst);
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| Error::internal(format!("flush task: {e}")))??;
+        *flushed = target;
+        Ok(())
+    }
+
+    /// Flushes synchronously (shutdown, CLI).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    fn committed(&self, old: Option<State>, new: State) {
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        if let Some(o) = old {
+            self.inner.counts[state_index(o)].fetch_sub(1, Ordering::Relaxed);
+        }
+        self.inner.counts[state_index(new)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Profiles per state.
+    pub fn counts(&self) -> Vec<(State, i64)> {
+        State::ALL
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    self.inner.counts[state_index(*s)].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Adds profiles to the inventory as one atomic batch. Every ICCID must
+    /// carry a valid Luhn digit and be new; the first bad one fails the
+    /// whole batch with its position.
+    pub fn add_profiles(&self, items: &[NewProfile], caller: &str, now: i64) -> Result<usize> {
+        let _guard = self
+            .inner
+            .alloc
+            .lock()
+            .map_err(|_| Error::internal("allocation lock poisoned"))?;
+        let mut batch = sled::Batch::default();
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in items.iter().enumerate() {
+            let iccid = p.iccid.as_str();
+            let bad = |why: &str| {
+                Error::invalid(
+                    codes::ICCID_INVALID,
+                    format!("item {}: ICCID {iccid}: {why}", i + 1),
+                )
+            };
+            if !p.iccid.luhn_ok() {
+                return Err(bad("bad Luhn check digit"));
+            }
+            if !seen.insert(iccid.to_owned()) {
+                return Err(bad("duplicate in batch"));
+            }
+            if self.inner.tree.contains_key(profile_key(iccid))? {
+                return Err(bad("already in inventory"));
+            }
+            if !valid_label(&p.profile_type) || !valid_label(&p.operator) {
+                return Err(bad(
+                    "profile type and operator must be 1-64 printable characters",
+                ));
+            }
+            let rec = ProfileRecord {
+                v: RECORD_VERSION,
+                iccid: iccid.to_owned(),
+                profile_type: p.profile_type.clone(),
+                operator: p.operator.clone(),
+                state: State::Available,
+                eid: None,
+                matching_id: None,
+                cc_hashes: vec![],
+                smds_address: None,
+                download_attempts: 0,
+                cc_attempts: 0,
+                expires_at: None,
+                created_at: now,
+                updated_at: now,
+                package_ref: String::from_utf8_lossy(&package_key(iccid)).into_owned(),
+                history_len: 1,
+                error_reason: None,
+            };
+            let h = HistoryEntry {
+                v: RECORD_VERSION,
+                at: now,
+                event: Event::Imported,
+                from: None,
+                to: State::Available,
+                caller: caller.to_owned(),
+            };
+            batch.insert(package_key(iccid), p.package.as_slice());
+            batch.insert(history_key(iccid, 0), encode(&h));
+            for k in index_keys(&rec) {
+                batch.insert(k, iccid.as_bytes());
+            }
+            batch.insert(type_key(&rec.profile_type, &rec.operator), &[][..]);
+            batch.insert(profile_key(iccid), encode(&rec));
+        }
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        self.inner.counts[state_index(State::Available)]
+            .fetch_add(items.len() as i64, Ordering::Relaxed);
+        Ok(items.len())
+    }
+
+    /// A stored response for an idempotent re-send, if any.
+    pub fn idempotent_response(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        Ok(
+            match self.inner.tree.get(crate::store::key("i/", &[key]))? {
+                Some(v) => serde_json::from_slice::<IdemRecord>(&v)
+                    .ok()
+                    .map(|r| r.response),
+                None => None,
+            },
+        )
+    }
+
+    /// Applies a command atomically: record, indexes, history, outbox and
+    /// idempotency record in one transaction. Not yet durable: call
+    /// [`Store::sync`] before acknowledging.
+    pub fn apply(&self, cmd: &Command, ctx: &Ctx<'_>) -> Result<Applied> {
+        // Pool allocation picks its candidate outside the transaction.
+        let alloc_guard = match cmd {
+            Command::DownloadOrder { iccid: None, .. } => Some(
+                self.inner
+                    .alloc
+                    .lock()
+                    .map_err(|_| Error::internal("allocation lock poisoned"))?,
+            ),
+            _ => None,
+        };
+        for _ in 0..16 {
+            let candidate = match cmd {
+                Command::DownloadOrder {
+                    operator,
+                    iccid: None,
+                    profile_type: Some(t),
+                    ..
+                } => Some(self.pick_from_pool(operator, t)?),
+                _ => None,
+            };
+            let result = self
+                .inner
+                .tree
+                .transaction(|tx| self.apply_tx(tx, cmd, ctx, candidate.as_ref()));
+            match result {
+                Ok(applied) => {
+                    drop(alloc_guard);
+                    if applied.changed {
+                        self.committed(Some(applied.from), applied.record.state);
+                    } else if ctx.idem.is_some() {
+                        self.inner.written.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return Ok(applied);
+                }
+                Err(TransactionError::Abort(TxAbort::Retry)) => continue,
+                Err(TransactionError::Abort(TxAbort::Gsma(e))) => return Err(e),
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+            }
+        }
+        Err(Error::internal("allocation kept conflicting"))
+    }
+
+    fn pick_from_pool(&self, operator: &str, profile_type: &str) -> Result<Iccid> {
+        if !self
+            .inner
+            .tree
+            .contains_key(type_key(profile_type, operator))?
+        {
+            let known_elsewhere = self
+                .inner
+                .tree
+                .scan_prefix(key("t/", &[profile_type.as_bytes(), b"\0"]))
+                .next()
+                .is_some();
+            return Err(if known_elsewhere {
+                Error::not_allowed(
+                    codes::TYPE_NOT_ALLOWED,
+                    format!("profile type {profile_type} belongs to another operator"),
+                )
+            } else {
+                Error::refused(
+                    codes::TYPE_UNKNOWN,
+                    format!("profile type {profile_type} is unknown"),
+                )
+            });
+        }
+        match self
+            .inner
+            .tree
+            .scan_prefix(pool_prefix(operator, profile_type))
+            .next()
+        {
+            Some(kv) => {
+                let (_, v) = kv?;
+                let s = String::from_utf8_lossy(&v);
+                Iccid::parse(&s).ok_or_else(|| Error::internal("corrupt pool entry"))
+            }
+            None => Err(Error::refused(
+                codes::TYPE_EXHAUSTED,
+                format!("no more profiles of type {profile_type}"),
+            )),
+        }
+    }
+
+    fn load(&self, tx: &TransactionalTree, iccid: &Iccid) -> TxResult<ProfileRecord> {
+        match tx.get(profile_key(iccid.as_str()))? {
+            Some(v) => decode(&v),
+            None => gsma(Error::refused(
+                codes::ICCID_UNKNOWN,
+                format!("ICCID {iccid} is unknown"),
+            )),
+        }
+    }
+
+    fn load_owned(
+        &self,
+        tx: &TransactionalTree,
+        iccid: &Iccid,
+        operator: &str,
+    ) -> TxResult<ProfileRecord> {
+        let r = self.load(tx, iccid)?;
+        if r.operator != operator {
+            return gsma(Error::not_allowed(
+                codes::ICCID_NOT_ALLOWED,
+                format!("ICCID {iccid} belongs to another operator"),
+            ));
+        }
+        Ok(r)
+    }
+
+    fn apply_tx(
+        &self,
+        tx: &TransactionalTree,
+        cmd: &Command,
+        ctx: &Ctx<'_>,
+        candidate: Option<&Iccid>,
+    ) -> TxResult<Applied> {
+        let now = ctx.now;
+        let (old, mut new, event, note) = match cmd {
+            Command::DownloadOrder {
+                operator,
+                eid,
+                iccid,
+                profile_type,
+            } => {
+                let old = match (iccid, candidate) {
+                    (Some(i), _) => {
+                        let r = self.load_owned(tx, i, operator)?;
+                        if let Some(t) = profile_type {
+                            if *t != r.profile_type {
+                                return gsma(Error::refused(
+                                    codes::TYPE_MISMATCH,
+                                    format!("ICCID {i} is of type {}, not {t}", r.profile_type),
+                                ));
+                            }
+                        }
+                        r
+                    }
+                    (None, Some(c)) => {
+                        let r = self.load(tx, c)?;
+                        if r.state != State::Available {
+                            return abort(TxAbort::Retry);
+                        }
+                        r
+                    }
+                    (None, None) => {
+                        return gsma(Error::invalid(
+                            codes::FORMAT_CONDITIONAL_MISSING,
+                            "iccid or profileType is required",
+                        ))
+                    }
+                };
+                let event = if eid.is_some() {
+                    Event::DownloadOrderLinked
+                } else {
+                    Event::DownloadOrderAllocated
+                };
+                let mut new = old.clone();
+                new.eid = eid.as_ref().map(|e| e.as_str().to_owned());
+                new.expires_at =
+                    Some(now.saturating_add(self.inner.opts.order_ttl.as_secs() as i64));
+                new.error_reason = None;
+                (old, new, event, None)
+            }
+            Command::ConfirmOrder {
+                operator,
+                iccid,
+                eid,
+                matching_id,
+                cc_hashes,
+                smds_address,
+                release,
+            } => {
+                let old = self.load_owned(tx, iccid, operator)?;
+                let event = if *release {
+                    Event::ConfirmOrderAndRelease
+                } else {
+                    Event::ConfirmOrder
+                };
+                lifecycle::next(old.state, event).or_else(gsma)?;
+                let mut new = old.clone();
+                match (&old.eid, eid) {
+                    (Some(a), Some(b)) if a != b.as_str() => {
+                        return gsma(Error::refused(
+                            codes::EID_INVALID_ASSOCIATION,
+                            format!("ICCID {iccid} is linked to a different EID"),
+                        ))
+                    }
+                    (None, Some(b)) => new.eid = Some(b.as_str().to_owned()),
+                    _ => {}
+                }
+                let m = match matching_id {
+                    Some(m) => m.clone(),
+                    None => loop {
+                        let m = generate_matching_id(&mut rand::thread_rng());
+                        if tx.get(matching_key(&m))?.is_none() {
+                            break m;
+                        }
+                    },
+                };
+                if m.is_empty() && new.eid.is_none() {
+                    return gsma(Error::invalid(
+                        codes::EID_MISSING,
+                        "an empty matchingId requires an EID",
+                    ));
+                }
+                if smds_address.is_some() && new.eid.is_none() {
+                    return gsma(Error::invalid(
+                        codes::EID_MISSING,
+                        "an SM-DS registration requires an EID",
+                    ));
+                }
+                if !m.is_empty() {
+                    if let Some(owner) = tx.get(matching_key(&m))? {
+                        if owner.as_ref() != iccid.as_str().as_bytes() {
+                            return gsma(Error::refused(
+                                codes::MATCHING_ID_IN_USE,
+                                format!("matchingId {m} is already in use"),
+                            ));
+                        }
+                    }
+                }
+                new.matching_id = Some(m);
+                new.cc_hashes = cc_hashes.clone();
+                new.smds_address = smds_address.clone();
+                (old, new, event, None)
+            }
+            Command::ReleaseProfile { operator, iccid } => {
+                let old = self.load_owned(tx, iccid, operator)?;
+                let new = old.clone();
+                (old, new, Event::ReleaseProfile, None)
+            }
+            Command::CancelOrder {
+                operator,
+                iccid,
+                eid,
+                matching_id,
+                final_status,
+            } => {
+                let old = self.load_owned(tx, iccid, operator)?;
+                let event = match final_status {
+                    FinalStatus::Available => Event::CancelOrderAvailable,
+                    FinalStatus::Unavailable => Event::CancelOrderUnavailable,
+                };
+                lifecycle::next(old.state, event).or_else(gsma)?;
+                if let Some(linked) = &old.eid {
+                    match eid {
+                        None => {
+                            return gsma(Error::invalid(
+                                codes::EID_CONDITIONAL_MISSING,
+                                "eid is required: the order is linked to an EID",
+                            ))
+                        }
+                        Some(e) if e.as_str() != linked => {
+                            return gsma(Error::refused(
+                                codes::ICCID_EID_MISMATCH,
+                                format!("ICCID {iccid} is associated with a different EID"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(m) = old.matching_id.as_deref().filter(|m| !m.is_empty()) {
+                    match matching_id {
+                        None => {
+                            return gsma(Error::invalid(
+                                codes::MATCHING_ID_MISSING,
+                                "matchingId is required: the order has one",
+                            ))
+                        }
+                        Some(given) if given != m => {
+                            return gsma(Error::refused(
+                                codes::MATCHING_ID_MISMATCH,
+                                format!("ICCID {iccid} is associated with a different matchingId"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                let mut new = old.clone();
+                new.eid = None;
+                new.matching_id = None;
+                new.cc_hashes.clear();
+                new.smds_address = None;
+                new.download_attempts = 0;
+                new.cc_attempts = 0;
+                new.expires_at = None;
+                new.error_reason = None;
+                let note = (POINT_ORDER_CANCELLED, PointStatus::Success, old.eid.clone());
+                (old, new, event, Some(note))
+            }
+            Command::Expire { iccid } => {
+                let old = self.load(tx, iccid)?;
+                match old.expires_at {
+                    Some(t) if t <= now && old.state.can_expire() => {}
+                    _ => {
+                        return gsma(Error::refused(
+                            codes::ORDER_EXPIRED,
+                            format!("order for {iccid} has not expired"),
+                        ))
+                    }
+                }
+                let mut new = old.clone();
+                new.error_reason = Some("order expired".into());
+                let note = (
+                    POINT_ELIGIBILITY,
+                    PointStatus::failed(codes::ORDER_EXPIRED, "download order expired"),
+                    old.eid.clone(),
+                );
+                (old, new, Event::Expired, Some(note))
+            }
+            Command::SetExpiry {
+                operator,
+                iccid,
+                expires_at,
+            } => {
+                let old = self.load_owned(tx, iccid, operator)?;
+                if !old.state.can_expire() {
+                    return gsma(Error::refused(
+                        codes::ICCID_INVALID_TRANSITION,
+                        format!(
+                            "ICCID {iccid} has no open order that can expire (state {})",
+                            old.state
+                        ),
+                    ));
+                }
+                let mut new = old.clone();
+                new.expires_at = Some(*expires_at);
+                new.updated_at = now;
+                self.write_record(tx, Some(&old), &new)?;
+                self.write_idem(tx, ctx, &new)?;
+                return Ok(Applied {
+                    from: old.state,
+                    record: new,
+                    changed: false,
+                });
+            }
+        };
+        let to = lifecycle::next(old.state, event).or_else(gsma)?;
+        let changed = !(to == old.state && event == Event::ReleaseProfile);
+        if changed {
+            new.state = to;
+            new.updated_at = now;
+            if !to.is_pending_order() && to != State::Error {
+                new.expires_at = None;
+            }
+            let h = HistoryEntry {
+                v: RECORD_VERSION,
+                at: now,
+                event,
+                from: Some(old.state),
+                to,
+                caller: ctx.caller.to_owned(),
+            };
+            tx.insert(history_key(&new.iccid, new.history_len), encode(&h))?;
+            new.history_len += 1;
+            self.write_record(tx, Some(&old), &new)?;
+            if let Some((point, status, eid)) = note {
+                let id = tx.generate_id()?;
+                let item = OutboxItem {
+                    v: RECORD_VERSION,
+                    id,
+                    operator: new.operator.clone(),
+                    eid,
+                    iccid: new.iccid.clone(),
+                    profile_type: new.profile_type.clone(),
+                    timestamp: now,
+                    point,
+                    status,
+                    result_data: None,
+                    attempts: 0,
+                    next_attempt_ms: now.saturating_mul(1000),
+                    last_error: None,
+                };
+                tx.insert(outbox_key(id), encode(&item))?;
+            }
+        }
+        self.write_idem(tx, ctx, &new)?;
+        Ok(Applied {
+            from: old.state,
+            record: new,
+            changed,
+        })
+    }
+
+    fn write_record(
+        &self,
+        tx: &TransactionalTree,
+        old: Option<&ProfileRecord>,
+        new: &ProfileRecord,
+    ) -> TxResult<()> {
+        let old_keys = old.map(index_keys).unwrap_or_default();
+        let new_keys = index_keys(new);
+        for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+            tx.remove(k.as_slice())?;
+        }
+        for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+            tx.insert(k.as_slice(), new.iccid.as_bytes())?;
+        }
+        tx.insert(profile_key(&new.iccid), encode(new))?;
+        Ok(())
+    }
+
+    fn write_idem(
+        &self,
+        tx: &TransactionalTree,
+        ctx: &Ctx<'_>,
+        rec: &ProfileRecord,
+    ) -> TxResult<()> {
+        if let Some(idem) = &ctx.idem {
+            let r = IdemRecord {
+                at: ctx.now,
+                response: (idem.render)(rec),
+            };
+            tx.insert(key("i/", &[&idem.key]), encode(&r))?;
+            tx.insert(
+                key("j/", &[&(ctx.now.max(0) as u64).to_be_bytes(), &idem.key]),
+                &[][..],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One profile.
+    pub fn get(&self, iccid: &Iccid) -> Result<Option<ProfileRecord>> {
+        match self.inner.tree.get(profile_key(iccid.as_str()))? {
+            Some(v) => {
+                Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                    Error::internal(format!("corrupt record: {e}"))
+                })?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The stored package of a profile.
+    pub fn package(&self, rec: &ProfileRecord) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .inner
+            .tree
+            .get(rec.package_ref.as_bytes())?
+            .map(|v| v.to_vec()))
+    }
+
+    /// A profile's history, oldest first.
+    pub fn history(&self, iccid: &Iccid) -> Result<Vec<HistoryEntry>> {
+        self.inner
+            .tree
+            .scan_prefix(key("h/", &[iccid.as_str().as_bytes(), b"/"]))
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::internal(format!("corrupt history: {e}")))
+            })
+            .collect()
+    }
+
+    /// Profiles matching a filter, in ICCID order.
+    pub fn list(&self, f: &ListFilter) -> Result<Vec<ProfileRecord>> {
+        let mut out = vec![];
+        for kv in self.inner.tree.scan_prefix(b"p/") {
+            let (_, v) = kv?;
+            let r: ProfileRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
+            if f.operator.as_ref().is_some_and(|o| *o != r.operator)
+                || f.state.is_some_and(|s| s != r.state)
+                || f.profile_type
+                    .as_ref()
+                    .is_some_and(|t| *t != r.profile_type)
+            {
+                continue;
+            }
+            out.push(r);
+            if f.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ICCID an active MatchingID names.
+    pub fn by_matching_id(&self, m: &str) -> Result<Option<Iccid>> {
+        Ok(self
+            .inner
+            .tree
+            .get(matching_key(m))?
+            .and_then(|v| Iccid::parse(&String::from_utf8_lossy(&v))))
+    }
+
+    /// ICCIDs of the open orders linked to an EID.
+    pub fn pending_for_eid(&self, eid: &Eid) -> Result<Vec<Iccid>> {
+        self.inner
+            .tree
+            .scan_prefix(key("e/", &[eid.as_str().as_bytes(), b"/"]))
+            .map(|kv| {
+                let (_, v) = kv?;
+                Iccid::parse(&String::from_utf8_lossy(&v))
+                    .ok_or_else(|| Error::internal("corrupt EID index"))
+            })
+            .collect()
+    }
+
+    /// ICCIDs in the available pool of (operator, type).
+    pub fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<Iccid>> {
+        self.inner
+            .tree
+            .scan_prefix(pool_prefix(operator, profile_type))
+            .map(|kv| {
+                let (_, v) = kv?;
+                Iccid::parse(&String::from_utf8_lossy(&v))
+                    .ok_or_else(|| Error::internal("corrupt pool entry"))
+            })
+            .collect()
+    }
+
+    /// Orders whose expiry is at or before `now`.
+    pub fn due_expiries(&self, now: i64) -> Result<Vec<Iccid>> {
+        let end = key(
+            "x/",
+            &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
+        );
+        self.inner
+            .tree
+            .range(b"x/".to_vec()..end)
+            .map(|kv| {
+                let (_, v) = kv?;
+                Iccid::parse(&String::from_utf8_lossy(&v))
+                    .ok_or_else(|| Error::internal("corrupt expiry index"))
+            })
+            .collect()
+    }
+
+    /// Every raw index entry, for consistency checks: (key, value).
+    pub fn index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = vec![];
+        for p in ["a/", "m/", "e/", "x/"] {
+            for kv in self.inner.tree.scan_prefix(p.as_bytes()) {
+                let (k, v) = kv?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox items, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
+        self.inner
+            .tree
+            .scan_prefix(b"o/")
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::internal(format!("corrupt outbox item: {e}")))
+            })
+            .collect()
+    }
+
+    /// Removes a delivered outbox item.
+    pub fn outbox_delivered(&self, id: u64) -> Result<()> {
+        self.inner.tree.remove(outbox_key(id))?;
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Records a failed delivery attempt and when to try again.
+    pub fn outbox_failed(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> Result<()> {
+        let mut it = item.clone();
+        it.attempts += 1;
+        it.last_error = Some(error.to_owned());
+        it.next_attempt_ms = next_attempt_ms;
+        self.inner.tree.insert(outbox_key(it.id), encode(&it))?;
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Drops idempotency records older than `cutoff` (Unix seconds).
+    pub fn prune_idempotency(&self, cutoff: i64) -> Result<usize> {
+        let end = key("j/", &[&(cutoff.max(0) as u64).to_be_bytes()]);
+        let mut n = 0;
+        for kv in self.inner.tree.range(b"j/".to_vec()..end) {
+            let (k, _) = kv?;
+            let hash = &k[k.len() - 32..];
+            self.inner.tree.remove(key("i/", &[hash]))?;
+            self.inner.tree.remove(&k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Operator ids and profile types: 1-64 printable ASCII characters.
+pub fn valid_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
