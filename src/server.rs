@@ -173,6 +173,7 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
         let now = crate::time::now();
         match app.store.due_expiries(now) {
             Ok(due) => {
+                let expired_any = !due.is_empty();
                 for iccid in due {
                     let cmd = Command::Expire {
                         iccid: iccid.clone(),
@@ -192,10 +193,12 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
                         Err(e) => tracing::warn!(%iccid, error = %e, "could not expire order"),
                     }
                 }
-                if let Err(e) = app.store.sync().await {
-                    tracing::error!(error = %e, "flush after expiry failed");
+                if expired_any {
+                    if let Err(e) = app.store.sync().await {
+                        tracing::error!(error = %e, "flush after expiry failed");
+                    }
+                    app.outbox_wake.notify_one();
                 }
-                app.outbox_wake.notify_one();
             }
             Err(e) => tracing::error!(error = %e, "expiry scan failed"),
         }

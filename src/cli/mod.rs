@@ -93,24 +93,30 @@ pub struct ConnArgs {
     /// ES2+ base URL.
     #[arg(
         long,
+        global = true,
         env = "SMDPPLUS_ES2_URL",
         default_value = "https://localhost:8444"
     )]
     pub server: String,
     /// Data directory whose dev PKI provides the defaults below.
-    #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "SMDPPLUS_DATA_DIR",
+        default_value = "./smdpplus-data"
+    )]
     pub data_dir: PathBuf,
     /// Client certificate (default: `<data-dir>/pki/operator-client.crt`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
     /// Client key (default: `<data-dir>/pki/operator-client.key`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub key: Option<PathBuf>,
     /// CA that signed the server certificate (default: `<data-dir>/pki/ci.crt`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
     /// functionRequesterIdentifier (default: the client certificate's CN).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub requester: Option<String>,
 }
 

@@ -72,6 +72,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut clients: HashMap<String, Client> = HashMap::new();
     loop {
         let mut next_due: Option<i64> = None;
+        let mut attempted = false;
         match app.store.outbox() {
             Ok(items) => {
                 let now = crate::time::now_ms();
@@ -83,6 +84,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                         );
                         continue;
                     }
+                    attempted = true;
                     let client = client_for(&app, &mut clients, &item.operator);
                     let app = app.clone();
                     tasks.spawn(async move { deliver(&app, client, item).await });
@@ -96,6 +98,10 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "outbox scan failed"),
+        }
+        if attempted {
+            // Rescan: the attempts just made rescheduled their items.
+            continue;
         }
         let wait = next_due
             .map(|d| Duration::from_millis((d - crate::time::now_ms()).clamp(0, 60_000) as u64))

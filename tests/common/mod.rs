@@ -211,6 +211,26 @@ impl Operator {
             .await
     }
 
+    /// Like [`Operator::call`], but a transport failure is an `Err` (the
+    /// server may be gone).
+    pub async fn try_call(&self, function: &str, mut body: Value) -> Result<Value, String> {
+        let id = format!(
+            "t-{}-{}",
+            std::process::id(),
+            CALLS.fetch_add(1, Ordering::SeqCst)
+        );
+        body["header"] =
+            json!({"functionRequesterIdentifier": self.requester, "functionCallIdentifier": id});
+        let r = self
+            .client
+            .post_gsma(
+                &format!("{}/gsma/rsp2/es2plus/{function}", self.base),
+                body.to_string().into_bytes(),
+            )
+            .await?;
+        serde_json::from_slice(&r.body).map_err(|e| e.to_string())
+    }
+
     /// Calls with an explicit header.
     pub async fn call_as(
         &self,
