@@ -52,6 +52,9 @@ pub struct ConnInfo {
     pub client_cn: Option<String>,
 }
 
+/// The future of one request.
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
+
 /// A request handler.
 pub type Handler = Arc<
     dyn Fn(Request<Incoming>, Arc<ConnInfo>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>
@@ -152,12 +155,7 @@ fn service(
     handler: Handler,
     metrics: Arc<Metrics>,
     info: Arc<ConnInfo>,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = std::convert::Infallible,
-    Future = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>,
-> {
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible, Future = ResponseFuture> {
     hyper::service::service_fn(
         move |req: Request<Incoming>| -> Pin<
             Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,

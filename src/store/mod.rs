@@ -355,11 +355,8 @@ impl Store {
         Ok(())
     }
 
-    fn committed(&self, old: Option<State>, new: State) {
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        if let Some(o) = old {
-            self.inner.counts[state_index(o)].fetch_sub(1, Ordering::Relaxed);
-        }
+    fn count_transition(&self, old: State, new: State) {
+        self.inner.counts[state_index(old)].fetch_sub(1, Ordering::Relaxed);
         self.inner.counts[state_index(new)].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -494,10 +491,10 @@ impl Store {
             match result {
                 Ok(applied) => {
                     drop(alloc_guard);
+                    // Any committed transaction may have written: count it for sync().
+                    self.inner.written.fetch_add(1, Ordering::SeqCst);
                     if applied.changed {
-                        self.committed(Some(applied.from), applied.record.state);
-                    } else if ctx.idem.is_some() {
-                        self.inner.written.fetch_add(1, Ordering::SeqCst);
+                        self.count_transition(applied.from, applied.record.state);
                     }
                     return Ok(applied);
                 }
