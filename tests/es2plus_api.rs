@@ -426,7 +426,8 @@ async fn bad_input_gets_gsma_codes_never_500() {
         r#""header":{"functionRequesterIdentifier":"dev-operator","functionCallIdentifier":"b1"}"#;
     let good = format!(r#"{{{header},"profileType":"demo"}}"#);
     let big = format!(r#"{{{header},"profileType":"{}"}}"#, "x".repeat(4096));
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             vec![json_ct, proto],

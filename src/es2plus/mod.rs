@@ -439,6 +439,8 @@ async fn call(
             call_id,
             "re-sent request answered from the idempotency record"
         );
+        // The original call may still be waiting for its flush.
+        app.store.sync().await?;
         return Ok(previous);
     }
 

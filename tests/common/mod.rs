@@ -32,6 +32,7 @@ pub struct Server {
 
 impl Server {
     /// Starts `smdpplus serve` on `dir` with an optional TOML config.
+    #[allow(clippy::zombie_processes, reason = "the child is killed and waited for in Drop")]
     pub fn start(dir: &Path, config: Option<&str>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
         cmd.arg("serve")
@@ -75,6 +76,7 @@ impl Server {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
                     panic!("server did not report ready; log:\n{log}");
                 }
