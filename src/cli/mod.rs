@@ -451,7 +451,10 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
             if json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("{:<21} {:<11} {:<12} {:<33} MATCHING ID", "ICCID", "STATE", "TYPE", "EID");
+                println!(
+                    "{:<21} {:<11} {:<12} {:<33} MATCHING ID",
+                    "ICCID", "STATE", "TYPE", "EID"
+                );
                 for p in v["profiles"].as_array().into_iter().flatten() {
                     println!(
                         "{:<21} {:<11} {:<12} {:<33} {}",
@@ -535,7 +538,10 @@ async fn outbox(conn: ConnArgs, json: bool) -> Result<ExitCode, String> {
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        println!("{:<6} {:<21} {:<6} {:<17} {:<9} LAST ERROR", "ID", "ICCID", "POINT", "STATUS", "ATTEMPTS");
+        println!(
+            "{:<6} {:<21} {:<6} {:<17} {:<9} LAST ERROR",
+            "ID", "ICCID", "POINT", "STATUS", "ATTEMPTS"
+        );
         for o in v["items"].as_array().into_iter().flatten() {
             println!(
                 "{:<6} {:<21} {:<6} {:<17} {:<9} {}",

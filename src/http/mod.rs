@@ -53,7 +53,8 @@ pub struct ConnInfo {
 }
 
 /// The future of one request.
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
 
 /// A request handler.
 pub type Handler = Arc<
@@ -155,7 +156,12 @@ fn service(
     handler: Handler,
     metrics: Arc<Metrics>,
     info: Arc<ConnInfo>,
-) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible, Future = ResponseFuture> {
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = std::convert::Infallible,
+    Future = ResponseFuture,
+> {
     hyper::service::service_fn(
         move |req: Request<Incoming>| -> Pin<
             Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
