@@ -134,7 +134,8 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + Duration::days(days);
 }
 
-/// Creates the dev PKI under `<data-dir>/pki` if it is not there yet.
+/// Creates the dev PKI under `<data-dir>/pki` where it is missing, and
+/// re-issues the TLS certificate when it does not name `smdp_address`.
 /// Returns the paths and whether anything was created.
 pub fn ensure(
     data_dir: &Path,
@@ -142,20 +143,58 @@ pub fn ensure(
     operator_id: &str,
 ) -> Result<(DevPki, bool), PkiError> {
     let p = DevPki::paths(data_dir);
-    let all = [
-        &p.tls_cert,
-        &p.tls_key,
-        &p.ci_cert,
+    fs::create_dir_all(data_dir.join("pki"))?;
+    let mut created = false;
+    if !(p.tls_cert.exists()
+        && p.tls_key.exists()
+        && p.ci_cert.exists()
+        && names(&p.tls_cert, smdp_address))
+    {
+        make_dptls(&p, smdp_address)?;
+        created = true;
+    }
+    let ca_key = data_dir.join("pki").join("operator-ca.key");
+    if ![
         &p.operator_ca,
+        &ca_key,
         &p.operator_client_cert,
         &p.operator_client_key,
-    ];
-    if all.iter().all(|f| f.exists()) {
-        return Ok((p, false));
+    ]
+    .iter()
+    .all(|f| f.exists())
+    {
+        make_operator(&p, &ca_key, operator_id)?;
+        created = true;
     }
-    fs::create_dir_all(data_dir.join("pki"))?;
+    Ok((p, created))
+}
 
-    // DPtls, issued by the SGP.26 test CI.
+/// Whether the certificate in `path` has `name` among its DNS or IP SANs.
+fn names(path: &Path, name: &str) -> bool {
+    let Ok(certs) = super::load_certs(path) else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&certs[0]) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|g| match g {
+        x509_parser::extensions::GeneralName::DNSName(d) => d.eq_ignore_ascii_case(name),
+        x509_parser::extensions::GeneralName::IPAddress(ip) => {
+            match name.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(v4)) => *ip == v4.octets().as_slice(),
+                Ok(std::net::IpAddr::V6(v6)) => *ip == v6.octets().as_slice(),
+                Err(_) => false,
+            }
+        }
+        _ => false,
+    })
+}
+
+/// DPtls for `smdp_address` (plus localhost), issued by the SGP.26 test CI.
+fn make_dptls(p: &DevPki, smdp_address: &str) -> Result<(), PkiError> {
     let ci_cert = CertificateDer::from_pem_slice(SGP26_CI_CERT_PEM.as_bytes()).map_err(|e| {
         PkiError::File {
             path: "embedded SGP.26 CI cert".into(),
@@ -195,8 +234,14 @@ pub fn ensure(
     validity(&mut params, 365);
     let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let tls_cert = params.signed_by(&tls_key, &ci)?;
+    fs::write(&p.tls_cert, tls_cert.pem())?;
+    write_secret(&p.tls_key, &tls_key.serialize_pem())?;
+    fs::write(&p.ci_cert, SGP26_CI_CERT_PEM)?;
+    Ok(())
+}
 
-    // Operator CA and the dev operator's client certificate.
+/// The dev operator CA and the operator's client certificate (CN = operator id).
+fn make_operator(p: &DevPki, ca_key_path: &Path, operator_id: &str) -> Result<(), PkiError> {
     let mut ca_params = CertificateParams::default();
     ca_params
         .distinguished_name
@@ -218,18 +263,11 @@ pub fn ensure(
     validity(&mut op_params, 365);
     let op_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let op_cert = op_params.signed_by(&op_key, &ca)?;
-
-    fs::write(&p.tls_cert, tls_cert.pem())?;
-    write_secret(&p.tls_key, &tls_key.serialize_pem())?;
-    fs::write(&p.ci_cert, SGP26_CI_CERT_PEM)?;
     fs::write(&p.operator_ca, ca_cert.pem())?;
-    write_secret(
-        &data_dir.join("pki").join("operator-ca.key"),
-        &ca_key.serialize_pem(),
-    )?;
+    write_secret(ca_key_path, &ca_key.serialize_pem())?;
     fs::write(&p.operator_client_cert, op_cert.pem())?;
     write_secret(&p.operator_client_key, &op_key.serialize_pem())?;
-    Ok((p, true))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -256,5 +294,17 @@ mod tests {
         assert_eq!(super::super::common_name(&op[0]).as_deref(), Some("op-1"));
         let (_, again) = ensure(dir.path(), "smdp.example.com", "op-1").expect("second call");
         assert!(!again, "second start reuses the files");
+        let ca_before = std::fs::read(&p.operator_ca).expect("ca");
+        let (_, renamed) = ensure(dir.path(), "rsp.example.org", "op-1").expect("new address");
+        assert!(
+            renamed,
+            "a new SM-DP+ address re-issues the TLS certificate"
+        );
+        assert!(names(&p.tls_cert, "rsp.example.org") && names(&p.tls_cert, "127.0.0.1"));
+        assert_eq!(
+            std::fs::read(&p.operator_ca).expect("ca"),
+            ca_before,
+            "the operator CA is kept"
+        );
     }
 }
