@@ -32,7 +32,10 @@ pub struct Server {
 
 impl Server {
     /// Starts `smdpplus serve` on `dir` with an optional TOML config.
-    #[allow(clippy::zombie_processes, reason = "the child is killed and waited for in Drop")]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child is killed and waited for in Drop"
+    )]
     pub fn start(dir: &Path, config: Option<&str>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
         cmd.arg("serve")
