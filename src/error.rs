@@ -82,6 +82,24 @@ pub mod codes {
     pub const ORDER_EXPIRED: StatusCode = sc("8.8.5", "4.10");
     /// 8.9 SM-DS, 5.1 Inaccessible.
     pub const SMDS_INACCESSIBLE: StatusCode = sc("8.9", "5.1");
+
+    // ES9+ (§5.6).
+    /// 8.1.1 EID, 3.8 Refused: EID does not match the expected value.
+    pub const EID_REFUSED: StatusCode = sc("8.1.1", "3.8");
+    /// 8.2 Profile, 1.2 Not Allowed: profile not yet released.
+    pub const PROFILE_NOT_RELEASED: StatusCode = sc("8.2", "1.2");
+    /// 8.2.6 Matching ID, 3.8 Refused.
+    pub const MATCHING_ID_REFUSED: StatusCode = sc("8.2.6", "3.8");
+    /// 8.2.7 Confirmation Code, 2.2 Mandatory Element Missing.
+    pub const CC_MISSING: StatusCode = sc("8.2.7", "2.2");
+    /// 8.2.7 Confirmation Code, 3.8 Refused.
+    pub const CC_REFUSED: StatusCode = sc("8.2.7", "3.8");
+    /// 8.2.7 Confirmation Code, 6.4 Maximum number of retries exceeded.
+    pub const CC_RETRIES_EXCEEDED: StatusCode = sc("8.2.7", "6.4");
+    /// 8.8.5 Download Order, 6.4 Maximum number of retries exceeded.
+    pub const DOWNLOAD_RETRIES_EXCEEDED: StatusCode = sc("8.8.5", "6.4");
+    /// 8.2.10 Bound Profile Package, 4.2 Execution Error.
+    pub const BPP_EXECUTION_ERROR: StatusCode = sc("8.2.10", "4.2");
 }
 
 /// Who is to blame for a failed function call.

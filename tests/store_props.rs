@@ -485,7 +485,12 @@ fn caller(cmd: &Command) -> &str {
         | Command::CancelOrder { operator, .. }
         | Command::ReleaseProfile { operator, .. }
         | Command::SetExpiry { operator, .. } => operator,
-        Command::Expire { .. } => "smdpplus",
+        Command::Expire { .. }
+        | Command::AuthenticateClient { .. }
+        | Command::CheckConfirmationCode { .. }
+        | Command::BppDelivered { .. }
+        | Command::InstallResult { .. }
+        | Command::DownloadCancelled { .. } => "smdpplus",
     }
 }
 
@@ -801,10 +806,20 @@ fn check_step(
         | Command::CancelOrder { iccid, .. }
         | Command::ReleaseProfile { iccid, .. }
         | Command::Expire { iccid }
-        | Command::SetExpiry { iccid, .. } => prop_assert_eq!(iccid.as_str(), id.as_str()),
+        | Command::SetExpiry { iccid, .. }
+        | Command::AuthenticateClient { iccid, .. }
+        | Command::CheckConfirmationCode { iccid, .. }
+        | Command::BppDelivered { iccid, .. }
+        | Command::InstallResult { iccid, .. }
+        | Command::DownloadCancelled { iccid, .. } => prop_assert_eq!(iccid.as_str(), id.as_str()),
     }
     if let Some(op) = match cmd {
-        Command::Expire { .. } => None,
+        Command::Expire { .. }
+        | Command::AuthenticateClient { .. }
+        | Command::CheckConfirmationCode { .. }
+        | Command::BppDelivered { .. }
+        | Command::InstallResult { .. }
+        | Command::DownloadCancelled { .. } => None,
         Command::DownloadOrder { operator, .. }
         | Command::ConfirmOrder { operator, .. }
         | Command::CancelOrder { operator, .. }

@@ -117,6 +117,9 @@ pub enum Event {
     LimitExceeded,
     /// The order's time to live ran out.
     Expired,
+    /// The end user or the device ended the download (ES9+.CancelSession
+    /// with a terminal reason, §5.6.5).
+    DownloadCancelled,
     /// A profile entered the inventory.
     Imported,
 }
@@ -134,6 +137,7 @@ impl Event {
             Event::InstallFailed => "installFailed",
             Event::LimitExceeded => "limitExceeded",
             Event::Expired => "expired",
+            Event::DownloadCancelled => "downloadCancelled",
             Event::Imported => "imported",
         }
     }
@@ -159,6 +163,8 @@ const TABLE: &[(State, Event, State)] = &[
     (S::Downloaded, E::InstallFailed, S::Error),
     (S::Released, E::LimitExceeded, S::Error),
     (S::Downloaded, E::LimitExceeded, S::Error),
+    (S::Released, E::DownloadCancelled, S::Error),
+    (S::Downloaded, E::DownloadCancelled, S::Error),
     (S::Allocated, E::Expired, S::Error),
     (S::Linked, E::Expired, S::Error),
     (S::Confirmed, E::Expired, S::Error),

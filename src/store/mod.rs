@@ -32,12 +32,13 @@
 pub mod lifecycle;
 pub mod record;
 
-use crate::error::{codes, Error, Result};
+use crate::error::{codes, Error, Result, StatusCode};
 use crate::ids::{generate_matching_id, Eid, Iccid};
 use lifecycle::{Event, State};
 pub use record::{
     HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RECORD_VERSION,
 };
+use sha2::{Digest, Sha256};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,6 +125,56 @@ pub enum Command {
         /// ICCID.
         iccid: Iccid,
     },
+    /// ES9+.AuthenticateClient matched this order (§5.6.3): count a
+    /// download attempt, check expiry and the attempt limit.
+    AuthenticateClient {
+        /// The order, from [`Store::resolve_order`].
+        iccid: Iccid,
+        /// The authenticated eUICC.
+        eid: Eid,
+        /// matchingId from ctxParams1, if any.
+        matching_id: Option<String>,
+        /// Download attempts allowed per order.
+        max_attempts: u32,
+    },
+    /// ES9+.GetBoundProfilePackage: check the hashed confirmation code (§5.6.2).
+    CheckConfirmationCode {
+        /// The order.
+        iccid: Iccid,
+        /// The RSP session's transactionId (raw bytes).
+        transaction_id: Vec<u8>,
+        /// EUICCSigned2.hashCc.
+        hash_cc: Option<Vec<u8>>,
+        /// Confirmation-code attempts allowed per order.
+        max_attempts: u32,
+    },
+    /// A Bound Profile Package was handed to the LPA; the EID is linked.
+    BppDelivered {
+        /// The order.
+        iccid: Iccid,
+        /// The authenticated eUICC.
+        eid: Eid,
+    },
+    /// A verified ProfileInstallationResult (§5.6.4).
+    InstallResult {
+        /// The order.
+        iccid: Iccid,
+        /// finalResult is successResult.
+        success: bool,
+        /// The finalResult bytes, forwarded to the operator as resultData.
+        result_data: Vec<u8>,
+        /// Why it failed.
+        reason: Option<String>,
+    },
+    /// A terminal ES9+.CancelSession reason ended the order (§5.6.5).
+    DownloadCancelled {
+        /// The order.
+        iccid: Iccid,
+        /// Status code for the operator (§5.3.5 table 32b).
+        code: StatusCode,
+        /// Text for the record and the operator.
+        reason: String,
+    },
     /// Operator admin call: set the expiry of an open order.
     SetExpiry {
         /// Caller.
@@ -139,6 +190,12 @@ pub enum Command {
 pub const POINT_ORDER_CANCELLED: u32 = 100;
 /// notificationPointId 1: eligibility and retry limit check (§5.3.5).
 pub const POINT_ELIGIBILITY: u32 = 1;
+/// notificationPointId 2: confirmation failure (§5.3.5).
+pub const POINT_CONFIRMATION_FAILURE: u32 = 2;
+/// notificationPointId 3: BPP download (§5.3.5).
+pub const POINT_BPP_DOWNLOAD: u32 = 3;
+/// notificationPointId 4: BPP installation (§5.3.5).
+pub const POINT_BPP_INSTALLATION: u32 = 4;
 
 /// An idempotency record to write in the same transaction as the command.
 pub struct Idem<'a> {
@@ -300,6 +357,65 @@ pub struct Applied {
     pub from: State,
     /// False when the command was a successful no-op (e.g. re-release).
     pub changed: bool,
+    /// A refusal that was committed together with its side effects (a
+    /// counted failed attempt, a retry limit reached): [`Store::apply`]
+    /// returns it as the error after the commit.
+    pub refusal: Option<Error>,
+}
+
+/// What one command does to one record, before it is written.
+struct Step {
+    old: ProfileRecord,
+    new: ProfileRecord,
+    /// The lifecycle event, if the state may change.
+    event: Option<Event>,
+    /// The operator notification the transition causes.
+    note: Option<Note>,
+    /// See [`Applied::refusal`].
+    refusal: Option<Error>,
+}
+
+impl Step {
+    fn new(old: ProfileRecord, new: ProfileRecord, event: Option<Event>) -> Step {
+        Step {
+            old,
+            new,
+            event,
+            note: None,
+            refusal: None,
+        }
+    }
+    fn notify(mut self, note: Note) -> Step {
+        self.note = Some(note);
+        self
+    }
+    fn refuse(mut self, e: Error) -> Step {
+        self.refusal = Some(e);
+        self
+    }
+}
+
+/// An ES2+ handleDownloadProgressInfo to enqueue with a transition.
+struct Note {
+    point: u32,
+    status: PointStatus,
+    eid: Option<String>,
+    result_data: Option<Vec<u8>>,
+}
+
+impl Note {
+    fn new(point: u32, status: PointStatus, about: &ProfileRecord) -> Note {
+        Note {
+            point,
+            status,
+            eid: about.eid.clone(),
+            result_data: None,
+        }
+    }
+    fn with_eid(mut self, eid: &Eid) -> Note {
+        self.eid = Some(eid.as_str().to_owned());
+        self
+    }
 }
 
 impl Store {
@@ -489,14 +605,17 @@ impl Store {
                 .tree
                 .transaction(|tx| self.apply_tx(tx, cmd, ctx, candidate.as_ref()));
             match result {
-                Ok(applied) => {
+                Ok(mut applied) => {
                     drop(alloc_guard);
                     // Any committed transaction may have written: count it for sync().
                     self.inner.written.fetch_add(1, Ordering::SeqCst);
                     if applied.changed {
                         self.count_transition(applied.from, applied.record.state);
                     }
-                    return Ok(applied);
+                    return match applied.refusal.take() {
+                        Some(e) => Err(e),
+                        None => Ok(applied),
+                    };
                 }
                 Err(TransactionError::Abort(TxAbort::Retry)) => continue,
                 Err(TransactionError::Abort(TxAbort::Gsma(e))) => return Err(e),
@@ -582,7 +701,7 @@ impl Store {
         candidate: Option<&Iccid>,
     ) -> TxResult<Applied> {
         let now = ctx.now;
-        let (old, mut new, event, note) = match cmd {
+        let step: Step = match cmd {
             Command::DownloadOrder {
                 operator,
                 eid,
@@ -626,7 +745,7 @@ impl Store {
                 new.expires_at =
                     Some(now.saturating_add(self.inner.opts.order_ttl.as_secs() as i64));
                 new.error_reason = None;
-                (old, new, event, None)
+                Step::new(old, new, Some(event))
             }
             Command::ConfirmOrder {
                 operator,
@@ -689,12 +808,12 @@ impl Store {
                 new.matching_id = Some(m);
                 new.cc_hashes = cc_hashes.clone();
                 new.smds_address = smds_address.clone();
-                (old, new, event, None)
+                Step::new(old, new, Some(event))
             }
             Command::ReleaseProfile { operator, iccid } => {
                 let old = self.load_owned(tx, iccid, operator)?;
                 let new = old.clone();
-                (old, new, Event::ReleaseProfile, None)
+                Step::new(old, new, Some(Event::ReleaseProfile))
             }
             Command::CancelOrder {
                 operator,
@@ -752,8 +871,8 @@ impl Store {
                 new.cc_attempts = 0;
                 new.expires_at = None;
                 new.error_reason = None;
-                let note = (POINT_ORDER_CANCELLED, PointStatus::Success, old.eid.clone());
-                (old, new, event, Some(note))
+                let note = Note::new(POINT_ORDER_CANCELLED, PointStatus::Success, &old);
+                Step::new(old, new, Some(event)).notify(note)
             }
             Command::Expire { iccid } => {
                 let old = self.load(tx, iccid)?;
@@ -768,12 +887,12 @@ impl Store {
                 }
                 let mut new = old.clone();
                 new.error_reason = Some("order expired".into());
-                let note = (
+                let note = Note::new(
                     POINT_ELIGIBILITY,
                     PointStatus::failed(codes::ORDER_EXPIRED, "download order expired"),
-                    old.eid.clone(),
+                    &old,
                 );
-                (old, new, Event::Expired, Some(note))
+                Step::new(old, new, Some(Event::Expired)).notify(note)
             }
             Command::SetExpiry {
                 operator,
@@ -792,48 +911,186 @@ impl Store {
                 }
                 let mut new = old.clone();
                 new.expires_at = Some(*expires_at);
-                new.updated_at = now;
-                self.write_record(tx, Some(&old), &new)?;
-                self.write_idem(tx, ctx, &new)?;
-                return Ok(Applied {
-                    from: old.state,
-                    record: new,
-                    changed: false,
-                });
+                Step::new(old, new, None)
+            }
+            Command::AuthenticateClient {
+                iccid,
+                eid,
+                matching_id,
+                max_attempts,
+            } => self.authenticate_client(
+                tx,
+                iccid,
+                eid,
+                matching_id.as_deref(),
+                *max_attempts,
+                now,
+            )?,
+            Command::CheckConfirmationCode {
+                iccid,
+                transaction_id,
+                hash_cc,
+                max_attempts,
+            } => {
+                let old = self.load(tx, iccid)?;
+                let mut new = old.clone();
+                if old.cc_hashes.is_empty() {
+                    Step::new(old, new, None)
+                } else {
+                    let Some(given) = hash_cc else {
+                        return gsma(Error::refused(
+                            codes::CC_MISSING,
+                            "the order requires a confirmation code",
+                        ));
+                    };
+                    let matches = old
+                        .cc_hashes
+                        .iter()
+                        .filter_map(|h| hex::decode(h).ok())
+                        .any(|h| {
+                            let mut d = Sha256::new();
+                            d.update(&h);
+                            d.update(transaction_id);
+                            d.finalize().as_slice() == given.as_slice()
+                        });
+                    if matches {
+                        Step::new(old, new, None)
+                    } else {
+                        new.cc_attempts = new.cc_attempts.saturating_add(1);
+                        if new.cc_attempts >= *max_attempts {
+                            new.error_reason = Some("confirmation code retries exceeded".into());
+                            let status = PointStatus::failed(
+                                codes::CC_RETRIES_EXCEEDED,
+                                "confirmation code retries exceeded",
+                            );
+                            let note = Note::new(POINT_CONFIRMATION_FAILURE, status, &old);
+                            Step::new(old, new, Some(Event::LimitExceeded))
+                                .notify(note)
+                                .refuse(Error::refused(
+                                    codes::CC_RETRIES_EXCEEDED,
+                                    "confirmation code retries exceeded",
+                                ))
+                        } else {
+                            Step::new(old, new, None).refuse(Error::refused(
+                                codes::CC_REFUSED,
+                                "confirmation code refused",
+                            ))
+                        }
+                    }
+                }
+            }
+            Command::BppDelivered { iccid, eid } => {
+                let old = self.load(tx, iccid)?;
+                let mut new = old.clone();
+                match &old.eid {
+                    Some(linked) if linked != eid.as_str() => {
+                        return gsma(Error::refused(
+                            codes::EID_REFUSED,
+                            format!("ICCID {iccid} is linked to another EID"),
+                        ))
+                    }
+                    _ => new.eid = Some(eid.as_str().to_owned()),
+                }
+                let step = Step::new(old.clone(), new, Some(Event::BppDelivered));
+                if old.state == State::Released {
+                    step.notify(
+                        Note::new(POINT_BPP_DOWNLOAD, PointStatus::Success, &old).with_eid(eid),
+                    )
+                } else {
+                    step
+                }
+            }
+            Command::InstallResult {
+                iccid,
+                success,
+                result_data,
+                reason,
+            } => {
+                let old = self.load(tx, iccid)?;
+                let mut new = old.clone();
+                let (event, status) = if *success {
+                    (Event::InstallSucceeded, PointStatus::Success)
+                } else {
+                    new.error_reason = Some(
+                        reason
+                            .clone()
+                            .unwrap_or_else(|| "installation failed".into()),
+                    );
+                    (
+                        Event::InstallFailed,
+                        PointStatus::failed(
+                            codes::BPP_EXECUTION_ERROR,
+                            reason.clone().unwrap_or_default(),
+                        ),
+                    )
+                };
+                let mut note = Note::new(POINT_BPP_INSTALLATION, status, &old);
+                note.result_data = Some(result_data.clone());
+                Step::new(old, new, Some(event)).notify(note)
+            }
+            Command::DownloadCancelled {
+                iccid,
+                code,
+                reason,
+            } => {
+                let old = self.load(tx, iccid)?;
+                let mut new = old.clone();
+                new.error_reason = Some(reason.clone());
+                let point = if old.state == State::Downloaded {
+                    POINT_BPP_DOWNLOAD
+                } else {
+                    POINT_ELIGIBILITY
+                };
+                let note = Note::new(point, PointStatus::failed(*code, reason.clone()), &old);
+                Step::new(old, new, Some(Event::DownloadCancelled)).notify(note)
             }
         };
-        let to = lifecycle::next(old.state, event).or_else(gsma)?;
-        let changed = !(to == old.state && event == Event::ReleaseProfile);
+        let Step {
+            old,
+            mut new,
+            event,
+            note,
+            refusal,
+        } = step;
+        let changed = match event {
+            Some(event) => {
+                let to = lifecycle::next(old.state, event).or_else(gsma)?;
+                // §5.3.4: releasing a released profile changes nothing.
+                let changed = !(to == old.state && event == Event::ReleaseProfile);
+                if changed {
+                    new.state = to;
+                    let h = HistoryEntry {
+                        v: RECORD_VERSION,
+                        at: now,
+                        event,
+                        from: Some(old.state),
+                        to,
+                        caller: ctx.caller.to_owned(),
+                    };
+                    tx.insert(history_key(&new.iccid, new.history_len), encode(&h))?;
+                    new.history_len += 1;
+                }
+                changed
+            }
+            None => false,
+        };
         if changed {
-            new.state = to;
-            new.updated_at = now;
-            if !to.is_pending_order() && to != State::Error {
+            if !new.state.can_expire() {
                 new.expires_at = None;
             }
-            let h = HistoryEntry {
-                v: RECORD_VERSION,
-                at: now,
-                event,
-                from: Some(old.state),
-                to,
-                caller: ctx.caller.to_owned(),
-            };
-            tx.insert(history_key(&new.iccid, new.history_len), encode(&h))?;
-            new.history_len += 1;
-            self.write_record(tx, Some(&old), &new)?;
-            if let Some((point, status, eid)) = note {
+            if let Some(n) = note {
                 let id = tx.generate_id()?;
                 let item = OutboxItem {
                     v: RECORD_VERSION,
                     id,
                     operator: new.operator.clone(),
-                    eid,
+                    eid: n.eid,
                     iccid: new.iccid.clone(),
                     profile_type: new.profile_type.clone(),
                     timestamp: now,
-                    point,
-                    status,
-                    result_data: None,
+                    point: n.point,
+                    status: n.status,
+                    result_data: n.result_data,
                     attempts: 0,
                     next_attempt_ms: now.saturating_mul(1000),
                     last_error: None,
@@ -841,12 +1098,140 @@ impl Store {
                 tx.insert(outbox_key(id), encode(&item))?;
             }
         }
+        if new != old {
+            new.updated_at = now;
+            self.write_record(tx, Some(&old), &new)?;
+        }
         self.write_idem(tx, ctx, &new)?;
         Ok(Applied {
             from: old.state,
             record: new,
             changed,
+            refusal,
         })
+    }
+
+    /// The order-matching part of ES9+.AuthenticateClient inside the
+    /// transaction: the order still names this EID or matchingId, is
+    /// released (or downloaded, on a retry), has not expired, and is within
+    /// its download-attempt limit. Expiry and the limit end the order
+    /// (committed, with an operator notification) and are returned as the
+    /// refusal.
+    fn authenticate_client(
+        &self,
+        tx: &TransactionalTree,
+        iccid: &Iccid,
+        eid: &Eid,
+        matching_id: Option<&str>,
+        max_attempts: u32,
+        now: i64,
+    ) -> TxResult<Step> {
+        let old = self.load(tx, iccid)?;
+        match (&old.eid, matching_id.filter(|m| !m.is_empty())) {
+            (Some(linked), _) if linked != eid.as_str() => {
+                return gsma(Error::refused(
+                    codes::EID_REFUSED,
+                    "the order is linked to another EID",
+                ))
+            }
+            (_, Some(m)) if old.matching_id.as_deref() != Some(m) => {
+                return gsma(Error::refused(
+                    codes::MATCHING_ID_REFUSED,
+                    "matchingId refused",
+                ))
+            }
+            (None, None) => {
+                return gsma(Error::refused(
+                    codes::MATCHING_ID_REFUSED,
+                    "matchingId refused",
+                ))
+            }
+            _ => {}
+        }
+        let mut new = old.clone();
+        if old.expires_at.is_some_and(|t| t <= now) && old.state.can_expire() {
+            new.error_reason = Some("order expired".into());
+            let status = PointStatus::failed(codes::ORDER_EXPIRED, "download order expired");
+            let note = Note::new(POINT_ELIGIBILITY, status, &old);
+            return Ok(Step::new(old, new, Some(Event::Expired))
+                .notify(note)
+                .refuse(Error::refused(
+                    codes::ORDER_EXPIRED,
+                    "the download order has expired",
+                )));
+        }
+        if !matches!(old.state, State::Released | State::Downloaded) {
+            return gsma(Error::refused(
+                codes::PROFILE_NOT_RELEASED,
+                format!("the profile is {}, not released", old.state),
+            ));
+        }
+        new.download_attempts = new.download_attempts.saturating_add(1);
+        if new.download_attempts > max_attempts {
+            new.error_reason = Some("download retries exceeded".into());
+            let status = PointStatus::failed(
+                codes::DOWNLOAD_RETRIES_EXCEEDED,
+                "download retries exceeded",
+            );
+            let note = Note::new(POINT_ELIGIBILITY, status, &old).with_eid(eid);
+            return Ok(Step::new(old, new, Some(Event::LimitExceeded))
+                .notify(note)
+                .refuse(Error::refused(
+                    codes::DOWNLOAD_RETRIES_EXCEEDED,
+                    "the maximum number of download attempts was reached",
+                )));
+        }
+        Ok(Step::new(old, new, None))
+    }
+
+    /// Finds the order an authenticated eUICC asks for (SGP.22 §5.6.3,
+    /// p.170): an order linked to the EID, with or without matchingId;
+    /// otherwise the order named by the matchingId, which must not be linked
+    /// to an EID.
+    pub fn resolve_order(&self, eid: &Eid, matching_id: Option<&str>) -> Result<Iccid> {
+        let matching_id = matching_id.filter(|m| !m.is_empty());
+        let linked = self.pending_for_eid(eid)?;
+        if !linked.is_empty() {
+            let records: Vec<ProfileRecord> = linked
+                .iter()
+                .filter_map(|i| self.get(i).ok().flatten())
+                .collect();
+            let pick = match matching_id {
+                Some(m) => records.iter().find(|r| r.matching_id.as_deref() == Some(m)),
+                None => records
+                    .iter()
+                    .find(|r| r.state == State::Released)
+                    .or_else(|| records.iter().find(|r| r.state == State::Downloaded))
+                    .or(records.first()),
+            };
+            return match pick {
+                Some(r) => Iccid::parse(&r.iccid).ok_or_else(|| Error::internal("corrupt ICCID")),
+                None => Err(Error::refused(
+                    codes::MATCHING_ID_REFUSED,
+                    "matchingId does not name an order of this eUICC",
+                )),
+            };
+        }
+        let m = matching_id.ok_or_else(|| {
+            Error::refused(
+                codes::MATCHING_ID_REFUSED,
+                "no order for this eUICC and no matchingId",
+            )
+        })?;
+        let iccid = self
+            .by_matching_id(m)?
+            .ok_or_else(|| Error::refused(codes::MATCHING_ID_REFUSED, "matchingId refused"))?;
+        match self.get(&iccid)? {
+            Some(r) if r.eid.as_deref().is_some_and(|e| e != eid.as_str()) => Err(Error::refused(
+                codes::EID_REFUSED,
+                "the order is linked to another EID",
+            )),
+            Some(_) => Ok(iccid),
+            None => Err(Error::refused(
+                codes::MATCHING_ID_REFUSED,
+                "matchingId refused",
+            )),
+        }
     }
 
     fn write_record(
