@@ -79,6 +79,14 @@ pub struct FileConfig {
     pub operators: Option<Vec<OperatorConfig>>,
     /// See [`Config::outbox`].
     pub outbox: Option<OutboxConfig>,
+    /// See [`Config::extra_smdp_addresses`].
+    pub extra_smdp_addresses: Option<Vec<String>>,
+    /// See [`Config::session_ttl`].
+    pub session_ttl_secs: Option<u64>,
+    /// See [`Config::max_download_attempts`].
+    pub max_download_attempts: Option<u32>,
+    /// See [`Config::max_cc_attempts`].
+    pub max_cc_attempts: Option<u32>,
 }
 
 impl FileConfig {
@@ -121,6 +129,15 @@ pub struct Config {
     pub operators: Vec<OperatorConfig>,
     /// Outbox retry policy.
     pub outbox: OutboxConfig,
+    /// Other names under which LPAs may reach this SM-DP+ (ES9+
+    /// smdpAddress is compared case-insensitively, with or without port).
+    pub extra_smdp_addresses: Vec<String>,
+    /// How long an ES9+ RSP session lives after its last step.
+    pub session_ttl: Duration,
+    /// Download attempts (authenticateClient calls) allowed per order.
+    pub max_download_attempts: u32,
+    /// Confirmation-code attempts allowed per order.
+    pub max_cc_attempts: u32,
 }
 
 /// Values given on the command line or in the environment.
@@ -181,6 +198,10 @@ impl Config {
             seed_demo_profiles: file.seed_demo_profiles.unwrap_or(100),
             operators,
             outbox: file.outbox.unwrap_or_default(),
+            extra_smdp_addresses: file.extra_smdp_addresses.unwrap_or_default(),
+            session_ttl: Duration::from_secs(file.session_ttl_secs.unwrap_or(900).max(1)),
+            max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
+            max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),
         }
     }
 
@@ -197,8 +218,38 @@ impl Config {
             .unwrap_or(DEV_OPERATOR)
     }
 
+    /// Whether an smdpAddress sent by an LPA names this SM-DP+: compared
+    /// case-insensitively, with or without a `:port` suffix (lpac sends what
+    /// the user typed).
+    pub fn is_own_address(&self, given: &str) -> bool {
+        let host = match given.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => given,
+        };
+        std::iter::once(&self.smdp_address)
+            .chain(self.extra_smdp_addresses.iter())
+            .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(given))
+    }
+
     /// Looks up a configured operator.
     pub fn operator(&self, id: &str) -> Option<&OperatorConfig> {
         self.operators.iter().find(|o| o.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_address_ignores_case_and_port() {
+        let mut c = Config::resolve(FileConfig::default(), Overrides::default());
+        c.smdp_address = "SMDP.example.com".into();
+        c.extra_smdp_addresses = vec!["127.0.0.1".into()];
+        assert!(c.is_own_address("smdp.EXAMPLE.com"));
+        assert!(c.is_own_address("smdp.example.com:8443"));
+        assert!(c.is_own_address("127.0.0.1:8443"));
+        assert!(!c.is_own_address("other.example.com"));
+        assert!(!c.is_own_address("smdp.example.com.evil"));
     }
 }

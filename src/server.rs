@@ -202,6 +202,11 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => tracing::error!(error = %e, "expiry scan failed"),
         }
+        match app.store.sweep_sessions(now) {
+            Ok(n) if n > 0 => tracing::debug!(expired = n, "RSP sessions expired"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
+        }
         if now - last_prune > 3600 {
             last_prune = now;
             match app.store.prune_idempotency(now - 24 * 3600) {

@@ -9,6 +9,7 @@
 pub mod notify;
 
 use crate::error::{codes, Error};
+use crate::http::fields::Fields;
 use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::{matching_id_is_valid, Eid, Iccid};
 use crate::server::App;
@@ -130,42 +131,6 @@ pub struct CancelOrder {
 pub struct ReleaseProfile {
     /// ICCID.
     pub iccid: String,
-}
-
-/// Typed access to the fields of a JSON object, with GSMA codes for every
-/// way a field can be wrong.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl<'a> Fields<'a> {
-    fn opt_str(&self, name: &str) -> Result<Option<&'a str>, Error> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(_) => Err(Error::invalid(
-                codes::FORMAT_INVALID,
-                format!("{name} must be a string"),
-            )),
-        }
-    }
-
-    fn req_str(&self, name: &str) -> Result<&'a str, Error> {
-        self.opt_str(name)?
-            .ok_or_else(|| Error::invalid(codes::FORMAT_MISSING, format!("{name} is missing")))
-    }
-
-    fn req_bool(&self, name: &str) -> Result<bool, Error> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Err(Error::invalid(
-                codes::FORMAT_MISSING,
-                format!("{name} is missing"),
-            )),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(Error::invalid(
-                codes::FORMAT_INVALID,
-                format!("{name} must be a boolean"),
-            )),
-        }
-    }
 }
 
 /// Parses an EID from the wire. A wrong check digit is logged and counted,

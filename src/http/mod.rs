@@ -6,6 +6,7 @@
 //! owns everything around them.
 
 pub mod client;
+pub mod fields;
 pub mod tls;
 
 use crate::error::{codes, Error};
