@@ -25,6 +25,38 @@ pub struct OperatorConfig {
     pub notification_ca: Option<PathBuf>,
 }
 
+/// What the eUICC shows for a profile type: the StoreMetadataRequest
+/// values (SGP.22 §5.5.3). The ICCID always comes from the profile itself.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileTypeConfig {
+    /// serviceProviderName (at most 32 bytes).
+    pub service_provider_name: String,
+    /// profileName.
+    pub profile_name: String,
+    /// profileClass: `test`, `provisioning` or `operational`.
+    #[serde(default = "default_profile_class")]
+    pub profile_class: String,
+    /// profileOwner MCC+MNC, e.g. `00101`.
+    pub profile_owner_mcc_mnc: Option<String>,
+}
+
+fn default_profile_class() -> String {
+    "operational".into()
+}
+
+impl ProfileTypeConfig {
+    /// Metadata for a type nobody configured: its name, shown as is.
+    pub fn fallback(profile_type: &str) -> ProfileTypeConfig {
+        ProfileTypeConfig {
+            service_provider_name: "smdpplus".into(),
+            profile_name: profile_type.chars().take(64).collect(),
+            profile_class: default_profile_class(),
+            profile_owner_mcc_mnc: None,
+        }
+    }
+}
+
 /// Outbox retry policy.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -87,6 +119,8 @@ pub struct FileConfig {
     pub max_download_attempts: Option<u32>,
     /// See [`Config::max_cc_attempts`].
     pub max_cc_attempts: Option<u32>,
+    /// See [`Config::profile_types`].
+    pub profile_types: Option<std::collections::BTreeMap<String, ProfileTypeConfig>>,
 }
 
 impl FileConfig {
@@ -138,6 +172,8 @@ pub struct Config {
     pub max_download_attempts: u32,
     /// Confirmation-code attempts allowed per order.
     pub max_cc_attempts: u32,
+    /// StoreMetadataRequest values per profile type.
+    pub profile_types: std::collections::BTreeMap<String, ProfileTypeConfig>,
 }
 
 /// Values given on the command line or in the environment.
@@ -202,6 +238,15 @@ impl Config {
             session_ttl: Duration::from_secs(file.session_ttl_secs.unwrap_or(900).max(1)),
             max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
             max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),
+            profile_types: file.profile_types.unwrap_or_else(|| {
+                let demo = ProfileTypeConfig {
+                    service_provider_name: "smdpplus demo".into(),
+                    profile_name: "smdpplus demo profile".into(),
+                    profile_class: default_profile_class(),
+                    profile_owner_mcc_mnc: Some("00101".into()),
+                };
+                [("demo".to_owned(), demo)].into_iter().collect()
+            }),
         }
     }
 
@@ -229,6 +274,14 @@ impl Config {
         std::iter::once(&self.smdp_address)
             .chain(self.extra_smdp_addresses.iter())
             .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(given))
+    }
+
+    /// Metadata for a profile type (configured, or a fallback).
+    pub fn profile_type(&self, name: &str) -> ProfileTypeConfig {
+        self.profile_types
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| ProfileTypeConfig::fallback(name))
     }
 
     /// Looks up a configured operator.

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod es2plus;
+pub mod es9plus;
 pub mod http;
 pub mod ids;
 pub mod metrics;
