@@ -358,7 +358,7 @@ impl SigningKey {
                     })?;
                     params_curve = Some(Curve::from_sec1_oid(&oid)?);
                 }
-                "EC PRIVATE KEY" if key.is_none() => key = Some(&s.der),
+                "EC PRIVATE KEY" if key.is_none() => key = Some(&*s.der),
                 "EC PRIVATE KEY" => {
                     return Err(CryptoError::InvalidPrivateKey(
                         "more than one EC PRIVATE KEY section".into(),
@@ -378,8 +378,10 @@ impl SigningKey {
 
     /// Reads a PEM key file (see [`SigningKey::from_pem`]).
     pub fn from_pem_file(path: &std::path::Path) -> Result<SigningKey, CryptoError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CryptoError::InvalidPrivateKey(format!("{}: {e}", path.display())))?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| CryptoError::InvalidPrivateKey(format!("{}: {e}", path.display())))?,
+        );
         SigningKey::from_pem(&text)
     }
 

@@ -31,8 +31,9 @@ pub fn x963_kdf_sha256(z: &[u8], shared_info: &[u8], out: &mut [u8]) {
         h.update(z);
         h.update(counter.to_be_bytes());
         h.update(shared_info);
-        let block = h.finalize();
+        let mut block = h.finalize();
         chunk.copy_from_slice(&block[..chunk.len()]);
+        zeroize::Zeroize::zeroize(block.as_mut_slice());
     }
 }
 

@@ -5,11 +5,13 @@
 //! that they agree.
 
 use base64::Engine;
+use zeroize::Zeroizing;
 
-/// One PEM section: its label and its decoded content.
+/// One PEM section: its label and its decoded content, zeroized on drop
+/// (it may be a private key).
 pub(crate) struct Section {
     pub label: String,
-    pub der: Vec<u8>,
+    pub der: Zeroizing<Vec<u8>>,
 }
 
 /// Reads every `-----BEGIN X-----` ... `-----END X-----` section of `text`.
@@ -27,7 +29,7 @@ pub(crate) fn sections(text: &str) -> Result<Vec<Section>, String> {
             continue;
         };
         let end = format!("-----END {label}-----");
-        let mut body = String::new();
+        let mut body = Zeroizing::new(String::new());
         let mut closed = false;
         for l in lines.by_ref() {
             if l == end {
@@ -39,9 +41,11 @@ pub(crate) fn sections(text: &str) -> Result<Vec<Section>, String> {
         if !closed {
             return Err(format!("PEM section {label} is not closed"));
         }
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(body.as_bytes())
-            .map_err(|e| format!("PEM section {label}: {e}"))?;
+        let der = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .map_err(|e| format!("PEM section {label}: {e}"))?,
+        );
         out.push(Section {
             label: label.to_owned(),
             der,
@@ -58,9 +62,9 @@ mod tests {
         let s = super::sections(text).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].label, "A");
-        assert_eq!(s[0].der, vec![0, 1, 2]);
+        assert_eq!(*s[0].der, vec![0, 1, 2]);
         assert_eq!(s[1].label, "B C");
-        assert_eq!(s[1].der, vec![3]);
+        assert_eq!(*s[1].der, vec![3]);
     }
 
     #[test]
