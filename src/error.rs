@@ -100,6 +100,26 @@ pub mod codes {
     pub const DOWNLOAD_RETRIES_EXCEEDED: StatusCode = sc("8.8.5", "6.4");
     /// 8.2.10 Bound Profile Package, 4.2 Execution Error.
     pub const BPP_EXECUTION_ERROR: StatusCode = sc("8.2.10", "4.2");
+
+    // Certificates and CI selection (ES9+, §5.6.1 and §5.6.3).
+    /// 8.1.2 EUM Certificate, 6.1 Verification Failed (certificate invalid).
+    pub const EUM_CERT_INVALID: StatusCode = sc("8.1.2", "6.1");
+    /// 8.1.2 EUM Certificate, 6.3 Expired.
+    pub const EUM_CERT_EXPIRED: StatusCode = sc("8.1.2", "6.3");
+    /// 8.1.3 eUICC Certificate, 6.1 Verification Failed (certificate
+    /// invalid, including an EID outside the EUM's permitted range).
+    pub const EUICC_CERT_INVALID: StatusCode = sc("8.1.3", "6.1");
+    /// 8.1.3 eUICC Certificate, 6.3 Expired.
+    pub const EUICC_CERT_EXPIRED: StatusCode = sc("8.1.3", "6.3");
+    /// 8.11.1 CI Public Key, 3.9 Unknown: the EUM certificate's CI is not a
+    /// trusted root of this SM-DP+.
+    pub const CI_PK_UNKNOWN: StatusCode = sc("8.11.1", "3.9");
+    /// 8.8.2 Security configuration, 3.1 Unsupported: none of the eUICC's
+    /// CI Public Key Identifiers is supported.
+    pub const CI_PKID_UNSUPPORTED: StatusCode = sc("8.8.2", "3.1");
+    /// 8.8.4 SM-DP+ Certificate, 3.7 Unavailable: no CERT.DPauth.ECDSA
+    /// signed by a CI the eUICC supports.
+    pub const DPAUTH_CERT_UNAVAILABLE: StatusCode = sc("8.8.4", "3.7");
 }
 
 /// Who is to blame for a failed function call.

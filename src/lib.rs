@@ -9,12 +9,16 @@
 //! - [`store`] applies them atomically and durably, with the lifecycle table
 //!   in [`store::lifecycle`];
 //! - [`es2plus::notify`] delivers ES2+ notifications from the outbox.
+//!
+//! Beside that path: [`crypto`] holds the SGP.22 cryptography (ECDSA, ECKA,
+//! the BSP key derivation and SCP03t) and [`pki`] the certificates.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod es2plus;
 pub mod es9plus;

@@ -1,7 +1,17 @@
-//! Certificates and keys: loading PEM files, and the dev PKI made at first
-//! start.
+//! Certificates and keys: loading PEM files, the dev PKI made at first
+//! start, and the SGP.22 certificate logic:
+//! - [`ci`]: the trusted GSMA CI certificates, by key identifier;
+//! - [`euicc`]: eUICC certificate chain validation (§4.5.2.2, §5.6.3),
+//!   which yields a [`euicc::VerifiedEuicc`];
+//! - [`smdp`]: the SM-DP+'s DPauth and DPpb credentials per CI, and the
+//!   choice of CI for an eUICC (§5.6.1);
+//! - [`x509`]: what the SGP.22 certificate profiles read from X.509.
 
+pub mod ci;
 pub mod dev;
+pub mod euicc;
+pub mod smdp;
+pub mod x509;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,6 +26,14 @@ pub enum PkiError {
         /// The file.
         path: String,
         /// What went wrong.
+        why: String,
+    },
+    /// A certificate or key does not fit its SGP.22 role.
+    #[error("{what}: {why}")]
+    Certificate {
+        /// Which certificate or key.
+        what: String,
+        /// What is wrong with it.
         why: String,
     },
     /// Certificate generation failed.
