@@ -8,11 +8,14 @@
 //! - [`es2plus`] parses ES2+ calls into store [`store::Command`]s;
 //! - [`store`] applies them atomically and durably, with the lifecycle table
 //!   in [`store::lifecycle`];
-//! - [`es2plus::notify`] delivers ES2+ notifications from the outbox.
+//! - [`es2plus::notify`] delivers ES2+ notifications from the outbox;
+//! - [`asn1`] decodes and encodes the ES9+ DER data objects (strict DER TLV
+//!   layer in [`asn1::der`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod asn1;
 pub mod cli;
 pub mod config;
 pub mod error;
