@@ -10,7 +10,7 @@
 //!   in [`store::lifecycle`];
 //! - [`es2plus::notify`] delivers ES2+ notifications from the outbox;
 //! - [`asn1`] decodes and encodes the ES9+ DER data objects (strict DER TLV
-//!   layer in [`asn1::der`]).
+//!   layer in [`asn1::der`], one type per RSP data object in [`asn1::rsp`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -4,8 +4,8 @@
 //! Two layers, in the style of rustls' `msgs::codec`:
 //! - [`der`]: a strict DER TLV reader and a canonical writer. It knows tags,
 //!   lengths and primitive values, nothing about RSP.
-//! - `rsp` (next): one Rust type per RSP data object, each with `decode`
-//!   (which consumes all of its input or fails) and `encode`.
+//! - [`rsp`]: one Rust type per RSP data object, each with `decode` (which
+//!   consumes all of its input or fails) and `encode`.
 //!
 //! Wherever a signature covers a value, the received bytes are kept
 //! ([`der::Signed`]) so verification never depends on re-encoding.
@@ -24,6 +24,7 @@
 )]
 
 pub mod der;
+pub mod rsp;
 
 use der::Tag;
 
