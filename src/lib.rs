@@ -10,12 +10,15 @@
 //!   in [`store::lifecycle`];
 //! - [`es2plus::notify`] delivers ES2+ notifications from the outbox.
 //!
-//! Beside that path: [`crypto`] holds the SGP.22 cryptography (ECDSA, ECKA,
-//! the BSP key derivation and SCP03t) and [`pki`] the certificates.
+//! Beside that path: [`asn1`] decodes and encodes the ES9+ DER data objects
+//! (strict DER TLV layer in [`asn1::der`], one type per RSP data object in
+//! [`asn1::rsp`]), [`crypto`] holds the SGP.22 cryptography (ECDSA, ECKA, the
+//! BSP key derivation and SCP03t) and [`pki`] the certificates.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod asn1;
 pub mod cli;
 pub mod config;
 pub mod crypto;
