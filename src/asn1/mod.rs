@@ -11,7 +11,7 @@
 //! ([`der::Signed`]) so verification never depends on re-encoding.
 //!
 //! Decoding never panics: every rejection is an [`Asn1Error`] (property
-//! tests feed random input to the TLV layer).
+//! tests feed random and mutated input to every decoder).
 #![cfg_attr(
     not(test),
     deny(
