@@ -1,4 +1,4 @@
-//! Known-answer tests on a real ES9+ exchange (tests/data/SOURCES.md):
+//! Known-answer tests on a real ES9+ exchange (tests/vectors/SOURCES.md):
 //! lpac driving the YggdraSIM eUICC against osmo-smdpp. Every eUICC-made
 //! value decodes, re-encodes to the received bytes, keeps the signed bytes
 //! exactly as received, and its signature verifies with the certificates it
@@ -18,7 +18,7 @@ use smdpplus::asn1::rsp::{
 };
 use smdpplus::ids::{Eid, Iccid};
 
-const CAPTURE: &str = include_str!("data/lpac-yggdrasim-osmo-smdpp.json");
+const CAPTURE: &str = include_str!("vectors/lpac-yggdrasim-osmo-smdpp.json");
 const TRANSACTION_ID: &str = "031A2A1375F749478E737A2DF774E4A8";
 const EID: &str = "89049032123451234512345678901234";
 const MATCHING_ID: &str = "TS48V2-SAIP2-1-BERTLV-UNIQUE";

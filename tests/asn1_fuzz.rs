@@ -10,7 +10,7 @@ use smdpplus::asn1::rsp::*;
 
 mod asn1_samples;
 
-const CAPTURE: &str = include_str!("data/lpac-yggdrasim-osmo-smdpp.json");
+const CAPTURE: &str = include_str!("vectors/lpac-yggdrasim-osmo-smdpp.json");
 
 /// Runs every decoder on `input`; returns how many accepted it.
 fn decode_everything(input: &[u8]) -> usize {

@@ -11,7 +11,7 @@ use smdpplus::asn1::Asn1Error;
 mod asn1_samples;
 use asn1_samples as samples;
 
-const CAPTURE: &str = include_str!("data/lpac-yggdrasim-osmo-smdpp.json");
+const CAPTURE: &str = include_str!("vectors/lpac-yggdrasim-osmo-smdpp.json");
 
 fn capture_field(n: usize, side: &str, key: &str) -> Vec<u8> {
     let v: serde_json::Value = serde_json::from_str(CAPTURE).unwrap();
