@@ -121,6 +121,8 @@ pub struct FileConfig {
     pub max_cc_attempts: Option<u32>,
     /// See [`Config::profile_types`].
     pub profile_types: Option<std::collections::BTreeMap<String, ProfileTypeConfig>>,
+    /// See [`Config::session_keys_only`].
+    pub session_keys_only: Option<bool>,
 }
 
 impl FileConfig {
@@ -174,6 +176,8 @@ pub struct Config {
     pub max_cc_attempts: u32,
     /// StoreMetadataRequest values per profile type.
     pub profile_types: std::collections::BTreeMap<String, ProfileTypeConfig>,
+    /// Bind with the session keys only (no ReplaceSessionKeys, §2.5.4).
+    pub session_keys_only: bool,
 }
 
 /// Values given on the command line or in the environment.
@@ -238,6 +242,7 @@ impl Config {
             session_ttl: Duration::from_secs(file.session_ttl_secs.unwrap_or(900).max(1)),
             max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
             max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),
+            session_keys_only: file.session_keys_only.unwrap_or(false),
             profile_types: file.profile_types.unwrap_or_else(|| {
                 let demo = ProfileTypeConfig {
                     service_provider_name: "smdpplus demo".into(),

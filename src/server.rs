@@ -3,7 +3,6 @@
 //! gracefully on SIGTERM or SIGINT.
 
 use crate::config::Config;
-use crate::error::codes;
 use crate::http::{self, tls, ConnInfo, Handler, Outcome};
 use crate::ids::Iccid;
 use crate::metrics::Metrics;
@@ -32,6 +31,8 @@ pub struct App {
     pub identity: Arc<tls::Identity>,
     /// False once shutdown started (/readyz).
     pub ready: Arc<AtomicBool>,
+    /// DPauth/DPpb credentials and the eUICC chain validator (ES9+).
+    pub es9: Arc<crate::es9plus::service::Es9Keys>,
 }
 
 /// The profile type of the seeded demo profiles.
@@ -63,22 +64,10 @@ fn es2_handler(app: App) -> Handler {
     })
 }
 
-fn es9_handler() -> Handler {
+fn es9_handler(app: App) -> Handler {
     boxed(move |req, _conn| {
-        Box::pin(async move {
-            // ES9+ functions arrive with the download issue; until then every
-            // path answers with the spec's "function not supported" code.
-            let e = crate::error::Error::invalid(
-                codes::FUNCTION_UNSUPPORTED,
-                format!("no ES9+ function at {}", req.uri().path()),
-            );
-            Outcome {
-                response: http::gsma_response(StatusCode::NOT_FOUND, Some(&e), Default::default()),
-                function: "unknown",
-                status: "Failed",
-                code: e.code.to_string(),
-            }
-        })
+        let app = app.clone();
+        Box::pin(async move { crate::es9plus::handle(app, req).await })
     })
 }
 
@@ -319,6 +308,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         outbox_wake: Arc::new(Notify::new()),
         identity: Arc::new(identity),
         ready: Arc::new(AtomicBool::new(true)),
+        es9: Arc::new(crate::es9plus::service::Es9Keys::sgp26().map_err(|e| e.to_string())?),
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);
@@ -328,7 +318,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             "es9plus",
             es9,
             Some(es9_tls),
-            es9_handler(),
+            es9_handler(app.clone()),
             m.clone(),
             rx.clone(),
             drain,

@@ -10,6 +10,7 @@
 pub mod ci;
 pub mod dev;
 pub mod euicc;
+pub mod sgp26;
 pub mod smdp;
 pub mod x509;
 

@@ -201,3 +201,15 @@ mod tests {
         assert_eq!(check_validity(10, 20, 9), Err(false));
     }
 }
+
+/// The SM-DP+ OID of a certificate: the registeredID in its
+/// subjectAltName (SGP.22 §4.5.2.1.0.4, e.g. `2.999.10` for the SGP.26
+/// TEST SM-DP+), dotted.
+pub fn smdp_oid(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|g| match g {
+        x509_parser::extensions::GeneralName::RegisteredID(oid) => Some(oid.to_id_string()),
+        _ => None,
+    })
+}

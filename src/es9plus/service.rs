@@ -1,0 +1,846 @@
+//! The SM-DP+ side of ES9+ (SGP.22 §5.6): mutual authentication, order
+//! matching, binding and notifications. Each function takes the parsed
+//! request, checks it against the stored session phase, and returns the
+//! response or the spec's status code. HTTP lives in [`super`].
+
+use super::dto::*;
+use super::session::{
+    Authenticated, Delivered, ExpectAuthenticateClient, ExpectGetBpp, Phase, Session,
+    SESSION_VERSION,
+};
+use crate::asn1::der::{parse_one, DerCodec};
+use crate::asn1::rsp::{
+    AuthenticateServerResponse, BoundProfilePackage, CancelSessionReason, CancelSessionResponse,
+    ConfigureIsdpRequest, ControlRefTemplate, CtxParams1, EcdsaSignature, EuiccInfo1, FinalResult,
+    IccidBcd, InitialiseSecureChannelRequest, NotificationConfigurationInformation,
+    NotificationEvent, NotificationOperation, OperatorId, PendingNotification,
+    PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1, SmdpSigned2,
+    StoreMetadataRequest, TransactionId,
+};
+use crate::crypto::bsp::{Bsp, SessionKeys};
+use crate::crypto::ecdsa::{PublicKey, Signature};
+use crate::crypto::ecka::OneTimeKeyPair;
+use crate::crypto::kdf::{derive_session_keys, eid_bytes};
+use crate::error::{codes, Error, StatusCode};
+use crate::ids::{Eid, Iccid};
+use crate::pki::euicc::EuiccValidator;
+use crate::pki::smdp::{SmdpCredentials, SmdpKeyring};
+use crate::pki::x509::KeyId;
+use crate::server::App;
+use crate::store::{Command, Ctx};
+use rand::RngCore;
+
+/// hostId in the BSP key derivation and the CRT of BF23 (§2.6.6.1, §5.5.1).
+pub const HOST_ID: &[u8] = b"SMDPPLUS";
+
+/// The status codes of ES9+ that only this module uses (§5.6).
+pub mod es9codes {
+    use crate::error::StatusCode;
+    /// 8.1 eUICC, 6.1 Verification Failed.
+    pub const EUICC_VERIFICATION_FAILED: StatusCode = StatusCode {
+        subject: "8.1",
+        reason: "6.1",
+    };
+    /// 8.8.1 SM-DP+ Address, 3.8 Refused.
+    pub const SMDP_ADDRESS_REFUSED: StatusCode = StatusCode {
+        subject: "8.8.1",
+        reason: "3.8",
+    };
+    /// 8.8.3 SVN, 3.1 Unsupported.
+    pub const SVN_UNSUPPORTED: StatusCode = StatusCode {
+        subject: "8.8.3",
+        reason: "3.1",
+    };
+    /// 8.10.1 TransactionId, 3.9 Unknown.
+    pub const TRANSACTION_UNKNOWN: StatusCode = StatusCode {
+        subject: "8.10.1",
+        reason: "3.9",
+    };
+    /// 8.2 Profile, 3.7 Unavailable: BPP not available for a new binding.
+    pub const BPP_UNAVAILABLE: StatusCode = StatusCode {
+        subject: "8.2",
+        reason: "3.7",
+    };
+    /// 8.8 SM-DP+, 3.10 Invalid Association: wrong SM-DP+ OID.
+    pub const SMDP_OID_INVALID: StatusCode = StatusCode {
+        subject: "8.8",
+        reason: "3.10",
+    };
+    /// 8.8.5 Download order, 3.8 Refused (end-user rejection, §5.3.5 table 32b).
+    pub const ORDER_REFUSED: StatusCode = StatusCode {
+        subject: "8.8.5",
+        reason: "3.8",
+    };
+    /// 8.2.8 PPR, 1.2 Not Allowed.
+    pub const PPR_NOT_ALLOWED: StatusCode = StatusCode {
+        subject: "8.2.8",
+        reason: "1.2",
+    };
+    /// 8.2.9 Profile Metadata, 3.11 Value has changed.
+    pub const METADATA_MISMATCH: StatusCode = StatusCode {
+        subject: "8.2.9",
+        reason: "3.11",
+    };
+    /// 8 eUICC Remote Provisioning, 4.2 Execution Error.
+    pub const RSP_EXECUTION_ERROR: StatusCode = StatusCode {
+        subject: "8",
+        reason: "4.2",
+    };
+}
+use es9codes::*;
+
+/// The SM-DP+'s ES9+ keys: DPauth/DPpb per CI, and the eUICC chain validator.
+pub struct Es9Keys {
+    /// DPauth and DPpb per CI.
+    pub keyring: SmdpKeyring,
+    /// Validates EUM and eUICC certificates (with its EUM cache).
+    pub validator: EuiccValidator,
+}
+
+impl Es9Keys {
+    /// The SGP.26 test credentials compiled into the binary.
+    pub fn sgp26() -> Result<Es9Keys, crate::pki::PkiError> {
+        let cis = crate::pki::sgp26::ci_set()?;
+        let keyring = crate::pki::sgp26::keyring(&cis)?;
+        Ok(Es9Keys {
+            keyring,
+            validator: EuiccValidator::new(cis),
+        })
+    }
+}
+
+fn refused(code: StatusCode, msg: impl Into<String>) -> Error {
+    Error::refused(code, msg)
+}
+
+fn verification_failed(msg: impl Into<String>) -> Error {
+    refused(EUICC_VERIFICATION_FAILED, msg)
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::internal(e.to_string())
+}
+
+fn asn1_format(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::invalid(codes::FORMAT_INVALID, format!("{what}: {e}"))
+}
+
+fn to_wire(sig: &Signature) -> EcdsaSignature {
+    EcdsaSignature(*sig.as_raw())
+}
+
+fn from_wire(sig: &EcdsaSignature) -> Result<Signature, Error> {
+    Signature::from_raw(sig.as_bytes()).map_err(|e| verification_failed(format!("signature: {e}")))
+}
+
+fn credentials<'a>(app: &'a App, dp_ci: &[u8]) -> Result<&'a SmdpCredentials, Error> {
+    app.es9
+        .keyring
+        .get(&KeyId::new(dp_ci))
+        .ok_or_else(|| Error::internal("session names a CI without credentials"))
+}
+
+fn load_session(app: &App, transaction_id: &[u8]) -> Result<Session, Error> {
+    let bytes = app
+        .store
+        .get_session(transaction_id, crate::time::now())?
+        .ok_or_else(|| refused(TRANSACTION_UNKNOWN, "unknown or expired transactionId"))?;
+    let s: Session =
+        serde_json::from_slice(&bytes).map_err(|e| internal(format!("corrupt session: {e}")))?;
+    if s.v != SESSION_VERSION {
+        return Err(refused(
+            TRANSACTION_UNKNOWN,
+            "session from an incompatible version",
+        ));
+    }
+    Ok(s)
+}
+
+fn save_session(
+    app: &App,
+    transaction_id: &[u8],
+    phase: Phase,
+    ttl_secs: i64,
+) -> Result<(), Error> {
+    let s = Session {
+        v: SESSION_VERSION,
+        phase,
+    };
+    let bytes = serde_json::to_vec(&s).map_err(internal)?;
+    app.store
+        .put_session(transaction_id, crate::time::now() + ttl_secs, &bytes)
+}
+
+fn session_ttl(app: &App) -> i64 {
+    app.config.session_ttl.as_secs() as i64
+}
+
+/// A delivered BPP waits this long for its installation result: LPAs send
+/// notifications when asked, possibly much later.
+const NOTIFICATION_WINDOW_SECS: i64 = 30 * 24 * 3600;
+
+/// ES9+.InitiateAuthentication (§5.6.1).
+pub async fn initiate_authentication(
+    app: &App,
+    req: &InitiateAuthenticationRequest,
+) -> Result<InitiateAuthenticationResponse, Error> {
+    let euicc_challenge: [u8; 16] =
+        req.euicc_challenge.as_slice().try_into().map_err(|_| {
+            Error::invalid(codes::FORMAT_INVALID, "euiccChallenge must be 16 bytes")
+        })?;
+    if !app.config.is_own_address(&req.smdp_address) {
+        return Err(refused(
+            SMDP_ADDRESS_REFUSED,
+            format!("{:?} is not this SM-DP+", req.smdp_address),
+        ));
+    }
+    let info = EuiccInfo1::decode(&req.euicc_info1).map_err(|e| asn1_format("euiccInfo1", e))?;
+    if info.svn.major() != 2 {
+        return Err(refused(
+            SVN_UNSUPPORTED,
+            format!(
+                "SVN {}.{} is not supported",
+                info.svn.major(),
+                info.svn.minor()
+            ),
+        ));
+    }
+    let ids = |l: &[Vec<u8>]| l.iter().map(|k| KeyId::new(k)).collect::<Vec<_>>();
+    let selection = app.es9.keyring.select(
+        app.es9.validator.trusted_cis(),
+        &ids(&info.ci_pkid_list_for_verification),
+        &ids(&info.ci_pkid_list_for_signing),
+    )?;
+    let cred = selection.credentials;
+
+    // transactionId and serverChallenge from the OS CSPRNG (§3.1.1.4, §3.1.2).
+    let mut transaction_id = [0u8; 16];
+    let mut server_challenge = [0u8; 16];
+    loop {
+        rand::rngs::OsRng.fill_bytes(&mut transaction_id);
+        if !app.store.session_exists(&transaction_id)? {
+            break;
+        }
+    }
+    rand::rngs::OsRng.fill_bytes(&mut server_challenge);
+    let signed = ServerSigned1 {
+        transaction_id: TransactionId::new(&transaction_id).map_err(internal)?,
+        euicc_challenge,
+        server_address: req.smdp_address.clone(),
+        server_challenge,
+    };
+    let signed_der = signed.encode();
+    let signature = cred.dpauth().sign(&signed_der).map_err(internal)?;
+    let phase = Phase::ExpectAuthenticateClient(ExpectAuthenticateClient {
+        server_challenge: server_challenge.to_vec(),
+        server_address: req.smdp_address.clone(),
+        dp_ci: cred.ci().as_bytes().to_vec(),
+    });
+    save_session(app, &transaction_id, phase, session_ttl(app))?;
+    Ok(InitiateAuthenticationResponse {
+        transaction_id: transaction_id.to_vec(),
+        server_signed1: signed_der,
+        server_signature1: to_wire(&signature).to_tlv(),
+        euicc_ci_pk_id_to_be_used: selection.euicc_ci_pkid_to_be_used.to_octet_string(),
+        server_certificate: cred.dpauth().certificate_der().to_vec(),
+    })
+}
+
+/// The StoreMetadataRequest for a profile (§5.5.3): values per profile type
+/// from the configuration, the ICCID from the profile, and notifications
+/// for every operation sent to this SM-DP+.
+fn profile_metadata(
+    app: &App,
+    iccid: &Iccid,
+    profile_type: &str,
+) -> Result<StoreMetadataRequest, Error> {
+    let t = app.config.profile_type(profile_type);
+    let profile_class = match t.profile_class.as_str() {
+        "test" => Some(ProfileClass::Test),
+        "provisioning" => Some(ProfileClass::Provisioning),
+        // operational is the DEFAULT: DER leaves it out.
+        _ => None,
+    };
+    let profile_owner = t
+        .profile_owner_mcc_mnc
+        .as_deref()
+        .and_then(mcc_mnc)
+        .map(|mcc_mnc| OperatorId {
+            mcc_mnc,
+            gid1: None,
+            gid2: None,
+        });
+    Ok(StoreMetadataRequest {
+        iccid: IccidBcd::from_iccid(iccid),
+        service_provider_name: t.service_provider_name,
+        profile_name: t.profile_name,
+        icon_type: None,
+        icon: None,
+        profile_class,
+        notification_configuration_info: Some(vec![NotificationConfigurationInformation {
+            profile_management_operation: NotificationEvent::from_operations(&[
+                NotificationOperation::Install,
+                NotificationOperation::Enable,
+                NotificationOperation::Disable,
+                NotificationOperation::Delete,
+            ]),
+            notification_address: app.config.smdp_address.clone(),
+        }]),
+        profile_owner,
+        profile_policy_rules: None,
+    })
+}
+
+/// MCC+MNC digits as the 3 bytes of TS 24.008 (`00101` -> `00 F1 10`).
+pub fn mcc_mnc(s: &str) -> Option<[u8; 3]> {
+    let d: Vec<u8> = s.bytes().map(|b| b.wrapping_sub(b'0')).collect();
+    if !(5..=6).contains(&d.len()) || d.iter().any(|x| *x > 9) {
+        return None;
+    }
+    let mnc3 = if d.len() == 6 { d[5] } else { 0xF };
+    Some([(d[1] << 4) | d[0], (mnc3 << 4) | d[2], (d[4] << 4) | d[3]])
+}
+
+/// ES9+.AuthenticateClient (§5.6.3).
+pub async fn authenticate_client(
+    app: &App,
+    req: &AuthenticateClientRequest,
+) -> Result<AuthenticateClientResponse, Error> {
+    let session = load_session(app, &req.transaction_id)?;
+    let Phase::ExpectAuthenticateClient(expect) = session.phase else {
+        return Err(refused(
+            TRANSACTION_UNKNOWN,
+            "the RSP session is not waiting for AuthenticateClient",
+        ));
+    };
+    let response = AuthenticateServerResponse::decode(&req.authenticate_server_response)
+        .map_err(|e| asn1_format("authenticateServerResponse", e))?;
+    let ok = match response {
+        AuthenticateServerResponse::Ok(ok) => ok,
+        AuthenticateServerResponse::Error(e) => {
+            app.store.remove_session(&req.transaction_id)?;
+            return Err(verification_failed(format!(
+                "the eUICC refused the server: {:?}",
+                e.authenticate_error_code
+            )));
+        }
+    };
+    let now = crate::time::now();
+    let euicc = app
+        .es9
+        .validator
+        .validate(&ok.eum_certificate, &ok.euicc_certificate, now)?;
+    // euiccSignature1 over EuiccSigned1 exactly as received (§5.7.13).
+    euicc
+        .verify(ok.euicc_signed1.raw(), &from_wire(&ok.euicc_signature1)?)
+        .map_err(|_| verification_failed("euiccSignature1 does not verify"))?;
+    let signed = ok.euicc_signed1.value();
+    if signed.transaction_id.as_bytes() != req.transaction_id.as_slice() {
+        return Err(verification_failed(
+            "transactionId in euiccSigned1 does not match",
+        ));
+    }
+    if signed.server_challenge.as_slice() != expect.server_challenge.as_slice() {
+        return Err(verification_failed("serverChallenge does not match"));
+    }
+    if signed.server_address != expect.server_address {
+        return Err(verification_failed("serverAddress does not match"));
+    }
+    let matching_id = match &signed.ctx_params1 {
+        CtxParams1::CommonAuthentication(c) => c.matching_id.clone(),
+        CtxParams1::Other(_) => {
+            return Err(refused(
+                codes::MATCHING_ID_REFUSED,
+                "unsupported ctxParams1",
+            ))
+        }
+    };
+    let eid = euicc.eid().clone();
+    let iccid = app.store.resolve_order(&eid, matching_id.as_deref())?;
+    let cmd = Command::AuthenticateClient {
+        iccid: iccid.clone(),
+        eid: eid.clone(),
+        matching_id: matching_id.clone(),
+        max_attempts: app.config.max_download_attempts,
+    };
+    let applied = app.store.apply(
+        &cmd,
+        &Ctx {
+            caller: "es9plus",
+            now,
+            idem: None,
+        },
+    );
+    app.store.sync().await?;
+    app.outbox_wake.notify_one();
+    let record = applied?.record;
+
+    let cred = credentials(app, &expect.dp_ci)?;
+    let metadata = profile_metadata(app, &iccid, &record.profile_type)?;
+    let smdp_signed2 = SmdpSigned2 {
+        transaction_id: TransactionId::new(&req.transaction_id).map_err(internal)?,
+        cc_required_flag: !record.cc_hashes.is_empty(),
+        bpp_euicc_otpk: None,
+    };
+    let smdp_signature2 = cred
+        .dppb()
+        .sign(&smdp_signed2.signed_data(&ok.euicc_signature1))
+        .map_err(internal)?;
+    let phase = Phase::ExpectGetBpp(ExpectGetBpp {
+        auth: Authenticated {
+            dp_ci: expect.dp_ci.clone(),
+            eid: eid.as_str().to_owned(),
+            iccid: iccid.as_str().to_owned(),
+            euicc_certificate: ok.euicc_certificate.clone(),
+        },
+        smdp_signature2: smdp_signature2.as_raw().to_vec(),
+    });
+    save_session(app, &req.transaction_id, phase, session_ttl(app))?;
+    tracing::info!(transaction_id = %hex::encode_upper(&req.transaction_id), %eid, %iccid, "eUICC authenticated; order matched");
+    Ok(AuthenticateClientResponse {
+        transaction_id: req.transaction_id.clone(),
+        profile_metadata: metadata.encode(),
+        smdp_signed2: smdp_signed2.encode(),
+        smdp_signature2: to_wire(&smdp_signature2).to_tlv(),
+        smdp_certificate: cred.dppb().certificate_der().to_vec(),
+    })
+}
+
+fn euicc_key(auth: &Authenticated) -> Result<PublicKey, Error> {
+    PublicKey::from_certificate_der(&auth.euicc_certificate).map_err(internal)
+}
+
+fn tlv_values(tlvs: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Error> {
+    tlvs.iter()
+        .map(|t| {
+            parse_one(t, "BSP segment")
+                .map(|t| t.value().to_vec())
+                .map_err(internal)
+        })
+        .collect()
+}
+
+/// BF23 with a fresh smdpSign over its data and the eUICC's otPK (§5.5.1).
+fn sign_bf23(
+    cred: &SmdpCredentials,
+    mut bf23: InitialiseSecureChannelRequest,
+    euicc_otpk: &[u8],
+) -> Result<InitialiseSecureChannelRequest, Error> {
+    let sig = cred
+        .dppb()
+        .sign(&bf23.signed_data(euicc_otpk))
+        .map_err(internal)?;
+    bf23.smdp_sign = to_wire(&sig);
+    Ok(bf23)
+}
+
+/// Binds a profile package for one eUICC (§2.5.4, §5.6.2): a one-time key
+/// pair on the DPpb curve, ECKA with otPK.EUICC, the BSP keys, then BF23,
+/// ConfigureISDP (87), StoreMetadata (88, MAC only), ReplaceSessionKeys (87,
+/// unless session-key-only) and the profile (86). otSK.DP is consumed by the
+/// key agreement and erased with it.
+fn bind(
+    cred: &SmdpCredentials,
+    transaction_id: &[u8],
+    eid: &Eid,
+    euicc_otpk: &[u8],
+    metadata: &[u8],
+    profile: &[u8],
+    with_ppk: bool,
+) -> Result<Vec<u8>, Error> {
+    let curve = cred.dppb().public_key().curve();
+    let otk = OneTimeKeyPair::generate(curve, &mut rand::rngs::OsRng).map_err(internal)?;
+    let smdp_otpk = otk.public_key().to_vec();
+    let shared = otk
+        .agree(euicc_otpk)
+        .map_err(|e| verification_failed(format!("otPK.EUICC.ECKA: {e}")))?;
+    let keys = derive_session_keys(
+        shared.as_bytes(),
+        HOST_ID,
+        &eid_bytes(eid).map_err(internal)?,
+    )
+    .map_err(internal)?;
+    drop(shared);
+    let mut bsp = Bsp::new(keys);
+    let first_87 = bsp
+        .wrap_enc_segments(0x87, &ConfigureIsdpRequest::default().to_der())
+        .map_err(internal)?;
+    let seq_88 = bsp
+        .wrap_mac_only_segments(0x88, metadata)
+        .map_err(internal)?;
+    let second_87 = if with_ppk {
+        let mut k = zeroize::Zeroizing::new([0u8; 48]);
+        rand::rngs::OsRng.fill_bytes(k.as_mut());
+        let part = |i: usize| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&k[i * 16..i * 16 + 16]);
+            a
+        };
+        let ppk = SessionKeys::new(&part(0), &part(1), &part(2));
+        Some(vec![bsp
+            .wrap_replace_session_keys(ppk)
+            .map_err(internal)?])
+    } else {
+        None
+    };
+    let seq_86 = bsp.wrap_enc_segments(0x86, profile).map_err(internal)?;
+    let bf23 = InitialiseSecureChannelRequest {
+        remote_op_id: RemoteOpId::InstallBoundProfilePackage,
+        transaction_id: TransactionId::new(transaction_id).map_err(internal)?,
+        control_ref_template: ControlRefTemplate {
+            key_type: 0x88,
+            key_len: 0x10,
+            host_id: HOST_ID.to_vec(),
+        },
+        smdp_otpk,
+        smdp_sign: EcdsaSignature([0u8; 64]),
+    };
+    let bpp = BoundProfilePackage {
+        initialise_secure_channel_request: sign_bf23(cred, bf23, euicc_otpk)?,
+        first_sequence_of_87: tlv_values(first_87)?,
+        sequence_of_88: tlv_values(seq_88)?,
+        second_sequence_of_87: second_87.map(tlv_values).transpose()?,
+        sequence_of_86: tlv_values(seq_86)?,
+    };
+    Ok(bpp.to_der())
+}
+
+/// ES9+.GetBoundProfilePackage (§5.6.2).
+pub async fn get_bound_profile_package(
+    app: &App,
+    req: &GetBoundProfilePackageRequest,
+) -> Result<GetBoundProfilePackageResponse, Error> {
+    let session = load_session(app, &req.transaction_id)?;
+    let (auth, smdp_signature2, previous) = match session.phase {
+        Phase::ExpectGetBpp(e) => (e.auth, e.smdp_signature2, None),
+        Phase::Delivered(d) => (d.auth.clone(), Vec::new(), Some(d)),
+        Phase::ExpectAuthenticateClient(_) => {
+            return Err(refused(
+                TRANSACTION_UNKNOWN,
+                "the RSP session is not waiting for GetBoundProfilePackage",
+            ))
+        }
+    };
+    let response = PrepareDownloadResponse::decode(&req.prepare_download_response)
+        .map_err(|e| asn1_format("prepareDownloadResponse", e))?;
+    let ok = match response {
+        PrepareDownloadResponse::Ok(ok) => ok,
+        PrepareDownloadResponse::Error(e) => {
+            return Err(verification_failed(format!(
+                "the eUICC refused PrepareDownload: {:?}",
+                e.download_error_code
+            )))
+        }
+    };
+    let signed = ok.euicc_signed2.value();
+    let euicc_otpk = signed.euicc_otpk.clone();
+
+    // A retry with the same otPK.EUICC gets the same BPP, BF23 re-signed.
+    if let Some(d) = previous {
+        let cred = credentials(app, &auth.dp_ci)?;
+        if d.euicc_otpk == euicc_otpk {
+            let mut bpp = BoundProfilePackage::decode(&d.bpp).map_err(internal)?;
+            bpp.initialise_secure_channel_request =
+                sign_bf23(cred, bpp.initialise_secure_channel_request, &euicc_otpk)?;
+            return Ok(GetBoundProfilePackageResponse {
+                transaction_id: req.transaction_id.clone(),
+                bound_profile_package: bpp.to_der(),
+            });
+        }
+        return Err(refused(
+            BPP_UNAVAILABLE,
+            "a BPP was bound to another otPK.EUICC in this session",
+        ));
+    }
+
+    let smdp_sig = Signature::from_raw(&smdp_signature2).map_err(internal)?;
+    euicc_key(&auth)?
+        .verify(
+            &ok.signed_data(&to_wire(&smdp_sig)),
+            &from_wire(&ok.euicc_signature2)?,
+        )
+        .map_err(|_| verification_failed("euiccSignature2 does not verify"))?;
+    if signed.transaction_id.as_bytes() != req.transaction_id.as_slice() {
+        return Err(verification_failed(
+            "transactionId in euiccSigned2 does not match",
+        ));
+    }
+    let iccid =
+        Iccid::parse(&auth.iccid).ok_or_else(|| Error::internal("corrupt session ICCID"))?;
+    let eid = Eid::parse(&auth.eid).ok_or_else(|| Error::internal("corrupt session EID"))?;
+    let now = crate::time::now();
+
+    // Expiry (§5.6.2: 8.8.5/4.10) ends the order, with its notification.
+    if let Some(r) = app.store.get(&iccid)? {
+        if r.expires_at.is_some_and(|t| t <= now) && r.state.can_expire() {
+            let _ = app.store.apply(
+                &Command::Expire {
+                    iccid: iccid.clone(),
+                },
+                &Ctx {
+                    caller: "es9plus",
+                    now,
+                    idem: None,
+                },
+            );
+            app.store.sync().await?;
+            app.outbox_wake.notify_one();
+            return Err(refused(
+                codes::ORDER_EXPIRED,
+                "the download order has expired",
+            ));
+        }
+    }
+    let cc = Command::CheckConfirmationCode {
+        iccid: iccid.clone(),
+        transaction_id: req.transaction_id.clone(),
+        hash_cc: signed.hash_cc.map(|h| h.to_vec()),
+        max_attempts: app.config.max_cc_attempts,
+    };
+    let checked = app.store.apply(
+        &cc,
+        &Ctx {
+            caller: "es9plus",
+            now,
+            idem: None,
+        },
+    );
+    if checked.is_err() {
+        app.store.sync().await?;
+        app.outbox_wake.notify_one();
+    }
+    let record = checked?.record;
+    if !matches!(
+        record.state,
+        crate::store::lifecycle::State::Released | crate::store::lifecycle::State::Downloaded
+    ) {
+        return Err(refused(
+            BPP_UNAVAILABLE,
+            format!("the profile is {}", record.state),
+        ));
+    }
+    let package = app
+        .store
+        .package(&record)?
+        .ok_or_else(|| Error::internal("profile package missing"))?;
+    let metadata = profile_metadata(app, &iccid, &record.profile_type)?.encode();
+    let cred = credentials(app, &auth.dp_ci)?;
+    let bpp = bind(
+        cred,
+        &req.transaction_id,
+        &eid,
+        &euicc_otpk,
+        &metadata,
+        &package,
+        !app.config.session_keys_only,
+    )?;
+
+    app.store.apply(
+        &Command::BppDelivered {
+            iccid: iccid.clone(),
+            eid: eid.clone(),
+        },
+        &Ctx {
+            caller: "es9plus",
+            now,
+            idem: None,
+        },
+    )?;
+    let phase = Phase::Delivered(Delivered {
+        auth,
+        euicc_otpk,
+        bpp: bpp.clone(),
+    });
+    save_session(app, &req.transaction_id, phase, NOTIFICATION_WINDOW_SECS)?;
+    app.store.sync().await?;
+    app.outbox_wake.notify_one();
+    tracing::info!(transaction_id = %hex::encode_upper(&req.transaction_id), %iccid, bytes = bpp.len(), "BPP delivered");
+    Ok(GetBoundProfilePackageResponse {
+        transaction_id: req.transaction_id.clone(),
+        bound_profile_package: bpp,
+    })
+}
+
+/// What happened to a notification (for logs and metrics; the LPA always
+/// gets 204, §5.6.4).
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotificationOutcome {
+    /// A ProfileInstallationResult was applied.
+    Installed {
+        /// Whether finalResult was a success.
+        success: bool,
+    },
+    /// An OtherSignedNotification was verified and recorded.
+    Recorded(&'static str),
+    /// Dropped, with the reason.
+    Dropped(String),
+}
+
+/// ES9+.HandleNotification (§5.6.4).
+pub async fn handle_notification(
+    app: &App,
+    req: &HandleNotificationRequest,
+) -> NotificationOutcome {
+    match handle_notification_inner(app, req).await {
+        Ok(o) => o,
+        Err(e) => NotificationOutcome::Dropped(e.message),
+    }
+}
+
+async fn handle_notification_inner(
+    app: &App,
+    req: &HandleNotificationRequest,
+) -> Result<NotificationOutcome, Error> {
+    let n = PendingNotification::decode(&req.pending_notification)
+        .map_err(|e| asn1_format("pendingNotification", e))?;
+    let now = crate::time::now();
+    match n {
+        PendingNotification::ProfileInstallationResult(pir) => {
+            let data = pir.profile_installation_result_data.value();
+            let txid = data.transaction_id.as_bytes().to_vec();
+            let session = load_session(app, &txid)?;
+            let Phase::Delivered(d) = session.phase else {
+                return Err(refused(
+                    TRANSACTION_UNKNOWN,
+                    "no BPP was delivered in this session",
+                ));
+            };
+            euicc_key(&d.auth)?
+                .verify(
+                    pir.profile_installation_result_data.raw(),
+                    &from_wire(&pir.euicc_sign_pir)?,
+                )
+                .map_err(|_| verification_failed("euiccSignPIR does not verify"))?;
+            let iccid = Iccid::parse(&d.auth.iccid)
+                .ok_or_else(|| Error::internal("corrupt session ICCID"))?;
+            let (success, reason) = match &data.final_result {
+                FinalResult::Success(_) => (true, None),
+                FinalResult::Error(e) => (
+                    false,
+                    Some(format!(
+                        "bppCommandId {:?}, errorReason {:?}",
+                        e.bpp_command_id, e.error_reason
+                    )),
+                ),
+            };
+            let result_data = data.final_result.to_der();
+            let cmd = Command::InstallResult {
+                iccid,
+                success,
+                result_data,
+                reason,
+            };
+            app.store.apply(
+                &cmd,
+                &Ctx {
+                    caller: "es9plus",
+                    now,
+                    idem: None,
+                },
+            )?;
+            app.store.remove_session(&txid)?;
+            app.store.sync().await?;
+            app.outbox_wake.notify_one();
+            Ok(NotificationOutcome::Installed { success })
+        }
+        PendingNotification::OtherSignedNotification(o) => {
+            let euicc =
+                app.es9
+                    .validator
+                    .validate(&o.eum_certificate, &o.euicc_certificate, now)?;
+            euicc
+                .verify(
+                    o.tbs_other_notification.raw(),
+                    &from_wire(&o.euicc_notification_signature)?,
+                )
+                .map_err(|_| verification_failed("euiccNotificationSignature does not verify"))?;
+            let meta = o.tbs_other_notification.value();
+            let op = match meta.profile_management_operation.single() {
+                Some(NotificationOperation::Enable) => "enable",
+                Some(NotificationOperation::Disable) => "disable",
+                Some(NotificationOperation::Delete) => "delete",
+                Some(NotificationOperation::Install) => "install",
+                None => "unknown",
+            };
+            let iccid = meta.iccid.as_ref().and_then(|i| i.to_iccid().ok());
+            tracing::info!(eid = %euicc.eid(), iccid = ?iccid.as_ref().map(|i| i.to_string()), operation = op, seq = meta.seq_number, "eUICC notification");
+            Ok(NotificationOutcome::Recorded(op))
+        }
+    }
+}
+
+/// ES9+.CancelSession (§5.6.5), with the reason mapping of §5.3.5 table 32b.
+pub async fn cancel_session(app: &App, req: &CancelSessionRequest) -> Result<(), Error> {
+    let session = load_session(app, &req.transaction_id)?;
+    let auth = match session.phase {
+        Phase::ExpectGetBpp(e) => e.auth,
+        Phase::Delivered(d) => d.auth,
+        Phase::ExpectAuthenticateClient(_) => {
+            return Err(refused(
+                TRANSACTION_UNKNOWN,
+                "the RSP session has no authenticated eUICC yet",
+            ))
+        }
+    };
+    let response = CancelSessionResponse::decode(&req.cancel_session_response)
+        .map_err(|e| asn1_format("cancelSessionResponse", e))?;
+    let ok = match response {
+        CancelSessionResponse::Ok(ok) => ok,
+        CancelSessionResponse::Error(code) => {
+            return Err(verification_failed(format!(
+                "the eUICC answered CancelSession with an error: {code:?}"
+            )))
+        }
+    };
+    euicc_key(&auth)?
+        .verify(
+            ok.euicc_cancel_session_signed.raw(),
+            &from_wire(&ok.euicc_cancel_session_signature)?,
+        )
+        .map_err(|_| verification_failed("euiccCancelSessionSignature does not verify"))?;
+    let signed = ok.euicc_cancel_session_signed.value();
+    if signed.transaction_id.as_bytes() != req.transaction_id.as_slice() {
+        return Err(verification_failed(
+            "transactionId in euiccCancelSessionSigned does not match",
+        ));
+    }
+    let cred = credentials(app, &auth.dp_ci)?;
+    let ours = crate::pki::x509::smdp_oid(cred.dpauth().certificate_der());
+    if ours.as_deref() != Some(signed.smdp_oid.to_string().as_str()) {
+        return Err(refused(
+            SMDP_OID_INVALID,
+            format!("smdpOid {} is not this SM-DP+", signed.smdp_oid),
+        ));
+    }
+    let terminal = match signed.reason {
+        CancelSessionReason::Postponed | CancelSessionReason::Timeout => None,
+        CancelSessionReason::EndUserRejection => Some((ORDER_REFUSED, "end user rejection")),
+        CancelSessionReason::PprNotAllowed => Some((PPR_NOT_ALLOWED, "PPR not allowed")),
+        CancelSessionReason::MetadataMismatch => Some((METADATA_MISMATCH, "metadata mismatch")),
+        CancelSessionReason::LoadBppExecutionError => {
+            Some((codes::BPP_EXECUTION_ERROR, "load BPP execution error"))
+        }
+        _ => Some((RSP_EXECUTION_ERROR, "undefined reason")),
+    };
+    app.store.remove_session(&req.transaction_id)?;
+    if let Some((code, reason)) = terminal {
+        let iccid =
+            Iccid::parse(&auth.iccid).ok_or_else(|| Error::internal("corrupt session ICCID"))?;
+        let cmd = Command::DownloadCancelled {
+            iccid,
+            code,
+            reason: reason.to_owned(),
+        };
+        app.store.apply(
+            &cmd,
+            &Ctx {
+                caller: "es9plus",
+                now: crate::time::now(),
+                idem: None,
+            },
+        )?;
+        app.outbox_wake.notify_one();
+    }
+    app.store.sync().await?;
+    Ok(())
+}
