@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod error;
 pub mod es2plus;
 pub mod es9plus;
+pub mod euicc;
 pub mod http;
 pub mod ids;
 pub mod metrics;

@@ -53,6 +53,12 @@ pub enum Cmd {
         #[command(subcommand)]
         action: ProfilesCmd,
     },
+    /// A software eUICC: smoke-test any SM-DP+ over ES9+.
+    Euicc {
+        /// The action.
+        #[command(subcommand)]
+        action: EuiccCmd,
+    },
     /// Inspect the ES2+ notification outbox of a running server.
     Outbox {
         /// Connection options.
@@ -239,6 +245,32 @@ pub enum ProfilesCmd {
     },
 }
 
+/// Software eUICC actions.
+#[derive(Subcommand, Debug)]
+pub enum EuiccCmd {
+    /// Download and install a profile, printing each step and the ICCID.
+    Download {
+        /// SM-DP+ address, HOST[:PORT].
+        #[arg(long)]
+        smdp: String,
+        /// MatchingID from the activation code.
+        #[arg(long)]
+        matching_id: Option<String>,
+        /// Confirmation code.
+        #[arg(long)]
+        confirmation_code: Option<String>,
+        /// Accept any TLS server certificate (lpac does not verify either).
+        #[arg(long)]
+        insecure: bool,
+        /// CA file for the TLS server certificate (default: the SGP.26 test CI).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Use the SGP.26 brainpoolP256r1 test eUICC instead of the NIST one.
+        #[arg(long)]
+        brainpool: bool,
+    },
+}
+
 /// Outbox actions.
 #[derive(Subcommand, Debug)]
 pub enum OutboxCmd {
@@ -260,6 +292,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             conn,
             action: OutboxCmd::List { json },
         } => outbox(conn, json).await,
+        Cmd::Euicc { action } => euicc(action).await,
     };
     match result {
         Ok(code) => code,
@@ -555,4 +588,56 @@ async fn outbox(conn: ConnArgs, json: bool) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn euicc(action: EuiccCmd) -> Result<ExitCode, String> {
+    let EuiccCmd::Download {
+        smdp,
+        matching_id,
+        confirmation_code,
+        insecure,
+        ca,
+        brainpool,
+    } = action;
+    let roots = match ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in crate::pki::load_certs(&path).map_err(|e| e.to_string())? {
+                roots.add(c).map_err(|e| e.to_string())?;
+            }
+            roots
+        }
+        None => crate::euicc::lpa::Lpa::sgp26_roots(),
+    };
+    let lpa = crate::euicc::lpa::Lpa::new(&smdp, roots, insecure).map_err(|e| e.to_string())?;
+    let mut card = if brainpool {
+        crate::euicc::SoftEuicc::sgp26_brainpool()
+    } else {
+        crate::euicc::SoftEuicc::sgp26_nist()
+    }
+    .map_err(|e| e.to_string())?;
+    println!("eUICC {} -> SM-DP+ {smdp}", card.eid());
+    let mut progress = |s: &str| println!("  {s}");
+    match lpa
+        .download(
+            &mut card,
+            matching_id.as_deref(),
+            confirmation_code.as_deref(),
+            &mut progress,
+        )
+        .await
+    {
+        Ok(report) => {
+            println!(
+                "installed ICCID {} ({} bytes of profile package)",
+                report.installed.iccid,
+                report.installed.upp.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("download failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -164,6 +164,20 @@ pub fn client(
     client: Option<&Identity>,
     insecure: bool,
 ) -> Result<Arc<ClientConfig>, PkiError> {
+    let roots = if insecure {
+        RootCertStore::empty()
+    } else {
+        roots(ca_files)?
+    };
+    client_with_roots(roots, client, insecure)
+}
+
+/// Like [`client`], with the trust anchors given as a root store.
+pub fn client_with_roots(
+    roots: RootCertStore,
+    client: Option<&Identity>,
+    insecure: bool,
+) -> Result<Arc<ClientConfig>, PkiError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?;
@@ -172,7 +186,7 @@ pub fn client(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
     } else {
-        builder.with_root_certificates(roots(ca_files)?)
+        builder.with_root_certificates(roots)
     };
     let cfg = match client {
         Some(id) => builder

@@ -179,6 +179,29 @@ pub(crate) fn check_validity(not_before: i64, not_after: i64, now: i64) -> Resul
     }
 }
 
+/// The SM-DP+ OID of a certificate: the registeredID in its
+/// subjectAltName (SGP.22 §4.5.2.1.0.4, e.g. `2.999.10` for the SGP.26
+/// TEST SM-DP+), dotted.
+///
+/// ```
+/// let der = std::fs::read("certs/sgp26/DPauth/CERT_S_SM_DPauth_ECDSA_NIST.der").unwrap();
+/// assert_eq!(smdpplus::pki::x509::smdp_oid(&der).as_deref(), Some("2.999.10"));
+/// ```
+pub fn smdp_oid(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|g| match g {
+        // Decoded with our own OID reader: asn1-rs renders a first
+        // subidentifier of two bytes (2.999 -> 0x88 0x37) wrongly.
+        x509_parser::extensions::GeneralName::RegisteredID(oid) => {
+            crate::asn1::der::Oid::from_content(oid.as_bytes(), "registeredID")
+                .ok()
+                .map(|o| o.to_string())
+        }
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,16 +223,4 @@ mod tests {
         assert_eq!(check_validity(10, 20, 21), Err(true));
         assert_eq!(check_validity(10, 20, 9), Err(false));
     }
-}
-
-/// The SM-DP+ OID of a certificate: the registeredID in its
-/// subjectAltName (SGP.22 §4.5.2.1.0.4, e.g. `2.999.10` for the SGP.26
-/// TEST SM-DP+), dotted.
-pub fn smdp_oid(cert_der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|g| match g {
-        x509_parser::extensions::GeneralName::RegisteredID(oid) => Some(oid.to_id_string()),
-        _ => None,
-    })
 }
