@@ -207,12 +207,13 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                         .map_err(|e| bad(format!("item {n}: package is not base64: {e}")))?,
                     None => placeholder_package(&iccid),
                 };
-                new.push(NewProfile {
+                new.push(NewProfile::protected(
                     iccid,
-                    profile_type: profile_type.to_owned(),
-                    operator: operator.clone(),
-                    package,
-                });
+                    profile_type.to_owned(),
+                    operator.clone(),
+                    &package,
+                    &app.master,
+                )?);
             }
             let added = app
                 .store

@@ -123,6 +123,8 @@ pub struct FileConfig {
     pub profile_types: Option<std::collections::BTreeMap<String, ProfileTypeConfig>>,
     /// See [`Config::session_keys_only`].
     pub session_keys_only: Option<bool>,
+    /// See [`Config::master_key_file`].
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -178,6 +180,10 @@ pub struct Config {
     pub profile_types: std::collections::BTreeMap<String, ProfileTypeConfig>,
     /// Bind with the session keys only (no ReplaceSessionKeys, §2.5.4).
     pub session_keys_only: bool,
+    /// File holding the master key (64 hex digits) that wraps every PPK;
+    /// created with a random key at first start. `SMDPPLUS_MASTER_KEY`
+    /// (64 hex digits) overrides it.
+    pub master_key_file: PathBuf,
 }
 
 /// Values given on the command line or in the environment.
@@ -209,7 +215,12 @@ impl Config {
                 notification_ca: None,
             }]
         });
+        let master_key_file = file
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("master.key"));
         Config {
+            master_key_file,
             operator_ca: file
                 .operator_ca
                 .unwrap_or_else(|| vec![data_dir.join("pki").join("operator-ca.crt")]),
@@ -238,7 +249,10 @@ impl Config {
             seed_demo_profiles: file.seed_demo_profiles.unwrap_or(100),
             operators,
             outbox: file.outbox.unwrap_or_default(),
-            extra_smdp_addresses: file.extra_smdp_addresses.unwrap_or_default(),
+            extra_smdp_addresses: file.extra_smdp_addresses.unwrap_or_else(|| {
+                // The dev setup answers on loopback by name and by number.
+                vec!["127.0.0.1".into()]
+            }),
             session_ttl: Duration::from_secs(file.session_ttl_secs.unwrap_or(900).max(1)),
             max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
             max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),

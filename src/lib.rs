@@ -30,6 +30,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod pki;
+pub mod profile;
 pub mod server;
 pub mod store;
 pub mod time;

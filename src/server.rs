@@ -7,6 +7,7 @@ use crate::http::{self, tls, ConnInfo, Handler, Outcome};
 use crate::ids::Iccid;
 use crate::metrics::Metrics;
 use crate::pki::dev;
+use crate::profile::protect::MasterKey;
 use crate::store::{Command, Ctx, NewProfile, Store, StoreOptions};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -33,6 +34,8 @@ pub struct App {
     pub ready: Arc<AtomicBool>,
     /// DPauth/DPpb credentials and the eUICC chain validator (ES9+).
     pub es9: Arc<crate::es9plus::service::Es9Keys>,
+    /// Wraps every PPK at rest.
+    pub master: Arc<MasterKey>,
 }
 
 /// The profile type of the seeded demo profiles.
@@ -137,19 +140,24 @@ fn ops_handler(app: App) -> Handler {
 
 /// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
 /// when the store holds no profile at all.
-fn seed_demo(store: &Store, operator: &str, n: usize) -> Result<usize, String> {
+fn seed_demo(store: &Store, master: &MasterKey, operator: &str, n: usize) -> Result<usize, String> {
     if n == 0 || store.counts().iter().any(|(_, c)| *c > 0) {
         return Ok(0);
     }
     let items: Vec<NewProfile> = (0..n)
         .filter_map(|i| Iccid::with_check_digit(&format!("89999000{:010}", i)))
-        .map(|iccid| NewProfile {
-            package: crate::admin::placeholder_package(&iccid),
-            iccid,
-            profile_type: DEMO_PROFILE_TYPE.into(),
-            operator: operator.to_owned(),
+        .map(|iccid| {
+            let upp = crate::admin::placeholder_package(&iccid);
+            NewProfile::protected(
+                iccid,
+                DEMO_PROFILE_TYPE.into(),
+                operator.to_owned(),
+                &upp,
+                master,
+            )
         })
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     store
         .add_profiles(&items, "smdpplus", crate::time::now())
         .map_err(|e| e.to_string())
@@ -262,7 +270,23 @@ pub async fn run(config: Config) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let seeded = seed_demo(&store, config.dev_operator(), config.seed_demo_profiles)?;
+    let master = match std::env::var("SMDPPLUS_MASTER_KEY") {
+        Ok(hex) => MasterKey::from_hex(&hex).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
+        Err(_) => {
+            let (key, created) =
+                MasterKey::load_or_create(&config.master_key_file).map_err(|e| e.to_string())?;
+            if created {
+                println!("smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)", config.master_key_file.display());
+            }
+            key
+        }
+    };
+    let seeded = seed_demo(
+        &store,
+        &master,
+        config.dev_operator(),
+        config.seed_demo_profiles,
+    )?;
     if seeded > 0 {
         store.flush_blocking().map_err(|e| e.to_string())?;
         println!("smdpplus: seeded {seeded} demo profiles (profileType {DEMO_PROFILE_TYPE:?}) for operator {}", config.dev_operator());
@@ -309,6 +333,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         identity: Arc::new(identity),
         ready: Arc::new(AtomicBool::new(true)),
         es9: Arc::new(crate::es9plus::service::Es9Keys::sgp26().map_err(|e| e.to_string())?),
+        master: Arc::new(master),
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);

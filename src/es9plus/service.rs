@@ -17,7 +17,7 @@ use crate::asn1::rsp::{
     PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1, SmdpSigned2,
     StoreMetadataRequest, TransactionId,
 };
-use crate::crypto::bsp::{Bsp, SessionKeys};
+use crate::crypto::bsp::Bsp;
 use crate::crypto::ecdsa::{PublicKey, Signature};
 use crate::crypto::ecka::OneTimeKeyPair;
 use crate::crypto::kdf::{derive_session_keys, eid_bytes};
@@ -26,6 +26,7 @@ use crate::ids::{Eid, Iccid};
 use crate::pki::euicc::EuiccValidator;
 use crate::pki::smdp::{SmdpCredentials, SmdpKeyring};
 use crate::pki::x509::KeyId;
+use crate::profile::protect::{MasterKey, ProtectedPackage};
 use crate::server::App;
 use crate::store::{Command, Ctx};
 use rand::RngCore;
@@ -439,13 +440,19 @@ fn sign_bf23(
 /// ConfigureISDP (87), StoreMetadata (88, MAC only), ReplaceSessionKeys (87,
 /// unless session-key-only) and the profile (86). otSK.DP is consumed by the
 /// key agreement and erased with it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; each argument is a distinct input of §2.5.4"
+)]
 fn bind(
     cred: &SmdpCredentials,
     transaction_id: &[u8],
     eid: &Eid,
     euicc_otpk: &[u8],
     metadata: &[u8],
-    profile: &[u8],
+    profile: &ProtectedPackage,
+    master: &MasterKey,
+    iccid: &Iccid,
     with_ppk: bool,
 ) -> Result<Vec<u8>, Error> {
     let curve = cred.dppb().public_key().curve();
@@ -468,22 +475,24 @@ fn bind(
     let seq_88 = bsp
         .wrap_mac_only_segments(0x88, metadata)
         .map_err(internal)?;
-    let second_87 = if with_ppk {
-        let mut k = zeroize::Zeroizing::new([0u8; 48]);
-        rand::rngs::OsRng.fill_bytes(k.as_mut());
-        let part = |i: usize| {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&k[i * 16..i * 16 + 16]);
-            a
-        };
-        let ppk = SessionKeys::new(&part(0), &part(1), &part(2));
-        Some(vec![bsp
-            .wrap_replace_session_keys(ppk)
-            .map_err(internal)?])
+    let context = iccid.as_str().as_bytes();
+    let (second_87, seq_86) = if with_ppk {
+        // §2.5.5: the stored segments are already protected under the PPK;
+        // ReplaceSessionKeys hands the PPK to the eUICC.
+        let ppk = profile.ppk(master, context).map_err(internal)?;
+        let a2 = vec![bsp.wrap_replace_session_keys(ppk).map_err(internal)?];
+        (
+            Some(a2),
+            profile
+                .segments
+                .iter()
+                .map(|s| s.0.clone())
+                .collect::<Vec<_>>(),
+        )
     } else {
-        None
+        let upp = profile.decrypt(master, context).map_err(internal)?;
+        (None, bsp.wrap_enc_segments(0x86, &upp).map_err(internal)?)
     };
-    let seq_86 = bsp.wrap_enc_segments(0x86, profile).map_err(internal)?;
     let bf23 = InitialiseSecureChannelRequest {
         remote_op_id: RemoteOpId::InstallBoundProfilePackage,
         transaction_id: TransactionId::new(transaction_id).map_err(internal)?,
@@ -619,10 +628,11 @@ pub async fn get_bound_profile_package(
             format!("the profile is {}", record.state),
         ));
     }
-    let package = app
+    let stored = app
         .store
         .package(&record)?
         .ok_or_else(|| Error::internal("profile package missing"))?;
+    let package = ProtectedPackage::from_bytes(&stored).map_err(internal)?;
     let metadata = profile_metadata(app, &iccid, &record.profile_type)?.encode();
     let cred = credentials(app, &auth.dp_ci)?;
     let bpp = bind(
@@ -632,6 +642,8 @@ pub async fn get_bound_profile_package(
         &euicc_otpk,
         &metadata,
         &package,
+        &app.master,
+        &iccid,
         !app.config.session_keys_only,
     )?;
 

@@ -1,0 +1,3 @@
+//! Profile packages: protection at rest ([`protect`]).
+
+pub mod protect;
