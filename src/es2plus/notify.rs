@@ -70,6 +70,7 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempts: u32) -> u64 {
 /// Runs the outbox until shutdown.
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut clients: HashMap<String, Client> = HashMap::new();
+    let mut held = std::collections::HashSet::new();
     loop {
         let mut next_due: Option<i64> = None;
         let mut attempted = false;
@@ -78,6 +79,18 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 let now = crate::time::now_ms();
                 let mut tasks = tokio::task::JoinSet::new();
                 for item in items {
+                    // Held until the operator gets a notification_url (then
+                    // delivered after the restart that configures it).
+                    let has_url = app
+                        .config
+                        .operator(&item.operator)
+                        .is_some_and(|o| o.notification_url.is_some());
+                    if !has_url {
+                        if held.insert(item.id) {
+                            tracing::info!(id = item.id, operator = %item.operator, "notification held: operator has no notification_url");
+                        }
+                        continue;
+                    }
                     if item.next_attempt_ms > now {
                         next_due = Some(
                             next_due.map_or(item.next_attempt_ms, |d| d.min(item.next_attempt_ms)),

@@ -776,6 +776,33 @@ async fn handle_notification_inner(
             };
             let iccid = meta.iccid.as_ref().and_then(|i| i.to_iccid().ok());
             tracing::info!(eid = %euicc.eid(), iccid = ?iccid.as_ref().map(|i| i.to_string()), operation = op, seq = meta.seq_number, "eUICC notification");
+            let event = match op {
+                "enable" => Some(crate::store::lifecycle::Event::DeviceEnabled),
+                "disable" => Some(crate::store::lifecycle::Event::DeviceDisabled),
+                "delete" => Some(crate::store::lifecycle::Event::DeviceDeleted),
+                _ => None,
+            };
+            // Recorded against our profile when it is one of ours, installed
+            // on this eUICC; anything else is only logged.
+            if let (Some(iccid), Some(event)) = (iccid, event) {
+                if app.store.get(&iccid)?.is_some() {
+                    let cmd = Command::DeviceNotification {
+                        iccid,
+                        eid: euicc.eid().clone(),
+                        event,
+                    };
+                    app.store.apply(
+                        &cmd,
+                        &Ctx {
+                            caller: "es9plus",
+                            now,
+                            idem: None,
+                        },
+                    )?;
+                    app.store.sync().await?;
+                    app.outbox_wake.notify_one();
+                }
+            }
             Ok(NotificationOutcome::Recorded(op))
         }
     }

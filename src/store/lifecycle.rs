@@ -122,6 +122,12 @@ pub enum Event {
     DownloadCancelled,
     /// A profile entered the inventory.
     Imported,
+    /// The eUICC reported the profile enabled (OtherSignedNotification).
+    DeviceEnabled,
+    /// The eUICC reported the profile disabled.
+    DeviceDisabled,
+    /// The eUICC reported the profile deleted: it left the device.
+    DeviceDeleted,
 }
 
 impl Event {
@@ -139,6 +145,9 @@ impl Event {
             Event::Expired => "expired",
             Event::DownloadCancelled => "downloadCancelled",
             Event::Imported => "imported",
+            Event::DeviceEnabled => "deviceEnabled",
+            Event::DeviceDisabled => "deviceDisabled",
+            Event::DeviceDeleted => "deviceDeleted",
         }
     }
 }
@@ -163,6 +172,11 @@ const TABLE: &[(State, Event, State)] = &[
     (S::Downloaded, E::InstallFailed, S::Error),
     (S::Released, E::LimitExceeded, S::Error),
     (S::Downloaded, E::LimitExceeded, S::Error),
+    (S::Installed, E::DeviceEnabled, S::Installed),
+    (S::Installed, E::DeviceDisabled, S::Installed),
+    // The profile left the device; its credentials are not handed out again
+    // unless the operator decides so.
+    (S::Installed, E::DeviceDeleted, S::Unavailable),
     (S::Released, E::DownloadCancelled, S::Error),
     (S::Downloaded, E::DownloadCancelled, S::Error),
     (S::Allocated, E::Expired, S::Error),

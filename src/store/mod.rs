@@ -177,6 +177,16 @@ pub enum Command {
         /// Text for the record and the operator.
         reason: String,
     },
+    /// A verified OtherSignedNotification about an installed profile
+    /// (§3.5, §5.6.4): enable, disable or delete on the device.
+    DeviceNotification {
+        /// The profile.
+        iccid: Iccid,
+        /// The eUICC that signed it.
+        eid: Eid,
+        /// [`Event::DeviceEnabled`], [`Event::DeviceDisabled`] or [`Event::DeviceDeleted`].
+        event: Event,
+    },
     /// Operator admin call: set the expiry of an open order.
     SetExpiry {
         /// Caller.
@@ -198,6 +208,8 @@ pub const POINT_CONFIRMATION_FAILURE: u32 = 2;
 pub const POINT_BPP_DOWNLOAD: u32 = 3;
 /// notificationPointId 4: BPP installation (§5.3.5).
 pub const POINT_BPP_INSTALLATION: u32 = 4;
+/// Custom notificationPointId (>= 100): the profile was deleted on the device.
+pub const POINT_DEVICE_DELETED: u32 = 101;
 
 /// An idempotency record to write in the same transaction as the command.
 pub struct Idem<'a> {
@@ -1056,6 +1068,22 @@ impl Store {
                 let mut note = Note::new(POINT_BPP_INSTALLATION, status, &old);
                 note.result_data = Some(result_data.clone());
                 Step::new(old, new, Some(event)).notify(note)
+            }
+            Command::DeviceNotification { iccid, eid, event } => {
+                let old = self.load(tx, iccid)?;
+                if old.eid.as_deref() != Some(eid.as_str()) {
+                    return gsma(Error::refused(
+                        codes::EID_REFUSED,
+                        format!("ICCID {iccid} is not installed on this eUICC"),
+                    ));
+                }
+                let new = old.clone();
+                if *event == Event::DeviceDeleted {
+                    let note = Note::new(POINT_DEVICE_DELETED, PointStatus::Success, &old);
+                    Step::new(old, new, Some(*event)).notify(note)
+                } else {
+                    Step::new(old, new, Some(*event))
+                }
             }
             Command::DownloadCancelled {
                 iccid,
