@@ -578,11 +578,11 @@ async fn outbox(conn: ConnArgs, json: bool) -> Result<ExitCode, String> {
         for o in v["items"].as_array().into_iter().flatten() {
             println!(
                 "{:<6} {:<21} {:<6} {:<17} {:<9} {}",
-                o["id"],
+                o["id"].as_u64().unwrap_or_default(),
                 s(&o["iccid"]),
-                o["notificationPointId"],
+                o["notificationPointId"].as_u64().unwrap_or_default(),
                 s(&o["status"]),
-                o["attempts"],
+                o["attempts"].as_u64().unwrap_or_default(),
                 s(&o["lastError"])
             );
         }
