@@ -57,6 +57,20 @@ impl ProfileTypeConfig {
     }
 }
 
+/// One set of SM-DP+ signing credentials under one CI (PEM or DER files).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// CERT.DPauth.ECDSA (DER).
+    pub dpauth_cert: PathBuf,
+    /// SK.DPauth.ECDSA (PEM, SEC1 or PKCS#8).
+    pub dpauth_key: PathBuf,
+    /// CERT.DPpb.ECDSA (DER).
+    pub dppb_cert: PathBuf,
+    /// SK.DPpb.ECDSA (PEM).
+    pub dppb_key: PathBuf,
+}
+
 /// Outbox retry policy.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -125,6 +139,10 @@ pub struct FileConfig {
     pub session_keys_only: Option<bool>,
     /// See [`Config::master_key_file`].
     pub master_key_file: Option<PathBuf>,
+    /// See [`Config::ci_certs`].
+    pub ci_certs: Option<Vec<PathBuf>>,
+    /// See [`Config::credentials`].
+    pub credentials: Option<Vec<CredentialConfig>>,
 }
 
 impl FileConfig {
@@ -184,6 +202,12 @@ pub struct Config {
     /// created with a random key at first start. `SMDPPLUS_MASTER_KEY`
     /// (64 hex digits) overrides it.
     pub master_key_file: PathBuf,
+    /// GSMA CI certificates (DER) trusted for eUICC chains; empty means
+    /// the compiled-in SGP.26 test CIs.
+    pub ci_certs: Vec<PathBuf>,
+    /// DPauth/DPpb credentials per CI; empty means the compiled-in SGP.26
+    /// test credentials.
+    pub credentials: Vec<CredentialConfig>,
 }
 
 /// Values given on the command line or in the environment.
@@ -257,6 +281,8 @@ impl Config {
             max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
             max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),
             session_keys_only: file.session_keys_only.unwrap_or(false),
+            ci_certs: file.ci_certs.clone().unwrap_or_default(),
+            credentials: file.credentials.clone().unwrap_or_default(),
             profile_types: file.profile_types.unwrap_or_else(|| {
                 let demo = ProfileTypeConfig {
                     service_provider_name: "smdpplus demo".into(),

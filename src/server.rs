@@ -325,6 +325,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         addr(&ops)
     );
 
+    let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
+        .map_err(|e| format!("ES9+ credentials: {e}"))?;
     let app = App {
         store: store.clone(),
         config: Arc::new(config),
@@ -332,7 +334,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         outbox_wake: Arc::new(Notify::new()),
         identity: Arc::new(identity),
         ready: Arc::new(AtomicBool::new(true)),
-        es9: Arc::new(crate::es9plus::service::Es9Keys::sgp26().map_err(|e| e.to_string())?),
+        es9: Arc::new(es9_keys),
         master: Arc::new(master),
     };
     let (tx, rx) = watch::channel(false);

@@ -883,3 +883,51 @@ pub async fn cancel_session(app: &App, req: &CancelSessionRequest) -> Result<(),
     app.store.sync().await?;
     Ok(())
 }
+
+impl Es9Keys {
+    /// The configured CIs and credentials, each falling back to the
+    /// compiled-in SGP.26 test set when not configured.
+    pub fn from_config(c: &crate::config::Config) -> Result<Es9Keys, crate::pki::PkiError> {
+        use crate::pki::{ci::CiSet, smdp::SmdpCredentials, PkiError};
+        let cis = if c.ci_certs.is_empty() {
+            crate::pki::sgp26::ci_set()?
+        } else {
+            let ders = c
+                .ci_certs
+                .iter()
+                .map(std::fs::read)
+                .collect::<Result<Vec<_>, _>>()?;
+            CiSet::from_der(ders.iter().map(Vec::as_slice))?
+        };
+        let keyring = if c.credentials.is_empty() {
+            crate::pki::sgp26::keyring(&cis)?
+        } else {
+            let key = |p: &std::path::Path| {
+                crate::crypto::ecdsa::SigningKey::from_pem_file(p).map_err(|e| {
+                    PkiError::Certificate {
+                        what: p.display().to_string(),
+                        why: e.to_string(),
+                    }
+                })
+            };
+            let sets = c
+                .credentials
+                .iter()
+                .map(|s| {
+                    SmdpCredentials::new(
+                        &cis,
+                        std::fs::read(&s.dpauth_cert)?,
+                        key(&s.dpauth_key)?,
+                        std::fs::read(&s.dppb_cert)?,
+                        key(&s.dppb_key)?,
+                    )
+                })
+                .collect::<Result<Vec<_>, PkiError>>()?;
+            SmdpKeyring::new(sets)?
+        };
+        Ok(Es9Keys {
+            keyring,
+            validator: EuiccValidator::new(cis),
+        })
+    }
+}
