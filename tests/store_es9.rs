@@ -1,0 +1,1087 @@
+//! Focused tests of the ES9+ store commands (`Store::resolve_order`,
+//! `Command::AuthenticateClient`, `CheckConfirmationCode`, `BppDelivered`,
+//! `InstallResult`, `DownloadCancelled`, `DeviceNotification`) against a
+//! real [`Store`] in a fresh sled directory.
+//!
+//! The authority is SGP.22 v2.2 §5.6.2-5.6.5 (order matching at p.170,
+//! hashCc = SHA256(SHA256(code) || transactionId)) and §5.3.5 (notification
+//! points 1-4, tables 32b and 32c). After every test the raw index entries
+//! must be exactly the ones the records imply and the per-state counts must
+//! match the records.
+//!
+//! The `#[ignore]`d tests at the end reproduce known store bugs; run them
+//! with `cargo test --test store_es9 -- --ignored` once they are fixed.
+
+use sha2::{Digest, Sha256};
+use smdpplus::error::{codes, Error, Result, StatusCode};
+use smdpplus::es2plus::confirmation_code_hashes;
+use smdpplus::ids::{Eid, Iccid};
+use smdpplus::store::lifecycle::{Event, State};
+use smdpplus::store::{
+    index_keys, Applied, Command, Ctx, HistoryEntry, ListFilter, NewProfile, OutboxItem,
+    PointStatus, ProfileRecord, Store, StoreOptions, POINT_BPP_DOWNLOAD, POINT_BPP_INSTALLATION,
+    POINT_CONFIRMATION_FAILURE, POINT_DEVICE_DELETED, POINT_ELIGIBILITY,
+};
+use std::collections::BTreeMap;
+
+const OP: &str = "OP-ONE";
+const TYPE: &str = "TYPE-A";
+const E1: &str = "89049032123451234512345678901235";
+const E2: &str = "89049032123451234512345678901243";
+const T0: i64 = 1_700_000_000;
+const TTL: i64 = 7 * 24 * 3600;
+const TID: &[u8] = &[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+/// endUserRejection(0) -> '8.8.5 Download Order - 3.8 Refused' (§5.3.5 table 32b).
+const END_USER_REJECTION: StatusCode = StatusCode {
+    subject: "8.8.5",
+    reason: "3.8",
+};
+/// loadBppExecutionError(5) -> '8.2.10 Bound Profile Package - 4.2 Execution Error'.
+const LOAD_BPP_ERROR: StatusCode = StatusCode {
+    subject: "8.2.10",
+    reason: "4.2",
+};
+
+fn iccid(i: usize) -> Iccid {
+    Iccid::with_check_digit(&format!("894400000000{i:06}")).expect("18 digits")
+}
+
+fn eid(s: &str) -> Eid {
+    Eid::parse(s).expect("32 digits")
+}
+
+/// A store in a fresh directory with `n` Available profiles of OP/TYPE.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+}
+
+fn fixture(n: usize) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
+    let items: Vec<NewProfile> = (0..n)
+        .map(|i| NewProfile {
+            iccid: iccid(i),
+            profile_type: TYPE.into(),
+            operator: OP.into(),
+            package: vec![0x30, 0x03, 0x02, 0x01, i as u8],
+        })
+        .collect();
+    store.add_profiles(&items, "admin", T0).expect("inventory");
+    Fixture { _dir: dir, store }
+}
+
+fn ctx(caller: &str, now: i64) -> Ctx<'_> {
+    Ctx {
+        caller,
+        now,
+        idem: None,
+    }
+}
+
+fn es9(store: &Store, cmd: Command, now: i64) -> Result<Applied> {
+    store.apply(&cmd, &ctx("smdpplus", now))
+}
+
+/// downloadOrder (optionally linked) + confirmOrder, released or not.
+fn order(
+    store: &Store,
+    i: usize,
+    linked: Option<&str>,
+    matching_id: Option<&str>,
+    cc: Option<&str>,
+    release: bool,
+) -> Iccid {
+    let id = iccid(i);
+    store
+        .apply(
+            &Command::DownloadOrder {
+                operator: OP.into(),
+                eid: linked.map(eid),
+                iccid: Some(id.clone()),
+                profile_type: None,
+            },
+            &ctx(OP, T0),
+        )
+        .expect("downloadOrder");
+    store
+        .apply(
+            &Command::ConfirmOrder {
+                operator: OP.into(),
+                iccid: id.clone(),
+                eid: None,
+                matching_id: matching_id.map(str::to_owned),
+                cc_hashes: cc.map(confirmation_code_hashes).unwrap_or_default(),
+                smds_address: None,
+                release,
+            },
+            &ctx(OP, T0),
+        )
+        .expect("confirmOrder");
+    id
+}
+
+/// downloadOrder with an EID only: the order stays Linked.
+fn linked_only(store: &Store, i: usize, e: &str) -> Iccid {
+    let id = iccid(i);
+    store
+        .apply(
+            &Command::DownloadOrder {
+                operator: OP.into(),
+                eid: Some(eid(e)),
+                iccid: Some(id.clone()),
+                profile_type: None,
+            },
+            &ctx(OP, T0),
+        )
+        .expect("downloadOrder");
+    id
+}
+
+fn authenticate(
+    store: &Store,
+    id: &Iccid,
+    e: &str,
+    m: Option<&str>,
+    max: u32,
+    now: i64,
+) -> Result<Applied> {
+    es9(
+        store,
+        Command::AuthenticateClient {
+            iccid: id.clone(),
+            eid: eid(e),
+            matching_id: m.map(str::to_owned),
+            max_attempts: max,
+        },
+        now,
+    )
+}
+
+fn check_cc(
+    store: &Store,
+    id: &Iccid,
+    tid: &[u8],
+    hash: Option<Vec<u8>>,
+    max: u32,
+    now: i64,
+) -> Result<Applied> {
+    es9(
+        store,
+        Command::CheckConfirmationCode {
+            iccid: id.clone(),
+            transaction_id: tid.to_vec(),
+            hash_cc: hash,
+            max_attempts: max,
+        },
+        now,
+    )
+}
+
+fn delivered(store: &Store, id: &Iccid, e: &str, now: i64) -> Result<Applied> {
+    es9(
+        store,
+        Command::BppDelivered {
+            iccid: id.clone(),
+            eid: eid(e),
+        },
+        now,
+    )
+}
+
+fn install(
+    store: &Store,
+    id: &Iccid,
+    success: bool,
+    data: &[u8],
+    reason: Option<&str>,
+    now: i64,
+) -> Result<Applied> {
+    es9(
+        store,
+        Command::InstallResult {
+            iccid: id.clone(),
+            success,
+            result_data: data.to_vec(),
+            reason: reason.map(str::to_owned),
+        },
+        now,
+    )
+}
+
+fn cancelled(
+    store: &Store,
+    id: &Iccid,
+    code: StatusCode,
+    reason: &str,
+    now: i64,
+) -> Result<Applied> {
+    es9(
+        store,
+        Command::DownloadCancelled {
+            iccid: id.clone(),
+            code,
+            reason: reason.into(),
+        },
+        now,
+    )
+}
+
+/// hashCc as the eUICC computes it (SGP.22 §3.1.3.1, §5.7.5):
+/// SHA256(SHA256(code) || transactionId), the code as the bytes given.
+fn hash_cc(code: &[u8], tid: &[u8]) -> Vec<u8> {
+    let inner = Sha256::digest(code);
+    let mut d = Sha256::new();
+    d.update(inner);
+    d.update(tid);
+    d.finalize().to_vec()
+}
+
+fn rec(store: &Store, id: &Iccid) -> ProfileRecord {
+    store.get(id).expect("get").expect("record exists")
+}
+
+fn last_event(store: &Store, id: &Iccid) -> HistoryEntry {
+    store
+        .history(id)
+        .expect("history")
+        .pop()
+        .expect("has history")
+}
+
+fn code_of(r: Result<Applied>) -> StatusCode {
+    match r {
+        Ok(a) => panic!("expected a refusal, got {:?}", a.record),
+        Err(Error { code, .. }) => code,
+    }
+}
+
+fn resolve_code(store: &Store, e: &str, m: Option<&str>) -> StatusCode {
+    match store.resolve_order(&eid(e), m) {
+        Ok(i) => panic!("resolve_order({e}, {m:?}) found {i}, expected a refusal"),
+        Err(err) => err.code,
+    }
+}
+
+fn failed(code: StatusCode) -> (String, String) {
+    (code.subject.to_owned(), code.reason.to_owned())
+}
+
+fn status_code(item: &OutboxItem) -> Option<(String, String)> {
+    match &item.status {
+        PointStatus::Success => None,
+        PointStatus::Failed {
+            subject, reason, ..
+        } => Some((subject.clone(), reason.clone())),
+    }
+}
+
+/// Everything observable, for "nothing changed" checks.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    records: Vec<ProfileRecord>,
+    histories: Vec<Vec<HistoryEntry>>,
+    index: Vec<(Vec<u8>, Vec<u8>)>,
+    outbox: Vec<OutboxItem>,
+    counts: Vec<(State, i64)>,
+}
+
+fn snapshot(store: &Store) -> Snapshot {
+    let records = store.list(&ListFilter::default()).expect("list");
+    let histories = records
+        .iter()
+        .map(|r| {
+            store
+                .history(&Iccid::parse(&r.iccid).expect("iccid"))
+                .expect("history")
+        })
+        .collect();
+    let mut index = store.index_entries().expect("index");
+    index.sort();
+    Snapshot {
+        records,
+        histories,
+        index,
+        outbox: store.outbox().expect("outbox"),
+        counts: store.counts(),
+    }
+}
+
+/// Raw index entries are exactly the union of `index_keys` of the records,
+/// each pointing at its ICCID, and the in-memory counts match the records.
+fn assert_consistent(store: &Store) {
+    let records = store.list(&ListFilter::default()).expect("list");
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = records
+        .iter()
+        .flat_map(|r| {
+            index_keys(r)
+                .into_iter()
+                .map(move |k| (k, r.iccid.as_bytes().to_vec()))
+        })
+        .collect();
+    want.sort();
+    let mut got = store.index_entries().expect("index");
+    got.sort();
+    assert_eq!(got, want, "index entries differ from the records");
+    let mut per_state: BTreeMap<State, i64> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    for r in &records {
+        *per_state.get_mut(&r.state).expect("state") += 1;
+    }
+    let counts: BTreeMap<State, i64> = store.counts().into_iter().collect();
+    assert_eq!(counts, per_state, "counts() differ from the records");
+    for r in &records {
+        assert_eq!(
+            r.history_len,
+            store
+                .history(&Iccid::parse(&r.iccid).expect("iccid"))
+                .expect("history")
+                .len() as u64
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// resolve_order (§5.6.3, p.170)
+
+#[test]
+fn resolve_order_linked_to_the_eid() {
+    let f = fixture(3);
+    let s = &f.store;
+    let a = order(s, 0, Some(E1), Some("MATCH-1"), None, true);
+    // Another order, matchingId only, not linked to any EID.
+    let b = order(s, 1, None, Some("MATCH-2"), None, true);
+
+    // A pending order linked to E1: found without matchingId, with the
+    // right one, and "" counts as absent.
+    assert_eq!(s.resolve_order(&eid(E1), None).expect("no matchingId"), a);
+    assert_eq!(
+        s.resolve_order(&eid(E1), Some("MATCH-1"))
+            .expect("right matchingId"),
+        a
+    );
+    assert_eq!(s.resolve_order(&eid(E1), Some("")).expect("empty"), a);
+    // A present matchingId must match the EID's pending order.
+    assert_eq!(
+        resolve_code(s, E1, Some("MATCH-9")),
+        codes::MATCHING_ID_REFUSED
+    );
+    assert_eq!(codes::MATCHING_ID_REFUSED.to_string(), "8.2.6/3.8");
+    // ... even when it names another (unlinked) order: E1 has a pending order.
+    assert_eq!(
+        resolve_code(s, E1, Some("MATCH-2")),
+        codes::MATCHING_ID_REFUSED
+    );
+    // The unlinked order is still reachable by another eUICC.
+    assert_eq!(s.resolve_order(&eid(E2), Some("MATCH-2")).expect("b"), b);
+    assert_consistent(s);
+}
+
+#[test]
+fn resolve_order_prefers_the_released_order_of_the_eid() {
+    let f = fixture(3);
+    let s = &f.store;
+    let _linked = linked_only(s, 0, E1);
+    let released = order(s, 1, Some(E1), Some("MATCH-1"), None, true);
+    assert_eq!(s.resolve_order(&eid(E1), None).expect("pick"), released);
+    assert_consistent(s);
+}
+
+#[test]
+fn resolve_order_without_an_eid_order() {
+    let f = fixture(3);
+    let s = &f.store;
+    let b = order(s, 0, None, Some("MATCH-2"), None, true);
+    let _a = order(s, 1, Some(E1), Some("MATCH-1"), None, true);
+
+    // No order for E2: the matchingId is required.
+    assert_eq!(resolve_code(s, E2, None), codes::MATCHING_ID_REFUSED);
+    assert_eq!(resolve_code(s, E2, Some("")), codes::MATCHING_ID_REFUSED);
+    // It must name an order...
+    assert_eq!(
+        resolve_code(s, E2, Some("NO-SUCH-ORDER")),
+        codes::MATCHING_ID_REFUSED
+    );
+    // ... that is not linked to another EID.
+    assert_eq!(resolve_code(s, E2, Some("MATCH-1")), codes::EID_REFUSED);
+    assert_eq!(codes::EID_REFUSED.to_string(), "8.1.1/3.8");
+    assert_eq!(s.resolve_order(&eid(E2), Some("MATCH-2")).expect("b"), b);
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// AuthenticateClient
+
+#[test]
+fn authenticate_client_counts_attempts_on_a_released_order() {
+    let f = fixture(2);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    let found = s.resolve_order(&eid(E1), Some("MATCH-1")).expect("resolve");
+    assert_eq!(found, id);
+    let a = authenticate(s, &found, E1, Some("MATCH-1"), 3, T0 + 10).expect("first");
+    assert_eq!(a.record.state, State::Released);
+    assert!(!a.changed, "counting an attempt is no state change");
+    assert_eq!(a.record.download_attempts, 1);
+    // The EID is linked at BPP time, not here.
+    assert_eq!(a.record.eid, None);
+    assert_eq!(rec(s, &id), a.record, "returned record is the stored one");
+    let b = authenticate(s, &found, E1, Some("MATCH-1"), 3, T0 + 20).expect("second");
+    assert_eq!(b.record.download_attempts, 2);
+    assert_eq!(s.history(&id).expect("history").len(), 3, "no new history");
+    assert!(s.outbox().expect("outbox").is_empty());
+    assert_consistent(s);
+}
+
+#[test]
+fn authenticate_client_refuses_an_order_not_released() {
+    let f = fixture(3);
+    let s = &f.store;
+    let linked = linked_only(s, 0, E1);
+    let confirmed = order(s, 1, Some(E2), Some("MATCH-2"), None, false);
+    let before = snapshot(s);
+    assert_eq!(s.resolve_order(&eid(E1), None).expect("linked"), linked);
+    assert_eq!(
+        code_of(authenticate(s, &linked, E1, None, 3, T0 + 1)),
+        codes::PROFILE_NOT_RELEASED
+    );
+    assert_eq!(codes::PROFILE_NOT_RELEASED.to_string(), "8.2/1.2");
+    assert_eq!(
+        s.resolve_order(&eid(E2), Some("MATCH-2"))
+            .expect("confirmed"),
+        confirmed
+    );
+    assert_eq!(
+        code_of(authenticate(s, &confirmed, E2, Some("MATCH-2"), 3, T0 + 1)),
+        codes::PROFILE_NOT_RELEASED
+    );
+    assert_eq!(snapshot(s), before, "a plain refusal changes nothing");
+    assert_consistent(s);
+}
+
+#[test]
+fn authenticate_client_rechecks_the_match_inside_the_transaction() {
+    let f = fixture(2);
+    let s = &f.store;
+    let a = order(s, 0, Some(E1), Some("MATCH-1"), None, true);
+    let b = order(s, 1, None, Some("MATCH-2"), None, true);
+    let before = snapshot(s);
+    assert_eq!(
+        code_of(authenticate(s, &a, E2, Some("MATCH-1"), 3, T0)),
+        codes::EID_REFUSED
+    );
+    assert_eq!(
+        code_of(authenticate(s, &a, E1, Some("MATCH-2"), 3, T0)),
+        codes::MATCHING_ID_REFUSED
+    );
+    assert_eq!(
+        code_of(authenticate(s, &b, E1, None, 3, T0)),
+        codes::MATCHING_ID_REFUSED
+    );
+    assert_eq!(
+        code_of(authenticate(s, &b, E1, Some(""), 3, T0)),
+        codes::MATCHING_ID_REFUSED
+    );
+    assert_eq!(snapshot(s), before);
+    // Linked to E1 with an empty matchingId: "" counts as absent.
+    authenticate(s, &a, E1, Some(""), 3, T0).expect("linked, empty matchingId");
+    assert_consistent(s);
+}
+
+#[test]
+fn authenticate_client_on_an_expired_order_ends_it() {
+    let f = fixture(2);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    assert_eq!(rec(s, &id).expires_at, Some(T0 + TTL));
+    let now = T0 + TTL; // expires_at <= now: expired
+    let found = s.resolve_order(&eid(E1), Some("MATCH-1")).expect("resolve");
+    let err = authenticate(s, &found, E1, Some("MATCH-1"), 3, now).expect_err("expired");
+    assert_eq!(err.code, codes::ORDER_EXPIRED);
+    assert_eq!(err.code.to_string(), "8.8.5/4.10");
+
+    // Committed despite the Err.
+    let r = rec(s, &id);
+    assert_eq!(r.state, State::Error);
+    assert!(r.error_reason.is_some());
+    assert_eq!(r.expires_at, None);
+    assert_eq!(r.download_attempts, 0, "an expired order counts no attempt");
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (Event::Expired, Some(State::Released), State::Error)
+    );
+    assert_eq!(h.at, now);
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].point, POINT_ELIGIBILITY);
+    assert_eq!(out[0].iccid, id.as_str());
+    assert_eq!(out[0].operator, OP);
+    assert_eq!(out[0].profile_type, TYPE);
+    assert_eq!(out[0].timestamp, now);
+    assert_eq!(status_code(&out[0]), Some(failed(codes::ORDER_EXPIRED)));
+    assert!(s.due_expiries(now + TTL).expect("due").is_empty());
+    assert_consistent(s);
+
+    // Nothing more happens on a second attempt.
+    let before = snapshot(s);
+    assert_eq!(
+        code_of(authenticate(s, &id, E1, Some("MATCH-1"), 3, now + 1)),
+        codes::PROFILE_NOT_RELEASED
+    );
+    assert_eq!(snapshot(s), before);
+}
+
+#[test]
+fn authenticate_client_over_the_attempt_limit_ends_the_order() {
+    let f = fixture(2);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), None, true);
+    for n in 1..=2 {
+        let a = authenticate(s, &id, E1, None, 2, T0 + n).expect("within the limit");
+        assert_eq!(a.record.download_attempts, n as u32);
+    }
+    let err = authenticate(s, &id, E1, None, 2, T0 + 3).expect_err("third attempt");
+    assert_eq!(err.code, codes::DOWNLOAD_RETRIES_EXCEEDED);
+    assert_eq!(err.code.to_string(), "8.8.5/6.4");
+    let r = rec(s, &id);
+    assert_eq!(r.state, State::Error);
+    assert!(r.error_reason.is_some());
+    assert_eq!(r.download_attempts, 3);
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (Event::LimitExceeded, Some(State::Released), State::Error)
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].point, POINT_ELIGIBILITY);
+    assert_eq!(out[0].eid.as_deref(), Some(E1));
+    assert_eq!(
+        status_code(&out[0]),
+        Some(failed(codes::DOWNLOAD_RETRIES_EXCEEDED))
+    );
+    // The order is no longer pending for E1.
+    assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
+    assert_consistent(s);
+}
+
+#[test]
+fn authenticate_client_limit_on_a_matching_id_order_names_the_eid() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    authenticate(s, &id, E2, Some("MATCH-1"), 1, T0 + 1).expect("first");
+    let err = authenticate(s, &id, E2, Some("MATCH-1"), 1, T0 + 2).expect_err("second");
+    assert_eq!(err.code, codes::DOWNLOAD_RETRIES_EXCEEDED);
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1);
+    // §5.3.5: the EID "SHALL be set if available to the SM-DP+".
+    assert_eq!(out[0].eid.as_deref(), Some(E2));
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// CheckConfirmationCode (§5.6.2)
+
+#[test]
+fn confirmation_code_not_required() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), None, true);
+    let before = snapshot(s);
+    let a = check_cc(s, &id, TID, None, 3, T0 + 1).expect("no code required");
+    assert!(!a.changed);
+    // A hashCc the order does not ask for is ignored.
+    check_cc(s, &id, TID, Some(vec![0; 32]), 3, T0 + 1).expect("ignored hash");
+    assert_eq!(snapshot(s), before);
+    assert_consistent(s);
+}
+
+#[test]
+fn confirmation_code_missing() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), Some("12345678"), true);
+    let before = snapshot(s);
+    let code = code_of(check_cc(s, &id, TID, None, 3, T0 + 1));
+    assert_eq!(code, codes::CC_MISSING);
+    assert_eq!(code.to_string(), "8.2.7/2.2");
+    assert_eq!(
+        snapshot(s),
+        before,
+        "a missing hash is not a counted attempt"
+    );
+    assert_eq!(rec(s, &id).cc_attempts, 0);
+    assert_consistent(s);
+}
+
+#[test]
+fn confirmation_code_wrong_is_counted() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), Some("12345678"), true);
+    let history = s.history(&id).expect("history");
+    let err =
+        check_cc(s, &id, TID, Some(hash_cc(b"87654321", TID)), 3, T0 + 1).expect_err("wrong code");
+    assert_eq!(err.code, codes::CC_REFUSED);
+    assert_eq!(err.code.to_string(), "8.2.7/3.8");
+    let r = rec(s, &id);
+    assert_eq!(r.cc_attempts, 1, "the failed attempt is persisted");
+    assert_eq!(r.state, State::Released);
+    assert_eq!(r.updated_at, T0 + 1);
+    assert_eq!(s.history(&id).expect("history"), history);
+    assert!(s.outbox().expect("outbox").is_empty());
+    // The right code bound to another transaction is wrong too.
+    let err = check_cc(s, &id, TID, Some(hash_cc(b"12345678", b"other")), 3, T0 + 2)
+        .expect_err("other transactionId");
+    assert_eq!(err.code, codes::CC_REFUSED);
+    assert_eq!(rec(s, &id).cc_attempts, 2);
+    // Survives a reopen.
+    let dir = f._dir.path().to_owned();
+    let Fixture { _dir, store } = f;
+    drop(store);
+    let s = reopen(&dir);
+    assert_eq!(rec(&s, &id).cc_attempts, 2);
+    assert_consistent(&s);
+}
+
+#[test]
+fn confirmation_code_right_in_both_encodings() {
+    let f = fixture(2);
+    let s = &f.store;
+    // "12345678" is stored both as ASCII and as hex-decoded bytes.
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), Some("12345678"), true);
+    assert_eq!(rec(s, &id).cc_hashes.len(), 2);
+    let before = snapshot(s);
+    check_cc(s, &id, TID, Some(hash_cc(b"12345678", TID)), 3, T0 + 1).expect("ASCII code");
+    let hex = hex::decode("12345678").expect("hex");
+    check_cc(s, &id, TID, Some(hash_cc(&hex, TID)), 3, T0 + 1).expect("hex-decoded code");
+    assert_eq!(snapshot(s), before, "a right code changes nothing");
+
+    // A code that is not hex has one encoding.
+    let other = order(s, 1, None, Some("MATCH-2"), Some("PIN-CODE"), true);
+    assert_eq!(rec(s, &other).cc_hashes.len(), 1);
+    check_cc(s, &other, TID, Some(hash_cc(b"PIN-CODE", TID)), 3, T0 + 1).expect("ASCII code");
+    assert_consistent(s);
+}
+
+#[test]
+fn confirmation_code_limit_ends_the_order() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), Some("12345678"), true);
+    let wrong = || Some(hash_cc(b"00000000", TID));
+    for n in 1..=2u32 {
+        let e = check_cc(s, &id, TID, wrong(), 3, T0 + i64::from(n)).expect_err("wrong");
+        assert_eq!(e.code, codes::CC_REFUSED);
+        assert_eq!(rec(s, &id).cc_attempts, n);
+    }
+    let e = check_cc(s, &id, TID, wrong(), 3, T0 + 3).expect_err("third");
+    assert_eq!(e.code, codes::CC_RETRIES_EXCEEDED);
+    assert_eq!(e.code.to_string(), "8.2.7/6.4");
+    let r = rec(s, &id);
+    assert_eq!(r.state, State::Error);
+    assert_eq!(r.cc_attempts, 3);
+    assert!(r.error_reason.is_some());
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (Event::LimitExceeded, Some(State::Released), State::Error)
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].point, POINT_CONFIRMATION_FAILURE);
+    assert_eq!(out[0].eid.as_deref(), Some(E1));
+    assert_eq!(
+        status_code(&out[0]),
+        Some(failed(codes::CC_RETRIES_EXCEEDED))
+    );
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// BppDelivered
+
+#[test]
+fn bpp_delivered_links_the_eid_and_notifies_once() {
+    let f = fixture(2);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    let found = s.resolve_order(&eid(E1), Some("MATCH-1")).expect("resolve");
+    authenticate(s, &found, E1, Some("MATCH-1"), 3, T0 + 1).expect("authenticate");
+    assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
+
+    let a = delivered(s, &id, E1, T0 + 2).expect("delivered");
+    assert_eq!(a.from, State::Released);
+    assert!(a.changed);
+    assert_eq!(a.record.state, State::Downloaded);
+    assert_eq!(a.record.eid.as_deref(), Some(E1));
+    assert_eq!(
+        a.record.expires_at, None,
+        "a downloaded order cannot expire"
+    );
+    assert_eq!(rec(s, &id), a.record);
+    assert_eq!(
+        s.pending_for_eid(&eid(E1)).expect("pending"),
+        vec![id.clone()]
+    );
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (
+            Event::BppDelivered,
+            Some(State::Released),
+            State::Downloaded
+        )
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].point, POINT_BPP_DOWNLOAD);
+    assert_eq!(out[0].status, PointStatus::Success);
+    assert_eq!(out[0].eid.as_deref(), Some(E1));
+    assert_consistent(s);
+
+    // A retry: the order now belongs to E1, found without matchingId.
+    assert_eq!(s.resolve_order(&eid(E1), None).expect("retry"), id);
+    let a = authenticate(s, &id, E1, None, 3, T0 + 3).expect("retry authenticate");
+    assert_eq!(a.record.download_attempts, 2);
+    let a = delivered(s, &id, E1, T0 + 4).expect("delivered again");
+    assert_eq!(a.record.state, State::Downloaded);
+    assert_eq!(a.record.eid.as_deref(), Some(E1));
+    assert_eq!(
+        s.outbox().expect("outbox").len(),
+        1,
+        "no second notification"
+    );
+    assert_consistent(s);
+
+    // Another eUICC.
+    let before = snapshot(s);
+    assert_eq!(code_of(delivered(s, &id, E2, T0 + 5)), codes::EID_REFUSED);
+    assert_eq!(resolve_code(s, E2, Some("MATCH-1")), codes::EID_REFUSED);
+    assert_eq!(snapshot(s), before);
+    assert_consistent(s);
+}
+
+#[test]
+fn bpp_delivered_needs_a_released_order() {
+    let f = fixture(2);
+    let s = &f.store;
+    let confirmed = order(s, 0, Some(E1), Some("MATCH-1"), None, false);
+    let before = snapshot(s);
+    assert_eq!(
+        code_of(delivered(s, &confirmed, E1, T0 + 1)),
+        codes::ICCID_INVALID_TRANSITION
+    );
+    assert_eq!(
+        code_of(delivered(s, &iccid(1), E1, T0 + 1)),
+        codes::ICCID_INVALID_TRANSITION
+    );
+    assert_eq!(snapshot(s), before);
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// InstallResult (§5.6.4, notification point 4)
+
+fn downloaded(s: &Store, i: usize, e: &str) -> Iccid {
+    let id = order(s, i, None, Some(&format!("MATCH-{i}")), None, true);
+    authenticate(s, &id, e, Some(&format!("MATCH-{i}")), 3, T0 + 1).expect("authenticate");
+    delivered(s, &id, e, T0 + 2).expect("delivered");
+    id
+}
+
+#[test]
+fn install_result_success() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    let data = [0xa0, 0x03, 0x80, 0x01, 0x00];
+    let a = install(s, &id, true, &data, None, T0 + 3).expect("installed");
+    assert_eq!(a.record.state, State::Installed);
+    assert_eq!(a.record.error_reason, None);
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (
+            Event::InstallSucceeded,
+            Some(State::Downloaded),
+            State::Installed
+        )
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].point, POINT_BPP_INSTALLATION);
+    assert_eq!(out[1].status, PointStatus::Success);
+    assert_eq!(out[1].result_data.as_deref(), Some(&data[..]));
+    assert_eq!(out[1].eid.as_deref(), Some(E1));
+    assert_eq!(out[1].timestamp, T0 + 3);
+    // The order is no longer pending.
+    assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
+    assert_consistent(s);
+}
+
+#[test]
+fn install_result_failure() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    let data = [0xa1, 0x03, 0x80, 0x01, 0x07];
+    let a = install(
+        s,
+        &id,
+        false,
+        &data,
+        Some("installFailedDueToIccidAlreadyExistsOnEuicc"),
+        T0 + 3,
+    )
+    .expect("a failed installation is reported, not refused");
+    assert_eq!(a.record.state, State::Error);
+    assert_eq!(
+        a.record.error_reason.as_deref(),
+        Some("installFailedDueToIccidAlreadyExistsOnEuicc")
+    );
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (Event::InstallFailed, Some(State::Downloaded), State::Error)
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].point, POINT_BPP_INSTALLATION);
+    assert_eq!(
+        status_code(&out[1]),
+        Some(failed(codes::BPP_EXECUTION_ERROR))
+    );
+    assert_eq!(codes::BPP_EXECUTION_ERROR.to_string(), "8.2.10/4.2");
+    assert_eq!(out[1].result_data.as_deref(), Some(&data[..]));
+    assert_consistent(s);
+}
+
+#[test]
+fn install_result_needs_a_downloaded_order() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), None, true);
+    let before = snapshot(s);
+    assert_eq!(
+        code_of(install(s, &id, true, &[], None, T0 + 1)),
+        codes::ICCID_INVALID_TRANSITION
+    );
+    assert_eq!(snapshot(s), before);
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// DownloadCancelled (§5.6.5, §5.3.5 table 32b)
+
+#[test]
+fn download_cancelled_on_a_released_order() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), None, true);
+    authenticate(s, &id, E1, None, 3, T0 + 1).expect("authenticate");
+    let a = cancelled(s, &id, END_USER_REJECTION, "endUserRejection", T0 + 2).expect("cancelled");
+    assert_eq!(a.record.state, State::Error);
+    assert_eq!(a.record.error_reason.as_deref(), Some("endUserRejection"));
+    assert_eq!(a.record.expires_at, None);
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (
+            Event::DownloadCancelled,
+            Some(State::Released),
+            State::Error
+        )
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].point, POINT_ELIGIBILITY);
+    assert_eq!(out[0].eid.as_deref(), Some(E1));
+    assert_eq!(status_code(&out[0]), Some(failed(END_USER_REJECTION)));
+    assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
+    assert_consistent(s);
+}
+
+#[test]
+fn download_cancelled_on_a_downloaded_order() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    let a = cancelled(s, &id, LOAD_BPP_ERROR, "loadBppExecutionError", T0 + 3).expect("cancelled");
+    assert_eq!(a.record.state, State::Error);
+    assert_eq!(
+        a.record.error_reason.as_deref(),
+        Some("loadBppExecutionError")
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].point, POINT_BPP_DOWNLOAD);
+    assert_eq!(status_code(&out[1]), Some(failed(LOAD_BPP_ERROR)));
+    assert_eq!(out[1].eid.as_deref(), Some(E1));
+    assert_consistent(s);
+}
+
+#[test]
+fn download_cancelled_after_installation_is_refused() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    install(s, &id, true, &[0xa0, 0x00], None, T0 + 3).expect("installed");
+    let before = snapshot(s);
+    let code = code_of(cancelled(s, &id, END_USER_REJECTION, "late", T0 + 4));
+    assert_eq!(code, codes::ICCID_INVALID_TRANSITION);
+    assert_eq!(code.to_string(), "8.2.1/3.5");
+    assert_eq!(snapshot(s), before, "nothing changed");
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// DeviceNotification (§3.5, §5.6.4 OtherSignedNotification)
+
+fn device(s: &Store, id: &Iccid, e: &str, event: Event, now: i64) -> Result<Applied> {
+    es9(
+        s,
+        Command::DeviceNotification {
+            iccid: id.clone(),
+            eid: eid(e),
+            event,
+        },
+        now,
+    )
+}
+
+#[test]
+fn device_notifications_on_an_installed_profile() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    install(s, &id, true, &[0xa0, 0x00], None, T0 + 3).expect("installed");
+    let outbox = s.outbox().expect("outbox").len();
+    for (n, event) in [Event::DeviceEnabled, Event::DeviceDisabled]
+        .into_iter()
+        .enumerate()
+    {
+        let a = device(s, &id, E1, event, T0 + 4 + n as i64).expect("recorded");
+        assert_eq!(a.record.state, State::Installed);
+        assert_eq!(last_event(s, &id).event, event);
+    }
+    assert_eq!(s.outbox().expect("outbox").len(), outbox, "no notification");
+    // Another eUICC cannot report about this profile.
+    let before = snapshot(s);
+    assert_eq!(
+        code_of(device(s, &id, E2, Event::DeviceDeleted, T0 + 6)),
+        codes::EID_REFUSED
+    );
+    assert_eq!(snapshot(s), before);
+
+    let a = device(s, &id, E1, Event::DeviceDeleted, T0 + 7).expect("deleted");
+    assert_eq!(a.record.state, State::Unavailable);
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to),
+        (
+            Event::DeviceDeleted,
+            Some(State::Installed),
+            State::Unavailable
+        )
+    );
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), outbox + 1, "{out:?}");
+    let item = out.last().expect("one more");
+    assert_eq!(item.point, POINT_DEVICE_DELETED);
+    assert_eq!(item.status, PointStatus::Success);
+    assert_eq!(item.eid.as_deref(), Some(E1));
+    assert!(s.pool(OP, TYPE).expect("pool").is_empty(), "not reused");
+    assert_consistent(s);
+}
+
+#[test]
+fn device_notification_before_installation_is_refused() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    let before = snapshot(s);
+    assert_eq!(
+        code_of(device(s, &id, E1, Event::DeviceDeleted, T0 + 3)),
+        codes::ICCID_INVALID_TRANSITION
+    );
+    assert_eq!(snapshot(s), before);
+    assert_consistent(s);
+}
+
+fn reopen(dir: &std::path::Path) -> Store {
+    // sled releases its lock from a background thread after Drop: retry.
+    let mut last = None;
+    for _ in 0..20 {
+        match Store::open(dir, StoreOptions::default()) {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("reopen store: {last:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Known store bugs, reproduced; run with `cargo test --test store_es9 -- --ignored`.
+
+/// §5.6.2: "If the SM-DP+ determines that the related Profile download order
+/// has expired, the relevant status code is 8.8.5/4.10" - also at
+/// GetBoundProfilePackage. An order that expires between AuthenticateClient
+/// and GetBoundProfilePackage (before the sweeper ran) is still delivered.
+#[test]
+#[ignore = "store bug: CheckConfirmationCode and BppDelivered do not check the order's expiry"]
+fn get_bpp_on_an_expired_order_is_refused() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    authenticate(s, &id, E1, Some("MATCH-1"), 3, T0 + TTL - 1).expect("not yet expired");
+    let now = T0 + TTL + 10;
+    let cc = check_cc(s, &id, TID, None, 3, now);
+    let bpp = cc.and_then(|_| delivered(s, &id, E1, now));
+    let e = bpp.expect_err("the order expired before GetBoundProfilePackage");
+    assert_eq!(e.code, codes::ORDER_EXPIRED);
+    assert_ne!(rec(s, &id).state, State::Downloaded);
+    assert_consistent(s);
+}
+
+/// A confirmation-code attempt is only counted on an open order (Released
+/// or Downloaded). Here the sweeper ended the order between
+/// AuthenticateClient and GetBoundProfilePackage.
+#[test]
+#[ignore = "store bug: CheckConfirmationCode counts attempts on an ended order"]
+fn confirmation_code_on_an_ended_order_is_not_counted() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, Some(E1), Some("MATCH-1"), Some("12345678"), true);
+    authenticate(s, &id, E1, None, 3, T0 + TTL - 1).expect("authenticate");
+    es9(s, Command::Expire { iccid: id.clone() }, T0 + TTL).expect("swept");
+    let before = snapshot(s);
+    let wrong = Some(hash_cc(b"00000000", TID));
+    let e = check_cc(s, &id, TID, wrong.clone(), 3, T0 + TTL + 1).expect_err("ended");
+    assert_ne!(e.code, codes::CC_REFUSED, "{e}");
+    assert_eq!(
+        snapshot(s),
+        before,
+        "an attempt was counted on an Error order"
+    );
+    let right = Some(hash_cc(b"12345678", TID));
+    check_cc(s, &id, TID, right, 3, T0 + TTL + 1).expect_err("the order has ended");
+}
+
+/// §5.3.5 table 32a: the EID "SHALL be set if available to the SM-DP+".
+/// AuthenticateClient knows the authenticated EID and sets it when the
+/// attempt limit ends a matchingId-only order, but not when expiry does.
+#[test]
+#[ignore = "store bug: the expiry notification of AuthenticateClient omits the authenticated EID"]
+fn authenticate_client_expiry_notification_names_the_eid() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    let e = authenticate(s, &id, E2, Some("MATCH-1"), 3, T0 + TTL).expect_err("expired");
+    assert_eq!(e.code, codes::ORDER_EXPIRED);
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].eid.as_deref(), Some(E2));
+}
