@@ -315,6 +315,25 @@ impl Operator {
         assert_eq!(s, 200, "add profiles: {v}");
     }
 
+    /// Adds one profile of `profile_type` whose stored package is exactly
+    /// `package` (sent base64 through the admin API).
+    pub async fn add_profile_with_package(&self, profile_type: &str, iccid: &str, package: &[u8]) {
+        use base64::Engine;
+        let item = json!({
+            "iccid": iccid,
+            "profileType": profile_type,
+            "package": base64::engine::general_purpose::STANDARD.encode(package),
+        });
+        let (s, v) = self
+            .admin(
+                hyper::Method::POST,
+                "profiles",
+                Some(json!({ "profiles": [item] })),
+            )
+            .await;
+        assert_eq!(s, 200, "add profile {iccid} with package: {v}");
+    }
+
     /// A profile's admin view and history.
     pub async fn show(&self, iccid: &str) -> Value {
         let (s, v) = self
