@@ -86,6 +86,8 @@ pub mod codes {
     // ES9+ (§5.6).
     /// 8.1.1 EID, 3.8 Refused: EID does not match the expected value.
     pub const EID_REFUSED: StatusCode = sc("8.1.1", "3.8");
+    /// 8.2 Profile, 3.7 Unavailable: BPP not available for a new binding.
+    pub const PROFILE_UNAVAILABLE: StatusCode = sc("8.2", "3.7");
     /// 8.2 Profile, 1.2 Not Allowed: profile not yet released.
     pub const PROFILE_NOT_RELEASED: StatusCode = sc("8.2", "1.2");
     /// 8.2.6 Matching ID, 3.8 Refused.

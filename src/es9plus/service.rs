@@ -522,7 +522,7 @@ pub async fn get_bound_profile_package(
     let session = load_session(app, &req.transaction_id)?;
     let (auth, smdp_signature2, previous) = match session.phase {
         Phase::ExpectGetBpp(e) => (e.auth, e.smdp_signature2, None),
-        Phase::Delivered(d) => (d.auth.clone(), Vec::new(), Some(d)),
+        Phase::Delivered(d) => (d.auth.clone(), d.smdp_signature2.clone(), Some(d)),
         Phase::ExpectAuthenticateClient(_) => {
             return Err(refused(
                 TRANSACTION_UNKNOWN,
@@ -544,24 +544,8 @@ pub async fn get_bound_profile_package(
     let signed = ok.euicc_signed2.value();
     let euicc_otpk = signed.euicc_otpk.clone();
 
-    // A retry with the same otPK.EUICC gets the same BPP, BF23 re-signed.
-    if let Some(d) = previous {
-        let cred = credentials(app, &auth.dp_ci)?;
-        if d.euicc_otpk == euicc_otpk {
-            let mut bpp = BoundProfilePackage::decode(&d.bpp).map_err(internal)?;
-            bpp.initialise_secure_channel_request =
-                sign_bf23(cred, bpp.initialise_secure_channel_request, &euicc_otpk)?;
-            return Ok(GetBoundProfilePackageResponse {
-                transaction_id: req.transaction_id.clone(),
-                bound_profile_package: bpp.to_der(),
-            });
-        }
-        return Err(refused(
-            BPP_UNAVAILABLE,
-            "a BPP was bound to another otPK.EUICC in this session",
-        ));
-    }
-
+    // Every call, retries included (§3.1.3.2 step 6): euiccSignature2 over
+    // euiccSigned2 || smdpSignature2, and the transactionId inside.
     let smdp_sig = Signature::from_raw(&smdp_signature2).map_err(internal)?;
     euicc_key(&auth)?
         .verify(
@@ -578,63 +562,50 @@ pub async fn get_bound_profile_package(
         Iccid::parse(&auth.iccid).ok_or_else(|| Error::internal("corrupt session ICCID"))?;
     let eid = Eid::parse(&auth.eid).ok_or_else(|| Error::internal("corrupt session EID"))?;
     let now = crate::time::now();
+    let ctx = Ctx {
+        caller: "es9plus",
+        now,
+        idem: None,
+    };
 
-    // Expiry (§5.6.2: 8.8.5/4.10) ends the order, with its notification.
-    if let Some(r) = app.store.get(&iccid)? {
-        if r.expires_at.is_some_and(|t| t <= now) && r.state.can_expire() {
-            let _ = app.store.apply(
-                &Command::Expire {
-                    iccid: iccid.clone(),
-                },
-                &Ctx {
-                    caller: "es9plus",
-                    now,
-                    idem: None,
-                },
-            );
-            app.store.sync().await?;
-            app.outbox_wake.notify_one();
-            return Err(refused(
-                codes::ORDER_EXPIRED,
-                "the download order has expired",
-            ));
-        }
-    }
+    // Expiry (8.8.5/4.10), the order's state (8.2/3.7) and the confirmation
+    // code (8.2.7/*), on every call. A counted failure or an ended order is
+    // committed before the answer.
     let cc = Command::CheckConfirmationCode {
         iccid: iccid.clone(),
         transaction_id: req.transaction_id.clone(),
         hash_cc: signed.hash_cc.map(|h| h.to_vec()),
         max_attempts: app.config.max_cc_attempts,
     };
-    let checked = app.store.apply(
-        &cc,
-        &Ctx {
-            caller: "es9plus",
-            now,
-            idem: None,
-        },
-    );
+    let checked = app.store.apply(&cc, &ctx);
     if checked.is_err() {
         app.store.sync().await?;
         app.outbox_wake.notify_one();
     }
     let record = checked?.record;
-    if !matches!(
-        record.state,
-        crate::store::lifecycle::State::Released | crate::store::lifecycle::State::Downloaded
-    ) {
-        return Err(refused(
-            BPP_UNAVAILABLE,
-            format!("the profile is {}", record.state),
-        ));
+    let cred = credentials(app, &auth.dp_ci)?;
+
+    // The same otPK.EUICC again: the same BPP, BF23 re-signed (§5.6.2).
+    if let Some(d) = &previous {
+        if d.euicc_otpk == euicc_otpk {
+            let mut bpp = BoundProfilePackage::decode(&d.bpp).map_err(internal)?;
+            bpp.initialise_secure_channel_request =
+                sign_bf23(cred, bpp.initialise_secure_channel_request, &euicc_otpk)?;
+            return Ok(GetBoundProfilePackageResponse {
+                transaction_id: req.transaction_id.clone(),
+                bound_profile_package: bpp.to_der(),
+            });
+        }
     }
+
+    // A first binding, or a new otPK.EUICC: the stored Protected Profile
+    // Package can always be bound again (§5.6.2 allows re-binding).
     let stored = app
         .store
         .package(&record)?
         .ok_or_else(|| Error::internal("profile package missing"))?;
     let package = ProtectedPackage::from_bytes(&stored).map_err(internal)?;
     let metadata = profile_metadata(app, &iccid, &record.profile_type)?.encode();
-    let cred = credentials(app, &auth.dp_ci)?;
     let bpp = bind(
         cred,
         &req.transaction_id,
@@ -646,27 +617,34 @@ pub async fn get_bound_profile_package(
         &iccid,
         !app.config.session_keys_only,
     )?;
-
-    app.store.apply(
+    let delivered = app.store.apply(
         &Command::BppDelivered {
             iccid: iccid.clone(),
             eid: eid.clone(),
         },
-        &Ctx {
-            caller: "es9plus",
-            now,
-            idem: None,
-        },
-    )?;
+        &ctx,
+    );
+    if delivered.is_err() {
+        app.store.sync().await?;
+        app.outbox_wake.notify_one();
+    }
+    delivered?;
     let phase = Phase::Delivered(Delivered {
         auth,
+        smdp_signature2,
         euicc_otpk,
         bpp: bpp.clone(),
     });
     save_session(app, &req.transaction_id, phase, NOTIFICATION_WINDOW_SECS)?;
     app.store.sync().await?;
     app.outbox_wake.notify_one();
-    tracing::info!(transaction_id = %hex::encode_upper(&req.transaction_id), %iccid, bytes = bpp.len(), "BPP delivered");
+    tracing::info!(
+        transaction_id = %hex::encode_upper(&req.transaction_id),
+        %iccid,
+        bytes = bpp.len(),
+        rebound = previous.is_some(),
+        "BPP delivered"
+    );
     Ok(GetBoundProfilePackageResponse {
         transaction_id: req.transaction_id.clone(),
         bound_profile_package: bpp,

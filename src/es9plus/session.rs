@@ -89,6 +89,9 @@ pub struct ExpectGetBpp {
 pub struct Delivered {
     /// The eUICC and order.
     pub auth: Authenticated,
+    /// smdpSignature2 (r||s) that every euiccSignature2 of a retry covers.
+    #[serde(with = "b64")]
+    pub smdp_signature2: Vec<u8>,
     /// otPK.EUICC.ECKA the BPP is bound to.
     #[serde(with = "b64")]
     pub euicc_otpk: Vec<u8>,

@@ -974,6 +974,15 @@ impl Store {
                 max_attempts,
             } => {
                 let old = self.load(tx, iccid)?;
+                if !matches!(old.state, State::Released | State::Downloaded) {
+                    return gsma(Error::refused(
+                        codes::PROFILE_UNAVAILABLE,
+                        format!("the order for {iccid} is {}", old.state),
+                    ));
+                }
+                if let Some(step) = expiry_refusal(&old, now, None) {
+                    return self.finish(tx, ctx, step);
+                }
                 let mut new = old.clone();
                 if old.cc_hashes.is_empty() {
                     Step::new(old, new, None)
@@ -1022,6 +1031,11 @@ impl Store {
             }
             Command::BppDelivered { iccid, eid } => {
                 let old = self.load(tx, iccid)?;
+                if old.state == State::Released {
+                    if let Some(step) = expiry_refusal(&old, now, Some(eid)) {
+                        return self.finish(tx, ctx, step);
+                    }
+                }
                 let mut new = old.clone();
                 match &old.eid {
                     Some(linked) if linked != eid.as_str() => {
@@ -1102,6 +1116,13 @@ impl Store {
                 Step::new(old, new, Some(Event::DownloadCancelled)).notify(note)
             }
         };
+        self.finish(tx, ctx, step)
+    }
+
+    /// Applies a [`Step`]: the lifecycle table, history, outbox, record,
+    /// indexes and idempotency record, in the caller's transaction.
+    fn finish(&self, tx: &TransactionalTree, ctx: &Ctx<'_>, step: Step) -> TxResult<Applied> {
+        let now = ctx.now;
         let Step {
             old,
             mut new,
@@ -1205,18 +1226,10 @@ impl Store {
             }
             _ => {}
         }
-        let mut new = old.clone();
-        if old.expires_at.is_some_and(|t| t <= now) && old.state.can_expire() {
-            new.error_reason = Some("order expired".into());
-            let status = PointStatus::failed(codes::ORDER_EXPIRED, "download order expired");
-            let note = Note::new(POINT_ELIGIBILITY, status, &old);
-            return Ok(Step::new(old, new, Some(Event::Expired))
-                .notify(note)
-                .refuse(Error::refused(
-                    codes::ORDER_EXPIRED,
-                    "the download order has expired",
-                )));
+        if let Some(step) = expiry_refusal(&old, now, Some(eid)) {
+            return Ok(step);
         }
+        let mut new = old.clone();
         if !matches!(old.state, State::Released | State::Downloaded) {
             return gsma(Error::refused(
                 codes::PROFILE_NOT_RELEASED,
@@ -1587,6 +1600,32 @@ impl Store {
         }
         Ok(n)
     }
+}
+
+/// The committed refusal for an order past its expiry (§5.6.2, §5.6.3:
+/// 8.8.5/4.10): the order goes to Error and the operator hears of it.
+fn expiry_refusal(old: &ProfileRecord, now: i64, eid: Option<&Eid>) -> Option<Step> {
+    if !(old.expires_at.is_some_and(|t| t <= now) && old.state.can_expire()) {
+        return None;
+    }
+    let mut new = old.clone();
+    new.error_reason = Some("order expired".into());
+    let mut note = Note::new(
+        POINT_ELIGIBILITY,
+        PointStatus::failed(codes::ORDER_EXPIRED, "download order expired"),
+        old,
+    );
+    if let Some(e) = eid {
+        note = note.with_eid(e);
+    }
+    Some(
+        Step::new(old.clone(), new, Some(Event::Expired))
+            .notify(note)
+            .refuse(Error::refused(
+                codes::ORDER_EXPIRED,
+                "the download order has expired",
+            )),
+    )
 }
 
 /// Operator ids and profile types: 1-64 printable ASCII characters.
