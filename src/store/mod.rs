@@ -1031,11 +1031,6 @@ impl Store {
             }
             Command::BppDelivered { iccid, eid } => {
                 let old = self.load(tx, iccid)?;
-                if old.state == State::Released {
-                    if let Some(step) = expiry_refusal(&old, now, Some(eid)) {
-                        return self.finish(tx, ctx, step);
-                    }
-                }
                 let mut new = old.clone();
                 match &old.eid {
                     Some(linked) if linked != eid.as_str() => {
@@ -1045,6 +1040,11 @@ impl Store {
                         ))
                     }
                     _ => new.eid = Some(eid.as_str().to_owned()),
+                }
+                if old.state == State::Released {
+                    if let Some(step) = expiry_refusal(&old, now, Some(eid)) {
+                        return self.finish(tx, ctx, step);
+                    }
                 }
                 let step = Step::new(old.clone(), new, Some(Event::BppDelivered));
                 if old.state == State::Released {
