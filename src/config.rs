@@ -39,6 +39,10 @@ pub struct ProfileTypeConfig {
     pub profile_class: String,
     /// profileOwner MCC+MNC, e.g. `00101`.
     pub profile_owner_mcc_mnc: Option<String>,
+    /// Profile Policy Rules the profile carries (SGP.22 §2.9): `ppr1`
+    /// (disabling not allowed), `ppr2` (deletion not allowed).
+    #[serde(default)]
+    pub profile_policy_rules: Vec<String>,
 }
 
 fn default_profile_class() -> String {
@@ -53,7 +57,21 @@ impl ProfileTypeConfig {
             profile_name: profile_type.chars().take(64).collect(),
             profile_class: default_profile_class(),
             profile_owner_mcc_mnc: None,
+            profile_policy_rules: vec![],
         }
+    }
+
+    /// The PprIds bit numbers (RSPDefinitions: pprUpdateControl(0),
+    /// ppr1(1), ppr2(2)) of [`ProfileTypeConfig::profile_policy_rules`].
+    pub fn ppr_bits(&self) -> Vec<usize> {
+        self.profile_policy_rules
+            .iter()
+            .filter_map(|p| match p.as_str() {
+                "ppr1" => Some(1),
+                "ppr2" => Some(2),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -289,6 +307,7 @@ impl Config {
                     profile_name: "smdpplus demo profile".into(),
                     profile_class: default_profile_class(),
                     profile_owner_mcc_mnc: Some("00101".into()),
+                    profile_policy_rules: vec![],
                 };
                 [("demo".to_owned(), demo)].into_iter().collect()
             }),

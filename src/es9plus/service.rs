@@ -82,6 +82,11 @@ pub mod es9codes {
         subject: "8.2.9",
         reason: "3.11",
     };
+    /// 8.2.5 Profile Type, 4.3 Stopped on warning: no eligible profile.
+    pub const NO_ELIGIBLE_PROFILE: StatusCode = StatusCode {
+        subject: "8.2.5",
+        reason: "4.3",
+    };
     /// 8 eUICC Remote Provisioning, 4.2 Execution Error.
     pub const RSP_EXECUTION_ERROR: StatusCode = StatusCode {
         subject: "8",
@@ -256,6 +261,7 @@ fn profile_metadata(
     profile_type: &str,
 ) -> Result<StoreMetadataRequest, Error> {
     let t = app.config.profile_type(profile_type);
+    let ppr_bits = t.ppr_bits();
     let profile_class = match t.profile_class.as_str() {
         "test" => Some(ProfileClass::Test),
         "provisioning" => Some(ProfileClass::Provisioning),
@@ -288,7 +294,8 @@ fn profile_metadata(
             notification_address: app.config.smdp_address.clone(),
         }]),
         profile_owner,
-        profile_policy_rules: None,
+        profile_policy_rules: (!ppr_bits.is_empty())
+            .then(|| crate::asn1::der::BitString::from_named_bits(&ppr_bits)),
     })
 }
 
@@ -358,6 +365,26 @@ pub async fn authenticate_client(
     };
     let eid = euicc.eid().clone();
     let iccid = app.store.resolve_order(&eid, matching_id.as_deref())?;
+    // Eligibility (Annex F): the eUICC must accept the profile's PPRs.
+    if let Some(forbidden) = &signed.euicc_info2.forbidden_profile_policy_rules {
+        let profile_type = app
+            .store
+            .get(&iccid)?
+            .map(|r| r.profile_type)
+            .unwrap_or_default();
+        if app
+            .config
+            .profile_type(&profile_type)
+            .ppr_bits()
+            .iter()
+            .any(|b| forbidden.is_set(*b))
+        {
+            return Err(refused(
+                NO_ELIGIBLE_PROFILE,
+                "the eUICC forbids the profile's policy rules",
+            ));
+        }
+    }
     let cmd = Command::AuthenticateClient {
         iccid: iccid.clone(),
         eid: eid.clone(),

@@ -104,6 +104,9 @@ pub struct SoftEuicc {
     seq_number: i64,
     /// Profiles installed so far.
     pub installed: Vec<Installed>,
+    /// PPR bits this eUICC refuses (EUICCInfo2 forbiddenProfilePolicyRules:
+    /// 1 = ppr1, 2 = ppr2).
+    pub forbidden_pprs: Vec<usize>,
 }
 
 const NIST_KEY: &str = include_str!("../../certs/sgp26/eUICC/SK_EUICC_ECDSA_NIST.pem");
@@ -140,6 +143,7 @@ impl SoftEuicc {
             session: None,
             seq_number: 0,
             installed: vec![],
+            forbidden_pprs: vec![],
         })
     }
 
@@ -224,7 +228,8 @@ impl SoftEuicc {
             ci_pkid_list_for_verification: info1.ci_pkid_list_for_verification,
             ci_pkid_list_for_signing: info1.ci_pkid_list_for_signing,
             euicc_category: None,
-            forbidden_profile_policy_rules: None,
+            forbidden_profile_policy_rules: (!self.forbidden_pprs.is_empty())
+                .then(|| BitString::from_named_bits(&self.forbidden_pprs)),
             pp_version: Version([1, 0, 0]),
             sas_accreditation_number: "SMDPPLUS-SOFT-EUICC".into(),
             certification_data_object: None,
