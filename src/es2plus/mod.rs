@@ -15,7 +15,7 @@ use crate::ids::{matching_id_is_valid, Eid, Iccid};
 use crate::server::App;
 use crate::store::{Command, Ctx, FinalStatus, Idem, ProfileRecord};
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -296,69 +296,40 @@ fn success_body(f: Function, smdp_address: &str, r: &ProfileRecord) -> Map<Strin
     m
 }
 
-fn failed(function: &'static str, http: StatusCode, e: Error) -> Outcome {
-    if e.blame == crate::error::Blame::Internal {
-        tracing::error!(function, error = %e.message, "ES2+ call failed internally");
-    }
-    Outcome {
-        response: http::gsma_response(http, Some(&e), Map::new()),
-        function,
-        status: "Failed",
-        code: e.code.to_string(),
-    }
-}
-
 /// The ES2+ listener's handler for `/gsma/rsp2/es2plus/*`.
 pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
-    let path = req.uri().path().to_owned();
-    let Some(f) = path
-        .strip_prefix("/gsma/rsp2/es2plus/")
-        .and_then(Function::from_name)
-    else {
-        return failed(
-            "unknown",
-            StatusCode::NOT_FOUND,
-            Error::invalid(
-                codes::FUNCTION_UNSUPPORTED,
-                format!("no ES2+ function at {path}"),
-            ),
-        );
+    let limit = app.config.max_body_bytes;
+    let call = match http::gsma_request(
+        "ES2+",
+        req,
+        "/gsma/rsp2/es2plus/",
+        Function::from_name,
+        Function::name,
+        limit,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
-    let name = f.name();
-    if req.method() != Method::POST {
-        return failed(
-            name,
-            StatusCode::METHOD_NOT_ALLOWED,
-            Error::invalid(
-                codes::FUNCTION_UNSUPPORTED,
-                "ES2+ functions are called with POST",
-            ),
-        );
-    }
-    match call(&app, f, req, conn).await {
+    let name = call.function.name();
+    match apply(&app, call, conn).await {
         Ok(bytes) => Outcome {
             response: http::gsma_bytes(StatusCode::OK, bytes),
             function: name,
             status: "Executed-Success",
             code: String::new(),
         },
-        Err(e) => failed(name, StatusCode::OK, e),
+        Err(e) => http::gsma_failed("ES2+", name, StatusCode::OK, e),
     }
 }
 
-async fn call(
+async fn apply(
     app: &App,
-    f: Function,
-    req: Request<Incoming>,
+    call: http::GsmaRequest<Function>,
     conn: &ConnInfo,
 ) -> Result<Vec<u8>, Error> {
-    http::check_gsma_headers(req.headers())?;
-    let body = http::read_body(req.into_body(), app.config.max_body_bytes).await?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| Error::invalid(codes::FORMAT_INVALID, format!("malformed JSON: {e}")))?;
-    let obj = value.as_object().ok_or_else(|| {
-        Error::invalid(codes::FORMAT_INVALID, "the request must be a JSON object")
-    })?;
+    let (f, body, obj) = (call.function, call.body, &call.json);
     let header = match obj.get("header") {
         Some(Value::Object(h)) => h,
         Some(_) => {

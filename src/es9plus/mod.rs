@@ -9,13 +9,13 @@ pub mod dto;
 pub mod service;
 pub mod session;
 
-use crate::error::{codes, Error};
+use crate::error::Error;
 use crate::http::fields::Fields;
 use crate::http::{self, Outcome};
 use crate::server::App;
 use dto::*;
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -64,17 +64,7 @@ impl Function {
 const TRANSACTION_ID_MAX: usize = 16;
 
 fn failed(function: &'static str, http: StatusCode, e: Error) -> Outcome {
-    if e.blame == crate::error::Blame::Internal {
-        tracing::error!(function, error = %e.message, "ES9+ call failed internally");
-    } else {
-        tracing::info!(function, code = %e.code, reason = %e.message, "ES9+ call refused");
-    }
-    Outcome {
-        response: http::gsma_response(http, Some(&e), Map::new()),
-        function,
-        status: "Failed",
-        code: e.code.to_string(),
-    }
+    http::gsma_failed("ES9+", function, http, e)
 }
 
 fn success<T: Serialize>(function: &'static str, body: &T) -> Outcome {
@@ -92,55 +82,23 @@ fn success<T: Serialize>(function: &'static str, body: &T) -> Outcome {
 
 /// The ES9+ listener's handler.
 pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
-    let path = req.uri().path().to_owned();
-    let Some(f) = path
-        .strip_prefix("/gsma/rsp2/es9plus/")
-        .and_then(|n| Function::ALL.into_iter().find(|f| f.name() == n))
-    else {
-        return failed(
-            "unknown",
-            StatusCode::NOT_FOUND,
-            Error::invalid(
-                codes::FUNCTION_UNSUPPORTED,
-                format!("no ES9+ function at {path}"),
-            ),
-        );
+    let lookup = |n: &str| Function::ALL.into_iter().find(|f| f.name() == n);
+    let limit = app.config.max_body_bytes;
+    let call = match http::gsma_request(
+        "ES9+",
+        req,
+        "/gsma/rsp2/es9plus/",
+        lookup,
+        Function::name,
+        limit,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
+    let (f, obj) = (call.function, &call.json);
     let name = f.name();
-    if req.method() != Method::POST {
-        return failed(
-            name,
-            StatusCode::METHOD_NOT_ALLOWED,
-            Error::invalid(
-                codes::FUNCTION_UNSUPPORTED,
-                "ES9+ functions are called with POST",
-            ),
-        );
-    }
-    if let Err(e) = http::check_gsma_headers(req.headers()) {
-        return failed(name, StatusCode::OK, e);
-    }
-    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return failed(name, StatusCode::OK, e),
-    };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return failed(
-                name,
-                StatusCode::OK,
-                Error::invalid(codes::FORMAT_INVALID, format!("malformed JSON: {e}")),
-            )
-        }
-    };
-    let Some(obj) = value.as_object() else {
-        return failed(
-            name,
-            StatusCode::OK,
-            Error::invalid(codes::FORMAT_INVALID, "the request must be a JSON object"),
-        );
-    };
     // ES9+ requests carry no header (§6.5.1.1); one sent anyway is ignored.
     let b = Fields(obj);
     let result = match f {

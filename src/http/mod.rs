@@ -331,3 +331,90 @@ pub fn text_response(
 pub fn code_label(err: Option<&Error>) -> String {
     err.map(|e| e.code.to_string()).unwrap_or_default()
 }
+
+/// A GSMA function call that passed the checks every function shares.
+pub struct GsmaRequest<F> {
+    /// The function named by the path.
+    pub function: F,
+    /// The body as received (ES2+ idempotency hashes it).
+    pub body: Bytes,
+    /// The body parsed as a JSON object.
+    pub json: Map<String, Value>,
+}
+
+/// The routing and checks shared by ES2+ and ES9+ (SGP.22 §6.2, §6.5.1):
+/// the function from the path after `prefix` (404 and 1.6/3.1 otherwise),
+/// POST (405), the X-Admin-Protocol and Content-Type headers, the body size
+/// limit, and a JSON object body. A refusal comes back as the finished
+/// [`Outcome`].
+pub async fn gsma_request<F: Copy>(
+    interface: &'static str,
+    req: Request<Incoming>,
+    prefix: &str,
+    lookup: impl Fn(&str) -> Option<F>,
+    name: impl Fn(F) -> &'static str,
+    limit: usize,
+) -> Result<GsmaRequest<F>, Outcome> {
+    let path = req.uri().path().to_owned();
+    let Some(function) = path.strip_prefix(prefix).and_then(lookup) else {
+        let e = Error::invalid(
+            codes::FUNCTION_UNSUPPORTED,
+            format!("no {interface} function at {path}"),
+        );
+        return Err(gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e));
+    };
+    let fname = name(function);
+    if req.method() != hyper::Method::POST {
+        let e = Error::invalid(
+            codes::FUNCTION_UNSUPPORTED,
+            "GSMA functions are called with POST",
+        );
+        return Err(gsma_failed(
+            interface,
+            fname,
+            StatusCode::METHOD_NOT_ALLOWED,
+            e,
+        ));
+    }
+    let checked = async {
+        check_gsma_headers(req.headers())?;
+        let body = read_body(req.into_body(), limit).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| Error::invalid(codes::FORMAT_INVALID, format!("malformed JSON: {e}")))?;
+        match value {
+            Value::Object(json) => Ok(GsmaRequest {
+                function,
+                body,
+                json,
+            }),
+            _ => Err(Error::invalid(
+                codes::FORMAT_INVALID,
+                "the request must be a JSON object",
+            )),
+        }
+    };
+    checked
+        .await
+        .map_err(|e| gsma_failed(interface, fname, StatusCode::OK, e))
+}
+
+/// A `Failed` function execution (HTTP 200 unless routing failed), logged:
+/// our own failures as errors, refusals at info.
+pub fn gsma_failed(
+    interface: &'static str,
+    function: &'static str,
+    http: StatusCode,
+    e: Error,
+) -> Outcome {
+    if e.blame == crate::error::Blame::Internal {
+        tracing::error!(interface, function, error = %e.message, "call failed internally");
+    } else {
+        tracing::info!(interface, function, code = %e.code, reason = %e.message, "call refused");
+    }
+    Outcome {
+        response: gsma_response(http, Some(&e), Map::new()),
+        function,
+        status: "Failed",
+        code: e.code.to_string(),
+    }
+}
