@@ -8,6 +8,7 @@
 //! | GET | `/smdpplus/admin/v1/profiles?state=&profileType=&limit=` | list profiles |
 //! | POST | `/smdpplus/admin/v1/profiles` | add profiles to the inventory |
 //! | GET | `/smdpplus/admin/v1/profiles/{iccid}` | one profile and its history |
+//! | GET | `/smdpplus/admin/v1/profiles/{iccid}/package?unprotected=true` | the package in clear (debugging) |
 //! | PUT | `/smdpplus/admin/v1/profiles/{iccid}/expiry` | set an order's expiry |
 //! | GET | `/smdpplus/admin/v1/outbox` | pending notifications |
 
@@ -230,6 +231,29 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
             let history = app.store.history(&iccid)?;
             Ok(
                 json!({"profile": profile_view(&rec), "history": history.iter().map(history_view).collect::<Vec<_>>()}),
+            )
+        }
+        (Method::GET, ["profiles", iccid, "package"]) => {
+            // The unprotected package, for operators debugging their own
+            // test inventory: only with an explicit `unprotected=true`.
+            if query_param(&query, "unprotected") != Some("true") {
+                return Err(bad("the package is only exported with unprotected=true"));
+            }
+            let iccid = iccid_param(iccid)?;
+            let rec = app.store.get(&iccid)?.filter(|r| r.operator == operator);
+            let rec = rec.ok_or_else(|| {
+                AdminError(StatusCode::NOT_FOUND, format!("no profile {iccid}"), None)
+            })?;
+            let stored = app
+                .store
+                .package(&rec)?
+                .ok_or_else(|| Error::internal("profile package missing"))?;
+            let upp = crate::profile::protect::ProtectedPackage::from_bytes(&stored)
+                .and_then(|p| p.decrypt(&app.master, iccid.as_str().as_bytes()))
+                .map_err(|e| Error::internal(e.to_string()))?;
+            tracing::warn!(%iccid, %operator, "unprotected profile package exported");
+            Ok(
+                json!({"iccid": rec.iccid, "package": base64::engine::general_purpose::STANDARD.encode(upp.as_slice())}),
             )
         }
         (Method::PUT, ["profiles", iccid, "expiry"]) => {

@@ -235,6 +235,18 @@ pub enum ProfilesCmd {
         #[arg(required = true)]
         iccids: Vec<String>,
     },
+    /// Write a profile's package in clear (DER) to a file, for operators
+    /// debugging their own test inventory. Needs --unprotected.
+    Export {
+        /// ICCID.
+        iccid: String,
+        /// Acknowledge that the output holds the profile's secrets in clear.
+        #[arg(long)]
+        unprotected: bool,
+        /// Output file (created with mode 0600).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Set the expiry of an open order (RFC 3339, e.g. 2026-12-01T00:00:00Z).
     SetExpiry {
         /// ICCID.
@@ -551,6 +563,32 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
             .await?;
             println!("added {}", v["added"]);
         }
+        ProfilesCmd::Export {
+            iccid,
+            unprotected,
+            output,
+        } => {
+            use base64::Engine;
+            if !unprotected {
+                return Err("refusing to export a profile package without --unprotected: the file holds its secrets in clear".into());
+            }
+            let v = admin(
+                &r,
+                hyper::Method::GET,
+                &format!("profiles/{iccid}/package?unprotected=true"),
+                None,
+            )
+            .await?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(v["package"].as_str().unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            write_private(&output, &der).map_err(|e| format!("{}: {e}", output.display()))?;
+            println!(
+                "wrote {} bytes to {} (mode 0600; it holds the profile's keys in clear)",
+                der.len(),
+                output.display()
+            );
+        }
         ProfilesCmd::SetExpiry { iccid, expires_at } => {
             let v = admin(
                 &r,
@@ -640,4 +678,18 @@ async fn euicc(action: EuiccCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Creates a file only its owner can read.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
