@@ -213,7 +213,7 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                     profile_type.to_owned(),
                     operator.clone(),
                     &package,
-                    &app.master,
+                    &app.keyring(),
                 )?);
             }
             let added = app
@@ -249,7 +249,7 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 .package(&rec)?
                 .ok_or_else(|| Error::internal("profile package missing"))?;
             let upp = crate::profile::protect::ProtectedPackage::from_bytes(&stored)
-                .and_then(|p| p.decrypt(&app.master, iccid.as_str().as_bytes()))
+                .and_then(|p| p.decrypt(&app.keyring(), iccid.as_str().as_bytes()))
                 .map_err(|e| Error::internal(e.to_string()))?;
             tracing::warn!(%iccid, %operator, "unprotected profile package exported");
             Ok(

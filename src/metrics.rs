@@ -26,6 +26,10 @@ pub struct Metrics {
     pub tls_failures: IntCounterVec,
     /// Orders expired by the sweeper.
     pub orders_expired: prometheus::IntCounter,
+    /// Id of the current master key.
+    pub master_key_id: IntGauge,
+    /// Stored packages still to re-wrap in a master key rotation.
+    pub master_key_rewrap_pending: IntGauge,
 }
 
 impl Metrics {
@@ -85,6 +89,13 @@ impl Metrics {
         let orders_expired =
             prometheus::IntCounter::new("smdpplus_orders_expired_total", "Download orders expired")
                 .expect("static metric definition");
+        let master_key_id = IntGauge::new("smdpplus_master_key_id", "Id of the current master key")
+            .expect("static metric definition");
+        let master_key_rewrap_pending = IntGauge::new(
+            "smdpplus_master_key_rewrap_pending",
+            "Stored profile packages still to re-wrap under the current master key",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -94,6 +105,8 @@ impl Metrics {
             Box::new(check_digit_mismatches.clone()),
             Box::new(tls_failures.clone()),
             Box::new(orders_expired.clone()),
+            Box::new(master_key_id.clone()),
+            Box::new(master_key_rewrap_pending.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -107,6 +120,8 @@ impl Metrics {
             check_digit_mismatches,
             tls_failures,
             orders_expired,
+            master_key_id,
+            master_key_rewrap_pending,
         }
     }
 

@@ -7,7 +7,7 @@ use crate::http::{self, tls, ConnInfo, Handler, Outcome};
 use crate::ids::Iccid;
 use crate::metrics::Metrics;
 use crate::pki::dev;
-use crate::profile::protect::MasterKey;
+use crate::profile::protect::Keyring;
 use crate::store::{Command, Ctx, NewProfile, Store, StoreOptions};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -34,8 +34,19 @@ pub struct App {
     pub ready: Arc<AtomicBool>,
     /// DPauth/DPpb credentials and the eUICC chain validator (ES9+).
     pub es9: Arc<crate::es9plus::service::Es9Keys>,
-    /// Wraps every PPK at rest.
-    pub master: Arc<MasterKey>,
+    /// The master keys that wrap every PPK at rest; replaced on rotation.
+    pub keyring: Arc<std::sync::RwLock<Arc<Keyring>>>,
+}
+
+impl App {
+    /// The current master keyring.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        // A poisoned lock still holds a valid keyring.
+        self.keyring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The profile type of the seeded demo profiles.
@@ -140,7 +151,7 @@ fn ops_handler(app: App) -> Handler {
 
 /// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
 /// when the store holds no profile at all.
-fn seed_demo(store: &Store, master: &MasterKey, operator: &str, n: usize) -> Result<usize, String> {
+fn seed_demo(store: &Store, master: &Keyring, operator: &str, n: usize) -> Result<usize, String> {
     if n == 0 || store.counts().iter().any(|(_, c)| *c > 0) {
         return Ok(0);
     }
@@ -237,6 +248,92 @@ async fn shutdown_signal() {
     }
 }
 
+/// The pid file the CLI signals for a master key rotation.
+pub fn pid_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("smdpplus.pid")
+}
+
+/// On SIGHUP: reload the master key file; if it holds more than one key,
+/// re-wrap every stored PPK under the newest one, beside live traffic, then
+/// retire the old keys (rewriting the file). `smdpplus keys rotate-master`
+/// adds the key and sends the signal.
+async fn key_rotation(app: App, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: master key rotation needs a restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = shutdown.changed() => return,
+        }
+        if std::env::var("SMDPPLUS_MASTER_KEY").is_ok() {
+            tracing::warn!("SIGHUP ignored: the master key comes from SMDPPLUS_MASTER_KEY");
+            continue;
+        }
+        let path = app.config.master_key_file.clone();
+        let ring = match Keyring::load_or_create(&path) {
+            Ok((ring, _)) => Arc::new(ring),
+            Err(e) => {
+                tracing::error!(error = %e, "master key reload failed; keeping the current keys");
+                continue;
+            }
+        };
+        *app.keyring.write().unwrap_or_else(|e| e.into_inner()) = ring.clone();
+        app.metrics.master_key_id.set(i64::from(ring.current_id()));
+        if ring.ids().len() < 2 {
+            continue;
+        }
+        tracing::info!(
+            key = ring.current_id(),
+            "master key rotation: re-wrapping every stored PPK"
+        );
+        let (store, metrics, r) = (app.store.clone(), app.metrics.clone(), ring.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            crate::profile::rotate::rewrap_all(&store, &r, |done, total| {
+                metrics.master_key_rewrap_pending.set((total - done) as i64);
+                if done % 10_000 == 0 {
+                    tracing::info!(done, total, "master key rotation progress");
+                }
+            })
+        })
+        .await;
+        match result {
+            Ok(Ok(n)) => {
+                if let Err(e) = app.store.sync().await {
+                    tracing::error!(error = %e, "flush after re-wrap failed; old keys kept");
+                    continue;
+                }
+                let mut retired = match Keyring::load_or_create(&path) {
+                    Ok((r, _)) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "master key file unreadable; old keys kept");
+                        continue;
+                    }
+                };
+                if retired.current_id() != ring.current_id() {
+                    tracing::warn!("the key file changed during the re-wrap; rotating again on the next SIGHUP");
+                    continue;
+                }
+                match retired.retire_old(&path) {
+                    Ok(()) => {
+                        *app.keyring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(retired);
+                        tracing::info!(
+                            rewrapped = n,
+                            key = ring.current_id(),
+                            "master key rotation complete; old keys retired"
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not retire the old keys"),
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "re-wrap failed; old keys kept"),
+            Err(e) => tracing::error!(error = %e, "re-wrap task failed; old keys kept"),
+        }
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
@@ -271,14 +368,17 @@ pub async fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let master = match std::env::var("SMDPPLUS_MASTER_KEY") {
-        Ok(hex) => MasterKey::from_hex(&hex).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
+        Ok(text) => Keyring::parse(&text).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
         Err(_) => {
-            let (key, created) =
-                MasterKey::load_or_create(&config.master_key_file).map_err(|e| e.to_string())?;
+            let (ring, created) =
+                Keyring::load_or_create(&config.master_key_file).map_err(|e| e.to_string())?;
             if created {
-                println!("smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)", config.master_key_file.display());
+                println!(
+                    "smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)",
+                    config.master_key_file.display()
+                );
             }
-            key
+            ring
         }
     };
     let seeded = seed_demo(
@@ -335,7 +435,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         identity: Arc::new(identity),
         ready: Arc::new(AtomicBool::new(true)),
         es9: Arc::new(es9_keys),
-        master: Arc::new(master),
+        keyring: Arc::new(std::sync::RwLock::new(Arc::new(master))),
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);
@@ -372,7 +472,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let workers = vec![
         tokio::spawn(crate::es2plus::notify::run(app.clone(), rx.clone())),
         tokio::spawn(sweeper(app.clone(), rx.clone())),
+        tokio::spawn(key_rotation(app.clone(), rx.clone())),
     ];
+    app.metrics
+        .master_key_id
+        .set(i64::from(app.keyring().current_id()));
+    let pid_path = pid_file(&app.config.data_dir);
+    if let Err(e) = std::fs::write(&pid_path, std::process::id().to_string()) {
+        tracing::warn!(error = %e, path = %pid_path.display(), "could not write the pid file");
+    }
 
     shutdown_signal().await;
     tracing::info!("shutdown: no new connections; finishing in-flight requests");
@@ -385,6 +493,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         let _ = w.await;
     }
     store.flush_blocking().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&pid_path);
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -53,6 +53,12 @@ pub enum Cmd {
         #[command(subcommand)]
         action: ProfilesCmd,
     },
+    /// Master key management.
+    Keys {
+        /// The action.
+        #[command(subcommand)]
+        action: KeysCmd,
+    },
     /// A software eUICC: smoke-test any SM-DP+ over ES9+.
     Euicc {
         /// The action.
@@ -257,6 +263,25 @@ pub enum ProfilesCmd {
     },
 }
 
+/// Master key actions.
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Add a new master key and re-wrap every stored secret under it. With
+    /// the server running (its pid file in the data directory), the server
+    /// re-wraps while it keeps serving; otherwise this command does it.
+    RotateMaster {
+        /// Data directory.
+        #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
+        data_dir: PathBuf,
+        /// Master key file (default: `<data-dir>/master.key`).
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
+        /// How long to wait for a running server to finish, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+}
+
 /// Software eUICC actions.
 #[derive(Subcommand, Debug)]
 pub enum EuiccCmd {
@@ -305,6 +330,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             action: OutboxCmd::List { json },
         } => outbox(conn, json).await,
         Cmd::Euicc { action } => euicc(action).await,
+        Cmd::Keys { action } => keys(action).await,
     };
     match result {
         Ok(code) => code,
@@ -692,4 +718,73 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+fn server_running(data_dir: &std::path::Path) -> Option<String> {
+    let pid = std::fs::read_to_string(crate::server::pid_file(data_dir)).ok()?;
+    let pid = pid.trim().to_owned();
+    let alive = std::process::Command::new("kill")
+        .args(["-0", &pid])
+        .output()
+        .ok()?
+        .status
+        .success();
+    alive.then_some(pid)
+}
+
+async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
+    use crate::profile::protect::Keyring;
+    let KeysCmd::RotateMaster {
+        data_dir,
+        master_key_file,
+        timeout_secs,
+    } = action;
+    let key_file = master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
+    if let Some(pid) = server_running(&data_dir) {
+        let (mut ring, _) = Keyring::load_or_create(&key_file).map_err(|e| e.to_string())?;
+        let id = ring.rotate(&key_file).map_err(|e| e.to_string())?;
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !hup.success() {
+            return Err(format!("could not signal the server (pid {pid})"));
+        }
+        println!("added master key {id}; the running server (pid {pid}) re-wraps every stored secret while it serves");
+        let start = std::time::Instant::now();
+        let mut last_report = 0;
+        loop {
+            if let Ok((r, _)) = Keyring::load_or_create(&key_file) {
+                if r.ids() == vec![id] {
+                    println!("done in {:.1} s: every secret is wrapped under key {id}, the old keys are retired", start.elapsed().as_secs_f64());
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            let secs = start.elapsed().as_secs();
+            if secs >= timeout_secs {
+                return Err(format!("the server did not finish within {timeout_secs} s; see its log and smdpplus_master_key_rewrap_pending"));
+            }
+            if secs >= last_report + 5 {
+                last_report = secs;
+                println!("  still re-wrapping after {secs} s (metric smdpplus_master_key_rewrap_pending)");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let store =
+        crate::store::Store::open(&data_dir.join("db"), crate::store::StoreOptions::default())
+            .map_err(|e| e.to_string())?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (id, n) = crate::profile::rotate::rotate_offline(&store, &key_file, |done, total| {
+        if tty && (done % 1000 == 0 || done == total) {
+            print!("\r  re-wrapped {done}/{total}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if tty {
+        println!();
+    }
+    println!("master key {id} is current; {n} stored secrets re-wrapped; the old keys are retired");
+    Ok(ExitCode::SUCCESS)
 }

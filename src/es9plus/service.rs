@@ -26,7 +26,7 @@ use crate::ids::{Eid, Iccid};
 use crate::pki::euicc::EuiccValidator;
 use crate::pki::smdp::{SmdpCredentials, SmdpKeyring};
 use crate::pki::x509::KeyId;
-use crate::profile::protect::{MasterKey, ProtectedPackage};
+use crate::profile::protect::{Keyring, ProtectedPackage};
 use crate::server::App;
 use crate::store::{Command, Ctx};
 use rand::RngCore;
@@ -478,7 +478,7 @@ fn bind(
     euicc_otpk: &[u8],
     metadata: &[u8],
     profile: &ProtectedPackage,
-    master: &MasterKey,
+    master: &Keyring,
     iccid: &Iccid,
     with_ppk: bool,
 ) -> Result<Vec<u8>, Error> {
@@ -640,7 +640,7 @@ pub async fn get_bound_profile_package(
         &euicc_otpk,
         &metadata,
         &package,
-        &app.master,
+        &app.keyring(),
         &iccid,
         !app.config.session_keys_only,
     )?;

@@ -1,3 +1,4 @@
 //! Profile packages: protection at rest ([`protect`]).
 
 pub mod protect;
+pub mod rotate;

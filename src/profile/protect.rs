@@ -45,6 +45,13 @@ impl MasterKey {
         MasterKey(Zeroizing::new(b))
     }
 
+    /// A fresh key from the OS CSPRNG.
+    pub fn generate() -> MasterKey {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(k.as_mut());
+        MasterKey(k)
+    }
+
     /// From 64 hex digits (config or `SMDPPLUS_MASTER_KEY`).
     pub fn from_hex(s: &str) -> Result<MasterKey, ProtectError> {
         let mut k = Zeroizing::new([0u8; 32]);
@@ -120,6 +127,131 @@ impl MasterKey {
     }
 }
 
+/// The master keys by id; the last one is current. A PPK is wrapped under
+/// the current key and names the key that wrapped it, so a rotation can
+/// re-wrap records one by one while the server keeps serving.
+///
+/// File format: one `<id>:<64 hex digits>` line per key, oldest first; a
+/// single bare hex line (the first format) is key 0.
+#[derive(Debug)]
+pub struct Keyring {
+    keys: Vec<(u32, MasterKey)>,
+}
+
+impl Keyring {
+    /// A ring of one key.
+    pub fn single(id: u32, key: MasterKey) -> Keyring {
+        Keyring {
+            keys: vec![(id, key)],
+        }
+    }
+
+    /// Parses the file format.
+    pub fn parse(text: &str) -> Result<Keyring, ProtectError> {
+        let mut keys: Vec<(u32, MasterKey)> = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (id, hex) = match line.split_once(':') {
+                Some((id, hex)) => (
+                    id.parse::<u32>()
+                        .map_err(|_| ProtectError::MasterKey("bad key id".into()))?,
+                    hex,
+                ),
+                None => (0, line),
+            };
+            if keys.iter().any(|(k, _)| *k == id) {
+                return Err(ProtectError::MasterKey(format!(
+                    "key id {id} appears twice"
+                )));
+            }
+            keys.push((id, MasterKey::from_hex(hex)?));
+        }
+        if keys.is_empty() {
+            return Err(ProtectError::MasterKey("no key".into()));
+        }
+        Ok(Keyring { keys })
+    }
+
+    fn render(&self) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(String::new());
+        for (id, k) in &self.keys {
+            out.push_str(&format!("{id}:{}\n", hex::encode(k.0.as_ref())));
+        }
+        out
+    }
+
+    /// Reads the key file, creating it with one fresh key (mode 0600) if it
+    /// does not exist. Returns the ring and whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Keyring, bool), ProtectError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Keyring::parse(&Zeroizing::new(text))?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let ring = Keyring::single(0, MasterKey::generate());
+                write_secret(path, ring.render().as_bytes())
+                    .map_err(|e| ProtectError::MasterKey(format!("{}: {e}", path.display())))?;
+                Ok((ring, true))
+            }
+            Err(e) => Err(ProtectError::MasterKey(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Adds a fresh key as the current one and writes the file atomically
+    /// (new file, fsync, rename). Returns the new key id.
+    pub fn rotate(&mut self, path: &Path) -> Result<u32, ProtectError> {
+        let id = self.current_id().saturating_add(1);
+        self.keys.push((id, MasterKey::generate()));
+        self.save(path)?;
+        Ok(id)
+    }
+
+    /// Drops every key but the current one and writes the file.
+    pub fn retire_old(&mut self, path: &Path) -> Result<(), ProtectError> {
+        if let Some(last) = self.keys.pop() {
+            self.keys = vec![last];
+        }
+        self.save(path)
+    }
+
+    fn save(&self, path: &Path) -> Result<(), ProtectError> {
+        let tmp = path.with_extension("key.new");
+        let _ = std::fs::remove_file(&tmp);
+        write_secret(&tmp, self.render().as_bytes())
+            .map_err(|e| ProtectError::MasterKey(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| ProtectError::MasterKey(format!("{}: {e}", path.display())))?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Id of the current key.
+    pub fn current_id(&self) -> u32 {
+        self.keys.last().map(|(id, _)| *id).unwrap_or(0)
+    }
+
+    /// Ids of all keys.
+    pub fn ids(&self) -> Vec<u32> {
+        self.keys.iter().map(|(id, _)| *id).collect()
+    }
+
+    fn current(&self) -> Result<(u32, &MasterKey), ProtectError> {
+        self.keys
+            .last()
+            .map(|(id, k)| (*id, k))
+            .ok_or_else(|| ProtectError::MasterKey("empty keyring".into()))
+    }
+
+    fn get(&self, id: u32) -> Result<&MasterKey, ProtectError> {
+        self.keys
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, k)| k)
+            .ok_or_else(|| ProtectError::MasterKey(format!("no master key {id}")))
+    }
+}
+
 fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -140,6 +272,9 @@ fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct ProtectedPackage {
     /// Record version.
     pub v: u32,
+    /// Id of the master key that wraps the PPK.
+    #[serde(default)]
+    pub key: u32,
     /// The PPK (initial MCV || PPK-ENC || PPK-MAC) wrapped under the master key.
     #[serde(with = "crate::es9plus::dto::b64")]
     pub ppk_wrapped: Vec<u8>,
@@ -164,10 +299,11 @@ fn keys_from(bytes: &[u8]) -> Result<SessionKeys, ProtectError> {
 }
 
 impl ProtectedPackage {
-    /// Protects an unprotected profile package under a fresh PPK.
-    /// `context` (the ICCID) binds the wrapped PPK to its profile.
+    /// Protects an unprotected profile package under a fresh PPK, wrapped
+    /// under the ring's current key. `context` (the ICCID) binds the
+    /// wrapped PPK to its profile.
     pub fn protect(
-        master: &MasterKey,
+        ring: &Keyring,
         upp: &[u8],
         context: &[u8],
     ) -> Result<ProtectedPackage, ProtectError> {
@@ -177,25 +313,39 @@ impl ProtectedPackage {
         let segments = bsp
             .wrap_enc_segments(0x86, upp)
             .map_err(|e| ProtectError::Segments(e.to_string()))?;
+        let (key, master) = ring.current()?;
         Ok(ProtectedPackage {
             v: 1,
+            key,
             ppk_wrapped: master.wrap(ppk.as_ref(), context)?,
             segments: segments.into_iter().map(Segment).collect(),
         })
     }
 
     /// The PPK, for ReplaceSessionKeys at binding time.
-    pub fn ppk(&self, master: &MasterKey, context: &[u8]) -> Result<SessionKeys, ProtectError> {
-        keys_from(&master.unwrap(&self.ppk_wrapped, context)?)
+    pub fn ppk(&self, ring: &Keyring, context: &[u8]) -> Result<SessionKeys, ProtectError> {
+        keys_from(&ring.get(self.key)?.unwrap(&self.ppk_wrapped, context)?)
+    }
+
+    /// Re-wraps the PPK under the ring's current key; false if it already was.
+    pub fn rewrap(&mut self, ring: &Keyring, context: &[u8]) -> Result<bool, ProtectError> {
+        let (current, master) = ring.current()?;
+        if self.key == current {
+            return Ok(false);
+        }
+        let ppk = ring.get(self.key)?.unwrap(&self.ppk_wrapped, context)?;
+        self.ppk_wrapped = master.wrap(&ppk, context)?;
+        self.key = current;
+        Ok(true)
     }
 
     /// The unprotected package (export, session-key-only binding).
     pub fn decrypt(
         &self,
-        master: &MasterKey,
+        ring: &Keyring,
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ProtectError> {
-        let mut bsp = Bsp::new(self.ppk(master, context)?);
+        let mut bsp = Bsp::new(self.ppk(ring, context)?);
         let mut out = Zeroizing::new(Vec::new());
         for s in &self.segments {
             let seg = bsp
@@ -223,7 +373,7 @@ mod tests {
 
     #[test]
     fn protect_then_decrypt_is_identity_and_nothing_is_in_clear() {
-        let master = MasterKey::from_bytes([7; 32]);
+        let master = Keyring::single(0, MasterKey::from_bytes([7; 32]));
         let upp: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
         let p = ProtectedPackage::protect(&master, &upp, b"8999900000000000006").expect("protect");
         assert_eq!(p.segments.len(), 5, "1007 plaintext bytes per segment");
@@ -241,7 +391,10 @@ mod tests {
         );
         // Wrong master key or wrong profile: refused.
         assert!(p
-            .decrypt(&MasterKey::from_bytes([8; 32]), b"8999900000000000006")
+            .decrypt(
+                &Keyring::single(0, MasterKey::from_bytes([8; 32])),
+                b"8999900000000000006"
+            )
             .is_err());
         assert!(p.decrypt(&master, b"8999900000000000014").is_err());
         assert_eq!(ProtectedPackage::from_bytes(&stored).expect("parse"), p);
@@ -263,5 +416,50 @@ mod tests {
         let w = a.wrap(b"secret", b"ctx").expect("wrap");
         assert_eq!(b.unwrap(&w, b"ctx").expect("unwrap").as_slice(), b"secret");
         assert!(format!("{a:?}").contains(".."));
+    }
+}
+
+#[cfg(test)]
+mod keyring_tests {
+    use super::*;
+
+    #[test]
+    fn rotation_rewraps_and_retires_the_old_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("master.key");
+        let (ring, created) = Keyring::load_or_create(&path).expect("create");
+        assert!(created);
+        let upp = vec![0x42u8; 3000];
+        let mut p = ProtectedPackage::protect(&ring, &upp, b"ctx").expect("protect");
+        assert_eq!(p.key, 0);
+        let mut ring = ring;
+        assert_eq!(ring.rotate(&path).expect("rotate"), 1);
+        let reread = Keyring::load_or_create(&path).expect("reload").0;
+        assert_eq!(reread.ids(), vec![0, 1]);
+        assert_eq!(
+            p.decrypt(&reread, b"ctx")
+                .expect("old key still works")
+                .as_slice(),
+            upp.as_slice()
+        );
+        assert!(p.rewrap(&reread, b"ctx").expect("rewrap"));
+        assert!(!p.rewrap(&reread, b"ctx").expect("idempotent"));
+        assert_eq!(p.key, 1);
+        let mut ring = reread;
+        ring.retire_old(&path).expect("retire");
+        let only_new = Keyring::load_or_create(&path).expect("reload").0;
+        assert_eq!(only_new.ids(), vec![1]);
+        assert_eq!(
+            p.decrypt(&only_new, b"ctx").expect("new key").as_slice(),
+            upp.as_slice()
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        // The first file format, one bare hex line, is key 0.
+        let legacy = Keyring::parse(&"ab".repeat(32)).expect("legacy");
+        assert_eq!(legacy.ids(), vec![0]);
     }
 }

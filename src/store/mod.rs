@@ -252,7 +252,7 @@ impl NewProfile {
         profile_type: String,
         operator: String,
         upp: &[u8],
-        master: &crate::profile::protect::MasterKey,
+        master: &crate::profile::protect::Keyring,
     ) -> Result<NewProfile> {
         let p = crate::profile::protect::ProtectedPackage::protect(
             master,
@@ -1585,6 +1585,32 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Rewrites stored profile packages one by one: `f` gets the stored
+    /// bytes and the ICCID and returns replacement bytes, or `None` to keep
+    /// them. Each replacement is a compare-and-swap, so the pass runs beside
+    /// live traffic. `progress` hears (done, total). Returns how many changed.
+    pub fn rewrite_packages(
+        &self,
+        mut f: impl FnMut(&[u8], &str) -> Result<Option<Vec<u8>>>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<usize> {
+        let total = self.inner.tree.scan_prefix(b"b/").count();
+        let mut changed = 0;
+        for (done, kv) in self.inner.tree.scan_prefix(b"b/").enumerate() {
+            let (k, v) = kv?;
+            let iccid = String::from_utf8_lossy(&k[2..]).into_owned();
+            if let Some(new) = f(&v, &iccid)? {
+                let swapped = self.inner.tree.compare_and_swap(&k, Some(&v), Some(new))?;
+                if swapped.is_ok() {
+                    changed += 1;
+                }
+            }
+            progress(done + 1, total);
+        }
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        Ok(changed)
     }
 
     /// Drops idempotency records older than `cutoff` (Unix seconds).
