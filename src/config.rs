@@ -43,6 +43,11 @@ pub struct ProfileTypeConfig {
     /// (disabling not allowed), `ppr2` (deletion not allowed).
     #[serde(default)]
     pub profile_policy_rules: Vec<String>,
+    /// Icon file (PNG or JPEG, at most 1024 bytes, SGP.22 §5.5.3).
+    pub icon: Option<PathBuf>,
+    /// The icon's bytes and whether it is a PNG, read at start.
+    #[serde(skip)]
+    pub icon_data: Option<(bool, Vec<u8>)>,
 }
 
 fn default_profile_class() -> String {
@@ -58,6 +63,8 @@ impl ProfileTypeConfig {
             profile_class: default_profile_class(),
             profile_owner_mcc_mnc: None,
             profile_policy_rules: vec![],
+            icon: None,
+            icon_data: None,
         }
     }
 
@@ -308,6 +315,8 @@ impl Config {
                     profile_class: default_profile_class(),
                     profile_owner_mcc_mnc: Some("00101".into()),
                     profile_policy_rules: vec![],
+                    icon: None,
+                    icon_data: None,
                 };
                 [("demo".to_owned(), demo)].into_iter().collect()
             }),
@@ -338,6 +347,26 @@ impl Config {
         std::iter::once(&self.smdp_address)
             .chain(self.extra_smdp_addresses.iter())
             .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(given))
+    }
+
+    /// Reads and checks the configured profile icons (PNG or JPEG, at most
+    /// 1024 bytes): a bad icon stops the start with a clear message.
+    pub fn load_icons(&mut self) -> Result<(), String> {
+        for (name, t) in self.profile_types.iter_mut() {
+            let Some(path) = &t.icon else { continue };
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("profile type {name}: icon {}: {e}", path.display()))?;
+            let png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
+            let jpg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+            if !(png || jpg) || bytes.len() > 1024 {
+                return Err(format!(
+                    "profile type {name}: icon {} must be a PNG or JPEG of at most 1024 bytes",
+                    path.display()
+                ));
+            }
+            t.icon_data = Some((png, bytes));
+        }
+        Ok(())
     }
 
     /// Metadata for a profile type (configured, or a fallback).

@@ -335,7 +335,8 @@ async fn key_rotation(app: App, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Runs the server until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(mut config: Config) -> Result<(), String> {
+    config.load_icons()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let (pki, created) = dev::ensure(

@@ -10,17 +10,21 @@ use smdpplus::asn1::rsp::StoreMetadataRequest;
 use smdpplus::euicc::lpa::Lpa;
 use smdpplus::euicc::SoftEuicc;
 
-const CONFIG: &str = r#"
-[profile_types.locked]
-service_provider_name = "Locked Mobile"
-profile_name = "Locked"
-profile_policy_rules = ["ppr2"]
-"#;
+fn config(icon: &std::path::Path) -> String {
+    format!(
+        "[profile_types.locked]\nservice_provider_name = \"Locked Mobile\"\nprofile_name = \"Locked\"\nprofile_policy_rules = [\"ppr2\"]\nicon = \"{}\"\n",
+        icon.display()
+    )
+}
 
 #[tokio::test]
 async fn forbidden_policy_rules_make_a_profile_ineligible() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), Some(CONFIG));
+    let icon = dir.path().join("icon.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&[0u8; 40]);
+    std::fs::write(&icon, &png).expect("icon");
+    let server = Server::start(&dir.path().join("data"), Some(&config(&icon)));
     let op = server.operator();
     let ids = iccids(31, 1);
     op.add_profiles("locked", &ids).await;
@@ -64,5 +68,11 @@ async fn forbidden_policy_rules_make_a_profile_ineligible() {
     let pprs = meta.profile_policy_rules.expect("PPRs in the metadata");
     assert!(pprs.is_set(2) && !pprs.is_set(1));
     assert_eq!(meta.service_provider_name, "Locked Mobile");
+    assert_eq!(
+        meta.icon.as_deref(),
+        Some(png.as_slice()),
+        "the configured icon"
+    );
+    assert_eq!(meta.icon_type, Some(smdpplus::asn1::rsp::IconType::Png));
     assert_eq!(op.state(&ids[0]).await, "Installed");
 }

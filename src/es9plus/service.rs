@@ -12,7 +12,7 @@ use crate::asn1::der::{parse_one, DerCodec};
 use crate::asn1::rsp::{
     AuthenticateServerResponse, BoundProfilePackage, CancelSessionReason, CancelSessionResponse,
     ConfigureIsdpRequest, ControlRefTemplate, CtxParams1, EcdsaSignature, EuiccInfo1, FinalResult,
-    IccidBcd, InitialiseSecureChannelRequest, NotificationConfigurationInformation,
+    IccidBcd, IconType, InitialiseSecureChannelRequest, NotificationConfigurationInformation,
     NotificationEvent, NotificationOperation, OperatorId, PendingNotification,
     PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1, SmdpSigned2,
     StoreMetadataRequest, TransactionId,
@@ -281,8 +281,11 @@ fn profile_metadata(
         iccid: IccidBcd::from_iccid(iccid),
         service_provider_name: t.service_provider_name,
         profile_name: t.profile_name,
-        icon_type: None,
-        icon: None,
+        icon_type: t
+            .icon_data
+            .as_ref()
+            .map(|(png, _)| if *png { IconType::Png } else { IconType::Jpg }),
+        icon: t.icon_data.as_ref().map(|(_, b)| b.clone()),
         profile_class,
         notification_configuration_info: Some(vec![NotificationConfigurationInformation {
             profile_management_operation: NotificationEvent::from_operations(&[
