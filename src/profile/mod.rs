@@ -1,3 +1,5 @@
-//! Profile packages: protection at rest ([`protect`]).
+//! Profile packages: the SAIP codec ([`saip`]) and protection at rest
+//! ([`protect`]).
 
 pub mod protect;
+pub mod saip;
