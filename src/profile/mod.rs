@@ -1,5 +1,8 @@
-//! Profile packages: the SAIP codec ([`saip`]) and protection at rest
+//! Profile packages: the SAIP codec ([`saip`]), templates and their
+//! personalization ([`template`], [`params`]) and protection at rest
 //! ([`protect`]).
 
+pub mod params;
 pub mod protect;
 pub mod saip;
+pub mod template;
