@@ -248,8 +248,8 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 .store
                 .package(&rec)?
                 .ok_or_else(|| Error::internal("profile package missing"))?;
-            let upp = crate::profile::protect::ProtectedPackage::from_bytes(&stored)
-                .and_then(|p| p.decrypt(&app.keyring(), iccid.as_str().as_bytes()))
+            let upp = crate::profile::stored::StoredPackage::from_bytes(&stored)
+                .and_then(|p| p.unprotected(&app.keyring(), &app.templates, iccid.as_str()))
                 .map_err(|e| Error::internal(e.to_string()))?;
             tracing::warn!(%iccid, %operator, "unprotected profile package exported");
             Ok(

@@ -168,6 +168,8 @@ pub struct FileConfig {
     pub ci_certs: Option<Vec<PathBuf>>,
     /// See [`Config::credentials`].
     pub credentials: Option<Vec<CredentialConfig>>,
+    /// See [`Config::templates`].
+    pub templates: Option<Vec<PathBuf>>,
 }
 
 impl FileConfig {
@@ -233,6 +235,8 @@ pub struct Config {
     /// DPauth/DPpb credentials per CI; empty means the compiled-in SGP.26
     /// test credentials.
     pub credentials: Vec<CredentialConfig>,
+    /// Profile template files (TOML) besides the shipped one.
+    pub templates: Vec<PathBuf>,
 }
 
 /// Values given on the command line or in the environment.
@@ -308,6 +312,7 @@ impl Config {
             session_keys_only: file.session_keys_only.unwrap_or(false),
             ci_certs: file.ci_certs.clone().unwrap_or_default(),
             credentials: file.credentials.clone().unwrap_or_default(),
+            templates: file.templates.clone().unwrap_or_default(),
             profile_types: file.profile_types.unwrap_or_else(|| {
                 let demo = ProfileTypeConfig {
                     service_provider_name: "smdpplus demo".into(),

@@ -34,6 +34,8 @@ pub struct App {
     pub ready: Arc<AtomicBool>,
     /// DPauth/DPpb credentials and the eUICC chain validator (ES9+).
     pub es9: Arc<crate::es9plus::service::Es9Keys>,
+    /// Profile templates by id (the shipped one and `templates` from config).
+    pub templates: crate::profile::stored::Templates,
     /// The master keys that wrap every PPK at rest; replaced on rotation.
     pub keyring: Arc<std::sync::RwLock<Arc<Keyring>>>,
 }
@@ -426,6 +428,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         addr(&ops)
     );
 
+    let templates = crate::profile::stored::Templates::load(&config.templates)?;
     let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
         .map_err(|e| format!("ES9+ credentials: {e}"))?;
     let app = App {
@@ -437,6 +440,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         ready: Arc::new(AtomicBool::new(true)),
         es9: Arc::new(es9_keys),
         keyring: Arc::new(std::sync::RwLock::new(Arc::new(master))),
+        templates,
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);

@@ -241,6 +241,32 @@ pub enum ProfilesCmd {
         #[arg(required = true)]
         iccids: Vec<String>,
     },
+    /// Generate personalized template-based profiles straight into the
+    /// store of a stopped server (offline), and write the operator's
+    /// ICCID,IMSI,KI,OPC file for the HSS/AuC.
+    Generate {
+        /// Template file (default: the shipped profiles/smdpplus-usim.toml).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// How many profiles.
+        #[arg(long)]
+        count: u64,
+        /// First ICCID without its check digit (18 or 19 digits).
+        #[arg(long)]
+        iccid_start: String,
+        /// First IMSI.
+        #[arg(long)]
+        imsi_start: String,
+        /// Profile type to file them under.
+        #[arg(long)]
+        profile_type: String,
+        /// Owning operator (default: the first configured, `dev-operator`).
+        #[arg(long, default_value = crate::config::DEV_OPERATOR)]
+        operator: String,
+        /// Operator output file (default: `<data-dir>/out/<type>-<unix time>.csv`).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// Write a profile's package in clear (DER) to a file, for operators
     /// debugging their own test inventory. Needs --unprotected.
     Export {
@@ -503,6 +529,32 @@ fn s(v: &Value) -> &str {
 }
 
 async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, String> {
+    if let ProfilesCmd::Generate {
+        template,
+        count,
+        iccid_start,
+        imsi_start,
+        profile_type,
+        operator,
+        csv,
+    } = action
+    {
+        let data_dir = conn.data_dir.clone();
+        return tokio::task::spawn_blocking(move || {
+            generate_offline(
+                &data_dir,
+                template.as_deref(),
+                count,
+                &iccid_start,
+                &imsi_start,
+                &profile_type,
+                &operator,
+                csv,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    }
     let r = remote(&conn)?;
     match action {
         ProfilesCmd::List {
@@ -589,6 +641,7 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
             .await?;
             println!("added {}", v["added"]);
         }
+        ProfilesCmd::Generate { .. } => unreachable_generate()?,
         ProfilesCmd::Export {
             iccid,
             unprotected,
@@ -786,5 +839,141 @@ async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
         println!();
     }
     println!("master key {id} is current; {n} stored secrets re-wrapped; the old keys are retired");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unreachable_generate() -> Result<(), String> {
+    Err("generate runs offline".into())
+}
+
+/// Progress on a terminal: `\r` updates, at most every 1%.
+struct Progress {
+    tty: bool,
+    what: &'static str,
+    total: u64,
+    shown: u64,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Progress {
+        Progress {
+            tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            what,
+            total,
+            shown: 0,
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        if !self.tty || self.total == 0 {
+            return;
+        }
+        let step = (self.total / 100).max(1);
+        if done == self.total || done >= self.shown + step {
+            self.shown = done;
+            let width = 40u64;
+            let filled = (done * width / self.total) as usize;
+            print!(
+                "\r  {} [{}{}] {done}/{}",
+                self.what,
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled),
+                self.total
+            );
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            if done == self.total {
+                println!();
+            }
+        }
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the command's flags, passed through once"
+)]
+fn generate_offline(
+    data_dir: &std::path::Path,
+    template: Option<&std::path::Path>,
+    count: u64,
+    iccid_start: &str,
+    imsi_start: &str,
+    profile_type: &str,
+    operator: &str,
+    csv: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    use crate::profile::{generate, protect::Keyring, stored::StoredPackage, template::Template};
+    let started = std::time::Instant::now();
+    let tpl = match template {
+        Some(p) => Template::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => Template::from_toml(crate::profile::stored::DEFAULT_TEMPLATE)
+            .map_err(|e| e.to_string())?,
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let (ring, _) =
+        Keyring::load_or_create(&data_dir.join("master.key")).map_err(|e| e.to_string())?;
+    let store =
+        crate::store::Store::open(&data_dir.join("db"), crate::store::StoreOptions::default())
+            .map_err(|e| {
+                format!("{e} (stop the server first: generation writes its store directly)")
+            })?;
+    let mut rng = rand::rngs::OsRng;
+    let params: Vec<_> = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)
+        .map_err(|e| e.to_string())?
+        .collect();
+    // Nothing is written if any ICCID is taken.
+    for p in &params {
+        if store.get(&p.iccid).map_err(|e| e.to_string())?.is_some() {
+            return Err(format!(
+                "ICCID {} is already in the inventory; nothing was generated",
+                p.iccid
+            ));
+        }
+    }
+    let csv_path = csv.unwrap_or_else(|| {
+        data_dir
+            .join("out")
+            .join(format!("{profile_type}-{}.csv", crate::time::now()))
+    });
+    if let Some(dir) = csv_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut out = generate::OperatorCsv::create(&csv_path)
+        .map_err(|e| format!("{}: {e}", csv_path.display()))?;
+    let mut progress = Progress::new("generating", count);
+    const CHUNK: usize = 20_000;
+    let mut done = 0u64;
+    for chunk in params.chunks(CHUNK) {
+        let mut items = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            out.write(p)
+                .map_err(|e| format!("{}: {e}", csv_path.display()))?;
+            let stored = StoredPackage::template(&ring, &tpl, p).map_err(|e| e.to_string())?;
+            items.push(crate::store::NewProfile {
+                iccid: p.iccid.clone(),
+                profile_type: profile_type.to_owned(),
+                operator: operator.to_owned(),
+                package: stored.to_bytes(),
+            });
+        }
+        store
+            .add_profiles(&items, "smdpplus-cli", crate::time::now())
+            .map_err(|e| e.to_string())?;
+        done += chunk.len() as u64;
+        progress.set(done);
+    }
+    store.flush_blocking().map_err(|e| e.to_string())?;
+    let (path, rows) = out
+        .finish()
+        .map_err(|e| format!("{}: {e}", csv_path.display()))?;
+    println!(
+        "generated {rows} profiles of type {profile_type} for {operator} from template {} in {:.1} s",
+        tpl.id(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "operator output (ICCID,IMSI,KI,OPC; mode 0600): {}",
+        path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

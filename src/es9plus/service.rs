@@ -27,6 +27,7 @@ use crate::pki::euicc::EuiccValidator;
 use crate::pki::smdp::{SmdpCredentials, SmdpKeyring};
 use crate::pki::x509::KeyId;
 use crate::profile::protect::{Keyring, ProtectedPackage};
+use crate::profile::stored::StoredPackage;
 use crate::server::App;
 use crate::store::{Command, Ctx};
 use rand::RngCore;
@@ -634,7 +635,9 @@ pub async fn get_bound_profile_package(
         .store
         .package(&record)?
         .ok_or_else(|| Error::internal("profile package missing"))?;
-    let package = ProtectedPackage::from_bytes(&stored).map_err(internal)?;
+    let package = StoredPackage::from_bytes(&stored)
+        .and_then(|p| p.protected(&app.keyring(), &app.templates, iccid.as_str()))
+        .map_err(internal)?;
     let metadata = profile_metadata(app, &iccid, &record.profile_type)?.encode();
     let bpp = bind(
         cred,

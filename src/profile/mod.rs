@@ -8,4 +8,5 @@ pub mod params;
 pub mod protect;
 pub mod rotate;
 pub mod saip;
+pub mod stored;
 pub mod template;

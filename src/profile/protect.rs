@@ -236,6 +236,26 @@ impl Keyring {
         self.keys.iter().map(|(id, _)| *id).collect()
     }
 
+    /// Wraps a secret under the current key: (key id, wrapped bytes).
+    pub fn wrap_current(
+        &self,
+        secret: &[u8],
+        context: &[u8],
+    ) -> Result<(u32, Vec<u8>), ProtectError> {
+        let (id, k) = self.current()?;
+        Ok((id, k.wrap(secret, context)?))
+    }
+
+    /// Unwraps a secret wrapped under key `id`.
+    pub fn unwrap_with(
+        &self,
+        id: u32,
+        wrapped: &[u8],
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ProtectError> {
+        self.get(id)?.unwrap(wrapped, context)
+    }
+
     fn current(&self) -> Result<(u32, &MasterKey), ProtectError> {
         self.keys
             .last()

@@ -1,14 +1,16 @@
-//! Master key rotation (issue: keys rotate-master): a new key is added to
-//! the key file, every wrapped PPK is re-wrapped under it record by record
-//! while the server keeps serving, then the old keys are retired.
+//! Master key rotation (`smdpplus keys rotate-master`): a new key is added
+//! to the key file, every wrapped secret (PPKs and personalization values)
+//! is re-wrapped under it record by record while the server keeps serving,
+//! then the old keys are retired.
 
-use super::protect::{Keyring, ProtectedPackage};
+use super::protect::Keyring;
+use super::stored::StoredPackage;
 use crate::error::Error;
 use crate::store::Store;
 use std::path::Path;
 
-/// Re-wraps every stored PPK under the ring's current key. Returns how many
-/// records changed. `progress` hears (done, total).
+/// Re-wraps every stored secret under the ring's current key. Returns how
+/// many records changed. `progress` hears (done, total).
 pub fn rewrap_all(
     store: &Store,
     ring: &Keyring,
@@ -16,15 +18,13 @@ pub fn rewrap_all(
 ) -> Result<usize, Error> {
     store.rewrite_packages(
         |bytes, iccid| {
-            let mut p = ProtectedPackage::from_bytes(bytes)
-                .map_err(|e| Error::internal(format!("{iccid}: {e}")))?;
-            if p.rewrap(ring, iccid.as_bytes())
-                .map_err(|e| Error::internal(format!("{iccid}: {e}")))?
-            {
-                Ok(Some(p.to_bytes()))
+            let fail = |e: super::protect::ProtectError| Error::internal(format!("{iccid}: {e}"));
+            let mut p = StoredPackage::from_bytes(bytes).map_err(fail)?;
+            Ok(if p.rewrap(ring, iccid).map_err(fail)? {
+                Some(p.to_bytes())
             } else {
-                Ok(None)
-            }
+                None
+            })
         },
         progress,
     )
