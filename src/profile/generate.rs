@@ -10,6 +10,16 @@
 //! The operator's output file is the CSV the HSS/AuC needs to provision the
 //! subscriptions (ICCID, IMSI, Ki, OPc). It holds secrets in clear, so it
 //! is created with mode 0600 and never overwrites an existing file.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        reason = "generation runs inside the server: errors, not panics"
+    )
+)]
 
 use std::fmt;
 use std::fs::OpenOptions;
