@@ -196,7 +196,9 @@ pub fn personalize_all(
 /// and one row per profile (hex in upper case), for the HSS/AuC.
 ///
 /// Created with mode 0600 and refused if the file exists. Rows pass
-/// through a buffer that is zeroized after every write to the file.
+/// through a buffer that is zeroized after every write to the file; call
+/// [`OperatorCsv::finish`] to write the last rows and sync (rows still
+/// buffered when the writer is dropped are discarded, zeroized).
 pub struct OperatorCsv {
     file: std::fs::File,
     path: PathBuf,
