@@ -10,6 +10,16 @@
 //! The operator's output file is the CSV the HSS/AuC needs to provision the
 //! subscriptions (ICCID, IMSI, Ki, OPc). It holds secrets in clear, so it
 //! is created with mode 0600 and never overwrites an existing file.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        reason = "generation runs inside the server: errors, not panics"
+    )
+)]
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -186,7 +196,9 @@ pub fn personalize_all(
 /// and one row per profile (hex in upper case), for the HSS/AuC.
 ///
 /// Created with mode 0600 and refused if the file exists. Rows pass
-/// through a buffer that is zeroized after every write to the file.
+/// through a buffer that is zeroized after every write to the file; call
+/// [`OperatorCsv::finish`] to write the last rows and sync (rows still
+/// buffered when the writer is dropped are discarded, zeroized).
 pub struct OperatorCsv {
     file: std::fs::File,
     path: PathBuf,

@@ -4,6 +4,16 @@
 //!
 //! Secrets live in [`zeroize::Zeroizing`] buffers and never show in
 //! `Debug` output.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        reason = "values come from operators: errors, not panics"
+    )
+)]
 
 use std::fmt;
 

@@ -11,6 +11,16 @@
 //! function of the template and the [`Params`]: the same params always give
 //! the same bytes, which is what lets the store keep only the values of a
 //! template-based profile and rebuild the package when it is bound.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        reason = "templates and values come from operators: errors, not panics"
+    )
+)]
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -509,12 +509,13 @@ impl FileSystemPe {
 
     /// Sets a file; the name must be a component of this kind.
     pub fn set_file(&mut self, name: &str, file: File) -> Result<(), SaipError> {
-        let slot = self.kind.slot_of(name).ok_or(SaipError::Element {
-            index: 0,
-            offset: 0,
-            element: self.kind.name(),
-            source: Asn1Error::invalid("FileSystemPe", "no such file in this PE type"),
-        })?;
+        let slot = self
+            .kind
+            .slot_of(name)
+            .ok_or_else(|| SaipError::NoSuchFile {
+                pe: self.kind.type_name(),
+                file: name.to_owned(),
+            })?;
         self.files.insert(slot, file);
         Ok(())
     }

@@ -102,6 +102,14 @@ pub enum SaipError {
         /// What the last PE is.
         found: &'static str,
     },
+    /// A file name that is not a component of the PE type.
+    #[error("{pe} has no file {file}")]
+    NoSuchFile {
+        /// The PE type, e.g. `PE-USIM`.
+        pe: &'static str,
+        /// The name asked for.
+        file: String,
+    },
     /// A second ProfileHeader, or a PE-End before the last PE.
     #[error("profile element #{index} ({element}) is out of place")]
     Misplaced {
