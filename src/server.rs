@@ -4,7 +4,6 @@
 
 use crate::config::Config;
 use crate::http::{self, tls, ConnInfo, Handler, Outcome};
-use crate::ids::Iccid;
 use crate::metrics::Metrics;
 use crate::pki::dev;
 use crate::profile::protect::Keyring;
@@ -153,24 +152,44 @@ fn ops_handler(app: App) -> Handler {
 
 /// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
 /// when the store holds no profile at all.
-fn seed_demo(store: &Store, master: &Keyring, operator: &str, n: usize) -> Result<usize, String> {
+fn seed_demo(
+    store: &Store,
+    master: &Keyring,
+    templates: &crate::profile::stored::Templates,
+    operator: &str,
+    n: usize,
+) -> Result<usize, String> {
+    use crate::profile::{generate::params_iter, stored::StoredPackage};
     if n == 0 || store.counts().iter().any(|(_, c)| *c > 0) {
         return Ok(0);
     }
-    let items: Vec<NewProfile> = (0..n)
-        .filter_map(|i| Iccid::with_check_digit(&format!("89999000{:010}", i)))
-        .map(|iccid| {
-            let upp = crate::admin::placeholder_package(&iccid);
-            NewProfile::protected(
-                iccid,
-                DEMO_PROFILE_TYPE.into(),
-                operator.to_owned(),
-                &upp,
-                master,
-            )
+    // Real, personalized profiles from the shipped template: ICCIDs
+    // 89999000... (first 8999900000000000006), IMSIs 001010000000001...,
+    // secrets from the OS CSPRNG. Their Ki/OPc are nowhere but wrapped in
+    // the store: a demo inventory for downloads, not for a live network.
+    let tpl = templates
+        .get("smdpplus-usim")
+        .ok_or("the shipped template is missing")?;
+    let mut rng = rand::rngs::OsRng;
+    let items: Vec<NewProfile> = params_iter(
+        tpl,
+        n as u64,
+        "899990000000000000",
+        "001010000000001",
+        &mut rng,
+    )
+    .map_err(|e| e.to_string())?
+    .map(|p| {
+        Ok(NewProfile {
+            iccid: p.iccid.clone(),
+            profile_type: DEMO_PROFILE_TYPE.into(),
+            operator: operator.to_owned(),
+            package: StoredPackage::template(master, tpl, &p)
+                .map_err(|e| e.to_string())?
+                .to_bytes(),
         })
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    })
+    .collect::<Result<_, String>>()?;
     store
         .add_profiles(&items, "smdpplus", crate::time::now())
         .map_err(|e| e.to_string())
@@ -384,9 +403,11 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             ring
         }
     };
+    let templates = crate::profile::stored::Templates::load(&config.templates)?;
     let seeded = seed_demo(
         &store,
         &master,
+        &templates,
         config.dev_operator(),
         config.seed_demo_profiles,
     )?;
@@ -428,7 +449,6 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         addr(&ops)
     );
 
-    let templates = crate::profile::stored::Templates::load(&config.templates)?;
     let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
         .map_err(|e| format!("ES9+ credentials: {e}"))?;
     let app = App {
