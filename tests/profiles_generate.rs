@@ -1,0 +1,164 @@
+//! `smdpplus profiles generate`: personalized template-based profiles
+//! written offline into the store, the operator CSV (0600), and the real
+//! server binding them at download time: the software eUICC installs the
+//! very package `profiles export --unprotected` writes, every time the same.
+
+mod common;
+
+use common::{status, Server, EID};
+use serde_json::json;
+use smdpplus::euicc::lpa::Lpa;
+use smdpplus::euicc::SoftEuicc;
+use smdpplus::profile::saip::Profile;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+#[tokio::test]
+async fn generated_profiles_download_and_export_identically() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let csv = dir.path().join("out.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_smdpplus"))
+        .args([
+            "profiles",
+            "generate",
+            "--count",
+            "50",
+            "--iccid-start",
+            "894477000000000000",
+            "--imsi-start",
+            "001019000000000",
+        ])
+        .args(["--profile-type", "gen", "--data-dir"])
+        .arg(&data)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .expect("generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows[0], "ICCID,IMSI,KI,OPC");
+    assert_eq!(rows.len(), 51);
+    assert_eq!(
+        std::fs::metadata(&csv).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let first: Vec<&str> = rows[1].split(',').collect();
+    let iccid = first[0].to_owned();
+    assert!(smdpplus::ids::Iccid::parse(&iccid)
+        .expect("iccid")
+        .luhn_ok());
+    assert_eq!(first[1], "001019000000000");
+    assert_eq!(
+        rows[2].split(',').nth(1),
+        Some("001019000000001"),
+        "consecutive IMSIs"
+    );
+    // Generating into the same range again is refused and writes nothing.
+    let again = Command::new(env!("CARGO_BIN_EXE_smdpplus"))
+        .args([
+            "profiles",
+            "generate",
+            "--count",
+            "5",
+            "--iccid-start",
+            "894477000000000000",
+            "--imsi-start",
+            "001019000000100",
+        ])
+        .args(["--profile-type", "gen", "--data-dir"])
+        .arg(&data)
+        .arg("--csv")
+        .arg(dir.path().join("again.csv"))
+        .output()
+        .expect("generate");
+    assert!(!again.status.success());
+    assert!(!dir.path().join("again.csv").exists());
+    // Ki and OPc are nowhere in clear in the store files.
+    let ki = first[2].to_ascii_lowercase();
+    for entry in walk(&data.join("db")) {
+        let bytes = std::fs::read(&entry).expect("db file");
+        let hexed = hex::encode(&bytes);
+        assert!(!hexed.contains(&ki), "Ki in clear in {}", entry.display());
+    }
+
+    let server = Server::start(&data, None);
+    let op = server.operator();
+    let (_, v) = op
+        .call("downloadOrder", json!({"iccid": iccid, "eid": EID}))
+        .await;
+    assert_eq!(status(&v), "Executed-Success", "{v}");
+    let (_, v) = op
+        .call("confirmOrder", json!({"iccid": iccid, "releaseFlag": true}))
+        .await;
+    assert_eq!(status(&v), "Executed-Success");
+    let lpa = Lpa::new(
+        &format!("localhost:{}", server.es9.port()),
+        Lpa::sgp26_roots(),
+        false,
+    )
+    .expect("lpa");
+    let report = lpa
+        .download(
+            &mut SoftEuicc::sgp26_nist().expect("euicc"),
+            None,
+            None,
+            &mut |_| {},
+        )
+        .await
+        .expect("download");
+    assert_eq!(report.installed.iccid.as_str(), iccid);
+    // A real SAIP package: it decodes, names the ICCID, and carries the Ki.
+    let profile = Profile::decode(&report.installed.upp).expect("SAIP decodes");
+    assert_eq!(profile.iccid().map(|i| i.to_string()), Some(iccid.clone()));
+    assert!(
+        hex::encode(&report.installed.upp).contains(&ki),
+        "the personalized Ki is in the package"
+    );
+
+    let export = |name: &str| {
+        let path = dir.path().join(name);
+        let o = Command::new(env!("CARGO_BIN_EXE_smdpplus"))
+            .args([
+                "profiles",
+                "export",
+                &iccid,
+                "--unprotected",
+                "--server",
+                &format!("https://localhost:{}", server.es2.port()),
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--output")
+            .arg(&path)
+            .output()
+            .expect("export");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(path).expect("exported")
+    };
+    let a = export("a.der");
+    let b = export("b.der");
+    assert_eq!(a, b, "the same profile always generates the same bytes");
+    assert_eq!(
+        a, report.installed.upp,
+        "the eUICC installed exactly the exported package"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
