@@ -15,7 +15,7 @@ use smdpplus::profile::generate::{
     generate, params_iter, write_operator_csv, GenerateError, OperatorCsv,
 };
 use smdpplus::profile::params::{Params, Pin};
-use smdpplus::profile::protect::{MasterKey, ProtectedPackage};
+use smdpplus::profile::protect::{Keyring, MasterKey, ProtectedPackage};
 use smdpplus::profile::saip::ef::{self, Imsi};
 use smdpplus::profile::saip::*;
 use smdpplus::profile::template::Template;
@@ -253,7 +253,7 @@ fn regeneration_is_byte_identical() {
 #[test]
 fn a_protected_package_decrypts_to_the_same_bytes() {
     let t = template();
-    let master = MasterKey::from_bytes([0x42; 32]);
+    let master = Keyring::single(0, MasterKey::from_bytes([0x42; 32]));
     for g in
         generate(&t, 5, "899990000000000000", "001010000000000", &mut rng(4)).expect("generate")
     {
