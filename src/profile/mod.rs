@@ -4,6 +4,7 @@
 //! rotation ([`rotate`]).
 
 pub mod generate;
+pub mod import;
 pub mod params;
 pub mod protect;
 pub mod rotate;
