@@ -11,6 +11,8 @@
 //! | GET | `/smdpplus/admin/v1/profiles/{iccid}/package?unprotected=true` | the package in clear (debugging) |
 //! | PUT | `/smdpplus/admin/v1/profiles/{iccid}/expiry` | set an order's expiry |
 //! | GET | `/smdpplus/admin/v1/outbox` | pending notifications |
+//! | POST | `/smdpplus/admin/v1/mobileplans/orders` | place a Mobile Plans purchase (checkout) |
+//! | GET | `/smdpplus/admin/v1/mobileplans/orders/{transactionId}` | the order and its callback decision |
 
 use crate::error::{Blame, Error};
 use crate::http::{self, ConnInfo, Outcome};
@@ -41,6 +43,23 @@ impl From<Error> for AdminError {
             Blame::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         AdminError(status, e.message, Some(e.code.to_string()))
+    }
+}
+
+impl From<crate::mobileplans::MpError> for AdminError {
+    fn from(e: crate::mobileplans::MpError) -> AdminError {
+        use crate::mobileplans::MpError;
+        let message = match &e {
+            MpError::BadRequest { parameter, message } if !parameter.is_empty() => {
+                format!("{parameter}: {message}")
+            }
+            MpError::BadRequest { message, .. }
+            | MpError::Forbidden(message)
+            | MpError::NotFound(message)
+            | MpError::Conflict { message, .. }
+            | MpError::Internal(message) => message.clone(),
+        };
+        AdminError(e.status(), message, None)
     }
 }
 
@@ -280,6 +299,27 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
             )?;
             app.store.sync().await?;
             Ok(json!({"profile": profile_view(&applied.record)}))
+        }
+        (Method::POST, ["mobileplans", "orders"]) => {
+            let v = json_body(app, req).await?;
+            let c = crate::mobileplans::Checkout::from_json(&v, crate::time::now())?;
+            let (order, created) = crate::mobileplans::checkout(app, &operator, &c).await?;
+            let answer = crate::mobileplans::decide(app, order)?;
+            Ok(json!({"created": created, "decision": answer.to_json()}))
+        }
+        (Method::GET, ["mobileplans", "orders", txid]) => {
+            let txid = crate::http::query::percent_decode(txid, false)
+                .ok_or_else(|| bad("the transactionId is not valid percent-encoded UTF-8"))?;
+            let lookup = crate::mobileplans::Lookup::Transaction(txid);
+            let order = crate::mobileplans::find(app, &lookup)?;
+            if order.operator != operator {
+                return Err(AdminError(
+                    StatusCode::NOT_FOUND,
+                    "no such Mobile Plans order".into(),
+                    None,
+                ));
+            }
+            Ok(json!({"decision": crate::mobileplans::decide(app, order)?.to_json()}))
         }
         (Method::GET, ["outbox"]) => {
             let items: Vec<_> = app

@@ -118,6 +118,82 @@ impl Default for OutboxConfig {
     }
 }
 
+/// Windows Mobile Plans: the public addresses of this deployment
+/// (mobile-plans.md §1 "Service configuration", §5 "Walled garden").
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MobilePlansConfig {
+    /// The portal URI registered with Microsoft: https, no port.
+    /// Default `https://<smdp_address>/portal`.
+    pub portal_url: Option<String>,
+    /// The GetBalance base URL (`moBaseUrl`, which includes `/v1`): https,
+    /// no port. Default `https://<smdp_address>/v1`.
+    pub getbalance_url: Option<String>,
+}
+
+/// How GetBalance callers authenticate (mobile-plans.md §4 "Auth").
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GetBalanceAuth {
+    /// A client certificate chaining to `client_ca` whose subject is
+    /// `client_subject`.
+    #[default]
+    Mtls,
+    /// HTTP basic authentication with `basic_user` and the password whose
+    /// SHA-256 is `basic_password_sha256`.
+    Basic,
+}
+
+/// The GetBalance API (mobile-plans.md §4).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GetBalanceConfig {
+    /// `mtls` or `basic`.
+    pub auth: GetBalanceAuth,
+    /// CA files (PEM) the caller's client certificate must chain to.
+    /// Default: the dev operator CA. Microsoft's chains to DigiCert Global
+    /// Root G2.
+    pub client_ca: Option<Vec<PathBuf>>,
+    /// The expected subject of the caller's certificate, as
+    /// `C=US, ST=WA, L=Redmond, O=Microsoft Corporation, CN=partners.datamart.windows.com`
+    /// (the default). Attribute order and spacing do not matter.
+    pub client_subject: String,
+    /// Basic auth user name.
+    pub basic_user: Option<String>,
+    /// Hex SHA-256 of the basic auth password (the password itself is
+    /// never written in the configuration).
+    pub basic_password_sha256: Option<String>,
+    /// Requests per second accepted before 429 (token bucket refill rate).
+    pub rate_limit_per_sec: u32,
+    /// Requests accepted in a burst before 429 (token bucket size).
+    pub rate_limit_burst: u32,
+    /// How long an X-MS-DM-TransactionId is remembered for 409 (seconds).
+    pub transaction_id_window_secs: u64,
+    /// How many X-MS-DM-TransactionIds are remembered at most.
+    pub transaction_id_window_max: usize,
+}
+
+/// The subject Microsoft's GetBalance client certificate carries
+/// (mobile-plans.md §4 "Auth").
+pub const MICROSOFT_GETBALANCE_SUBJECT: &str =
+    "C=US, ST=WA, L=Redmond, O=Microsoft Corporation, CN=partners.datamart.windows.com";
+
+impl Default for GetBalanceConfig {
+    fn default() -> Self {
+        GetBalanceConfig {
+            auth: GetBalanceAuth::Mtls,
+            client_ca: None,
+            client_subject: MICROSOFT_GETBALANCE_SUBJECT.into(),
+            basic_user: None,
+            basic_password_sha256: None,
+            rate_limit_per_sec: 2000,
+            rate_limit_burst: 4000,
+            transaction_id_window_secs: 3600,
+            transaction_id_window_max: 1_000_000,
+        }
+    }
+}
+
 /// The TOML file. Every key is optional.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +208,14 @@ pub struct FileConfig {
     pub es2_listen: Option<SocketAddr>,
     /// See [`Config::ops_listen`].
     pub ops_listen: Option<SocketAddr>,
+    /// See [`Config::operator_web_listen`].
+    pub operator_web_listen: Option<SocketAddr>,
+    /// See [`Config::getbalance_listen`].
+    pub getbalance_listen: Option<SocketAddr>,
+    /// See [`Config::mobile_plans`].
+    pub mobile_plans: Option<MobilePlansConfig>,
+    /// See [`Config::getbalance`].
+    pub getbalance: Option<GetBalanceConfig>,
     /// See [`Config::tls_cert`].
     pub tls_cert: Option<PathBuf>,
     /// See [`Config::tls_key`].
@@ -193,6 +277,15 @@ pub struct Config {
     pub es2_listen: SocketAddr,
     /// Plain-HTTP operations listener: /metrics, /healthz, /readyz.
     pub ops_listen: SocketAddr,
+    /// Operator-web HTTPS listener: the Mobile Plans callback decision API
+    /// (and later the portal).
+    pub operator_web_listen: SocketAddr,
+    /// GetBalance HTTPS listener (client certificate requested, not required).
+    pub getbalance_listen: SocketAddr,
+    /// Mobile Plans public addresses.
+    pub mobile_plans: MobilePlansConfig,
+    /// GetBalance API settings.
+    pub getbalance: GetBalanceConfig,
     /// TLS server certificate chain (PEM). Default: the dev DPtls cert.
     pub tls_cert: Option<PathBuf>,
     /// TLS server key (PEM). Default: the dev DPtls key.
@@ -252,6 +345,10 @@ pub struct Overrides {
     pub es2_listen: Option<SocketAddr>,
     /// `--ops-listen` / `SMDPPLUS_OPS_LISTEN`.
     pub ops_listen: Option<SocketAddr>,
+    /// `--operator-web-listen` / `SMDPPLUS_OPERATOR_WEB_LISTEN`.
+    pub operator_web_listen: Option<SocketAddr>,
+    /// `--getbalance-listen` / `SMDPPLUS_GETBALANCE_LISTEN`.
+    pub getbalance_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -272,6 +369,10 @@ impl Config {
             .master_key_file
             .clone()
             .unwrap_or_else(|| data_dir.join("master.key"));
+        let mut getbalance = file.getbalance.unwrap_or_default();
+        if getbalance.client_ca.is_none() {
+            getbalance.client_ca = Some(vec![data_dir.join("pki").join("operator-ca.crt")]);
+        }
         Config {
             master_key_file,
             operator_ca: file
@@ -294,6 +395,16 @@ impl Config {
                 .ops_listen
                 .or(file.ops_listen)
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            operator_web_listen: o
+                .operator_web_listen
+                .or(file.operator_web_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8445))),
+            getbalance_listen: o
+                .getbalance_listen
+                .or(file.getbalance_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8446))),
+            mobile_plans: file.mobile_plans.unwrap_or_default(),
+            getbalance,
             tls_cert: file.tls_cert,
             tls_key: file.tls_key,
             max_body_bytes: file.max_body_bytes.unwrap_or(64 * 1024),
@@ -380,6 +491,22 @@ impl Config {
             .get(name)
             .cloned()
             .unwrap_or_else(|| ProfileTypeConfig::fallback(name))
+    }
+
+    /// The portal URI registered with Microsoft (mobile-plans.md §1).
+    pub fn portal_url(&self) -> String {
+        self.mobile_plans
+            .portal_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/portal", self.smdp_address))
+    }
+
+    /// The GetBalance base URL, `moBaseUrl` (mobile-plans.md §4).
+    pub fn getbalance_url(&self) -> String {
+        self.mobile_plans
+            .getbalance_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/v1", self.smdp_address))
     }
 
     /// Looks up a configured operator.

@@ -29,6 +29,7 @@ pub mod euicc;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod mobileplans;
 pub mod pki;
 pub mod profile;
 pub mod server;

@@ -1,4 +1,4 @@
-//! Wiring: opens the store, makes the dev PKI, binds the three listeners,
+//! Wiring: opens the store, makes the dev PKI, binds the listeners,
 //! runs the background workers (outbox, expiry sweeper), and shuts down
 //! gracefully on SIGTERM or SIGINT.
 
@@ -83,6 +83,13 @@ fn es9_handler(app: App) -> Handler {
     boxed(move |req, _conn| {
         let app = app.clone();
         Box::pin(async move { crate::es9plus::handle(app, req).await })
+    })
+}
+
+fn web_handler(app: App) -> Handler {
+    boxed(move |req, _conn| {
+        let app = app.clone();
+        Box::pin(async move { crate::mobileplans::web::handle(app, req).await })
     })
 }
 
@@ -195,7 +202,8 @@ fn seed_demo(
         .map_err(|e| e.to_string())
 }
 
-/// Expires orders whose time to live ran out, and prunes idempotency records.
+/// Expires orders whose time to live ran out, releases profiles whose
+/// scheduled release time has come, and prunes idempotency records.
 async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut last_prune = 0i64;
     loop {
@@ -230,6 +238,10 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "expiry scan failed"),
+        }
+        // Delayed downloads whose release time has come (issue 5 §1).
+        if crate::mobileplans::release_due(&app, now).await > 0 {
+            app.outbox_wake.notify_one();
         }
         match app.store.sweep_sessions(now) {
             Ok(n) if n > 0 => tracing::debug!(expired = n, "RSP sessions expired"),
@@ -425,6 +437,8 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let cas: Vec<&std::path::Path> = config.operator_ca.iter().map(|p| p.as_path()).collect();
     let es2_tls = tls::es2_server(&identity, &cas, &operator_ids).map_err(|e| e.to_string())?;
     let es9_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
+    // The operator-web listener is browser-facing: server authentication only.
+    let web_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
 
     let bind = |addr| async move {
         TcpListener::bind(addr)
@@ -434,19 +448,23 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let es9 = bind(config.es9_listen).await?;
     let es2 = bind(config.es2_listen).await?;
     let ops = bind(config.ops_listen).await?;
+    let web = bind(config.operator_web_listen).await?;
     let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     println!(
-        "smdpplus: ES9+ on https://{}  ES2+ on https://{} (mutual TLS)  operations on http://{}",
+        "smdpplus: ES9+ on https://{}  ES2+ on https://{} (mutual TLS)  operations on http://{}  operator web on https://{}",
         addr(&es9),
         addr(&es2),
-        addr(&ops)
+        addr(&ops),
+        addr(&web)
     );
-    // Machine-readable line for scripts and tests.
+    // Machine-readable line for scripts and tests; new listeners are
+    // appended as more `key=address` pairs.
     println!(
-        "ready es9={} es2={} ops={}",
+        "ready es9={} es2={} ops={} web={}",
         addr(&es9),
         addr(&es2),
-        addr(&ops)
+        addr(&ops),
+        addr(&web)
     );
 
     let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
@@ -489,6 +507,15 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             ops,
             None,
             ops_handler(app.clone()),
+            m.clone(),
+            rx.clone(),
+            drain,
+        )),
+        tokio::spawn(http::serve(
+            "operator-web",
+            web,
+            Some(web_tls),
+            web_handler(app.clone()),
             m,
             rx.clone(),
             drain,

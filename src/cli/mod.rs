@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// Operations (metrics, health) listen address.
     #[arg(long, env = "SMDPPLUS_OPS_LISTEN")]
     pub ops_listen: Option<SocketAddr>,
+    /// Operator-web (Mobile Plans callback decision API) listen address.
+    #[arg(long, env = "SMDPPLUS_OPERATOR_WEB_LISTEN")]
+    pub operator_web_listen: Option<SocketAddr>,
+    /// GetBalance API listen address.
+    #[arg(long, env = "SMDPPLUS_GETBALANCE_LISTEN")]
+    pub getbalance_listen: Option<SocketAddr>,
 }
 
 /// How to reach a running server's ES2+ listener.
@@ -402,6 +408,8 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             es9_listen: a.es9_listen,
             es2_listen: a.es2_listen,
             ops_listen: a.ops_listen,
+            operator_web_listen: a.operator_web_listen,
+            getbalance_listen: a.getbalance_listen,
         },
     );
     crate::server::run(config).await?;

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod fields;
+pub mod query;
 pub mod tls;
 
 use crate::error::{codes, Error};

@@ -21,6 +21,8 @@
 //! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
 //! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
 //! | `y/` | expiry (u64 BE) transactionId | - (session expiry) |
+//! | `u/` `k/` `l/` `d/` `r/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
+//! | `g/` | ICCID | SIM balance ([`balance`]) |
 //!
 //! Index entries are derived from the record alone ([`index_keys`]), and every
 //! write replaces the old record's entries with the new one's, so indexes
@@ -31,7 +33,9 @@
 //! transaction committed before the call durable; concurrent callers share
 //! one fsync (group commit). Callers acknowledge a transition only after it.
 
+pub mod balance;
 pub mod lifecycle;
+pub mod mobileplans;
 pub mod record;
 
 use crate::error::{codes, Error, Result, StatusCode};
@@ -367,6 +371,9 @@ pub fn index_keys(r: &ProfileRecord) -> Vec<Vec<u8>> {
 /// Errors inside a transaction closure.
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<TxAbort>>;
 
+/// More writes in the transaction of a command, given the record after it.
+type Then<'a> = dyn Fn(&TransactionalTree, &ProfileRecord) -> TxResult<()> + 'a;
+
 /// Why a transaction was aborted.
 #[derive(Debug)]
 enum TxAbort {
@@ -374,6 +381,18 @@ enum TxAbort {
     Gsma(Error),
     /// The chosen pool candidate was taken meanwhile: choose again.
     Retry,
+}
+
+/// The caller's result of a transaction that does not retry.
+fn tx_result<T>(r: std::result::Result<T, TransactionError<TxAbort>>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(TxAbort::Gsma(e))) => Err(e),
+        Err(TransactionError::Abort(TxAbort::Retry)) => {
+            Err(Error::internal("transaction asked for a retry"))
+        }
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
 }
 
 fn gsma<T>(e: Error) -> TxResult<T> {
@@ -621,6 +640,14 @@ impl Store {
     /// idempotency record in one transaction. Not yet durable: call
     /// [`Store::sync`] before acknowledging.
     pub fn apply(&self, cmd: &Command, ctx: &Ctx<'_>) -> Result<Applied> {
+        self.apply_then(cmd, ctx, None)
+    }
+
+    /// Like [`Store::apply`], and when the command succeeds, `then` writes
+    /// more records in the same transaction (a Mobile Plans order beside its
+    /// profile's transition). `then` may run more than once (sled retries
+    /// conflicting transactions), so it must only write through `tx`.
+    fn apply_then(&self, cmd: &Command, ctx: &Ctx<'_>, then: Option<&Then<'_>>) -> Result<Applied> {
         // Pool allocation picks its candidate outside the transaction.
         let alloc_guard = match cmd {
             Command::DownloadOrder { iccid: None, .. } => Some(
@@ -641,10 +668,13 @@ impl Store {
                 } => Some(self.pick_from_pool(operator, t)?),
                 _ => None,
             };
-            let result = self
-                .inner
-                .tree
-                .transaction(|tx| self.apply_tx(tx, cmd, ctx, candidate.as_ref()));
+            let result = self.inner.tree.transaction(|tx| {
+                let applied = self.apply_tx(tx, cmd, ctx, candidate.as_ref())?;
+                if let (Some(then), None) = (then, &applied.refusal) {
+                    then(tx, &applied.record)?;
+                }
+                Ok(applied)
+            });
             match result {
                 Ok(mut applied) => {
                     drop(alloc_guard);

@@ -28,6 +28,8 @@ pub struct Server {
     pub es9: SocketAddr,
     pub es2: SocketAddr,
     pub ops: SocketAddr,
+    /// The operator-web listener (Mobile Plans decision API).
+    pub web: SocketAddr,
 }
 
 impl Server {
@@ -47,6 +49,8 @@ impl Server {
                 "--es2-listen",
                 "127.0.0.1:0",
                 "--ops-listen",
+                "127.0.0.1:0",
+                "--operator-web-listen",
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "info")
@@ -85,18 +89,14 @@ impl Server {
                 }
             };
             if let Some(rest) = line.strip_prefix("ready ") {
-                let mut addrs = rest.split(' ').map(|kv| {
-                    kv.split_once('=')
-                        .expect("k=v")
-                        .1
-                        .parse::<SocketAddr>()
-                        .expect("addr")
-                });
-                let (es9, es2, ops) = (
-                    addrs.next().expect("es9"),
-                    addrs.next().expect("es2"),
-                    addrs.next().expect("ops"),
-                );
+                // `ready key=address ...`: listeners by name, in any order.
+                let addrs: std::collections::HashMap<&str, SocketAddr> = rest
+                    .split(' ')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k, v.parse::<SocketAddr>().expect("addr")))
+                    .collect();
+                let get = |k: &str| *addrs.get(k).unwrap_or_else(|| panic!("no {k}= in {line}"));
+                let (es9, es2, ops, web) = (get("es9"), get("es2"), get("ops"), get("web"));
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || while rx.recv().is_ok() {});
                 return Server {
@@ -105,6 +105,7 @@ impl Server {
                     es9,
                     es2,
                     ops,
+                    web,
                 };
             }
         }
@@ -123,6 +124,31 @@ impl Server {
             &p.operator_client_cert,
             &p.operator_client_key,
             &p.ci_cert,
+        )
+    }
+
+    /// An HTTPS client for the operator-web listener (server-authenticated;
+    /// trusts the dev TLS certificate's CI).
+    pub fn web_client(&self) -> Client {
+        let cfg = tls::client(&[self.pki().ci_cert.as_path()], None, false).expect("client config");
+        Client::new(cfg, Duration::from_secs(30))
+    }
+
+    /// A request to the operator-web listener: (status, JSON).
+    pub async fn web_call(&self, method: hyper::Method, path_and_query: &str) -> (u16, Value) {
+        let r = self
+            .web_client()
+            .request(
+                method,
+                &format!("https://localhost:{}{path_and_query}", self.web.port()),
+                &[],
+                vec![],
+            )
+            .await
+            .expect("operator-web call");
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
         )
     }
 

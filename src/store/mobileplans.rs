@@ -1,0 +1,554 @@
+//! Windows Mobile Plans orders (mobile-plans.md §2, §6): what a portal
+//! checkout bought, under the Mobile Plans `transactionId`, with the
+//! options that decide the callback (network registration now or later, a
+//! scheduled release) and the durable schedule of releases.
+//!
+//! Keys (in the profiles' tree, so an order is written in the same
+//! transaction as its profile's transition and its balance credit):
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `u/` | order id (u64 BE) | [`MobilePlansOrder`] |
+//! | `k/` | transactionId | order id (u64 BE): one order per transactionId |
+//! | `l/` | ICCID `/` order id (u64 BE) | order id (orders of a line) |
+//! | `d/` | EID `/` order id (u64 BE) | order id (orders of an eUICC) |
+//! | `r/` | release time (u64 BE) order id (u64 BE) | order id (pending scheduled releases) |
+//!
+//! As for profiles, index entries derive from the record alone
+//! ([`order_index_keys`]) and each write replaces the old record's entries.
+
+use super::balance::{credit_tx, remove_bucket_tx, Credit};
+use super::{decode, encode, gsma, key, Command, Ctx, Store, TxResult, RECORD_VERSION};
+use crate::error::{codes, Error, Result};
+use crate::ids::{Eid, Iccid};
+use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
+use std::sync::atomic::Ordering;
+
+/// What the purchase is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderKind {
+    /// A new eSIM profile: downloadOrder bound to the EID and confirmOrder
+    /// (mobile-plans.md §6); a download callback tells the app.
+    Profile,
+    /// Balance added to an existing line, a warm physical SIM or an
+    /// installed eSIM (mobile-plans.md §1, "Warm pSIM", "Top-up").
+    Balance,
+}
+
+/// When the device may register on the network (mobile-plans.md §2,
+/// "Async connectivity").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Registration {
+    /// At once: inline download and connectivity.
+    Now,
+    /// Later: `networkRegistrationInterval` minutes, as requested (the
+    /// callback rounds it to 15).
+    Later {
+        /// Minutes.
+        interval_minutes: u32,
+    },
+}
+
+/// Where an order stands on the portal's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Placed.
+    Open,
+    /// The user cancelled the purchase (notifyCancelledPurchase); the order
+    /// was cancelled at the SM-DP+.
+    Cancelled,
+    /// The portal withdrew the delayed download (notifyOperationCancel)
+    /// before its release; the order was cancelled at the SM-DP+.
+    Withdrawn,
+}
+
+/// A value of `userAccount`, `purchaseInstrument` or `line`
+/// (mobile-plans.md §2, purchase metadata; lowercase in code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    /// `new`.
+    New,
+    /// `existing`.
+    Existing,
+    /// `bailed`.
+    Bailed,
+    /// `none`.
+    None,
+}
+
+impl Choice {
+    /// The enum member name in JavaScript (`MobilePlansUserAccount.new`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::New => "new",
+            Choice::Existing => "existing",
+            Choice::Bailed => "bailed",
+            Choice::None => "none",
+        }
+    }
+
+    /// Parses a member name, case-insensitively (the table writes `New`,
+    /// code writes `new`).
+    pub fn parse(s: &str) -> Option<Choice> {
+        [Choice::New, Choice::Existing, Choice::Bailed, Choice::None]
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// The purchase metadata the portal reports in the callback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseMetadata {
+    /// `userAccount`.
+    pub user_account: Choice,
+    /// `purchaseInstrument`.
+    pub purchase_instrument: Choice,
+    /// `line` (also sent as `lineType`).
+    pub line: Choice,
+    /// `planName`: non-empty on success.
+    pub plan_name: String,
+}
+
+/// One Mobile Plans purchase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MobilePlansOrder {
+    /// Record version.
+    pub v: u32,
+    /// Order id (store-generated, increasing).
+    pub id: u64,
+    /// The Mobile Plans `transactionId` of the portal launch (at most 64
+    /// characters), logged with every decision.
+    pub transaction_id: String,
+    /// The operator.
+    pub operator: String,
+    /// What was bought.
+    pub kind: OrderKind,
+    /// The eUICC (eSIM), or none (physical SIM).
+    pub eid: Option<String>,
+    /// The profile ordered, or the line topped up.
+    pub iccid: String,
+    /// The MatchingID of the profile's order at confirmOrder: the profile
+    /// still belongs to this purchase while its record carries it.
+    pub matching_id: Option<String>,
+    /// Network registration now or later.
+    pub registration: Registration,
+    /// Unix time of the scheduled release (delayed download), if any.
+    pub release_at: Option<i64>,
+    /// When smdpplus released the profile at the scheduled time.
+    pub released_at: Option<i64>,
+    /// Why the scheduled release could not be done.
+    pub release_error: Option<String>,
+    /// Open, cancelled or withdrawn.
+    pub status: OrderStatus,
+    /// Unix time of the last status change.
+    pub status_at: i64,
+    /// The purchase metadata.
+    pub metadata: PurchaseMetadata,
+    /// The balance bucket this purchase credited, if any.
+    pub bucket: Option<String>,
+    /// Unix time of the checkout.
+    pub created_at: i64,
+    /// Unix time of the last change.
+    pub updated_at: i64,
+}
+
+impl MobilePlansOrder {
+    /// A release is scheduled and has not happened.
+    pub fn release_pending(&self) -> bool {
+        self.status == OrderStatus::Open
+            && self.kind == OrderKind::Profile
+            && self.release_at.is_some()
+            && self.released_at.is_none()
+            && self.release_error.is_none()
+    }
+}
+
+/// A new order, before the store gives it an id.
+#[derive(Clone, Debug)]
+pub struct NewOrder {
+    /// See [`MobilePlansOrder::transaction_id`].
+    pub transaction_id: String,
+    /// See [`MobilePlansOrder::operator`].
+    pub operator: String,
+    /// See [`MobilePlansOrder::kind`].
+    pub kind: OrderKind,
+    /// See [`MobilePlansOrder::eid`].
+    pub eid: Option<Eid>,
+    /// See [`MobilePlansOrder::iccid`] (a profile order learns it from
+    /// downloadOrder).
+    pub iccid: Option<Iccid>,
+    /// See [`MobilePlansOrder::registration`].
+    pub registration: Registration,
+    /// See [`MobilePlansOrder::release_at`].
+    pub release_at: Option<i64>,
+    /// See [`MobilePlansOrder::metadata`].
+    pub metadata: PurchaseMetadata,
+    /// The balance the purchase credits, if any.
+    pub credit: Option<Credit>,
+}
+
+fn order_key(id: u64) -> Vec<u8> {
+    key("u/", &[&id.to_be_bytes()])
+}
+fn txid_key(transaction_id: &str) -> Vec<u8> {
+    key("k/", &[transaction_id.as_bytes()])
+}
+
+/// The index keys an order implies; every value is the order id (u64 BE).
+pub fn order_index_keys(o: &MobilePlansOrder) -> Vec<Vec<u8>> {
+    let id = o.id.to_be_bytes();
+    let mut out = vec![
+        txid_key(&o.transaction_id),
+        key("l/", &[o.iccid.as_bytes(), b"/", &id]),
+    ];
+    if let Some(eid) = &o.eid {
+        out.push(key("d/", &[eid.as_bytes(), b"/", &id]));
+    }
+    if let (true, Some(t)) = (o.release_pending(), o.release_at) {
+        out.push(key("r/", &[&(t.max(0) as u64).to_be_bytes(), &id]));
+    }
+    out
+}
+
+fn id_of(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// Writes an order and moves its index entries from `old`'s to its own.
+fn write_order(
+    tx: &TransactionalTree,
+    old: Option<&MobilePlansOrder>,
+    new: &MobilePlansOrder,
+) -> TxResult<()> {
+    let old_keys = old.map(order_index_keys).unwrap_or_default();
+    let new_keys = order_index_keys(new);
+    for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+        tx.remove(k.as_slice())?;
+    }
+    for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+        tx.insert(k.as_slice(), &new.id.to_be_bytes()[..])?;
+    }
+    tx.insert(order_key(new.id), encode(new))?;
+    Ok(())
+}
+
+fn load_order_tx(tx: &TransactionalTree, id: u64) -> TxResult<MobilePlansOrder> {
+    match tx.get(order_key(id))? {
+        Some(v) => decode(&v),
+        None => gsma(Error::internal(format!(
+            "Mobile Plans order {id} is missing"
+        ))),
+    }
+}
+
+/// Creates the order record inside a transaction: refuses a transactionId
+/// that already has one, credits the balance if the purchase carries one.
+fn create_order_tx(
+    tx: &TransactionalTree,
+    new: &NewOrder,
+    iccid: &Iccid,
+    matching_id: Option<String>,
+    now: i64,
+) -> TxResult<MobilePlansOrder> {
+    if tx.get(txid_key(&new.transaction_id))?.is_some() {
+        return gsma(Error::refused(
+            codes::ICCID_IN_USE,
+            format!(
+                "transactionId {:?} already has an order",
+                new.transaction_id
+            ),
+        ));
+    }
+    let id = tx.generate_id()?;
+    let bucket = match &new.credit {
+        Some(c) => Some(credit_tx(tx, &new.operator, iccid, c, Some(id), now)?.1),
+        None => None,
+    };
+    let order = MobilePlansOrder {
+        v: RECORD_VERSION,
+        id,
+        transaction_id: new.transaction_id.clone(),
+        operator: new.operator.clone(),
+        kind: new.kind,
+        eid: new.eid.as_ref().map(|e| e.as_str().to_owned()),
+        iccid: iccid.as_str().to_owned(),
+        matching_id,
+        registration: new.registration,
+        release_at: new.release_at,
+        released_at: None,
+        release_error: None,
+        status: OrderStatus::Open,
+        status_at: now,
+        metadata: new.metadata.clone(),
+        bucket,
+        created_at: now,
+        updated_at: now,
+    };
+    write_order(tx, None, &order)?;
+    Ok(order)
+}
+
+/// The order's new status after a cancellation, its bucket taken back.
+fn end_order_tx(
+    tx: &TransactionalTree,
+    id: u64,
+    status: OrderStatus,
+    check: &dyn Fn(&MobilePlansOrder) -> Option<Error>,
+    now: i64,
+) -> TxResult<MobilePlansOrder> {
+    let old = load_order_tx(tx, id)?;
+    if let Some(e) = check(&old) {
+        return gsma(e);
+    }
+    let mut new = old.clone();
+    new.status = status;
+    new.status_at = now;
+    new.updated_at = now;
+    if let Some(b) = &old.bucket {
+        remove_bucket_tx(tx, &old.iccid, b, now)?;
+    }
+    write_order(tx, Some(&old), &new)?;
+    Ok(new)
+}
+
+impl Store {
+    /// One order.
+    pub fn mp_order(&self, id: u64) -> Result<Option<MobilePlansOrder>> {
+        match self.inner.tree.get(order_key(id))? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
+                Error::internal(format!("corrupt Mobile Plans order: {e}"))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The order of a Mobile Plans transactionId.
+    pub fn mp_order_by_transaction(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Option<MobilePlansOrder>> {
+        match self.inner.tree.get(txid_key(transaction_id))? {
+            Some(v) => match id_of(&v) {
+                Some(id) => self.mp_order(id),
+                None => Err(Error::internal("corrupt transactionId index")),
+            },
+            None => Ok(None),
+        }
+    }
+
+    fn mp_latest(&self, prefix: Vec<u8>) -> Result<Option<MobilePlansOrder>> {
+        match self.inner.tree.scan_prefix(prefix).next_back() {
+            Some(kv) => {
+                let (_, v) = kv?;
+                match id_of(&v) {
+                    Some(id) => self.mp_order(id),
+                    None => Err(Error::internal("corrupt Mobile Plans index")),
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The latest order of a line.
+    pub fn mp_latest_for_iccid(&self, iccid: &Iccid) -> Result<Option<MobilePlansOrder>> {
+        self.mp_latest(key("l/", &[iccid.as_str().as_bytes(), b"/"]))
+    }
+
+    /// The latest order of an eUICC.
+    pub fn mp_latest_for_eid(&self, eid: &Eid) -> Result<Option<MobilePlansOrder>> {
+        self.mp_latest(key("d/", &[eid.as_str().as_bytes(), b"/"]))
+    }
+
+    /// Every order, oldest first.
+    pub fn mp_orders(&self) -> Result<Vec<MobilePlansOrder>> {
+        self.inner
+            .tree
+            .scan_prefix(b"u/")
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::internal(format!("corrupt Mobile Plans order: {e}")))
+            })
+            .collect()
+    }
+
+    /// Every raw Mobile Plans index entry, for consistency checks.
+    pub fn mp_index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = vec![];
+        for p in ["k/", "l/", "d/", "r/"] {
+            for kv in self.inner.tree.scan_prefix(p.as_bytes()) {
+                let (k, v) = kv?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Orders whose scheduled release is at or before `now`.
+    pub fn mp_due_releases(&self, now: i64) -> Result<Vec<u64>> {
+        let end = key(
+            "r/",
+            &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
+        );
+        self.inner
+            .tree
+            .range(b"r/".to_vec()..end)
+            .map(|kv| {
+                let (_, v) = kv?;
+                id_of(&v).ok_or_else(|| Error::internal("corrupt release schedule"))
+            })
+            .collect()
+    }
+
+    /// The profile purchase's ES2+.ConfirmOrder (`confirm`) and its order
+    /// record, with the balance credit, in one transaction. The profile
+    /// came from a downloadOrder made for the same transactionId. Not yet
+    /// durable: [`Store::sync`].
+    pub fn mp_confirm_profile_order(
+        &self,
+        confirm: &Command,
+        ctx: &Ctx<'_>,
+        new: &NewOrder,
+    ) -> Result<MobilePlansOrder> {
+        let Command::ConfirmOrder { iccid, .. } = confirm else {
+            return Err(Error::internal(
+                "a profile order is confirmed by confirmOrder",
+            ));
+        };
+        let now = ctx.now;
+        let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
+        let created = std::sync::Mutex::new(None);
+        self.apply_then(
+            confirm,
+            ctx,
+            Some(&|tx, rec| {
+                // A delayed download keeps its order for the usual time to
+                // live counted from the release, not from the checkout.
+                if let Some(t) = new.release_at {
+                    let until = t.saturating_add(ttl);
+                    if rec.expires_at.is_some_and(|e| e < until) {
+                        let mut longer = rec.clone();
+                        longer.expires_at = Some(until);
+                        self.write_record(tx, Some(rec), &longer)?;
+                    }
+                }
+                let o = create_order_tx(tx, new, iccid, rec.matching_id.clone(), now)?;
+                if let Ok(mut c) = created.lock() {
+                    *c = Some(o);
+                }
+                Ok(())
+            }),
+        )?;
+        created
+            .into_inner()
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::internal("the order was not written"))
+    }
+
+    /// A balance purchase: the order record and its credit, in one
+    /// transaction. Not yet durable.
+    pub fn mp_place_balance_order(&self, new: &NewOrder, now: i64) -> Result<MobilePlansOrder> {
+        let Some(iccid) = &new.iccid else {
+            return Err(Error::invalid(
+                codes::FORMAT_MISSING,
+                "a balance order names the line's iccid",
+            ));
+        };
+        let r = self
+            .inner
+            .tree
+            .transaction(|tx| create_order_tx(tx, new, iccid, None, now));
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        super::tx_result(r)
+    }
+
+    /// Ends an order (`Cancelled` or `Withdrawn`) and takes back its
+    /// balance credit; with `cancel`, the profile's ES2+.CancelOrder in the
+    /// same transaction. `check` sees the order inside the transaction and
+    /// may refuse. Not yet durable.
+    pub fn mp_end_order(
+        &self,
+        id: u64,
+        status: OrderStatus,
+        cancel: Option<(&Command, &Ctx<'_>)>,
+        check: &dyn Fn(&MobilePlansOrder) -> Option<Error>,
+        now: i64,
+    ) -> Result<MobilePlansOrder> {
+        let ended = std::sync::Mutex::new(None);
+        match cancel {
+            Some((cmd, ctx)) => {
+                self.apply_then(
+                    cmd,
+                    ctx,
+                    Some(&|tx, _| {
+                        let o = end_order_tx(tx, id, status, check, now)?;
+                        if let Ok(mut e) = ended.lock() {
+                            *e = Some(o);
+                        }
+                        Ok(())
+                    }),
+                )?;
+            }
+            None => {
+                let r = self
+                    .inner
+                    .tree
+                    .transaction(|tx| end_order_tx(tx, id, status, check, now));
+                self.inner.written.fetch_add(1, Ordering::SeqCst);
+                let o = super::tx_result(r)?;
+                if let Ok(mut e) = ended.lock() {
+                    *e = Some(o);
+                }
+            }
+        }
+        ended
+            .into_inner()
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::internal("the order was not updated"))
+    }
+
+    /// The scheduled release of an order: ES2+.ReleaseProfile (`release`)
+    /// and the order's `released_at`, in one transaction. Not yet durable.
+    pub fn mp_release(&self, id: u64, release: &Command, ctx: &Ctx<'_>) -> Result<()> {
+        let now = ctx.now;
+        self.apply_then(
+            release,
+            ctx,
+            Some(&|tx, _| {
+                let old = load_order_tx(tx, id)?;
+                if !old.release_pending() {
+                    return gsma(Error::refused(
+                        codes::ICCID_INVALID_TRANSITION,
+                        "the order has no pending release",
+                    ));
+                }
+                let mut new = old.clone();
+                new.released_at = Some(now);
+                new.updated_at = now;
+                write_order(tx, Some(&old), &new)
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Takes a scheduled release that cannot be done off the schedule,
+    /// with the reason. Not yet durable.
+    pub fn mp_release_failed(&self, id: u64, reason: &str, now: i64) -> Result<()> {
+        let r = self.inner.tree.transaction(|tx| {
+            let old = load_order_tx(tx, id)?;
+            if !old.release_pending() {
+                return Ok(());
+            }
+            let mut new = old.clone();
+            new.release_error = Some(reason.to_owned());
+            new.updated_at = now;
+            write_order(tx, Some(&old), &new)
+        });
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        super::tx_result(r)
+    }
+}
