@@ -1053,6 +1053,18 @@ fn generate_offline(
         .map_err(|e| format!("{}: {e}", csv_path.display()))?;
     let mut progress = Progress::new("generating", count);
     const CHUNK: usize = 20_000;
+    // Two stages on two cores: this thread wraps the values and writes the
+    // CSV while a second one applies the previous chunk to sled.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::store::NewProfile>>(2);
+    let writer_store = store.clone();
+    let writer = std::thread::spawn(move || -> Result<(), String> {
+        for items in rx {
+            writer_store
+                .add_profiles(&items, "smdpplus-cli", crate::time::now())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
     let mut done = 0u64;
     for chunk in params.chunks(CHUNK) {
         let mut items = Vec::with_capacity(chunk.len());
@@ -1067,12 +1079,16 @@ fn generate_offline(
                 package: stored.to_bytes(),
             });
         }
-        store
-            .add_profiles(&items, "smdpplus-cli", crate::time::now())
-            .map_err(|e| e.to_string())?;
+        if tx.send(items).is_err() {
+            break;
+        }
         done += chunk.len() as u64;
         progress.set(done);
     }
+    drop(tx);
+    writer
+        .join()
+        .map_err(|_| "the store writer failed".to_owned())??;
     store.flush_blocking().map_err(|e| e.to_string())?;
     let (path, rows) = out
         .finish()
