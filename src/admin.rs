@@ -13,6 +13,9 @@
 //! | GET | `/smdpplus/admin/v1/outbox` | pending notifications |
 //! | POST | `/smdpplus/admin/v1/mobileplans/orders` | place a Mobile Plans purchase (checkout) |
 //! | GET | `/smdpplus/admin/v1/mobileplans/orders/{transactionId}` | the order and its callback decision |
+//! | PUT | `/smdpplus/admin/v1/balances/{iccid}` | register a SIM for GetBalance (`notSupported`) |
+//! | POST | `/smdpplus/admin/v1/balances/{iccid}/credit` | credit a balance outside a Mobile Plans purchase |
+//! | GET | `/smdpplus/admin/v1/balances/{iccid}` | a SIM's balance buckets |
 
 use crate::error::{Blame, Error};
 use crate::http::{self, ConnInfo, Outcome};
@@ -85,6 +88,29 @@ pub fn profile_view(r: &ProfileRecord) -> Value {
         "packageRef": r.package_ref,
         "errorReason": r.error_reason,
     })
+}
+
+/// The admin view of a SIM's balance buckets.
+fn balance_view(r: &crate::store::balance::BalanceRecord, now: i64) -> Value {
+    let buckets: Vec<Value> = r
+        .buckets
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.id,
+                "type": b.balance_type.as_str(),
+                "dataRemainingInMB": b.remaining_kb as f64 / 1000.0,
+                "creditedInMB": b.credited_kb as f64 / 1000.0,
+                "expiresAt": crate::time::datetime(b.expires_at),
+                "timeRemaining": crate::time::iso8601_duration(b.expires_at - now),
+                "active": b.active_at(now, None),
+                "locations": b.locations,
+                "planName": b.plan_name,
+                "order": b.order,
+            })
+        })
+        .collect();
+    json!({"iccid": r.iccid, "notSupported": r.not_supported, "buckets": buckets})
 }
 
 fn history_view(h: &HistoryEntry) -> Value {
@@ -320,6 +346,92 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 ));
             }
             Ok(json!({"decision": crate::mobileplans::decide(app, order)?.to_json()}))
+        }
+        (Method::PUT, ["balances", iccid]) => {
+            let iccid = iccid_param(iccid)?;
+            if !iccid.luhn_ok() {
+                return Err(bad(format!("ICCID {iccid} has a bad Luhn check digit")));
+            }
+            let v = json_body(app, req).await?;
+            let not_supported = match v.get("notSupported") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad("notSupported must be a boolean")),
+            };
+            if app
+                .store
+                .get(&iccid)?
+                .is_some_and(|p| p.operator != operator)
+            {
+                return Err(AdminError(
+                    StatusCode::FORBIDDEN,
+                    format!("ICCID {iccid} belongs to another operator"),
+                    None,
+                ));
+            }
+            let now = crate::time::now();
+            let rec = app
+                .store
+                .register_sim(&operator, &iccid, not_supported, now)?;
+            app.store.sync().await?;
+            Ok(json!({"balance": balance_view(&rec, now)}))
+        }
+        (Method::POST, ["balances", iccid, "credit"]) => {
+            let iccid = iccid_param(iccid)?;
+            let v = json_body(app, req).await?;
+            let m = v
+                .as_object()
+                .ok_or_else(|| bad("the body must be a JSON object"))?;
+            let (kb, secs, balance_type, locations) = crate::mobileplans::credit_spec(m)?
+                .ok_or_else(|| bad("dataInMB: dataInMB is missing"))?;
+            let plan_name = m
+                .get("planName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let id = match m.get("id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s.clone()),
+                Some(_) => return Err(bad("id must be a string of 1 to 64 characters")),
+            };
+            if app
+                .store
+                .get(&iccid)?
+                .is_some_and(|p| p.operator != operator)
+            {
+                return Err(AdminError(
+                    StatusCode::FORBIDDEN,
+                    format!("ICCID {iccid} belongs to another operator"),
+                    None,
+                ));
+            }
+            let now = crate::time::now();
+            let credit = crate::store::balance::Credit {
+                id,
+                balance_type,
+                data_kb: kb,
+                expires_at: now.saturating_add(secs),
+                locations,
+                plan_name,
+            };
+            let (rec, id) = app.store.credit_balance(&operator, &iccid, &credit, now)?;
+            app.store.sync().await?;
+            Ok(json!({"credited": id, "balance": balance_view(&rec, now)}))
+        }
+        (Method::GET, ["balances", iccid]) => {
+            let iccid = iccid_param(iccid)?;
+            let rec = app
+                .store
+                .balance(&iccid)?
+                .filter(|r| r.operator == operator);
+            let rec = rec.ok_or_else(|| {
+                AdminError(
+                    StatusCode::NOT_FOUND,
+                    format!("no balance for {iccid}"),
+                    None,
+                )
+            })?;
+            Ok(json!({"balance": balance_view(&rec, crate::time::now())}))
         }
         (Method::GET, ["outbox"]) => {
             let items: Vec<_> = app

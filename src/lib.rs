@@ -26,6 +26,7 @@ pub mod error;
 pub mod es2plus;
 pub mod es9plus;
 pub mod euicc;
+pub mod getbalance;
 pub mod http;
 pub mod ids;
 pub mod metrics;

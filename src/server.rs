@@ -93,6 +93,13 @@ fn web_handler(app: App) -> Handler {
     })
 }
 
+fn getbalance_handler(app: App, svc: Arc<crate::getbalance::Service>) -> Handler {
+    boxed(move |req, conn| {
+        let (app, svc) = (app.clone(), svc.clone());
+        Box::pin(async move { crate::getbalance::handle(app, svc, req, &conn).await })
+    })
+}
+
 fn ops_handler(app: App) -> Handler {
     boxed(move |req, _conn| {
         let app = app.clone();
@@ -439,6 +446,11 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let es9_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
     // The operator-web listener is browser-facing: server authentication only.
     let web_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
+    // GetBalance asks for a client certificate and judges it per request.
+    let balance_tls = tls::getbalance_server(&identity).map_err(|e| e.to_string())?;
+    let balance_svc = Arc::new(
+        crate::getbalance::Service::from_config(&config).map_err(|e| format!("GetBalance: {e}"))?,
+    );
 
     let bind = |addr| async move {
         TcpListener::bind(addr)
@@ -449,22 +461,25 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let es2 = bind(config.es2_listen).await?;
     let ops = bind(config.ops_listen).await?;
     let web = bind(config.operator_web_listen).await?;
+    let balance = bind(config.getbalance_listen).await?;
     let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     println!(
-        "smdpplus: ES9+ on https://{}  ES2+ on https://{} (mutual TLS)  operations on http://{}  operator web on https://{}",
+        "smdpplus: ES9+ on https://{}  ES2+ on https://{} (mutual TLS)  operations on http://{}  operator web on https://{}  GetBalance on https://{}",
         addr(&es9),
         addr(&es2),
         addr(&ops),
-        addr(&web)
+        addr(&web),
+        addr(&balance)
     );
     // Machine-readable line for scripts and tests; new listeners are
     // appended as more `key=address` pairs.
     println!(
-        "ready es9={} es2={} ops={} web={}",
+        "ready es9={} es2={} ops={} web={} balance={}",
         addr(&es9),
         addr(&es2),
         addr(&ops),
-        addr(&web)
+        addr(&web),
+        addr(&balance)
     );
 
     let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
@@ -516,6 +531,15 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             web,
             Some(web_tls),
             web_handler(app.clone()),
+            m.clone(),
+            rx.clone(),
+            drain,
+        )),
+        tokio::spawn(http::serve(
+            "getbalance",
+            balance,
+            Some(balance_tls),
+            getbalance_handler(app.clone(), balance_svc),
             m,
             rx.clone(),
             drain,

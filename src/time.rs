@@ -29,8 +29,44 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+/// An ISO 8601 duration of whole seconds, largest units first, zero
+/// units left out: `P23DT23H`, `PT1H30M`, `PT0S` for nothing left
+/// (mobile-plans.md §4 `timeRemaining`). Negative counts as zero.
+pub fn iso8601_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m, sec) = (s / 86400, s % 86400 / 3600, s % 3600 / 60, s % 60);
+    if s == 0 {
+        return "PT0S".into();
+    }
+    let mut out = String::from("P");
+    if d > 0 {
+        out.push_str(&format!("{d}D"));
+    }
+    if h > 0 || m > 0 || sec > 0 {
+        out.push('T');
+        for (n, unit) in [(h, 'H'), (m, 'M'), (sec, 'S')] {
+            if n > 0 {
+                out.push_str(&format!("{n}{unit}"));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn iso8601_durations() {
+        use super::iso8601_duration as d;
+        assert_eq!(d(0), "PT0S");
+        assert_eq!(d(-5), "PT0S");
+        assert_eq!(d(23 * 86400 + 23 * 3600), "P23DT23H");
+        assert_eq!(d(86400), "P1D");
+        assert_eq!(d(5400), "PT1H30M");
+        assert_eq!(d(59), "PT59S");
+        assert_eq!(d(86400 + 61), "P1DT1M1S");
+    }
+
     #[test]
     fn round_trip() {
         assert_eq!(super::datetime(1_000_000_000), "2001-09-09T01:46:40Z");

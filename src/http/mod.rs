@@ -50,8 +50,11 @@ pub struct Outcome {
 pub struct ConnInfo {
     /// Remote address.
     pub peer: SocketAddr,
-    /// Subject CN of the verified client certificate (ES2+ operator id).
+    /// Subject CN of the client certificate (on ES2+ the verified operator id).
     pub client_cn: Option<String>,
+    /// The client's certificate chain as sent, leaf first (empty without
+    /// one). On the GetBalance listener it is not verified by the handshake.
+    pub client_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// The future of one request.
@@ -119,13 +122,20 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let client_cn = tls
+                    let client_chain = tls
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|c| c.first())
+                        .map(|c| c.to_vec())
+                        .unwrap_or_default();
+                    let client_cn = client_chain
+                        .first()
                         .and_then(|c| crate::pki::common_name(c));
-                    let info = Arc::new(ConnInfo { peer, client_cn });
+                    let info = Arc::new(ConnInfo {
+                        peer,
+                        client_cn,
+                        client_chain,
+                    });
                     let svc = service(interface, handler, metrics, info);
                     let _ = watcher
                         .watch(builder.serve_connection(TokioIo::new(tls), svc))
@@ -135,6 +145,7 @@ pub async fn serve(
                     let info = Arc::new(ConnInfo {
                         peer,
                         client_cn: None,
+                        client_chain: vec![],
                     });
                     let svc = service(interface, handler, metrics, info);
                     let _ = watcher

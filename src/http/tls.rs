@@ -157,6 +157,93 @@ pub fn es2_server(
     Ok(Arc::new(cfg))
 }
 
+/// Asks for a client certificate without requiring one, and accepts any at
+/// the TLS layer: the handshake still proves the client holds the key, but
+/// whether the certificate is trusted is decided per request, so that the
+/// GetBalance API can answer 401 (missing or expired) and 403 (untrusted)
+/// as mobile-plans.md §4 requires, instead of a failed handshake.
+#[derive(Debug)]
+struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// GetBalance server config: a client certificate is requested, not
+/// required, and checked per request ([`client_cert_verifier`]).
+pub fn getbalance_server(id: &Identity) -> Result<Arc<ServerConfig>, PkiError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
+        .with_single_cert(id.chain.clone(), id.clone_key())
+        .map_err(tls_err)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A WebPKI client certificate verifier for the CAs in `ca_files`, to check
+/// a chain received by [`getbalance_server`] after the handshake.
+pub fn client_cert_verifier(ca_files: &[&Path]) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_files)?), provider())
+        .build()
+        .map_err(|e| PkiError::File {
+            path: "client CA".into(),
+            why: e.to_string(),
+        })
+}
+
 /// Client config for outgoing calls: trust `ca_files`, present `client` if given.
 /// With `insecure`, any server certificate is accepted (smoke tests only).
 pub fn client(

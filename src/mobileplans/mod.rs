@@ -398,9 +398,8 @@ pub struct Checkout {
     pub release_at: Option<i64>,
     /// Purchase metadata.
     pub metadata: PurchaseMetadata,
-    /// The balance to credit: (data in thousandths of a MB, seconds of
-    /// validity, type, locations).
-    pub credit: Option<(u64, i64, BalanceType, Vec<String>)>,
+    /// The balance to credit.
+    pub credit: Option<CreditSpec>,
 }
 
 fn req_str<'a>(m: &'a Map<String, Value>, name: &str) -> Result<&'a str, MpError> {
@@ -448,6 +447,55 @@ fn choice(m: &Map<String, Value>, name: &str, default: Choice) -> Result<Choice,
             )
         }),
     }
+}
+
+/// A balance to credit: (data in thousandths of a MB, seconds of
+/// validity, type, locations).
+pub type CreditSpec = (u64, i64, BalanceType, Vec<String>);
+
+/// The credit fields of a JSON body (`dataInMB`, `validForSecs`,
+/// `balanceType`, `locations`); `None` without `dataInMB`.
+pub fn credit_spec(m: &Map<String, Value>) -> Result<Option<CreditSpec>, MpError> {
+    let d = match m.get("dataInMB") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(d) => d,
+    };
+    let kb = mb_to_kb(d, "dataInMB")?;
+    let secs = opt_u64(m, "validForSecs")?
+        .filter(|s| (1..=10 * 366 * 86400).contains(s))
+        .ok_or_else(|| {
+            MpError::bad(
+                "validForSecs",
+                "validForSecs (1 s to 10 years) is required with dataInMB",
+            )
+        })?;
+    let t = match opt_str(m, "balanceType")?.unwrap_or("MODIRECTPAYG") {
+        "MODIRECTPAYG" => BalanceType::ModirectPayg,
+        "MODIRECT" => BalanceType::Modirect,
+        _ => {
+            return Err(MpError::bad(
+                "balanceType",
+                "balanceType must be MODIRECTPAYG or MODIRECT",
+            ))
+        }
+    };
+    let locations = match m.get("locations") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|l| match l.as_str() {
+                Some(s) if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                    Ok(s.to_owned())
+                }
+                _ => Err(MpError::bad(
+                    "locations",
+                    "locations must be two-letter ISO 3166 codes",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(MpError::bad("locations", "locations must be an array")),
+    };
+    Ok(Some((kb, secs as i64, t, locations)))
 }
 
 impl Checkout {
@@ -533,49 +581,7 @@ impl Checkout {
             line: choice(m, "line", def_line)?,
             plan_name: plan_name.to_owned(),
         };
-        let credit = match m.get("dataInMB") {
-            None | Some(Value::Null) => None,
-            Some(d) => {
-                let kb = mb_to_kb(d, "dataInMB")?;
-                let secs = opt_u64(m, "validForSecs")?
-                    .filter(|s| (1..=10 * 366 * 86400).contains(s))
-                    .ok_or_else(|| {
-                        MpError::bad(
-                            "validForSecs",
-                            "validForSecs (1 s to 10 years) is required with dataInMB",
-                        )
-                    })?;
-                let t = match opt_str(m, "balanceType")?.unwrap_or("MODIRECTPAYG") {
-                    "MODIRECTPAYG" => BalanceType::ModirectPayg,
-                    "MODIRECT" => BalanceType::Modirect,
-                    _ => {
-                        return Err(MpError::bad(
-                            "balanceType",
-                            "balanceType must be MODIRECTPAYG or MODIRECT",
-                        ))
-                    }
-                };
-                let locations = match m.get("locations") {
-                    None | Some(Value::Null) => vec![],
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .map(|l| match l.as_str() {
-                            Some(s)
-                                if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) =>
-                            {
-                                Ok(s.to_owned())
-                            }
-                            _ => Err(MpError::bad(
-                                "locations",
-                                "locations must be two-letter ISO 3166 codes",
-                            )),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    Some(_) => return Err(MpError::bad("locations", "locations must be an array")),
-                };
-                Some((kb, secs as i64, t, locations))
-            }
-        };
+        let credit = credit_spec(m)?;
         match kind {
             OrderKind::Profile => {
                 if eid.is_none() {

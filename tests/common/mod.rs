@@ -30,6 +30,8 @@ pub struct Server {
     pub ops: SocketAddr,
     /// The operator-web listener (Mobile Plans decision API).
     pub web: SocketAddr,
+    /// The GetBalance listener.
+    pub balance: SocketAddr,
 }
 
 impl Server {
@@ -51,6 +53,8 @@ impl Server {
                 "--ops-listen",
                 "127.0.0.1:0",
                 "--operator-web-listen",
+                "127.0.0.1:0",
+                "--getbalance-listen",
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "info")
@@ -96,7 +100,13 @@ impl Server {
                     .map(|(k, v)| (k, v.parse::<SocketAddr>().expect("addr")))
                     .collect();
                 let get = |k: &str| *addrs.get(k).unwrap_or_else(|| panic!("no {k}= in {line}"));
-                let (es9, es2, ops, web) = (get("es9"), get("es2"), get("ops"), get("web"));
+                let (es9, es2, ops, web, balance) = (
+                    get("es9"),
+                    get("es2"),
+                    get("ops"),
+                    get("web"),
+                    get("balance"),
+                );
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || while rx.recv().is_ok() {});
                 return Server {
@@ -106,6 +116,7 @@ impl Server {
                     es2,
                     ops,
                     web,
+                    balance,
                 };
             }
         }
