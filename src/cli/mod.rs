@@ -68,6 +68,19 @@ pub enum Cmd {
         #[command(subcommand)]
         action: EuiccCmd,
     },
+    /// Print the Windows Mobile Plans walled garden: the hosts the operator
+    /// must zero-rate (Microsoft's, this deployment's portal and GetBalance).
+    WalledGarden {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// TOML config file (for `[mobile_plans]` and `smdp_address`).
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: Option<PathBuf>,
+        /// SM-DP+ address (the default portal and GetBalance host).
+        #[arg(long, env = "SMDPPLUS_SMDP_ADDRESS")]
+        smdp_address: Option<String>,
+    },
     /// Load generators for latency measurements.
     Load {
         /// What to load.
@@ -386,6 +399,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Euicc { action } => euicc(action).await,
         Cmd::Keys { action } => keys(action).await,
         Cmd::Load { action } => load_cmd(action).await,
+        Cmd::WalledGarden {
+            json,
+            config,
+            smdp_address,
+        } => walled_garden(json, config, smdp_address),
     };
     match result {
         Ok(code) => code,
@@ -394,6 +412,35 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn walled_garden(
+    json: bool,
+    config: Option<PathBuf>,
+    smdp_address: Option<String>,
+) -> Result<ExitCode, String> {
+    use crate::mobileplans::walled_garden;
+    let file = match &config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let c = Config::resolve(
+        file,
+        Overrides {
+            smdp_address,
+            ..Overrides::default()
+        },
+    );
+    let hosts = walled_garden::hosts(&c)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&walled_garden::json(&hosts)).unwrap_or_default()
+        );
+    } else {
+        print!("{}", walled_garden::text(&hosts));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn load_cmd(action: LoadCmd) -> Result<ExitCode, String> {
