@@ -1,5 +1,8 @@
 //! The `smdpplus` command line: `serve`, and operator tooling that talks to a
-//! running server over mutual TLS (`es2`, `profiles`, `outbox`).
+//! running server over mutual TLS (`es2`, `profiles`, `outbox`), and a load
+//! generator (`load`).
+
+mod load;
 
 use crate::config::{Config, FileConfig, Overrides};
 use crate::es2plus::{self, Function};
@@ -64,6 +67,25 @@ pub enum Cmd {
         /// The action.
         #[command(subcommand)]
         action: EuiccCmd,
+    },
+    /// Print the Windows Mobile Plans walled garden: the hosts the operator
+    /// must zero-rate (Microsoft's, this deployment's portal and GetBalance).
+    WalledGarden {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// TOML config file (for `[mobile_plans]` and `smdp_address`).
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: Option<PathBuf>,
+        /// SM-DP+ address (the default portal and GetBalance host).
+        #[arg(long, env = "SMDPPLUS_SMDP_ADDRESS")]
+        smdp_address: Option<String>,
+    },
+    /// Load generators for latency measurements.
+    Load {
+        /// What to load.
+        #[command(subcommand)]
+        action: LoadCmd,
     },
     /// Inspect the ES2+ notification outbox of a running server.
     Outbox {
@@ -362,6 +384,45 @@ pub enum EuiccCmd {
     },
 }
 
+/// Load generators.
+#[derive(Subcommand, Debug)]
+pub enum LoadCmd {
+    /// GetBalance at a fixed rate over kept-alive connections; prints the
+    /// latency percentiles, measured from each request's scheduled time.
+    Getbalance {
+        /// GetBalance listener, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:8446")]
+        target: String,
+        /// TLS server name.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// ICCID to ask for.
+        #[arg(long, default_value = "8999900000000000006")]
+        iccid: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        /// CA of the server certificate (default: `<data-dir>/pki/ci.crt`).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Client certificate (mutual TLS mode).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Client key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Basic credentials, USER:PASSWORD (basic mode).
+        #[arg(long)]
+        basic: Option<String>,
+        /// Data directory whose dev PKI gives the CA default.
+        #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
+        data_dir: PathBuf,
+    },
+}
+
 /// Outbox actions.
 #[derive(Subcommand, Debug)]
 pub enum OutboxCmd {
@@ -385,6 +446,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => outbox(conn, json).await,
         Cmd::Euicc { action } => euicc(action).await,
         Cmd::Keys { action } => keys(action).await,
+        Cmd::Load { action } => load_cmd(action).await,
+        Cmd::WalledGarden {
+            json,
+            config,
+            smdp_address,
+        } => walled_garden(json, config, smdp_address),
     };
     match result {
         Ok(code) => code,
@@ -393,6 +460,93 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn walled_garden(
+    json: bool,
+    config: Option<PathBuf>,
+    smdp_address: Option<String>,
+) -> Result<ExitCode, String> {
+    use crate::mobileplans::walled_garden;
+    let file = match &config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let c = Config::resolve(
+        file,
+        Overrides {
+            smdp_address,
+            ..Overrides::default()
+        },
+    );
+    let hosts = walled_garden::hosts(&c)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&walled_garden::json(&hosts)).unwrap_or_default()
+        );
+    } else {
+        print!("{}", walled_garden::text(&hosts));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load_cmd(action: LoadCmd) -> Result<ExitCode, String> {
+    use base64::Engine;
+    let LoadCmd::Getbalance {
+        target,
+        server_name,
+        iccid,
+        rate,
+        duration_secs,
+        ca,
+        cert,
+        key,
+        basic,
+        data_dir,
+    } = action;
+    let ca = ca.unwrap_or_else(|| DevPki::paths(&data_dir).ci_cert);
+    let tls = load::client_tls(&ca, cert.as_deref(), key.as_deref())?;
+    let authorization = basic.map(|b| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        )
+    });
+    println!("GetBalance load: {rate} requests/s for {duration_secs} s against {target}");
+    let r = load::getbalance(load::LoadArgs {
+        target,
+        server_name,
+        iccid,
+        rate,
+        duration_secs,
+        tls,
+        authorization,
+    })
+    .await?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "sent {} in {:.1} s ({:.0}/s) over {} connections; answers by status: {:?}",
+        r.sent,
+        r.elapsed.as_secs_f64(),
+        r.sent as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        r.connections,
+        r.statuses
+    );
+    println!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(r.quantile(0.5)),
+        ms(r.quantile(0.9)),
+        ms(r.quantile(0.99)),
+        ms(r.quantile(0.999)),
+        ms(r.latencies_us.last().copied().unwrap_or(0))
+    );
+    let all_ok = r.statuses.keys().all(|s| *s == 200) && r.latencies_us.len() == r.sent;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode, String> {

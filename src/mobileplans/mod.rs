@@ -7,12 +7,14 @@
 //! - [`callback`]: the JavaScript callbacks, spelled as the docs do;
 //! - [`decision`]: the pure decision table;
 //! - [`web`]: the operator-web listener (`/mobileplans/v1/...`);
+//! - [`walled_garden`]: the hosts to zero-rate.
 //!
 //! This module is the service between the handlers and the store:
 //! checkout, cancel, withdraw, decide, and the release sweep.
 
 pub mod callback;
 pub mod decision;
+pub mod walled_garden;
 pub mod web;
 
 use crate::error::{Blame, Error};
