@@ -119,8 +119,9 @@ impl Default for OutboxConfig {
 }
 
 /// Windows Mobile Plans: the public addresses of this deployment
-/// (mobile-plans.md §1 "Service configuration", §5 "Walled garden").
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// (mobile-plans.md §1 "Service configuration", §5 "Walled garden") and
+/// the reference portal's catalogue.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MobilePlansConfig {
     /// The portal URI registered with Microsoft: https, no port.
@@ -129,6 +130,100 @@ pub struct MobilePlansConfig {
     /// The GetBalance base URL (`moBaseUrl`, which includes `/v1`): https,
     /// no port. Default `https://<smdp_address>/v1`.
     pub getbalance_url: Option<String>,
+    /// The operator the portal sells for. Default: the first operator.
+    pub operator: Option<String>,
+    /// The brand shown by the portal. Default `smdpplus`.
+    pub brand_name: Option<String>,
+    /// Support, privacy and terms links (https). Default: the portal's own
+    /// pages.
+    pub support_url: Option<String>,
+    /// See `support_url`.
+    pub privacy_url: Option<String>,
+    /// See `support_url`.
+    pub terms_url: Option<String>,
+    /// The plans the portal offers. Default: a demo catalogue.
+    pub plans: Option<Vec<PlanConfig>>,
+}
+
+/// What a plan sells.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanKind {
+    /// A new eSIM profile (offered to eSIM launches).
+    Profile,
+    /// Balance on an existing line: a warm physical SIM, or an installed
+    /// eSIM profile of this operator (top-up).
+    Balance,
+}
+
+/// One plan of the portal's catalogue.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Identifier in forms.
+    pub id: String,
+    /// `planName` reported to the app.
+    pub name: String,
+    /// Profile or balance.
+    pub kind: PlanKind,
+    /// Price as shown (the portal takes no payment).
+    #[serde(default)]
+    pub price: String,
+    /// Data credited, MB.
+    pub data_mb: f64,
+    /// Validity, days.
+    pub valid_for_days: u32,
+    /// Profile plans: the profile type ordered.
+    pub profile_type: Option<String>,
+    /// Profile plans: `now` (default) or `later`.
+    #[serde(default)]
+    pub network_registration: Option<String>,
+    /// Profile plans with registration `later`: minutes.
+    #[serde(default)]
+    pub network_registration_interval: Option<u32>,
+    /// Profile plans: release the profile this many minutes after the
+    /// purchase (a delayed download); 0 or absent: at once.
+    #[serde(default)]
+    pub release_delay_minutes: Option<u32>,
+    /// `MODIRECTPAYG` (default) or `MODIRECT`.
+    #[serde(default)]
+    pub balance_type: Option<String>,
+}
+
+impl MobilePlansConfig {
+    /// The configured plans, or the demo catalogue.
+    pub fn catalogue(&self) -> Vec<PlanConfig> {
+        self.plans.clone().unwrap_or_else(|| {
+            vec![
+                PlanConfig {
+                    id: "demo-1gb".into(),
+                    name: "Demo 1 GB".into(),
+                    kind: PlanKind::Profile,
+                    price: "0.00".into(),
+                    data_mb: 1024.0,
+                    valid_for_days: 30,
+                    profile_type: Some("demo".into()),
+                    network_registration: None,
+                    network_registration_interval: None,
+                    release_delay_minutes: None,
+                    balance_type: None,
+                },
+                PlanConfig {
+                    id: "day-pass".into(),
+                    name: "Day pass 500 MB".into(),
+                    kind: PlanKind::Balance,
+                    price: "0.00".into(),
+                    data_mb: 500.0,
+                    valid_for_days: 1,
+                    profile_type: None,
+                    network_registration: None,
+                    network_registration_interval: None,
+                    release_delay_minutes: None,
+                    balance_type: None,
+                },
+            ]
+        })
+    }
 }
 
 /// How GetBalance callers authenticate (mobile-plans.md §4 "Auth").

@@ -99,6 +99,8 @@ pub enum MoDirectStatus {
     ServiceError,
     /// `cancelled` (the cancel sample; not in the table).
     Cancelled,
+    /// `invalidSIM`: the SIM is not one of this operator's.
+    InvalidSim,
 }
 
 impl MoDirectStatus {
@@ -108,6 +110,7 @@ impl MoDirectStatus {
             MoDirectStatus::Complete => "complete",
             MoDirectStatus::ServiceError => "serviceError",
             MoDirectStatus::Cancelled => "cancelled",
+            MoDirectStatus::InvalidSim => "invalidSIM",
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`callback`]: the JavaScript callbacks, spelled as the docs do;
 //! - [`decision`]: the pure decision table;
 //! - [`web`]: the operator-web listener (`/mobileplans/v1/...`);
+//! - [`portal`]: the reference operator portal (`/portal`), in the
+//!   languages of [`text`];
 //! - [`walled_garden`]: the hosts to zero-rate.
 //!
 //! This module is the service between the handlers and the store:
@@ -14,6 +16,8 @@
 
 pub mod callback;
 pub mod decision;
+pub mod portal;
+pub mod text;
 pub mod walled_garden;
 pub mod web;
 

@@ -1,5 +1,6 @@
 //! The operator-web listener (HTTPS, server-authenticated): the Mobile
-//! Plans callback decision API and its two actions.
+//! Plans callback decision API and its two actions, and the portal
+//! ([`super::portal`], under `/portal`).
 //!
 //! | method | path | |
 //! |---|---|---|
@@ -79,6 +80,10 @@ fn transaction(q: &Query) -> Result<String, MpError> {
 
 /// Handles a request on the operator-web listener.
 pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
+    let p = req.uri().path();
+    if p == super::portal::PREFIX || p.starts_with("/portal/") {
+        return super::portal::handle(app, req).await;
+    }
     let q = Query::parse(req.uri().query());
     let route = req
         .uri()

@@ -3,6 +3,8 @@
 //! runs a real HTTPS operator endpoint that receives ES2+ notifications.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod browser;
+
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use smdpplus::http::client::{Client, Response};

@@ -1,0 +1,946 @@
+//! The reference operator portal (issue 5 §2), served at `/portal` on the
+//! operator-web listener. The Mobile Plans app opens it in a WebView with
+//! GET parameters (mobile-plans.md §1); it sells the plans of the
+//! configured catalogue, places the order in-process through the same
+//! store commands as ES2+ ([`super::checkout`]), then sends the callback
+//! the decision table names ([`super::decision`]) through the objects the
+//! app injects.
+//!
+//! | step | request | |
+//! |---|---|---|
+//! | plans | `GET /portal?transactionId&eid&iccids&imei&location&market` (eSIM) or `?iccid=` (physical SIM) | choose a plan; the LPA error headers, if any, with a retry |
+//! | checkout | `GET /portal/checkout?…&choice=` | the order and the account |
+//! | result | `POST /portal/purchase` | order placed; the callback sent on load; withdraw and cancel |
+//! | retry | `GET /portal/retry?…&retryIccid=` | the download callback of the line's order, again (mobile-plans.md §3: the activation code can be reused) |
+//!
+//! Docs policies (mobile-plans.md §1): HTTPS only (HSTS), 800x600
+//! responsive, no pop-ups, redirects or ads, support/privacy/terms links
+//! and a cancel button on every step. Pages carry a per-response CSP nonce:
+//! no script runs but the page's own.
+
+use super::callback::{js_string, Callback, Metadata, MoDirectStatus};
+use super::decision::Action;
+use super::text::{fill, tr, Lang, T};
+use super::{Answer, Checkout, Lookup};
+use crate::config::{PlanConfig, PlanKind};
+use crate::http::query::{percent_encode, Query};
+use crate::http::{self, Outcome};
+use crate::ids::{Eid, Iccid};
+use crate::server::App;
+use crate::store::balance::BalanceType;
+use crate::store::lifecycle::State;
+use crate::store::mobileplans::{Choice, OrderKind, PurchaseMetadata, Registration};
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
+
+/// Path prefix of the portal.
+pub const PREFIX: &str = "/portal";
+
+/// The launch parameters (mobile-plans.md §1), carried from step to step.
+/// Unknown parameters are ignored.
+#[derive(Clone, Debug, Default)]
+struct Launch {
+    transaction_id: String,
+    eid: Option<Eid>,
+    iccid: Option<Iccid>,
+    iccids: Vec<Iccid>,
+    imei: String,
+    location: String,
+    market: String,
+}
+
+fn short_text(q: &Query, name: &str) -> String {
+    match q.get(name) {
+        Some(Ok(v)) if v.len() <= 32 && v.bytes().all(|b| b.is_ascii_graphic()) => v.to_owned(),
+        _ => String::new(),
+    }
+}
+
+impl Launch {
+    fn parse(q: &Query) -> Result<Launch, String> {
+        let transaction_id = match q.get("transactionId") {
+            Some(Ok(t)) => super::transaction_id(t, "transactionId")
+                .map_err(|_| "transactionId must be 1 to 64 characters".to_owned())?,
+            _ => return Err("transactionId is missing".into()),
+        };
+        let eid = match q.get("eid") {
+            Some(Ok(e)) => Some(Eid::parse(e).ok_or("eid must be 32 digits")?),
+            Some(Err(())) => return Err("eid must be 32 digits".into()),
+            None => None,
+        };
+        // A trailing F is removed by the app; Iccid::parse accepts both.
+        let iccid = match q.get("iccid") {
+            Some(Ok(i)) => Some(Iccid::parse(i).ok_or("iccid must be 19 or 20 digits")?),
+            Some(Err(())) => return Err("iccid must be 19 or 20 digits".into()),
+            None => None,
+        };
+        if eid.is_none() && iccid.is_none() {
+            return Err("an eSIM launch has eid, a physical SIM launch iccid".into());
+        }
+        let iccids = match q.get("iccids") {
+            Some(Ok(list)) => list
+                .split(',')
+                .filter_map(|i| Iccid::parse(i.trim()))
+                .collect(),
+            _ => vec![],
+        };
+        // An eSIM launch names its profiles in iccids, not iccid.
+        let iccid = if eid.is_some() { None } else { iccid };
+        Ok(Launch {
+            transaction_id,
+            eid,
+            iccid,
+            iccids,
+            imei: short_text(q, "imei"),
+            location: short_text(q, "location"),
+            market: short_text(q, "market"),
+        })
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![("transactionId", self.transaction_id.clone())];
+        if let Some(e) = &self.eid {
+            v.push(("eid", e.as_str().to_owned()));
+        }
+        if let Some(i) = &self.iccid {
+            v.push(("iccid", i.as_str().to_owned()));
+        }
+        if !self.iccids.is_empty() {
+            let list: Vec<&str> = self.iccids.iter().map(Iccid::as_str).collect();
+            v.push(("iccids", list.join(",")));
+        }
+        for (k, val) in [
+            ("imei", &self.imei),
+            ("location", &self.location),
+            ("market", &self.market),
+        ] {
+            if !val.is_empty() {
+                v.push((k, val.clone()));
+            }
+        }
+        v
+    }
+
+    fn hidden(&self) -> String {
+        self.fields()
+            .iter()
+            .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(v)))
+            .collect()
+    }
+}
+
+/// HTML-escapes text and attribute values.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A page before it is wrapped.
+struct Page {
+    status: StatusCode,
+    step: &'static str,
+    title: String,
+    body: String,
+    script: String,
+}
+
+const CSS: &str = "\
+*{box-sizing:border-box}body{margin:0;font:16px/1.4 system-ui,sans-serif;color:#1b1b1b;background:#fff}\
+header,main,footer{max-width:760px;margin:0 auto;padding:12px 16px}header{border-bottom:1px solid #ddd}\
+h1{font-size:1.3em;margin:.4em 0}fieldset{border:1px solid #ccc;border-radius:6px;margin:8px 0;padding:8px 12px}\
+label{display:block;padding:6px 0}.buttons{display:flex;gap:12px;flex-wrap:wrap;margin-top:12px}\
+button{font-size:1em;padding:10px 18px;border-radius:6px;border:1px solid #0a5;background:#0a5;color:#fff;min-width:120px}\
+button.secondary{background:#fff;color:#0a5}.alert{border:1px solid #c30;background:#fff4f0;padding:8px 12px;border-radius:6px}\
+footer{border-top:1px solid #ddd;font-size:.9em}footer a{margin-right:14px}\
+@media (max-width:600px){body{font-size:15px}button{flex:1 1 100%}}";
+
+/// The script every page shares: the reports the app sends back through
+/// `registrationChangedScript` and `profileActivationCompleteScript`
+/// (mobile-plans.md §2: function names, each called with a JSON string),
+/// and the end of a flow.
+const COMMON_JS: &str = r#"
+function appPresent() { return typeof MobilePlans !== "undefined"; }
+function setText(id, text) { var e = document.getElementById(id); if (e) { e.textContent = text; } }
+function onRegistrationChanged(json) {
+  var r = {}; try { r = JSON.parse(json); } catch (e) {}
+  setText("registration", r.networkRegistrationState + " (" + r.iccid + ")");
+  var ok = ["home", "roaming", "partner"].indexOf(r.networkRegistrationState) >= 0;
+  var e = document.getElementById("registration"); if (e) { e.setAttribute("data-ok", ok ? "true" : "false"); }
+}
+function onActivationComplete(json) {
+  var r = {}; try { r = JSON.parse(json); } catch (e) {}
+  setText("activation", r.activationResult + " (" + r.iccid + ")");
+  // Downloaded: the purchase can no longer be cancelled or withdrawn.
+  ["cancel", "withdraw"].forEach(function (id) { var b = document.getElementById(id); if (b) { b.hidden = true; } });
+}
+function registerScripts() {
+  [typeof MobilePlansInlineOperations !== "undefined" ? MobilePlansInlineOperations : null,
+   typeof MobilePlansInlineProfileDownload !== "undefined" ? MobilePlansInlineProfileDownload : null]
+    .forEach(function (o) { if (o) {
+      o.registrationChangedScript = "onRegistrationChanged";
+      o.profileActivationCompleteScript = "onActivationComplete"; } });
+}
+function finish(state, text) {
+  var m = document.querySelector("main");
+  m.setAttribute("data-step", state);
+  m.innerHTML = "";
+  var h = document.createElement("h1"); h.id = "status"; h.textContent = text; m.appendChild(h);
+}
+function onClick(id, f) { var b = document.getElementById(id); if (b) { b.addEventListener("click", f); } }
+"#;
+
+fn wrap(app: &App, lang: Lang, nonce: &str, page: &Page) -> String {
+    let mp = &app.config.mobile_plans;
+    let brand = mp.brand_name.clone().unwrap_or_else(|| "smdpplus".into());
+    let link = |configured: &Option<String>, own: &str, t: T| {
+        let href = configured
+            .clone()
+            .unwrap_or_else(|| format!("{PREFIX}/{own}"));
+        format!(
+            "<a id=\"{own}\" href=\"{}\">{}</a>",
+            esc(&href),
+            tr(lang, t)
+        )
+    };
+    format!(
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title><style nonce=\"{nonce}\">{CSS}</style></head><body>\
+<header><strong>{brand}</strong> · {heading}</header>\
+<main data-step=\"{step}\">{body}</main>\
+<footer>{support}{privacy}{terms}</footer>\
+<script nonce=\"{nonce}\">{COMMON_JS}{script}</script></body></html>",
+        lang = lang.tag(),
+        title = esc(&page.title),
+        brand = esc(&brand),
+        heading = tr(lang, T::Title),
+        step = page.step,
+        body = page.body,
+        support = link(&mp.support_url, "support", T::Support),
+        privacy = link(&mp.privacy_url, "privacy", T::Privacy),
+        terms = link(&mp.terms_url, "terms", T::Terms),
+        script = page.script,
+    )
+}
+
+/// The cancel callback for a flow with no order (or a failed one):
+/// `notifyCancelledPurchase` with `moDirectStatus` `status`, `line`
+/// `bailed` and `planName` `""` (mobile-plans.md §2 cancel sample).
+fn cancel_js(status: MoDirectStatus) -> String {
+    let md = PurchaseMetadata {
+        user_account: Choice::None,
+        purchase_instrument: Choice::None,
+        line: Choice::Bailed,
+        plan_name: String::new(),
+    };
+    Callback::CancelledPurchase {
+        metadata: Metadata::ended(&md, status),
+    }
+    .js()
+}
+
+/// A page with a message and the cancel button (the app "must" hear
+/// `notifyCancelledPurchase` when the user leaves).
+fn message_page(
+    lang: Lang,
+    status: StatusCode,
+    step: &'static str,
+    heading: &str,
+    detail: &str,
+    cancel: MoDirectStatus,
+) -> Page {
+    Page {
+        status,
+        step,
+        title: heading.to_owned(),
+        body: format!(
+            "<h1>{}</h1><p id=\"detail\">{}</p><div class=\"buttons\"><button type=\"button\" id=\"cancel\" class=\"secondary\">{}</button></div>",
+            esc(heading),
+            esc(detail),
+            tr(lang, T::Cancel)
+        ),
+        script: format!(
+            "function sendCancelled() {{ {} }}\nonClick(\"cancel\", function () {{ sendCancelled(); finish(\"cancelled\", {}); }});",
+            cancel_js(cancel),
+            js_string(tr(lang, T::Cancelled))
+        ),
+    }
+}
+
+fn plan_line(lang: Lang, p: &PlanConfig) -> String {
+    let mb = format!("{}", p.data_mb);
+    let days = p.valid_for_days.to_string();
+    let price = if p.price.is_empty() {
+        String::new()
+    } else {
+        format!(" · {} {}", tr(lang, T::Price), esc(&p.price))
+    };
+    format!(
+        "<strong>{}</strong> — {}{price}",
+        esc(&p.name),
+        fill(lang, T::DataValid, &[&mb, &days])
+    )
+}
+
+/// The lines a launch may top up: the physical SIM, or the installed
+/// eSIM profiles of this operator among `iccids`.
+fn balance_lines(app: &App, launch: &Launch, operator: &str) -> Vec<Iccid> {
+    match &launch.iccid {
+        Some(i) => vec![i.clone()],
+        None => launch
+            .iccids
+            .iter()
+            .filter(|i| {
+                app.store
+                    .get(i)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|p| p.operator == operator && p.state == State::Installed)
+            })
+            .cloned()
+            .collect(),
+    }
+}
+
+fn operator(app: &App) -> String {
+    app.config
+        .mobile_plans
+        .operator
+        .clone()
+        .unwrap_or_else(|| app.config.dev_operator().to_owned())
+}
+
+/// The plans a launch may buy, as (choice value, plan, line topped up).
+fn offers(app: &App, launch: &Launch) -> Vec<(String, PlanConfig, Option<Iccid>)> {
+    let catalogue = app.config.mobile_plans.catalogue();
+    let mut out = vec![];
+    if launch.eid.is_some() {
+        for p in catalogue.iter().filter(|p| p.kind == PlanKind::Profile) {
+            out.push((p.id.clone(), p.clone(), None));
+        }
+    }
+    for line in balance_lines(app, launch, &operator(app)) {
+        for p in catalogue.iter().filter(|p| p.kind == PlanKind::Balance) {
+            out.push((format!("{}@{}", p.id, line), p.clone(), Some(line.clone())));
+        }
+    }
+    out
+}
+
+fn lpa_errors(req: &Request<Incoming>) -> Option<(Vec<String>, Vec<String>, Option<String>)> {
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_owned())
+                    .filter(|x| !x.is_empty())
+                    .collect::<Vec<_>>()
+            })
+    };
+    let codes = h("x-mp-lpaerror-codes");
+    let times = h("x-mp-lpaerror-timestamps");
+    let iccid = h("x-mp-lpaerror-iccids").and_then(|v| v.into_iter().next());
+    if codes.is_none() && times.is_none() && iccid.is_none() {
+        return None;
+    }
+    Some((codes.unwrap_or_default(), times.unwrap_or_default(), iccid))
+}
+
+fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
+    let q = Query::parse(req.uri().query());
+    let launch = match Launch::parse(&q) {
+        Ok(l) => l,
+        Err(why) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::BadLaunch),
+                &why,
+                MoDirectStatus::Cancelled,
+            )
+        }
+    };
+    tracing::info!(transaction_id = %launch.transaction_id, eid = launch.eid.as_ref().map(Eid::as_str).unwrap_or("-"),
+        iccid = launch.iccid.as_ref().map(Iccid::as_str).unwrap_or("-"), market = %launch.market, location = %launch.location,
+        "Mobile Plans portal launch");
+    if let Some(i) = &launch.iccid {
+        if !app.store.sim_known(i).unwrap_or(false) {
+            return message_page(
+                lang,
+                StatusCode::OK,
+                "error",
+                tr(lang, T::Error),
+                tr(lang, T::UnknownSim),
+                MoDirectStatus::InvalidSim,
+            );
+        }
+    }
+    let mut body = String::new();
+    if let Some((codes, times, iccid)) = lpa_errors(req) {
+        body.push_str(&format!(
+            "<div class=\"alert\" id=\"lpa-error\"><strong>{}</strong><ul>",
+            tr(lang, T::LpaError)
+        ));
+        for (i, code) in codes.iter().enumerate() {
+            let at = times.get(i).map(String::as_str).unwrap_or("");
+            body.push_str(&format!(
+                "<li class=\"lpa-code\">{} <span>{}</span></li>",
+                esc(code),
+                esc(at)
+            ));
+        }
+        body.push_str("</ul>");
+        if let Some(i) = iccid.as_deref().and_then(Iccid::parse) {
+            body.push_str(&format!(
+                "<p>ICCID <span id=\"lpa-iccid\">{}</span></p>",
+                esc(i.as_str())
+            ));
+            let retriable = app
+                .store
+                .mp_latest_for_iccid(&i)
+                .ok()
+                .flatten()
+                .filter(|o| {
+                    o.operator == operator(app)
+                        && o.eid == launch.eid.as_ref().map(|e| e.as_str().to_owned())
+                });
+            if retriable.is_some() {
+                body.push_str(&format!(
+                    "<form method=\"get\" action=\"{PREFIX}/retry\">{}<input type=\"hidden\" name=\"retryIccid\" value=\"{}\"><button type=\"submit\" id=\"retry\">{}</button></form>",
+                    launch.hidden(),
+                    esc(i.as_str()),
+                    tr(lang, T::Retry)
+                ));
+            }
+        }
+        body.push_str("</div>");
+    }
+    let offers = offers(app, &launch);
+    body.push_str(&format!("<h1>{}</h1>", tr(lang, T::ChoosePlan)));
+    body.push_str(&format!(
+        "<form method=\"get\" action=\"{PREFIX}/checkout\" id=\"plans\">{}",
+        launch.hidden()
+    ));
+    if offers.is_empty() {
+        body.push_str(&format!("<p>{}</p>", tr(lang, T::NoPlans)));
+    }
+    let mut group: Option<Option<Iccid>> = None;
+    for (i, (value, plan, line)) in offers.iter().enumerate() {
+        if group.as_ref() != Some(line) {
+            if group.is_some() {
+                body.push_str("</fieldset>");
+            }
+            let legend = match line {
+                None => tr(lang, T::NewEsim).to_owned(),
+                Some(l) if launch.iccid.is_some() => {
+                    format!("{} ({})", tr(lang, T::ActivateSim), l)
+                }
+                Some(l) => fill(lang, T::TopUp, &[l.as_str()]),
+            };
+            body.push_str(&format!("<fieldset><legend>{}</legend>", esc(&legend)));
+            group = Some(line.clone());
+        }
+        body.push_str(&format!(
+            "<label><input type=\"radio\" name=\"choice\" value=\"{}\" id=\"plan-{}\"{}> {}</label>",
+            esc(value),
+            esc(value),
+            if i == 0 { " checked" } else { "" },
+            plan_line(lang, plan)
+        ));
+    }
+    if group.is_some() {
+        body.push_str("</fieldset>");
+    }
+    body.push_str(&format!(
+        "<div class=\"buttons\"><button type=\"submit\" id=\"continue\"{}>{}</button><button type=\"button\" id=\"cancel\" class=\"secondary\">{}</button></div></form>",
+        if offers.is_empty() { " disabled" } else { "" },
+        tr(lang, T::Continue),
+        tr(lang, T::Cancel)
+    ));
+    body.push_str(&format!(
+        "<p id=\"no-app\" hidden>{}</p>",
+        tr(lang, T::NoApp)
+    ));
+    let script = format!(
+        "function sendCancelled() {{ {} }}\nonClick(\"cancel\", function () {{ sendCancelled(); finish(\"cancelled\", {}); }});\nif (!appPresent()) {{ document.getElementById(\"no-app\").hidden = false; }}",
+        cancel_js(MoDirectStatus::Cancelled),
+        js_string(tr(lang, T::Cancelled))
+    );
+    Page {
+        status: StatusCode::OK,
+        step: "plans",
+        title: tr(lang, T::ChoosePlan).to_owned(),
+        body,
+        script,
+    }
+}
+
+fn chosen(app: &App, launch: &Launch, q: &Query) -> Option<(PlanConfig, Option<Iccid>)> {
+    let choice = match q.get("choice") {
+        Some(Ok(c)) => c.to_owned(),
+        _ => return None,
+    };
+    offers(app, launch)
+        .into_iter()
+        .find(|(v, _, _)| *v == choice)
+        .map(|(_, p, l)| (p, l))
+}
+
+fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
+    let q = Query::parse(req.uri().query());
+    let launch = match Launch::parse(&q) {
+        Ok(l) => l,
+        Err(why) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::BadLaunch),
+                &why,
+                MoDirectStatus::Cancelled,
+            )
+        }
+    };
+    let Some((plan, line)) = chosen(app, &launch, &q) else {
+        return message_page(
+            lang,
+            StatusCode::BAD_REQUEST,
+            "error",
+            tr(lang, T::Error),
+            tr(lang, T::NoPlans),
+            MoDirectStatus::Cancelled,
+        );
+    };
+    let choice = match q.get("choice") {
+        Some(Ok(c)) => c.to_owned(),
+        _ => String::new(),
+    };
+    // A new eSIM line, or a physical SIM's first purchase, is most likely
+    // a new customer; a top-up an existing one.
+    let new_line = match &line {
+        None => true,
+        Some(l) => {
+            launch.iccid.is_some() && app.store.mp_latest_for_iccid(l).ok().flatten().is_none()
+        }
+    };
+    let body = format!(
+        "<h1>{}</h1><p id=\"summary\">{}</p>{}\
+<form method=\"post\" action=\"{PREFIX}/purchase\" id=\"checkout\">{}<input type=\"hidden\" name=\"choice\" value=\"{}\">\
+<fieldset><legend>{}</legend><label><input type=\"radio\" name=\"account\" value=\"new\" id=\"account-new\"{}> {}</label>\
+<label><input type=\"radio\" name=\"account\" value=\"existing\" id=\"account-existing\"{}> {}</label></fieldset>\
+<div class=\"buttons\"><button type=\"submit\" id=\"buy\">{}</button><button type=\"button\" id=\"cancel\" class=\"secondary\">{}</button></div></form>",
+        tr(lang, T::YourOrder),
+        plan_line(lang, &plan),
+        line.as_ref()
+            .map(|l| format!("<p>ICCID {}</p>", esc(l.as_str())))
+            .unwrap_or_default(),
+        launch.hidden(),
+        esc(&choice),
+        tr(lang, T::Account),
+        if new_line { " checked" } else { "" },
+        tr(lang, T::AccountNew),
+        if new_line { "" } else { " checked" },
+        tr(lang, T::AccountExisting),
+        tr(lang, T::Buy),
+        tr(lang, T::Cancel),
+    );
+    Page {
+        status: StatusCode::OK,
+        step: "checkout",
+        title: tr(lang, T::YourOrder).to_owned(),
+        body,
+        script: format!(
+            "function sendCancelled() {{ {} }}\nonClick(\"cancel\", function () {{ sendCancelled(); finish(\"cancelled\", {}); }});",
+            cancel_js(MoDirectStatus::Cancelled),
+            js_string(tr(lang, T::Cancelled))
+        ),
+    }
+}
+
+/// The checkout of a plan for a launch.
+fn checkout_for(
+    app: &App,
+    launch: &Launch,
+    plan: &PlanConfig,
+    line: Option<&Iccid>,
+    account: Choice,
+    now: i64,
+) -> Checkout {
+    let secs = i64::from(plan.valid_for_days.max(1)) * 86400;
+    let balance_type = match plan.balance_type.as_deref() {
+        Some("MODIRECT") => BalanceType::Modirect,
+        _ => BalanceType::ModirectPayg,
+    };
+    let credit = Some((
+        (plan.data_mb.max(0.0) * 1000.0).round() as u64,
+        secs,
+        balance_type,
+        vec![],
+    ));
+    match (plan.kind, line) {
+        (PlanKind::Balance, Some(line)) => {
+            // A line with earlier purchases is an existing line.
+            let known_line = app.store.mp_latest_for_iccid(line).ok().flatten().is_some()
+                || launch.eid.is_some();
+            Checkout {
+                transaction_id: launch.transaction_id.clone(),
+                kind: OrderKind::Balance,
+                eid: launch.eid.clone(),
+                iccid: Some(line.clone()),
+                profile_type: None,
+                registration: Registration::Now,
+                release_at: None,
+                metadata: PurchaseMetadata {
+                    user_account: account,
+                    purchase_instrument: account,
+                    line: if known_line {
+                        Choice::Existing
+                    } else {
+                        Choice::New
+                    },
+                    plan_name: plan.name.clone(),
+                },
+                credit,
+            }
+        }
+        _ => Checkout {
+            transaction_id: launch.transaction_id.clone(),
+            kind: OrderKind::Profile,
+            eid: launch.eid.clone(),
+            iccid: None,
+            profile_type: plan.profile_type.clone(),
+            registration: match plan.network_registration.as_deref() {
+                Some("later") => Registration::Later {
+                    interval_minutes: plan.network_registration_interval.unwrap_or(15).max(1),
+                },
+                _ => Registration::Now,
+            },
+            release_at: plan
+                .release_delay_minutes
+                .filter(|m| *m > 0)
+                .map(|m| now + i64::from(m) * 60),
+            metadata: PurchaseMetadata {
+                user_account: account,
+                purchase_instrument: account,
+                line: Choice::New,
+                plan_name: plan.name.clone(),
+            },
+            credit,
+        },
+    }
+}
+
+async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
+    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::Error),
+                &e.message,
+                MoDirectStatus::ServiceError,
+            )
+        }
+    };
+    let form = Query::parse(std::str::from_utf8(&body).ok());
+    let launch = match Launch::parse(&form) {
+        Ok(l) => l,
+        Err(why) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::BadLaunch),
+                &why,
+                MoDirectStatus::Cancelled,
+            )
+        }
+    };
+    let Some((plan, line)) = chosen(app, &launch, &form) else {
+        return message_page(
+            lang,
+            StatusCode::BAD_REQUEST,
+            "error",
+            tr(lang, T::Error),
+            tr(lang, T::NoPlans),
+            MoDirectStatus::Cancelled,
+        );
+    };
+    let account = match form.get("account") {
+        Some(Ok("existing")) => Choice::Existing,
+        _ => Choice::New,
+    };
+    let c = checkout_for(
+        app,
+        &launch,
+        &plan,
+        line.as_ref(),
+        account,
+        crate::time::now(),
+    );
+    let placed = super::checkout(app, &operator(app), &c).await;
+    let answer = placed.and_then(|(order, _)| super::decide(app, order));
+    match answer {
+        Ok(a) => result_page(lang, &a),
+        Err(e) => {
+            tracing::warn!(transaction_id = %launch.transaction_id, error = ?e, "portal checkout failed");
+            message_page(
+                lang,
+                StatusCode::OK,
+                "error",
+                tr(lang, T::Error),
+                e.body()["error"].as_str().unwrap_or_default(),
+                MoDirectStatus::ServiceError,
+            )
+        }
+    }
+}
+
+fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
+    let q = Query::parse(req.uri().query());
+    let launch = match Launch::parse(&q) {
+        Ok(l) => l,
+        Err(why) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::BadLaunch),
+                &why,
+                MoDirectStatus::Cancelled,
+            )
+        }
+    };
+    let order = match q.get("retryIccid") {
+        Some(Ok(i)) => Iccid::parse(i).and_then(|i| super::find(app, &Lookup::Iccid(i)).ok()),
+        _ => None,
+    };
+    let order = order.filter(|o| {
+        o.operator == operator(app) && o.eid == launch.eid.as_ref().map(|e| e.as_str().to_owned())
+    });
+    match order.map(|o| super::decide(app, o)) {
+        Some(Ok(a)) => {
+            tracing::info!(transaction_id = %launch.transaction_id, order_transaction_id = %a.order.transaction_id, "portal retry of a download");
+            result_page(lang, &a)
+        }
+        _ => message_page(
+            lang,
+            StatusCode::NOT_FOUND,
+            "error",
+            tr(lang, T::Error),
+            tr(lang, T::NoPlans),
+            MoDirectStatus::Cancelled,
+        ),
+    }
+}
+
+/// The page after a purchase: the callback the decision names is sent on
+/// load; withdraw and cancel when the decision allows them.
+fn result_page(lang: Lang, a: &Answer) -> Page {
+    let d = &a.decision;
+    let o = &a.order;
+    let txid = percent_encode(&o.transaction_id);
+    let mut body = String::new();
+    let state = match d.rule {
+        "releasedRegistrationNow"
+        | "releasedRegistrationLater"
+        | "confirmedReleaseScheduled"
+        | "balanceAddition" => "done",
+        "cancelled" | "orderGone" => "cancelled",
+        "withdrawn" => "withdrawn",
+        "error" => "error",
+        _ => "info",
+    };
+    let heading = match state {
+        "done" => tr(lang, T::Thanks),
+        "cancelled" => tr(lang, T::Cancelled),
+        "withdrawn" => tr(lang, T::Withdrawn),
+        "error" => tr(lang, T::Error),
+        _ => tr(lang, T::AlreadyDone),
+    };
+    body.push_str(&format!(
+        "<h1 id=\"status\" data-state=\"{state}\">{}</h1>",
+        esc(heading)
+    ));
+    let detail = match (&d.now, d.rule) {
+        (Some(n), _) => match &n.callback {
+            Callback::InlineProfileDownload { .. } => tr(lang, T::Installing).to_owned(),
+            Callback::PurchaseWithProfileDownload {
+                network_registration_interval,
+                ..
+            } => fill(
+                lang,
+                T::RegistersLater,
+                &[&network_registration_interval.to_string()],
+            ),
+            Callback::DelayedProfileDownload { .. } => {
+                let at = o.release_at.map(crate::time::datetime).unwrap_or_default();
+                fill(lang, T::ReadyAt, &[&at.replace('T', " ").replace('Z', "")])
+            }
+            Callback::BalanceAddition { .. } => tr(lang, T::BalanceAdded).to_owned(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    body.push_str(&format!("<p id=\"detail\">{}</p>", esc(&detail)));
+    body.push_str(&format!(
+        "<p>{} <strong>{}</strong></p>",
+        tr(lang, T::YourOrder),
+        esc(&o.metadata.plan_name)
+    ));
+    if let Some(e) = &d.error {
+        body.push_str(&format!("<p class=\"alert\" id=\"error\">{}</p>", esc(e)));
+    }
+    if o.kind == OrderKind::Profile {
+        body.push_str(&format!(
+            "<p>{}: <span id=\"registration\">—</span></p><p>{}: <span id=\"activation\">—</span></p>",
+            tr(lang, T::Network),
+            tr(lang, T::Activation)
+        ));
+    }
+    let cancel = d
+        .now
+        .iter()
+        .chain(d.also.iter())
+        .find(|x| x.action == Some(Action::Cancel));
+    let withdraw = d.also.iter().find(|x| x.action == Some(Action::Withdraw));
+    body.push_str("<div class=\"buttons\">");
+    if withdraw.is_some() {
+        body.push_str(&format!(
+            "<button type=\"button\" id=\"withdraw\" class=\"secondary\">{}</button>",
+            tr(lang, T::Withdraw)
+        ));
+    }
+    if cancel.is_some() {
+        body.push_str(&format!(
+            "<button type=\"button\" id=\"cancel\" class=\"secondary\">{}</button>",
+            tr(lang, T::CancelPurchase)
+        ));
+    }
+    body.push_str("</div>");
+    let mut script = String::from("registerScripts();\n");
+    match d.now.as_ref().filter(|n| n.action.is_none()) {
+        Some(n) => script.push_str(&format!(
+            "function sendCallback() {{\n{}\nreturn typeof operationContext === \"undefined\" ? null : operationContext; }}\nvar operationContext = null;\ntry {{ operationContext = sendCallback(); }} catch (e) {{ setText(\"detail\", String(e)); }}\n",
+            n.callback.js()
+        )),
+        None => script.push_str("var operationContext = null;\n"),
+    }
+    if let Some(c) = cancel {
+        script.push_str(&format!(
+            "function sendCancelled() {{ {} }}\nonClick(\"cancel\", function () {{\n  fetch(\"/mobileplans/v1/cancel?transactionId={txid}\", {{method: \"POST\"}}).then(function (r) {{\n    if (r.ok) {{ sendCancelled(); finish(\"cancelled\", {}); }} else {{ setText(\"detail\", {}); }} }});\n}});\n",
+            c.callback.js(),
+            js_string(tr(lang, T::Cancelled)),
+            js_string(tr(lang, T::Error))
+        ));
+    }
+    if withdraw.is_some() {
+        script.push_str(&format!(
+            "onClick(\"withdraw\", function () {{\n  fetch(\"/mobileplans/v1/withdraw?transactionId={txid}\", {{method: \"POST\"}}).then(function (r) {{\n    if (r.ok) {{ MobilePlansInlineOperations.notifyOperationCancel(operationContext); finish(\"withdrawn\", {}); }} else {{ setText(\"detail\", {}); }} }});\n}});\n",
+            js_string(tr(lang, T::Withdrawn)),
+            js_string(tr(lang, T::Error))
+        ));
+    }
+    Page {
+        status: StatusCode::OK,
+        step: "result",
+        title: heading.to_owned(),
+        body,
+        script,
+    }
+}
+
+fn info_page(lang: Lang, which: &str) -> Page {
+    let (t, text) = match which {
+        "support" => (T::Support, "Contact your operator's support line. This reference portal keeps no personal data."),
+        "privacy" => (T::Privacy, "The portal stores the purchase (Mobile Plans transactionId, EID or ICCID, plan) to fulfil it, and nothing else."),
+        _ => (T::Terms, "Reference portal: plans are for testing and take no payment."),
+    };
+    Page {
+        status: StatusCode::OK,
+        step: "info",
+        title: tr(lang, t).to_owned(),
+        body: format!("<h1>{}</h1><p>{}</p>", tr(lang, t), esc(text)),
+        script: String::new(),
+    }
+}
+
+/// Handles `/portal` and below on the operator-web listener.
+pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
+    let lang = Lang::negotiate(
+        req.headers()
+            .get(hyper::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let (function, page) = match (&method, path.as_str()) {
+        (&Method::GET, "/portal" | "/portal/") => ("portalPlans", plans_page(&app, &req, lang)),
+        (&Method::GET, "/portal/checkout") => ("portalCheckout", checkout_page(&app, &req, lang)),
+        (&Method::POST, "/portal/purchase") => ("portalPurchase", purchase(&app, req, lang).await),
+        (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang)),
+        (&Method::GET, "/portal/support") => ("portalInfo", info_page(lang, "support")),
+        (&Method::GET, "/portal/privacy") => ("portalInfo", info_page(lang, "privacy")),
+        (&Method::GET, "/portal/terms") => ("portalInfo", info_page(lang, "terms")),
+        (_, "/portal" | "/portal/" | "/portal/checkout" | "/portal/retry" | "/portal/purchase") => {
+            let mut p = info_page(lang, "support");
+            p.status = StatusCode::METHOD_NOT_ALLOWED;
+            ("unknown", p)
+        }
+        _ => {
+            let mut p = info_page(lang, "support");
+            p.status = StatusCode::NOT_FOUND;
+            ("unknown", p)
+        }
+    };
+    let html = wrap(&app, lang, &nonce, &page);
+    let mut response = http::text_response(page.status, "text/html; charset=utf-8", html);
+    let h = response.headers_mut();
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(hyper::header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        hyper::header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        hyper::header::CONTENT_LANGUAGE,
+        HeaderValue::from_static(lang.tag()),
+    );
+    let ok = page.status.is_success();
+    Outcome {
+        response,
+        function,
+        status: if ok { "ok" } else { "error" },
+        code: if ok {
+            String::new()
+        } else {
+            page.status.as_u16().to_string()
+        },
+    }
+}
