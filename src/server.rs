@@ -184,7 +184,7 @@ fn seed_demo(
     let tpl = templates
         .get("smdpplus-usim")
         .ok_or("the shipped template is missing")?;
-    let mut rng = rand::rngs::OsRng;
+    let mut rng = crate::profile::params::secret_rng();
     let items: Vec<NewProfile> = params_iter(
         tpl,
         n as u64,

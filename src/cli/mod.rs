@@ -1182,16 +1182,19 @@ fn generate_offline(
             .map_err(|e| {
                 format!("{e} (stop the server first: generation writes its store directly)")
             })?;
-    let mut rng = rand::rngs::OsRng;
+    let mut rng = crate::profile::params::secret_rng();
     let params: Vec<_> = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)
         .map_err(|e| e.to_string())?
         .collect();
-    // Nothing is written if any ICCID is taken.
-    for p in &params {
-        if store.get(&p.iccid).map_err(|e| e.to_string())?.is_some() {
+    // Nothing is written if any ICCID is taken. The ICCIDs are consecutive,
+    // so one range scan over the profile records answers for all of them.
+    if let (Some(first), Some(last)) = (params.first(), params.last()) {
+        if let Some(taken) = store
+            .first_taken_in(&first.iccid, &last.iccid)
+            .map_err(|e| e.to_string())?
+        {
             return Err(format!(
-                "ICCID {} is already in the inventory; nothing was generated",
-                p.iccid
+                "ICCID {taken} is already in the inventory; nothing was generated"
             ));
         }
     }

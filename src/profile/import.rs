@@ -51,7 +51,7 @@ pub fn check_csv(
     let mut bad = Vec::new();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    let mut rng = rand::rngs::OsRng;
+    let mut rng = super::params::secret_rng();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.trim();

@@ -138,6 +138,14 @@ impl SdKeys {
     }
 }
 
+/// The generator for personalization secrets in bulk: ChaCha12 (`StdRng`,
+/// a CSPRNG) seeded once from the operating system's generator. Drawing
+/// each of a profile's forty-odd secret bytes and digits straight from the
+/// OS would cost one system call apiece.
+pub fn secret_rng() -> rand::rngs::StdRng {
+    rand::SeedableRng::from_entropy()
+}
+
 /// Everything that makes one profile of a template unique. The same
 /// `Params` and template always give the same package, byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -87,7 +87,7 @@ impl MasterKey {
     /// AES-256-GCM: `nonce || ciphertext || tag`, bound to `context` (e.g. the ICCID).
     pub fn wrap(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, ProtectError> {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         let mut buf = secret.to_vec();
         self.aead()?
             .seal_in_place_append_tag(

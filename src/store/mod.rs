@@ -560,6 +560,7 @@ impl Store {
             .map_err(|_| Error::internal("allocation lock poisoned"))?;
         let mut batch = sled::Batch::default();
         let mut seen = std::collections::HashSet::new();
+        let mut types = std::collections::BTreeSet::new();
         for (i, p) in items.iter().enumerate() {
             let iccid = p.iccid.as_str();
             let bad = |why: &str| {
@@ -614,8 +615,11 @@ impl Store {
             for k in index_keys(&rec) {
                 batch.insert(k, iccid.as_bytes());
             }
-            batch.insert(type_key(&rec.profile_type, &rec.operator), &[][..]);
+            types.insert(type_key(&rec.profile_type, &rec.operator));
             batch.insert(profile_key(iccid), encode(&rec));
+        }
+        for k in types {
+            batch.insert(k, &[][..]);
         }
         self.inner.tree.apply_batch(batch)?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
@@ -1370,6 +1374,22 @@ impl Store {
             )?;
         }
         Ok(())
+    }
+
+    /// The first stored ICCID of the same length as `first` and `last`
+    /// that lies between them (inclusive), if any: one range scan that
+    /// tells whether a block of consecutive ICCIDs is still free.
+    pub fn first_taken_in(&self, first: &Iccid, last: &Iccid) -> Result<Option<String>> {
+        let width = first.as_str().len();
+        let range = profile_key(first.as_str())..=profile_key(last.as_str());
+        for kv in self.inner.tree.range(range) {
+            let (k, _) = kv?;
+            let iccid = k.get(2..).unwrap_or_default();
+            if iccid.len() == width {
+                return Ok(Some(String::from_utf8_lossy(iccid).into_owned()));
+            }
+        }
+        Ok(None)
     }
 
     /// One profile.
