@@ -67,17 +67,11 @@ fn run_checker(files: &[PathBuf]) -> (bool, String) {
 }
 
 fn write_packages(dir: &Path, template: &str, count: u64, seed: u64) -> Vec<PathBuf> {
-    let t = Template::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(template))
-        .expect("template");
+    let t =
+        Template::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(template)).expect("template");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let profiles = generate(
-        &t,
-        count,
-        "894400000000000000",
-        "001010000000000",
-        &mut rng,
-    )
-    .expect("generate");
+    let profiles =
+        generate(&t, count, "894400000000000000", "001010000000000", &mut rng).expect("generate");
     profiles
         .iter()
         .enumerate()
