@@ -36,7 +36,8 @@ use super::saip::{
     AkaParameter, AlgoConfiguration, AlgoParameter, AlgorithmId, ApplicationInstance, End, Fcp,
     File, FileElement, FileSystemPe, FsKind, KeyComponent, KeyObject, MappingParameter, PeHeader,
     PinCodes, PinCodesChoice, PinConfig, Profile, ProfileElement, ProfileHeader, PukCodes,
-    PukConfig, SaipError, Secret, SecurityDomain, ServicesList, DEFAULT_ROTATION_CONSTANTS,
+    PukConfig, SaipError, Secret, SecurityDomain, ServicesList, DEFAULT_PIN_ATTEMPTS,
+    DEFAULT_PIN_ATTRIBUTES, DEFAULT_PUK_ATTEMPTS, DEFAULT_ROTATION_CONSTANTS,
     DEFAULT_XORING_CONSTANTS,
 };
 use crate::asn1::der::{parse_one, DerCodec, Oid, Writer};
@@ -868,6 +869,13 @@ fn header(
     Ok(PeHeader::new(id, mandated))
 }
 
+/// A value for a component with a DEFAULT: DER leaves out a component equal
+/// to its DEFAULT (X.690 §11.5), so the default becomes `None`. The codec
+/// itself keeps whatever a package carries; only what we build is canonical.
+fn non_default<T: PartialEq>(value: Option<T>, default: T) -> Option<T> {
+    value.filter(|v| *v != default)
+}
+
 /// `maxNumOfAttemps-retryNumLeft`: maximum in the high nibble, left in the
 /// low one.
 fn attempts(max: Option<u8>, left: Option<u8>) -> Result<Option<u8>, String> {
@@ -1022,8 +1030,11 @@ impl Compiler {
                                 key_reference: p.key_reference,
                                 value: Secret::default(),
                                 unblocking_reference: p.unblocking_reference,
-                                attributes: p.attributes,
-                                attempts: attempts(p.max_attempts, p.retries)?,
+                                attributes: non_default(p.attributes, DEFAULT_PIN_ATTRIBUTES),
+                                attempts: non_default(
+                                    attempts(p.max_attempts, p.retries)?,
+                                    DEFAULT_PIN_ATTEMPTS,
+                                ),
                             });
                         }
                         let pe = PinCodes {
@@ -1061,7 +1072,10 @@ impl Compiler {
                     codes.push(PukConfig {
                         key_reference: p.key_reference,
                         value: Secret::default(),
-                        attempts: attempts(p.max_attempts, p.retries)?,
+                        attempts: non_default(
+                            attempts(p.max_attempts, p.retries)?,
+                            DEFAULT_PUK_ATTEMPTS,
+                        ),
                     });
                 }
                 let pe = PukCodes {
@@ -1295,7 +1309,7 @@ impl Compiler {
                 .map(|v| aid(v, "extradite_sd_aid"))
                 .transpose()?,
             privileges: hex_bytes(&i.privileges)?,
-            life_cycle_state: i.life_cycle_state,
+            life_cycle_state: non_default(i.life_cycle_state, 0x07),
             specific_parameters_c9: hex_bytes(&i.install_parameters)?,
             system_specific_parameters: None,
             application_parameters: hex_opt(&i.application_parameters)?,
@@ -1312,14 +1326,14 @@ impl Compiler {
             vals.push(self.val(&k.data)?);
             keys.push(KeyObject {
                 usage_qualifier: usage,
-                access: k.access,
+                access: non_default(k.access, 0x00),
                 identifier: k.identifier,
                 version: k.version,
                 counter: None,
                 components: vec![KeyComponent {
                     key_type: hex_bytes(&k.key_type)?,
                     key_data: Secret::default(),
-                    mac_length: k.mac_length,
+                    mac_length: non_default(k.mac_length, 8),
                 }],
             });
         }
@@ -1367,7 +1381,7 @@ fn compile_fcp(s: &FcpSpec) -> Result<Fcp, String> {
             .map(|v| hex_fixed::<2>(v, "file_id"))
             .transpose()?,
         df_name: sized(&s.df_name, 5, 16, "df_name")?,
-        lcsi: octet(&s.lcsi, "lcsi")?,
+        lcsi: non_default(octet(&s.lcsi, "lcsi")?, 0x05),
         security_attributes_referenced: sized(
             &s.security_attributes_referenced,
             1,
@@ -1496,6 +1510,55 @@ type = "end"
         assert_eq!(t.id(), "smdpplus-usim");
         assert_eq!(t.profile_type(), Some("smdpplus-usim"));
         assert_eq!(t.params_used().len(), 21);
+    }
+
+    /// DER leaves out a component equal to its DEFAULT (X.690 §11.5): PIN
+    /// and PUK attempt counters and attributes at their DEFAULT are not
+    /// encoded (asn1tools re-encoding caught us writing them).
+    #[test]
+    fn defaults_are_left_out() {
+        let with_codes = MINIMAL.replace(
+            "[[pe]]\ntype = \"usim\"",
+            r#"[[pe]]
+type = "pukCodes"
+puks = [
+  { key_reference = 0x01, value = "$puk1", max_attempts = 10, retries = 10 },
+  { key_reference = 0x81, value = "$puk2", max_attempts = 9, retries = 9 },
+]
+
+[[pe]]
+type = "pinCodes"
+pins = [
+  { key_reference = 0x01, value = "$pin1", unblocking_reference = 0x01, attributes = 7, max_attempts = 3, retries = 3 },
+  { key_reference = 0x0A, value = "$adm1", attributes = 3, max_attempts = 10, retries = 10 },
+]
+
+[[pe]]
+type = "usim""#,
+        );
+        let t = Template::from_toml(&with_codes).unwrap();
+        let mut seen = 0;
+        for part in &t.parts {
+            match part {
+                PeT::Puks(pe, _) => {
+                    seen += 1;
+                    let a: Vec<_> = pe.codes.iter().map(|c| c.attempts).collect();
+                    assert_eq!(a, vec![None, Some(0x99)]);
+                }
+                PeT::Pins(pe, _) => {
+                    seen += 1;
+                    let PinCodesChoice::Config(c) = &pe.codes else {
+                        panic!("pin config");
+                    };
+                    assert_eq!((c[0].attributes, c[0].attempts), (None, None));
+                    assert_eq!((c[1].attributes, c[1].attempts), (Some(3), Some(0xAA)));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, 2);
+        assert_eq!(non_default(Some(0x05u8), 0x05), None);
+        assert_eq!(non_default(Some(0x0Fu8), 0x07), Some(0x0F));
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub use file::{
     ProprietaryInfo,
 };
 pub use header::{End, MandatoryAid, PeHeader, ProfileHeader, Service, ServicesList};
-pub use pin::{PinCodes, PinCodesChoice, PinConfig, PukCodes, PukConfig};
+pub use pin::{
+    PinCodes, PinCodesChoice, PinConfig, PukCodes, PukConfig, DEFAULT_PIN_ATTEMPTS,
+    DEFAULT_PIN_ATTRIBUTES, DEFAULT_PUK_ATTEMPTS,
+};
 pub use sd::{ApplicationInstance, KeyComponent, KeyObject, OpenPersoData, SecurityDomain};
 pub use secret::Secret;
 

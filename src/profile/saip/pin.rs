@@ -30,6 +30,13 @@ pub struct PinConfig {
     pub attempts: Option<u8>,
 }
 
+/// The `pinAttributes` DEFAULT (7).
+pub const DEFAULT_PIN_ATTRIBUTES: u8 = 7;
+/// The `maxNumOfAttemps-retryNumLeft` DEFAULT of a PIN: 51, 3 attempts of 3.
+pub const DEFAULT_PIN_ATTEMPTS: u8 = 0x33;
+/// The `maxNumOfAttemps-retryNumLeft` DEFAULT of a PUK: 170, 10 of 10.
+pub const DEFAULT_PUK_ATTEMPTS: u8 = 0xAA;
+
 /// The `pinCodes` CHOICE.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinCodesChoice {
