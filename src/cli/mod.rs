@@ -1093,6 +1093,11 @@ fn import_offline(
             return Ok(ExitCode::FAILURE);
         }
     };
+    println!(
+        "checked {} profiles in {:.1} s",
+        items.len(),
+        started.elapsed().as_secs_f64()
+    );
     let mut progress = Progress::new("importing", items.len() as u64);
     let mut done = 0u64;
     for chunk in items.chunks(20_000) {

@@ -464,6 +464,7 @@ mod tests {
             package_ref: String::new(),
             history_len: 1,
             error_reason: None,
+            imported_by: None,
         }
     }
 

@@ -39,7 +39,11 @@ fn in_store(store: &Store, iccid: &Iccid) -> bool {
 
 /// Checks an operator input file against `template` and the store, and
 /// builds the template-based profiles (PINs, PUKs, ADM1 and MNO-SD keys
-/// from the OS CSPRNG; Ki and OPc from the file).
+/// from a CSPRNG; Ki and OPc from the file).
+///
+/// The rows are checked on all cores, each core with its own generator;
+/// duplicates within the file are found afterwards, in file order, so the
+/// report is the same whatever the number of cores.
 pub fn check_csv(
     text: &str,
     template: &Template,
@@ -48,93 +52,164 @@ pub fn check_csv(
     ring: &Keyring,
     store: &Store,
 ) -> Checked {
+    let rows: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(n, line)| {
+            !(line.is_empty() || (*n == 1 && line.to_ascii_uppercase().starts_with("ICCID")))
+        })
+        .collect();
+    let ctx = RowContext {
+        template,
+        default_type,
+        operator,
+        ring,
+        store,
+    };
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    let part = rows.len().div_ceil(threads).max(1);
+    let checked: Vec<Vec<RowOutcome>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = rows
+            .chunks(part)
+            .map(|chunk| {
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    let mut rng = super::params::secret_rng();
+                    chunk
+                        .iter()
+                        .map(|(_, line)| ctx.check_row(line, &mut rng))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    vec![RowOutcome {
+                        iccid: None,
+                        result: Err("a checking thread failed".into()),
+                    }]
+                })
+            })
+            .collect()
+    });
     let mut bad = Vec::new();
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut rng = super::params::secret_rng();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = line.trim();
-        if line.is_empty() || (n == 1 && line.to_ascii_uppercase().starts_with("ICCID")) {
-            continue;
-        }
-        let mut fail = |reason: String| {
-            bad.push(BadRow {
+    let mut out = Vec::with_capacity(rows.len());
+    for ((n, _), row) in rows.iter().zip(checked.into_iter().flatten()) {
+        let result = match row.iccid {
+            Some(iccid) if !seen.insert(iccid.clone()) => {
+                Err(format!("ICCID {iccid} appears twice in the file"))
+            }
+            _ => row.result,
+        };
+        match result {
+            Ok(p) => out.push(p),
+            Err(reason) => bad.push(BadRow {
                 at: format!("line {n}"),
                 reason,
-            })
-        };
-        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-        if !(4..=5).contains(&cols.len()) {
-            fail(format!(
-                "expected ICCID,IMSI,KI,OPC[,profileType], got {} columns",
-                cols.len()
-            ));
-            continue;
-        }
-        let Some(iccid) = Iccid::parse(cols[0]) else {
-            fail(format!("ICCID {:?} is not 19-20 digits", cols[0]));
-            continue;
-        };
-        if !iccid.luhn_ok() {
-            fail(format!("ICCID {iccid} has a bad Luhn check digit"));
-            continue;
-        }
-        if !seen.insert(iccid.clone()) {
-            fail(format!("ICCID {iccid} appears twice in the file"));
-            continue;
-        }
-        if in_store(store, &iccid) {
-            fail(format!("ICCID {iccid} is already in the inventory"));
-            continue;
-        }
-        let imsi = match Imsi::parse(cols[1]) {
-            Ok(i) if i.mnc(template.mnc_digits()).is_ok() => i,
-            _ => {
-                fail(format!("IMSI {:?} is not valid for the template", cols[1]));
-                continue;
-            }
-        };
-        let (Some(ki), Some(opc)) = (key16(cols[2]), key16(cols[3])) else {
-            fail("Ki and OPc must be 16 bytes (32 hex digits) each".into());
-            continue;
-        };
-        let profile_type = cols
-            .get(4)
-            .filter(|t| !t.is_empty())
-            .copied()
-            .unwrap_or(default_type);
-        let params = Params {
-            iccid: iccid.clone(),
-            imsi,
-            ki,
-            opc,
-            pin1: Pin::random(&mut rng, 4),
-            pin2: Pin::random(&mut rng, 4),
-            puk1: Pin::random(&mut rng, 8),
-            puk2: Pin::random(&mut rng, 8),
-            adm1: Pin::random(&mut rng, 8),
-            spn: template.spn().to_owned(),
-            sd_keys: SdKeys::random(&mut rng),
-        };
-        if let Err(e) = template.personalize(&params) {
-            fail(format!("the template refuses these values: {e}"));
-            continue;
-        }
-        match StoredPackage::template(ring, template, &params) {
-            Ok(stored) => out.push(NewProfile {
-                iccid,
-                profile_type: profile_type.to_owned(),
-                operator: operator.to_owned(),
-                package: stored.to_bytes(),
             }),
-            Err(e) => fail(e.to_string()),
         }
     }
     if bad.is_empty() {
         Ok(out)
     } else {
         Err(bad)
+    }
+}
+
+/// What checking one CSV row needs.
+struct RowContext<'a> {
+    template: &'a Template,
+    default_type: &'a str,
+    operator: &'a str,
+    ring: &'a Keyring,
+    store: &'a Store,
+}
+
+/// One checked row: its ICCID when that parsed with a good check digit
+/// (for the duplicate check), and the profile or why not.
+struct RowOutcome {
+    iccid: Option<Iccid>,
+    result: Result<NewProfile, String>,
+}
+
+impl RowContext<'_> {
+    fn check_row<R: rand::RngCore + rand::CryptoRng>(&self, line: &str, rng: &mut R) -> RowOutcome {
+        let fail = |iccid: Option<&Iccid>, reason: String| RowOutcome {
+            iccid: iccid.cloned(),
+            result: Err(reason),
+        };
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        let (true, [iccid, imsi, ki, opc, rest @ ..]) = (cols.len() <= 5, cols.as_slice()) else {
+            let got = cols.len();
+            return fail(
+                None,
+                format!("expected ICCID,IMSI,KI,OPC[,profileType], got {got} columns"),
+            );
+        };
+        let Some(iccid) = Iccid::parse(iccid) else {
+            return fail(None, format!("ICCID {iccid:?} is not 19-20 digits"));
+        };
+        if !iccid.luhn_ok() {
+            return fail(None, format!("ICCID {iccid} has a bad Luhn check digit"));
+        }
+        let iccid = Some(iccid);
+        let result = self.profile(iccid.as_ref(), imsi, ki, opc, rest.first().copied(), rng);
+        RowOutcome { iccid, result }
+    }
+
+    fn profile<R: rand::RngCore + rand::CryptoRng>(
+        &self,
+        iccid: Option<&Iccid>,
+        imsi: &str,
+        ki: &str,
+        opc: &str,
+        profile_type: Option<&str>,
+        rng: &mut R,
+    ) -> Result<NewProfile, String> {
+        let iccid = iccid.ok_or("no ICCID")?.clone();
+        if in_store(self.store, &iccid) {
+            return Err(format!("ICCID {iccid} is already in the inventory"));
+        }
+        let imsi = match Imsi::parse(imsi) {
+            Ok(i) if i.mnc(self.template.mnc_digits()).is_ok() => i,
+            _ => return Err(format!("IMSI {imsi:?} is not valid for the template")),
+        };
+        let (Some(ki), Some(opc)) = (key16(ki), key16(opc)) else {
+            return Err("Ki and OPc must be 16 bytes (32 hex digits) each".into());
+        };
+        let profile_type = profile_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or(self.default_type);
+        let params = Params {
+            iccid: iccid.clone(),
+            imsi,
+            ki,
+            opc,
+            pin1: Pin::random(rng, 4),
+            pin2: Pin::random(rng, 4),
+            puk1: Pin::random(rng, 8),
+            puk2: Pin::random(rng, 8),
+            adm1: Pin::random(rng, 8),
+            spn: self.template.spn().to_owned(),
+            sd_keys: SdKeys::random(rng),
+        };
+        self.template
+            .personalize(&params)
+            .map_err(|e| format!("the template refuses these values: {e}"))?;
+        let stored = StoredPackage::template(self.ring, self.template, &params)
+            .map_err(|e| e.to_string())?;
+        Ok(NewProfile {
+            iccid,
+            profile_type: profile_type.to_owned(),
+            operator: self.operator.to_owned(),
+            package: stored.to_bytes(),
+        })
     }
 }
 

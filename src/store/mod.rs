@@ -601,17 +601,9 @@ impl Store {
                 package_ref: String::from_utf8_lossy(&package_key(iccid)).into_owned(),
                 history_len: 1,
                 error_reason: None,
-            };
-            let h = HistoryEntry {
-                v: RECORD_VERSION,
-                at: now,
-                event: Event::Imported,
-                from: None,
-                to: State::Available,
-                caller: caller.to_owned(),
+                imported_by: Some(caller.to_owned()),
             };
             batch.insert(package_key(iccid), p.package.as_slice());
-            batch.insert(history_key(iccid, 0), encode(&h));
             for k in index_keys(&rec) {
                 batch.insert(k, iccid.as_bytes());
             }
@@ -1415,15 +1407,17 @@ impl Store {
 
     /// A profile's history, oldest first.
     pub fn history(&self, iccid: &Iccid) -> Result<Vec<HistoryEntry>> {
-        self.inner
+        let first = self.get(iccid)?.and_then(|r| r.import_entry());
+        let stored = self
+            .inner
             .tree
             .scan_prefix(key("h/", &[iccid.as_str().as_bytes(), b"/"]))
             .map(|kv| {
                 let (_, v) = kv?;
                 serde_json::from_slice(&v)
                     .map_err(|e| Error::internal(format!("corrupt history: {e}")))
-            })
-            .collect()
+            });
+        first.map(Ok).into_iter().chain(stored).collect()
     }
 
     /// Profiles matching a filter, in ICCID order.

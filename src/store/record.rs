@@ -46,6 +46,27 @@ pub struct ProfileRecord {
     pub history_len: u64,
     /// Why the order ended in [`State::Error`], if it did.
     pub error_reason: Option<String>,
+    /// Who imported the profile, for records whose import is not stored as
+    /// a history entry of its own: entry 0 (Imported, at `created_at`) is
+    /// then read from here, which spares bulk imports one write per
+    /// profile. Absent in records that keep that entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_by: Option<String>,
+}
+
+impl ProfileRecord {
+    /// History entry 0 when the record carries it (see
+    /// [`ProfileRecord::imported_by`]).
+    pub fn import_entry(&self) -> Option<HistoryEntry> {
+        self.imported_by.as_ref().map(|caller| HistoryEntry {
+            v: RECORD_VERSION,
+            at: self.created_at,
+            event: Event::Imported,
+            from: None,
+            to: State::Available,
+            caller: caller.clone(),
+        })
+    }
 }
 
 /// One transition in a profile's history.
