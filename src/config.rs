@@ -2,6 +2,9 @@
 //! (`--config`), overridden by flags and environment variables.
 //! Every key is documented in the README.
 
+use crate::asn1::rsp::{
+    NotificationConfigurationInformation, NotificationEvent, NotificationOperation,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,49 @@ pub struct ProfileTypeConfig {
     /// The icon's bytes and whether it is a PNG, read at start.
     #[serde(skip)]
     pub icon_data: Option<(bool, Vec<u8>)>,
+    /// notificationConfigurationInfo: which profile management operations
+    /// the eUICC reports, and to which address (SGP.22 §5.5.3, §3.5).
+    /// Absent: all four operations, to this SM-DP+. An empty list asks
+    /// for no notifications.
+    pub notifications: Option<Vec<NotificationConfig>>,
+}
+
+/// One entry of a profile type's notificationConfigurationInfo.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// `install`, `enable`, `disable` and/or `delete`.
+    pub operations: Vec<String>,
+    /// The FQDN the eUICC sends them to. Default: this SM-DP+'s address.
+    pub address: Option<String>,
+}
+
+impl NotificationConfig {
+    /// The operations, checked: known names, at least one, none twice.
+    pub fn parsed_operations(&self) -> Result<Vec<NotificationOperation>, String> {
+        let mut out = Vec::with_capacity(self.operations.len());
+        for name in &self.operations {
+            let op = match name.as_str() {
+                "install" => NotificationOperation::Install,
+                "enable" => NotificationOperation::Enable,
+                "disable" => NotificationOperation::Disable,
+                "delete" => NotificationOperation::Delete,
+                other => {
+                    return Err(format!(
+                    "unknown notification operation {other:?} (install, enable, disable, delete)"
+                ))
+                }
+            };
+            if out.contains(&op) {
+                return Err(format!("notification operation {name:?} given twice"));
+            }
+            out.push(op);
+        }
+        if out.is_empty() {
+            return Err("a notification entry needs at least one operation".into());
+        }
+        Ok(out)
+    }
 }
 
 fn default_profile_class() -> String {
@@ -65,7 +111,46 @@ impl ProfileTypeConfig {
             profile_policy_rules: vec![],
             icon: None,
             icon_data: None,
+            notifications: None,
         }
+    }
+
+    /// The StoreMetadataRequest notificationConfigurationInfo for this
+    /// type, with `smdp_address` as the default address; `None` (the field
+    /// left out) when the type asks for no notifications.
+    pub fn notification_info(
+        &self,
+        smdp_address: &str,
+    ) -> Result<Option<Vec<NotificationConfigurationInformation>>, String> {
+        let Some(entries) = &self.notifications else {
+            return Ok(Some(vec![NotificationConfigurationInformation {
+                profile_management_operation: NotificationEvent::from_operations(&[
+                    NotificationOperation::Install,
+                    NotificationOperation::Enable,
+                    NotificationOperation::Disable,
+                    NotificationOperation::Delete,
+                ]),
+                notification_address: smdp_address.to_owned(),
+            }]));
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let ops = e.parsed_operations()?;
+            let address = e.address.as_deref().unwrap_or(smdp_address);
+            let fqdn_ok = !address.is_empty()
+                && address.len() <= 255
+                && address
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+            if !fqdn_ok {
+                return Err(format!("notification address {address:?} is not an FQDN"));
+            }
+            out.push(NotificationConfigurationInformation {
+                profile_management_operation: NotificationEvent::from_operations(&ops),
+                notification_address: address.to_owned(),
+            });
+        }
+        Ok((!out.is_empty()).then_some(out))
     }
 
     /// The PprIds bit numbers (RSPDefinitions: pprUpdateControl(0),
@@ -528,6 +613,7 @@ impl Config {
                     profile_policy_rules: vec![],
                     icon: None,
                     icon_data: None,
+                    notifications: None,
                 };
                 [("demo".to_owned(), demo)].into_iter().collect()
             }),
@@ -560,10 +646,14 @@ impl Config {
             .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(given))
     }
 
-    /// Reads and checks the configured profile icons (PNG or JPEG, at most
-    /// 1024 bytes): a bad icon stops the start with a clear message.
+    /// Checks every profile type's notifications and reads its icon (PNG or
+    /// JPEG, at most 1024 bytes): a bad entry stops the start with a clear
+    /// message.
     pub fn load_icons(&mut self) -> Result<(), String> {
+        let smdp_address = self.smdp_address.clone();
         for (name, t) in self.profile_types.iter_mut() {
+            t.notification_info(&smdp_address)
+                .map_err(|e| format!("profile type {name}: {e}"))?;
             let Some(path) = &t.icon else { continue };
             let bytes = std::fs::read(path)
                 .map_err(|e| format!("profile type {name}: icon {}: {e}", path.display()))?;
@@ -624,5 +714,71 @@ mod tests {
         assert!(c.is_own_address("127.0.0.1:8443"));
         assert!(!c.is_own_address("other.example.com"));
         assert!(!c.is_own_address("smdp.example.com.evil"));
+    }
+
+    fn notifications(toml_text: &str) -> Result<Option<Vec<(Vec<usize>, String)>>, String> {
+        let t: ProfileTypeConfig = toml::from_str(&format!(
+            "service_provider_name = \"S\"\nprofile_name = \"P\"\n{toml_text}"
+        ))
+        .map_err(|e| e.to_string())?;
+        Ok(t.notification_info("smdp.example.com")?.map(|list| {
+            list.into_iter()
+                .map(|n| {
+                    let ops = n.profile_management_operation.operations();
+                    (
+                        ops.into_iter().map(|o| o as usize).collect(),
+                        n.notification_address,
+                    )
+                })
+                .collect()
+        }))
+    }
+
+    #[test]
+    fn notification_configuration_per_type() {
+        // Default: every operation to this SM-DP+.
+        assert_eq!(
+            notifications(""),
+            Ok(Some(vec![(vec![0, 1, 2, 3], "smdp.example.com".into())]))
+        );
+        // Configured entries, in order, with their own addresses.
+        assert_eq!(
+            notifications(
+                "[[notifications]]\noperations = [\"delete\", \"install\"]\n\
+                 [[notifications]]\noperations = [\"enable\"]\naddress = \"n.op.example\"\n"
+            ),
+            Ok(Some(vec![
+                (vec![0, 3], "smdp.example.com".into()),
+                (vec![1], "n.op.example".into())
+            ]))
+        );
+        // An empty list leaves the field out.
+        assert_eq!(notifications("notifications = []\n"), Ok(None));
+        // Mistakes are refused with the reason.
+        for (bad, why) in [
+            (
+                "[[notifications]]\noperations = [\"reboot\"]\n",
+                "unknown notification operation",
+            ),
+            (
+                "[[notifications]]\noperations = []\n",
+                "at least one operation",
+            ),
+            (
+                "[[notifications]]\noperations = [\"enable\", \"enable\"]\n",
+                "given twice",
+            ),
+            (
+                "[[notifications]]\noperations = [\"enable\"]\naddress = \"https://x/y\"\n",
+                "not an FQDN",
+            ),
+            (
+                "[[notifications]]\noperations = [\"enable\"]\nurl = \"x\"\n",
+                "unknown field",
+            ),
+        ] {
+            let err = notifications(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Eligibility (SGP.22 §5.6.3, Annex F): a profile whose Profile Policy
 //! Rules the eUICC forbids is refused with 8.2.5/4.3, and the rules the
-//! profile type carries reach the eUICC in its metadata.
+//! profile type carries reach the eUICC in its metadata, with the type's
+//! notificationConfigurationInfo.
 
 mod common;
 
@@ -12,7 +13,9 @@ use smdpplus::euicc::SoftEuicc;
 
 fn config(icon: &std::path::Path) -> String {
     format!(
-        "[profile_types.locked]\nservice_provider_name = \"Locked Mobile\"\nprofile_name = \"Locked\"\nprofile_policy_rules = [\"ppr2\"]\nicon = \"{}\"\n",
+        "[profile_types.locked]\nservice_provider_name = \"Locked Mobile\"\nprofile_name = \"Locked\"\nprofile_policy_rules = [\"ppr2\"]\nicon = \"{}\"\n\
+         [[profile_types.locked.notifications]]\noperations = [\"install\", \"delete\"]\n\
+         [[profile_types.locked.notifications]]\noperations = [\"enable\", \"disable\"]\naddress = \"events.operator.example\"\n",
         icon.display()
     )
 }
@@ -74,5 +77,29 @@ async fn forbidden_policy_rules_make_a_profile_ineligible() {
         "the configured icon"
     );
     assert_eq!(meta.icon_type, Some(smdpplus::asn1::rsp::IconType::Png));
+    // The type's notificationConfigurationInfo, the default address being
+    // this SM-DP+'s.
+    use smdpplus::asn1::rsp::NotificationOperation as Op;
+    let nci: Vec<(Vec<Op>, String)> = meta
+        .notification_configuration_info
+        .expect("notificationConfigurationInfo")
+        .into_iter()
+        .map(|n| {
+            (
+                n.profile_management_operation.operations(),
+                n.notification_address,
+            )
+        })
+        .collect();
+    assert_eq!(
+        nci,
+        vec![
+            (vec![Op::Install, Op::Delete], "localhost".to_owned()),
+            (
+                vec![Op::Enable, Op::Disable],
+                "events.operator.example".to_owned()
+            ),
+        ]
+    );
     assert_eq!(op.state(&ids[0]).await, "Installed");
 }

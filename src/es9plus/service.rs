@@ -12,10 +12,9 @@ use crate::asn1::der::{parse_one, DerCodec};
 use crate::asn1::rsp::{
     AuthenticateServerResponse, BoundProfilePackage, CancelSessionReason, CancelSessionResponse,
     ConfigureIsdpRequest, ControlRefTemplate, CtxParams1, EcdsaSignature, EuiccInfo1, FinalResult,
-    IccidBcd, IconType, InitialiseSecureChannelRequest, NotificationConfigurationInformation,
-    NotificationEvent, NotificationOperation, OperatorId, PendingNotification,
-    PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1, SmdpSigned2,
-    StoreMetadataRequest, TransactionId,
+    IccidBcd, IconType, InitialiseSecureChannelRequest, NotificationOperation, OperatorId,
+    PendingNotification, PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1,
+    SmdpSigned2, StoreMetadataRequest, TransactionId,
 };
 use crate::crypto::bsp::Bsp;
 use crate::crypto::ecdsa::{PublicKey, Signature};
@@ -254,8 +253,8 @@ pub async fn initiate_authentication(
 }
 
 /// The StoreMetadataRequest for a profile (§5.5.3): values per profile type
-/// from the configuration, the ICCID from the profile, and notifications
-/// for every operation sent to this SM-DP+.
+/// from the configuration (notifications included), the ICCID from the
+/// profile.
 fn profile_metadata(
     app: &App,
     iccid: &Iccid,
@@ -269,6 +268,9 @@ fn profile_metadata(
         // operational is the DEFAULT: DER leaves it out.
         _ => None,
     };
+    let notifications = t
+        .notification_info(&app.config.smdp_address)
+        .map_err(internal)?;
     let profile_owner = t
         .profile_owner_mcc_mnc
         .as_deref()
@@ -288,15 +290,7 @@ fn profile_metadata(
             .map(|(png, _)| if *png { IconType::Png } else { IconType::Jpg }),
         icon: t.icon_data.as_ref().map(|(_, b)| b.clone()),
         profile_class,
-        notification_configuration_info: Some(vec![NotificationConfigurationInformation {
-            profile_management_operation: NotificationEvent::from_operations(&[
-                NotificationOperation::Install,
-                NotificationOperation::Enable,
-                NotificationOperation::Disable,
-                NotificationOperation::Delete,
-            ]),
-            notification_address: app.config.smdp_address.clone(),
-        }]),
+        notification_configuration_info: notifications,
         profile_owner,
         profile_policy_rules: (!ppr_bits.is_empty())
             .then(|| crate::asn1::der::BitString::from_named_bits(&ppr_bits)),
