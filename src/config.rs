@@ -716,7 +716,10 @@ mod tests {
         assert!(!c.is_own_address("smdp.example.com.evil"));
     }
 
-    fn notifications(toml_text: &str) -> Result<Option<Vec<(Vec<usize>, String)>>, String> {
+    /// Operation bit numbers and address of each entry.
+    type Entries = Vec<(Vec<usize>, String)>;
+
+    fn notifications(toml_text: &str) -> Result<Option<Entries>, String> {
         let t: ProfileTypeConfig = toml::from_str(&format!(
             "service_provider_name = \"S\"\nprofile_name = \"P\"\n{toml_text}"
         ))
