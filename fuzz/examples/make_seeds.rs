@@ -125,7 +125,11 @@ fn hand_written() -> Vec<u8> {
             });
         }
     });
-    w.raw(&tlv(5, true, &h("A0 03 81 01 02 80 08 01 02 03 04 05 06 07 08")));
+    w.raw(&tlv(
+        5,
+        true,
+        &h("A0 03 81 01 02 80 08 01 02 03 04 05 06 07 08"),
+    ));
     w.raw(&tlv(7, true, &h("A0 03 81 01 03 4F 05 A0 00 00 00 01")));
     w.constructed(Tag::context(19, true), |w| {
         w.constructed(Tag::context(0, true), |w| {

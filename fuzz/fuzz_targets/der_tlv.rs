@@ -84,7 +84,10 @@ fn check(tlv: &Tlv<'_>, depth: usize) {
         let mut again = vec![bits.unused_bits()];
         again.extend_from_slice(bits.as_bytes());
         assert_eq!(again, contents, "BIT STRING");
-        assert_eq!(BitString::new(bits.unused_bits(), bits.as_bytes()), Ok(bits));
+        assert_eq!(
+            BitString::new(bits.unused_bits(), bits.as_bytes()),
+            Ok(bits)
+        );
     }
     if let Ok(b) = tlv.boolean("fuzz") {
         assert_eq!(contents, [if b { 0xFF } else { 0x00 }]);

@@ -49,7 +49,12 @@ fuzz_target!(|data: &[u8]| {
             pe.name()
         );
         let alone = ProfileElement::from_der(&der).expect("a PE of an accepted package decodes");
-        assert_eq!(&alone, pe, "PE #{i} ({}) decodes differently alone", pe.name());
+        assert_eq!(
+            &alone,
+            pe,
+            "PE #{i} ({}) decodes differently alone",
+            pe.name()
+        );
         offset = end;
     }
     assert_eq!(offset, data.len(), "the PEs do not cover the package");
