@@ -59,7 +59,7 @@ async fn generated_profiles_download_and_export_identically() {
         Some("001019000000001"),
         "consecutive IMSIs"
     );
-    // Generating into the same range again is refused and writes nothing.
+    // A range whose last ICCID is taken is refused, and nothing is written.
     let again = Command::new(env!("CARGO_BIN_EXE_smdpplus"))
         .args([
             "profiles",
@@ -67,7 +67,7 @@ async fn generated_profiles_download_and_export_identically() {
             "--count",
             "5",
             "--iccid-start",
-            "894477000000000000",
+            "894476999999999996",
             "--imsi-start",
             "001019000000100",
         ])
@@ -78,6 +78,13 @@ async fn generated_profiles_download_and_export_identically() {
         .output()
         .expect("generate");
     assert!(!again.status.success());
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        why.contains(&format!("ICCID {iccid} is already in the inventory"))
+            && why.contains("nothing was generated"),
+        "{why}"
+    );
+    assert!(!dir.path().join("again.csv").exists(), "no CSV written");
     assert!(!dir.path().join("again.csv").exists());
     // Ki and OPc are nowhere in clear in the store files.
     let ki = first[2].to_ascii_lowercase();

@@ -1081,3 +1081,31 @@ fn authenticate_client_expiry_notification_names_the_eid() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].eid.as_deref(), Some(E2));
 }
+
+/// The free-range check behind `profiles generate`: one scan finds any
+/// stored ICCID of the same width inside the range, ends included.
+#[test]
+fn first_taken_in_finds_any_stored_iccid_in_a_range() {
+    let f = fixture(3); // 894400000000000000.. 894400000000000002, with Luhn digits
+    let s = &f.store;
+    let at = |i: usize| iccid(i);
+    let taken = |a: &Iccid, b: &Iccid| s.first_taken_in(a, b).expect("scan");
+    assert_eq!(taken(&at(0), &at(2)), Some(at(0).to_string()));
+    // Only the last of the range is stored.
+    let below = Iccid::with_check_digit("894399999999999998").expect("iccid");
+    assert_eq!(taken(&below, &at(0)), Some(at(0).to_string()));
+    // Only the first is.
+    assert_eq!(taken(&at(2), &at(9)), Some(at(2).to_string()));
+    // Past the stored ones.
+    assert_eq!(taken(&at(3), &at(900)), None);
+    // A 20-digit range whose keys sort around stored 19-digit ICCIDs does
+    // not collide with them.
+    let wide_a = Iccid::with_check_digit("8944000000000000000").expect("iccid");
+    let wide_b = Iccid::with_check_digit("8944000000000000009").expect("iccid");
+    let inside = (0..3).filter(|i| {
+        let k = at(*i).to_string();
+        wide_a.to_string() < k && k < wide_b.to_string()
+    });
+    assert!(inside.count() > 0, "the case is real");
+    assert_eq!(taken(&wide_a, &wide_b), None);
+}

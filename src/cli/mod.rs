@@ -1188,14 +1188,14 @@ fn generate_offline(
                 format!("{e} (stop the server first: generation writes its store directly)")
             })?;
     let mut rng = crate::profile::params::secret_rng();
-    let params: Vec<_> = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)
-        .map_err(|e| e.to_string())?
-        .collect();
+    // Checks both ranges before anything is written.
+    let mut params = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)
+        .map_err(|e| e.to_string())?;
     // Nothing is written if any ICCID is taken. The ICCIDs are consecutive,
     // so one range scan over the profile records answers for all of them.
-    if let (Some(first), Some(last)) = (params.first(), params.last()) {
+    if let Some((first, last)) = generate::iccid_range(iccid_start, count) {
         if let Some(taken) = store
-            .first_taken_in(&first.iccid, &last.iccid)
+            .first_taken_in(&first, &last)
             .map_err(|e| e.to_string())?
         {
             return Err(format!(
@@ -1228,9 +1228,14 @@ fn generate_offline(
         Ok(())
     });
     let mut done = 0u64;
-    for chunk in params.chunks(CHUNK) {
+    loop {
+        // The values are drawn chunk by chunk, so memory stays flat.
+        let chunk: Vec<_> = params.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
         let mut items = Vec::with_capacity(chunk.len());
-        for p in chunk {
+        for p in &chunk {
             out.write(p)
                 .map_err(|e| format!("{}: {e}", csv_path.display()))?;
             let stored = StoredPackage::template(&ring, &tpl, p).map_err(|e| e.to_string())?;

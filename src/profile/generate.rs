@@ -103,6 +103,17 @@ fn check_range(what: &'static str, start: &str, count: u64) -> Result<(), Genera
     Ok(())
 }
 
+/// The first and last ICCIDs (with their Luhn digits) of `count`
+/// consecutive ones from `iccid_start`, or `None` for an empty or
+/// impossible range.
+pub fn iccid_range(iccid_start: &str, count: u64) -> Option<(Iccid, Iccid)> {
+    let last = advance(iccid_start, count.checked_sub(1)?)?;
+    Some((
+        Iccid::with_check_digit(iccid_start)?,
+        Iccid::with_check_digit(&last)?,
+    ))
+}
+
 /// The values of `count` profiles: ICCIDs from `iccid_start` (the digits
 /// before the Luhn digit) and IMSIs from `imsi_start`, both consecutive,
 /// secrets from `rng`, the template's SPN. Checks the whole range first,
