@@ -354,18 +354,9 @@ fn lpa_errors(req: &Request<Incoming>) -> Option<(Vec<String>, Vec<String>, Opti
 
 fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
     let q = Query::parse(req.uri().query());
-    let launch = match Launch::parse(&q) {
+    let launch = match launch_of(&q, lang) {
         Ok(l) => l,
-        Err(why) => {
-            return message_page(
-                lang,
-                StatusCode::BAD_REQUEST,
-                "error",
-                tr(lang, T::BadLaunch),
-                &why,
-                MoDirectStatus::Cancelled,
-            )
-        }
+        Err(page) => return page,
     };
     tracing::info!(transaction_id = %launch.transaction_id, eid = launch.eid.as_ref().map(Eid::as_str).unwrap_or("-"),
         iccid = launch.iccid.as_ref().map(Iccid::as_str).unwrap_or("-"), market = %launch.market, location = %launch.location,
@@ -482,41 +473,60 @@ fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
     }
 }
 
-fn chosen(app: &App, launch: &Launch, q: &Query) -> Option<(PlanConfig, Option<Iccid>)> {
+/// The launch parameters of a portal request, or the page refusing them.
+fn launch_of(q: &Query, lang: Lang) -> Result<Launch, Page> {
+    Launch::parse(q).map_err(|why| {
+        message_page(
+            lang,
+            StatusCode::BAD_REQUEST,
+            "error",
+            tr(lang, T::BadLaunch),
+            &why,
+            MoDirectStatus::Cancelled,
+        )
+    })
+}
+
+/// The plan (and line) the customer chose among the offers, or the page
+/// saying there is no such plan.
+fn chosen(
+    app: &App,
+    launch: &Launch,
+    q: &Query,
+    lang: Lang,
+) -> Result<(PlanConfig, Option<Iccid>), Page> {
     let choice = match q.get("choice") {
-        Some(Ok(c)) => c.to_owned(),
-        _ => return None,
+        Some(Ok(c)) => Some(c.to_owned()),
+        _ => None,
     };
-    offers(app, launch)
-        .into_iter()
-        .find(|(v, _, _)| *v == choice)
+    choice
+        .and_then(|choice| {
+            offers(app, launch)
+                .into_iter()
+                .find(|(v, _, _)| *v == choice)
+        })
         .map(|(_, p, l)| (p, l))
+        .ok_or_else(|| {
+            message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::Error),
+                tr(lang, T::NoPlans),
+                MoDirectStatus::Cancelled,
+            )
+        })
 }
 
 fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
     let q = Query::parse(req.uri().query());
-    let launch = match Launch::parse(&q) {
+    let launch = match launch_of(&q, lang) {
         Ok(l) => l,
-        Err(why) => {
-            return message_page(
-                lang,
-                StatusCode::BAD_REQUEST,
-                "error",
-                tr(lang, T::BadLaunch),
-                &why,
-                MoDirectStatus::Cancelled,
-            )
-        }
+        Err(page) => return page,
     };
-    let Some((plan, line)) = chosen(app, &launch, &q) else {
-        return message_page(
-            lang,
-            StatusCode::BAD_REQUEST,
-            "error",
-            tr(lang, T::Error),
-            tr(lang, T::NoPlans),
-            MoDirectStatus::Cancelled,
-        );
+    let (plan, line) = match chosen(app, &launch, &q, lang) {
+        Ok(c) => c,
+        Err(page) => return page,
     };
     let choice = match q.get("choice") {
         Some(Ok(c)) => c.to_owned(),
@@ -652,28 +662,13 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
         }
     };
     let form = Query::parse(std::str::from_utf8(&body).ok());
-    let launch = match Launch::parse(&form) {
+    let launch = match launch_of(&form, lang) {
         Ok(l) => l,
-        Err(why) => {
-            return message_page(
-                lang,
-                StatusCode::BAD_REQUEST,
-                "error",
-                tr(lang, T::BadLaunch),
-                &why,
-                MoDirectStatus::Cancelled,
-            )
-        }
+        Err(page) => return page,
     };
-    let Some((plan, line)) = chosen(app, &launch, &form) else {
-        return message_page(
-            lang,
-            StatusCode::BAD_REQUEST,
-            "error",
-            tr(lang, T::Error),
-            tr(lang, T::NoPlans),
-            MoDirectStatus::Cancelled,
-        );
+    let (plan, line) = match chosen(app, &launch, &form, lang) {
+        Ok(c) => c,
+        Err(page) => return page,
     };
     let account = match form.get("account") {
         Some(Ok("existing")) => Choice::Existing,
@@ -707,18 +702,9 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
 
 fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
     let q = Query::parse(req.uri().query());
-    let launch = match Launch::parse(&q) {
+    let launch = match launch_of(&q, lang) {
         Ok(l) => l,
-        Err(why) => {
-            return message_page(
-                lang,
-                StatusCode::BAD_REQUEST,
-                "error",
-                tr(lang, T::BadLaunch),
-                &why,
-                MoDirectStatus::Cancelled,
-            )
-        }
+        Err(page) => return page,
     };
     let order = match q.get("retryIccid") {
         Some(Ok(i)) => Iccid::parse(i).and_then(|i| super::find(app, &Lookup::Iccid(i)).ok()),
