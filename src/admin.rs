@@ -18,6 +18,7 @@
 //! | GET | `/smdpplus/admin/v1/balances/{iccid}` | a SIM's balance buckets |
 
 use crate::error::{Blame, Error};
+use crate::http::query::Query;
 use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::Iccid;
 use crate::server::App;
@@ -171,12 +172,12 @@ pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcom
     }
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// A query parameter, percent-decoded; one that does not decode is a 400.
+fn query_param<'a>(query: &'a Query, name: &str) -> Result<Option<&'a str>, AdminError> {
     query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .get(name)
+        .transpose()
+        .map_err(|()| bad(format!("{name} is not valid percent-encoded UTF-8")))
 }
 
 fn iccid_param(s: &str) -> Result<Iccid, AdminError> {
@@ -202,17 +203,17 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
         .strip_prefix(PREFIX)
         .unwrap_or("")
         .to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
+    let query = Query::parse(req.uri().query());
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["profiles"]) => {
-            let state = match query_param(&query, "state") {
+            let state = match query_param(&query, "state")? {
                 Some(s) => {
                     Some(State::parse(s).ok_or_else(|| bad(format!("unknown state {s:?}")))?)
                 }
                 None => None,
             };
-            let limit = match query_param(&query, "limit") {
+            let limit = match query_param(&query, "limit")? {
                 Some(l) => Some(
                     l.parse::<usize>()
                         .map_err(|_| bad("limit must be a number"))?,
@@ -222,7 +223,7 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
             let filter = ListFilter {
                 operator: Some(operator),
                 state,
-                profile_type: query_param(&query, "profileType").map(str::to_owned),
+                profile_type: query_param(&query, "profileType")?.map(str::to_owned),
                 limit,
             };
             let list = app.store.list(&filter)?;
@@ -281,7 +282,7 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
         (Method::GET, ["profiles", iccid, "package"]) => {
             // The unprotected package, for operators debugging their own
             // test inventory: only with an explicit `unprotected=true`.
-            if query_param(&query, "unprotected") != Some("true") {
+            if query_param(&query, "unprotected")? != Some("true") {
                 return Err(bad("the package is only exported with unprotected=true"));
             }
             let iccid = iccid_param(iccid)?;

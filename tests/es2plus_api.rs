@@ -392,6 +392,17 @@ async fn resent_request_returns_the_original_response() {
         Some(1),
         "the re-send reserved nothing more"
     );
+    // Admin query parameters are percent-decoded; a bad escape is a 400.
+    let (_, v) = op
+        .admin(Method::GET, "profiles?%73tate=Linked&limit=%31", None)
+        .await;
+    assert_eq!(v["profiles"].as_array().map(Vec::len), Some(1));
+    let (code, v) = op.admin(Method::GET, "profiles?state=%zz", None).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v.to_string().contains("state is not valid percent-encoded"),
+        "{v}"
+    );
     assert_eq!(
         op.show(iccid).await["history"].as_array().map(Vec::len),
         Some(2)
