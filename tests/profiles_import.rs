@@ -99,7 +99,15 @@ async fn csv_and_der_imports() {
     // Importing them again: already in the inventory.
     let out = import(&data, &["--csv", csv_path.to_str().expect("p")]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already in the inventory"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (line, id) in [(1, iccid(1)), (2, iccid(2))] {
+        assert!(
+            err.contains(&format!(
+                "line {line}: ICCID {id} is already in the inventory"
+            )),
+            "{err}"
+        );
+    }
 
     // A folder of finished packages: a malformed file names itself.
     let pkgs = dir.path().join("pkgs");
