@@ -228,6 +228,13 @@ pub struct MobilePlansConfig {
     pub terms_url: Option<String>,
     /// The plans the portal offers. Default: a demo catalogue.
     pub plans: Option<Vec<PlanConfig>>,
+    /// TLS chain (PEM) of the operator-web listener (the portal and the
+    /// callback decision API). The Mobile Plans app is a browser, so in
+    /// production this is a publicly trusted certificate for the portal's
+    /// host. Default: the SM-DP+ certificate (`tls_cert`).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM); given together with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What a plan sells.
@@ -338,6 +345,11 @@ pub struct GetBalanceConfig {
     /// `C=US, ST=WA, L=Redmond, O=Microsoft Corporation, CN=partners.datamart.windows.com`
     /// (the default). Attribute order and spacing do not matter.
     pub client_subject: String,
+    /// TLS chain (PEM) of the GetBalance listener, for the `moBaseUrl`
+    /// host Microsoft's service calls. Default: the SM-DP+ certificate.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM); given together with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Basic auth user name.
     pub basic_user: Option<String>,
     /// Hex SHA-256 of the basic auth password (the password itself is
@@ -364,6 +376,8 @@ impl Default for GetBalanceConfig {
             auth: GetBalanceAuth::Mtls,
             client_ca: None,
             client_subject: MICROSOFT_GETBALANCE_SUBJECT.into(),
+            tls_cert: None,
+            tls_key: None,
             basic_user: None,
             basic_password_sha256: None,
             rate_limit_per_sec: 2000,

@@ -374,6 +374,24 @@ async fn key_rotation(app: App, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// A listener's own TLS identity from `tls_cert` and `tls_key` (`section`
+/// names where they are configured), `None` when neither is set.
+fn listener_identity(
+    section: &str,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+) -> Result<Option<tls::Identity>, String> {
+    match (cert, key) {
+        (Some(c), Some(k)) => tls::Identity::load(c, k)
+            .map(Some)
+            .map_err(|e| format!("{section}tls_cert/tls_key: {e}")),
+        (None, None) => Ok(None),
+        _ => Err(format!(
+            "{section}tls_cert and tls_key go together: give both or neither"
+        )),
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(mut config: Config) -> Result<(), String> {
     config.load_icons()?;
@@ -435,19 +453,30 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         println!("smdpplus: seeded {seeded} demo profiles (profileType {DEMO_PROFILE_TYPE:?}) for operator {}", config.dev_operator());
     }
 
-    let identity = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => tls::Identity::load(c, k),
-        _ => tls::Identity::load(&pki.tls_cert, &pki.tls_key),
-    }
-    .map_err(|e| e.to_string())?;
+    let identity = listener_identity("", &config.tls_cert, &config.tls_key)?.map_or_else(
+        || tls::Identity::load(&pki.tls_cert, &pki.tls_key).map_err(|e| e.to_string()),
+        Ok,
+    )?;
+    let web_identity = listener_identity(
+        "[mobile_plans] ",
+        &config.mobile_plans.tls_cert,
+        &config.mobile_plans.tls_key,
+    )?;
+    let balance_identity = listener_identity(
+        "[getbalance] ",
+        &config.getbalance.tls_cert,
+        &config.getbalance.tls_key,
+    )?;
     let operator_ids: Vec<String> = config.operators.iter().map(|o| o.id.clone()).collect();
     let cas: Vec<&std::path::Path> = config.operator_ca.iter().map(|p| p.as_path()).collect();
     let es2_tls = tls::es2_server(&identity, &cas, &operator_ids).map_err(|e| e.to_string())?;
     let es9_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
     // The operator-web listener is browser-facing: server authentication only.
-    let web_tls = tls::es9_server(&identity).map_err(|e| e.to_string())?;
+    let web_tls =
+        tls::es9_server(web_identity.as_ref().unwrap_or(&identity)).map_err(|e| e.to_string())?;
     // GetBalance asks for a client certificate and judges it per request.
-    let balance_tls = tls::getbalance_server(&identity).map_err(|e| e.to_string())?;
+    let balance_tls = tls::getbalance_server(balance_identity.as_ref().unwrap_or(&identity))
+        .map_err(|e| e.to_string())?;
     let balance_svc = Arc::new(
         crate::getbalance::Service::from_config(&config).map_err(|e| format!("GetBalance: {e}"))?,
     );
