@@ -1070,8 +1070,10 @@ fn import_offline(
                 None => Template::from_toml(crate::profile::stored::DEFAULT_TEMPLATE)
                     .map_err(|e| e.to_string())?,
             };
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            // Every Ki and OPc of the file is in this buffer: zeroized on drop.
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            );
             let default_type = profile_type
                 .clone()
                 .unwrap_or_else(|| tpl.profile_type().unwrap_or("default").to_owned());

@@ -245,7 +245,8 @@ pub fn check_der_dir(
                 reason,
             })
         };
-        let bytes = std::fs::read(&path)?;
+        // An unprotected package: its keys are in this buffer, zeroized on drop.
+        let bytes = zeroize::Zeroizing::new(std::fs::read(&path)?);
         let profile = match Profile::decode(&bytes) {
             Ok(p) => p,
             Err(e) => {
