@@ -16,6 +16,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     /// Profiles by lifecycle state (set at scrape time).
     pub profiles: IntGaugeVec,
+    /// Available profiles per operator and profile type (set at scrape
+    /// time).
+    pub available: IntGaugeVec,
     /// ES2+ notifications waiting in the outbox (set at scrape time).
     pub outbox_depth: IntGauge,
     /// Outbox delivery attempts by result (`delivered`, `failed`).
@@ -55,6 +58,14 @@ impl Metrics {
         let profiles = IntGaugeVec::new(
             Opts::new("smdpplus_profiles", "Profiles by lifecycle state"),
             &["state"],
+        )
+        .expect("static metric definition");
+        let available = IntGaugeVec::new(
+            Opts::new(
+                "smdpplus_available_profiles",
+                "Available profiles per operator and profile type",
+            ),
+            &["operator", "profile_type"],
         )
         .expect("static metric definition");
         let outbox_depth = IntGauge::new(
@@ -100,6 +111,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(profiles.clone()),
+            Box::new(available.clone()),
             Box::new(outbox_depth.clone()),
             Box::new(outbox_attempts.clone()),
             Box::new(check_digit_mismatches.clone()),
@@ -115,6 +127,7 @@ impl Metrics {
             requests,
             latency,
             profiles,
+            available,
             outbox_depth,
             outbox_attempts,
             check_digit_mismatches,

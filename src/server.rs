@@ -112,6 +112,12 @@ fn ops_handler(app: App) -> Handler {
                             .with_label_values(&[state.as_str()])
                             .set(n);
                     }
+                    for ((operator, profile_type), n) in app.store.available_by_pool() {
+                        app.metrics
+                            .available
+                            .with_label_values(&[operator.as_str(), profile_type.as_str()])
+                            .set(n);
+                    }
                     app.metrics
                         .outbox_depth
                         .set(app.store.outbox().map(|o| o.len() as i64).unwrap_or(-1));

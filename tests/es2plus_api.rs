@@ -656,6 +656,7 @@ async fn operations_endpoints_and_graceful_shutdown() {
         r#"smdpplus_requests_total{code="8.2.5/3.9",function="downloadOrder",interface="es2plus",status="Failed"} 1"#,
         r#"smdpplus_profiles{state="Available"} 99"#,
         r#"smdpplus_profiles{state="Allocated"} 1"#,
+        r#"smdpplus_available_profiles{operator="dev-operator",profile_type="demo"} 99"#,
         "smdpplus_request_duration_seconds_bucket",
         "smdpplus_outbox_depth 0",
     ] {
@@ -671,4 +672,12 @@ async fn operations_endpoints_and_graceful_shutdown() {
         .admin(Method::GET, "profiles?state=Allocated", None)
         .await;
     assert_eq!(v["profiles"].as_array().map(Vec::len), Some(1));
+    // The pool gauge is rebuilt from the records at start.
+    let (_, m) = server.ops_get("/metrics").await;
+    let needle = r#"smdpplus_available_profiles{operator="dev-operator",profile_type="demo"} 99"#;
+    assert!(
+        m.contains(needle),
+        "missing {needle} in
+{m}"
+    );
 }

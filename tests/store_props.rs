@@ -1206,6 +1206,19 @@ fn check_store(store: &Store, s: &Snapshot, now: i64) -> Result<(), TestCaseErro
             prop_assert_eq!(pool, want, "pool {} {}", o, t);
         }
     }
+    // The per-pool gauge counts the same Available profiles.
+    let mut per_pool: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in s.records.values().filter(|r| r.state == State::Available) {
+        *per_pool
+            .entry((r.operator.clone(), r.profile_type.clone()))
+            .or_insert(0) += 1;
+    }
+    let gauge: BTreeMap<(String, String), i64> = store
+        .available_by_pool()
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    prop_assert_eq!(gauge, per_pool);
 
     // MatchingID lookup agrees with the records.
     let mut names: BTreeSet<String> = MATCHING_IDS.iter().map(|m| (*m).to_owned()).collect();

@@ -46,6 +46,7 @@ pub use record::{
 };
 use sha2::{Digest, Sha256};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -306,6 +307,9 @@ struct Inner {
     flushed: tokio::sync::Mutex<u64>,
     /// Profiles per state, kept in memory for metrics.
     counts: [AtomicI64; 9],
+    /// Available profiles per (operator, profile type), for metrics: what
+    /// an operator alerts on before a pool runs dry.
+    pools: Mutex<BTreeMap<(String, String), i64>>,
 }
 
 fn state_index(s: State) -> usize {
@@ -487,11 +491,15 @@ impl Store {
             .open()?;
         let tree = db.open_tree("smdpplus")?;
         let counts: [AtomicI64; 9] = Default::default();
+        let mut pools = BTreeMap::new();
         for kv in tree.scan_prefix(b"p/") {
             let (_, v) = kv?;
             let r: ProfileRecord = serde_json::from_slice(&v)
                 .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
             counts[state_index(r.state)].fetch_add(1, Ordering::Relaxed);
+            if r.state == State::Available {
+                *pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;
+            }
         }
         Ok(Store {
             inner: Arc::new(Inner {
@@ -502,6 +510,7 @@ impl Store {
                 written: AtomicU64::new(0),
                 flushed: tokio::sync::Mutex::new(0),
                 counts,
+                pools: Mutex::new(pools),
             }),
         })
     }
@@ -531,9 +540,29 @@ impl Store {
         Ok(())
     }
 
-    fn count_transition(&self, old: State, new: State) {
+    fn count_transition(&self, old: State, new: &ProfileRecord) {
         self.inner.counts[state_index(old)].fetch_sub(1, Ordering::Relaxed);
-        self.inner.counts[state_index(new)].fetch_add(1, Ordering::Relaxed);
+        self.inner.counts[state_index(new.state)].fetch_add(1, Ordering::Relaxed);
+        let delta = match (old == State::Available, new.state == State::Available) {
+            (true, false) => -1,
+            (false, true) => 1,
+            _ => return,
+        };
+        self.count_pool(&new.operator, &new.profile_type, delta);
+    }
+
+    fn count_pool(&self, operator: &str, profile_type: &str, delta: i64) {
+        // A poisoned lock still holds usable counts.
+        let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
+        *pools
+            .entry((operator.to_owned(), profile_type.to_owned()))
+            .or_insert(0) += delta;
+    }
+
+    /// Available profiles per (operator, profile type).
+    pub fn available_by_pool(&self) -> Vec<((String, String), i64)> {
+        let pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.iter().map(|(k, n)| (k.clone(), *n)).collect()
     }
 
     /// Profiles per state.
@@ -617,6 +646,15 @@ impl Store {
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         self.inner.counts[state_index(State::Available)]
             .fetch_add(items.len() as i64, Ordering::Relaxed);
+        let mut added: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for p in items {
+            *added
+                .entry((p.operator.as_str(), p.profile_type.as_str()))
+                .or_insert(0) += 1;
+        }
+        for ((operator, profile_type), n) in added {
+            self.count_pool(operator, profile_type, n);
+        }
         Ok(items.len())
     }
 
@@ -677,7 +715,7 @@ impl Store {
                     // Any committed transaction may have written: count it for sync().
                     self.inner.written.fetch_add(1, Ordering::SeqCst);
                     if applied.changed {
-                        self.count_transition(applied.from, applied.record.state);
+                        self.count_transition(applied.from, &applied.record);
                     }
                     return match applied.refusal.take() {
                         Some(e) => Err(e),
