@@ -11,8 +11,9 @@
 # AddressSanitizer build, whose `-Zsanitizer` stable rustc accepts once
 # RUSTC_BOOTSTRAP=1 is set (done here). Crashes land in
 # fuzz/artifacts/TARGET/, the growing corpus in fuzz/corpus/TARGET/ (both
-# ignored by git); the committed seeds in fuzz/seeds/saip_decode/ are read
-# but never written.
+# ignored by git). The committed seeds in fuzz/seeds/TARGET/ (or, for a
+# target without its own, fuzz/seeds/saip_decode/) are read but never
+# written; likewise the dictionary fuzz/TARGET.dict (else fuzz/saip.dict).
 set -euo pipefail
 
 secs="${1:-60}"
@@ -35,14 +36,18 @@ fi
 
 corpus="fuzz/corpus/$target"
 mkdir -p "$corpus"
+seeds="fuzz/seeds/$target"
+[ -d "$seeds" ] || seeds=fuzz/seeds/saip_decode
+dict="fuzz/$target.dict"
+[ -f "$dict" ] || dict=fuzz/saip.dict
 
-echo "== cargo fuzz run $target for ${secs}s (sanitizer: $sanitizer)"
+echo "== cargo fuzz run $target for ${secs}s (sanitizer: $sanitizer, seeds: $seeds, dict: $dict)"
 # One process (no -jobs/-fork): the machine has other work to do, and a
 # crash then stops the run and fails this script with libFuzzer's status.
-exec cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" fuzz/seeds/saip_decode -- \
+exec cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" "$seeds" -- \
   -max_total_time="$secs" \
   -max_len=8192 \
-  -dict=fuzz/saip.dict \
+  -dict="$dict" \
   -timeout=10 \
   -rss_limit_mb=2048 \
   -print_final_stats=1
