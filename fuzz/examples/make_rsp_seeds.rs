@@ -65,12 +65,7 @@ fn main() {
         panic!("the captured BF38 is not the Ok alternative");
     };
     seed::<AuthenticateResponseOk>(&out, "bf38-ok", AUTHENTICATE_RESPONSE_OK, &ok.to_der());
-    let signed1 = seed::<EuiccSigned1>(
-        &out,
-        "euiccSigned1",
-        EUICC_SIGNED1,
-        ok.euicc_signed1.raw(),
-    );
+    let signed1 = seed::<EuiccSigned1>(&out, "euiccSigned1", EUICC_SIGNED1, ok.euicc_signed1.raw());
     seed::<EuiccInfo2>(
         &out,
         "euiccInfo2",
@@ -93,7 +88,11 @@ fn main() {
         "eUICC/CERT_EUICC_ECDSA_BRP.der",
     ] {
         let der = std::fs::read(root.join("certs/sgp26").join(name)).expect("SGP.26 certificate");
-        let file = name.split('/').next_back().unwrap_or(name).trim_end_matches(".der");
+        let file = name
+            .split('/')
+            .next_back()
+            .unwrap_or(name)
+            .trim_end_matches(".der");
         certificate(&out, &format!("cert-{file}"), &der);
     }
 

@@ -111,7 +111,8 @@ fuzz_target!(|data: &[u8]| {
             round_trip::<DeviceInfo>(der);
         }
         "PrepareDownloadResponse" => {
-            if let Some(PrepareDownloadResponse::Ok(ok)) = round_trip::<PrepareDownloadResponse>(der)
+            if let Some(PrepareDownloadResponse::Ok(ok)) =
+                round_trip::<PrepareDownloadResponse>(der)
             {
                 signed(&ok.euicc_signed2);
                 signature(&ok.euicc_signature2);
@@ -190,8 +191,16 @@ fn round_trip<T: DerCodec + PartialEq + Debug>(der: &[u8]) -> Option<T> {
 /// The kept bytes of a signed part are one strict-DER `T` on their own.
 fn signed<T: DerCodec + PartialEq + Debug>(s: &Signed<T>) {
     let alone = round_trip::<T>(s.raw()).expect("the signed bytes decode alone");
-    assert_eq!(&alone, s.value(), "the signed bytes decode differently alone");
-    assert_eq!(s.value().to_der(), s.raw(), "the signed value re-encodes differently");
+    assert_eq!(
+        &alone,
+        s.value(),
+        "the signed bytes decode differently alone"
+    );
+    assert_eq!(
+        s.value().to_der(),
+        s.raw(),
+        "the signed value re-encodes differently"
+    );
 }
 
 /// ES9+ turns the received r || s into a signature before verifying.
@@ -213,7 +222,10 @@ fn pir_checks(pir: &ProfileInstallationResult) {
     let data = pir.profile_installation_result_data.value();
     metadata_checks(&data.notification_metadata);
     let result = data.final_result.to_der();
-    assert_eq!(FinalResult::decode(&result).as_ref(), Ok(&data.final_result));
+    assert_eq!(
+        FinalResult::decode(&result).as_ref(),
+        Ok(&data.final_result)
+    );
 }
 
 fn other_checks(other: &OtherSignedNotification) {
