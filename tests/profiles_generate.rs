@@ -169,3 +169,62 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// kill -9 in the middle of a bulk generation: every profile the store kept
+/// has its row (ICCID, IMSI, Ki, OPc) in the operator's file, because each
+/// chunk's rows are synced before the chunk is stored.
+#[test]
+fn an_interrupted_generation_leaves_no_stored_profile_without_its_row() {
+    use smdpplus::store::{ListFilter, Store, StoreOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let csv = dir.path().join("out.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smdpplus"))
+        .args(["profiles", "generate", "--count", "2000000"])
+        .args(["--iccid-start", "894466000000000000"])
+        .args(["--imsi-start", "001015000000000"])
+        .args(["--profile-type", "bulk", "--data-dir"])
+        .arg(&data)
+        .arg("--csv")
+        .arg(&csv)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("generate");
+    // Wait until a few chunks (20,000 rows each) are in the file, then
+    // kill it: chunks are being stored while later rows are written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let rows = std::fs::metadata(&csv).map(|m| m.len() / 80).unwrap_or(0);
+        if rows > 70_000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "generation too slow");
+        assert!(child.try_wait().expect("wait").is_none(), "ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let rows: std::collections::HashMap<String, String> = std::fs::read_to_string(&csv)
+        .expect("csv")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            l.split_once(',')
+                .map(|(i, rest)| (i.to_owned(), rest.to_owned()))
+        })
+        .collect();
+    let store = Store::open(&data.join("db"), StoreOptions::default()).expect("reopen");
+    let stored = store.list(&ListFilter::default()).expect("list");
+    assert!(
+        !stored.is_empty(),
+        "some chunks were stored before the kill"
+    );
+    assert!(stored.len() < 2_000_000, "the kill came before the end");
+    for r in &stored {
+        let row = rows
+            .get(&r.iccid)
+            .unwrap_or_else(|| panic!("stored ICCID {} has no row in the file", r.iccid));
+        assert_eq!(row.split(',').count(), 3, "complete row for {}", r.iccid);
+    }
+}

@@ -1248,6 +1248,10 @@ fn generate_offline(
                 package: stored.to_bytes(),
             });
         }
+        // The HSS/AuC file first: a profile in the store whose Ki is not in
+        // the file could never attach, even after a crash right here.
+        out.sync()
+            .map_err(|e| format!("{}: {e}", csv_path.display()))?;
         if tx.send(items).is_err() {
             break;
         }

@@ -276,6 +276,14 @@ impl OperatorCsv {
         r
     }
 
+    /// Writes what is buffered and syncs the file to disk. Call it before
+    /// the rows' profiles are stored, so that the file always holds every
+    /// stored profile's keys, whenever the process stops.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.flush_buf()?;
+        self.file.sync_data()
+    }
+
     /// Writes what is buffered, syncs the file to disk, and returns its
     /// path and the number of rows.
     pub fn finish(mut self) -> std::io::Result<(PathBuf, u64)> {
