@@ -124,12 +124,9 @@ impl ProfileTypeConfig {
     ) -> Result<Option<Vec<NotificationConfigurationInformation>>, String> {
         let Some(entries) = &self.notifications else {
             return Ok(Some(vec![NotificationConfigurationInformation {
-                profile_management_operation: NotificationEvent::from_operations(&[
-                    NotificationOperation::Install,
-                    NotificationOperation::Enable,
-                    NotificationOperation::Disable,
-                    NotificationOperation::Delete,
-                ]),
+                profile_management_operation: NotificationEvent::from_operations(
+                    &NotificationOperation::ALL,
+                ),
                 notification_address: smdp_address.to_owned(),
             }]));
         };

@@ -495,15 +495,12 @@ fn chosen(
     q: &Query,
     lang: Lang,
 ) -> Result<(PlanConfig, Option<Iccid>), Page> {
-    let choice = match q.get("choice") {
-        Some(Ok(c)) => Some(c.to_owned()),
-        _ => None,
-    };
-    choice
+    q.get("choice")
+        .and_then(Result::ok)
         .and_then(|choice| {
             offers(app, launch)
                 .into_iter()
-                .find(|(v, _, _)| *v == choice)
+                .find(|(v, _, _)| v == choice)
         })
         .map(|(_, p, l)| (p, l))
         .ok_or_else(|| {

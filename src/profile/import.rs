@@ -158,22 +158,23 @@ impl RowContext<'_> {
         if !iccid.luhn_ok() {
             return fail(None, format!("ICCID {iccid} has a bad Luhn check digit"));
         }
-        let iccid = Some(iccid);
-        let result = self.profile(iccid.as_ref(), imsi, ki, opc, rest.first().copied(), rng);
-        RowOutcome { iccid, result }
+        let result = self.profile(&iccid, imsi, ki, opc, rest.first().copied(), rng);
+        RowOutcome {
+            iccid: Some(iccid),
+            result,
+        }
     }
 
     fn profile<R: rand::RngCore + rand::CryptoRng>(
         &self,
-        iccid: Option<&Iccid>,
+        iccid: &Iccid,
         imsi: &str,
         ki: &str,
         opc: &str,
         profile_type: Option<&str>,
         rng: &mut R,
     ) -> Result<NewProfile, String> {
-        let iccid = iccid.ok_or("no ICCID")?.clone();
-        if in_store(self.store, &iccid) {
+        if in_store(self.store, iccid) {
             return Err(format!("ICCID {iccid} is already in the inventory"));
         }
         let imsi = match Imsi::parse(imsi) {
@@ -205,7 +206,7 @@ impl RowContext<'_> {
         let stored = StoredPackage::template(self.ring, self.template, &params)
             .map_err(|e| e.to_string())?;
         Ok(NewProfile {
-            iccid,
+            iccid: iccid.clone(),
             profile_type: profile_type.to_owned(),
             operator: self.operator.to_owned(),
             package: stored.to_bytes(),

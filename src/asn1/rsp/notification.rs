@@ -21,7 +21,8 @@ pub enum NotificationOperation {
 }
 
 impl NotificationOperation {
-    const ALL: [NotificationOperation; 4] = [
+    /// The four operations, in bit order.
+    pub const ALL: [NotificationOperation; 4] = [
         NotificationOperation::Install,
         NotificationOperation::Enable,
         NotificationOperation::Disable,
