@@ -29,6 +29,7 @@ pub mod euicc;
 pub mod getbalance;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod mobileplans;
 pub mod pki;

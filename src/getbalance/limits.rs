@@ -1,50 +1,11 @@
-//! The two pieces of state GetBalance keeps in memory: the rate limit
-//! behind 429 (with `Retry-After`) and the window of seen
-//! `X-MS-DM-TransactionId`s behind 409 (mobile-plans.md §4 "Status codes").
-//! Both are per process: a restart forgets the window, which only matters
-//! for a repeat that straddles the restart.
+//! The window of seen `X-MS-DM-TransactionId`s behind GetBalance's 409
+//! (mobile-plans.md §4 "Status codes"; the rate limit behind its 429 is a
+//! [`crate::limits::RateLimiter`]). It is per process: a restart forgets
+//! the window, which only matters for a repeat that straddles the restart.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// A token bucket: `rate` tokens a second, at most `burst`.
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimiter {
-    /// A full bucket.
-    pub fn new(rate_per_sec: u32, burst: u32) -> RateLimiter {
-        let burst = f64::from(burst.max(1));
-        RateLimiter {
-            rate: f64::from(rate_per_sec.max(1)),
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
-    }
-
-    /// Takes a token, or says in how many whole seconds one is there.
-    pub fn take(&self) -> Result<(), u64> {
-        self.take_at(Instant::now())
-    }
-
-    fn take_at(&self, now: Instant) -> Result<(), u64> {
-        // A poisoned lock still holds a usable bucket.
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + elapsed * self.rate).min(self.burst);
-        s.1 = now;
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - s.0) / self.rate).ceil().max(1.0) as u64)
-        }
-    }
-}
 
 /// The ids seen, and the same ids oldest first with when they were seen.
 type Seen = (HashSet<String>, VecDeque<(Instant, String)>);
@@ -100,19 +61,6 @@ impl TransactionWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_refills_at_its_rate() {
-        let l = RateLimiter::new(10, 2);
-        let t0 = Instant::now();
-        assert!(l.take_at(t0).is_ok());
-        assert!(l.take_at(t0).is_ok());
-        assert_eq!(l.take_at(t0), Err(1));
-        assert!(l.take_at(t0 + Duration::from_millis(110)).is_ok());
-        let slow = RateLimiter::new(1, 1);
-        assert!(slow.take_at(t0).is_ok());
-        assert_eq!(slow.take_at(t0), Err(1));
-    }
 
     #[test]
     fn window_forgets_by_age_and_by_count() {
