@@ -45,8 +45,17 @@ impl From<Error> for AdminError {
             Blame::Conditions if e.code.reason == "3.9" => StatusCode::NOT_FOUND,
             Blame::Conditions => StatusCode::CONFLICT,
             Blame::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Blame::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        AdminError(status, e.message, Some(e.code.to_string()))
+        if e.is_ours() {
+            // The detail (an OS error, say) goes to the log only.
+            tracing::error!(error = %e.message, "admin call failed");
+        }
+        AdminError(
+            status,
+            e.public_message().to_owned(),
+            Some(e.code.to_string()),
+        )
     }
 }
 
@@ -60,9 +69,15 @@ impl From<crate::mobileplans::MpError> for AdminError {
             MpError::BadRequest { message, .. }
             | MpError::Forbidden(message)
             | MpError::NotFound(message)
-            | MpError::Conflict { message, .. }
-            | MpError::Internal(message) => message.clone(),
+            | MpError::Conflict { message, .. } => message.clone(),
+            MpError::Internal(_) | MpError::Unavailable(_) => e.body()["error"]
+                .as_str()
+                .unwrap_or("internal error")
+                .to_owned(),
         };
+        if let MpError::Internal(m) | MpError::Unavailable(m) = &e {
+            tracing::error!(error = %m, "admin call failed");
+        }
         AdminError(e.status(), message, None)
     }
 }
@@ -152,16 +167,11 @@ pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcom
     let result = route(&app, req, conn).await;
     let (status, body, code) = match result {
         Ok(v) => (StatusCode::OK, v, String::new()),
-        Err(AdminError(s, msg, code)) => {
-            if s == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(error = %msg, "admin call failed");
-            }
-            (
-                s,
-                json!({"error": msg, "code": code}),
-                code.unwrap_or_default(),
-            )
-        }
+        Err(AdminError(s, msg, code)) => (
+            s,
+            json!({"error": msg, "code": code}),
+            code.unwrap_or_default(),
+        ),
     };
     let label = if status.is_success() { "ok" } else { "error" };
     Outcome {

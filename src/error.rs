@@ -134,8 +134,11 @@ pub enum Blame {
     /// The request was well-formed but the conditions of use are not met
     /// (unknown object, wrong state, exhausted pool, conflict).
     Conditions,
-    /// We failed (storage, I/O).
+    /// We failed (a bug, corrupt data).
     Internal,
+    /// The store cannot write now (a full disk, an I/O error). Nothing was
+    /// changed; the same call can succeed once the store has recovered.
+    Unavailable,
 }
 
 /// A failed function execution: what goes into `statusCodeData`.
@@ -185,9 +188,42 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The store cannot write now; the detail is logged, the wire gets a
+    /// generic text.
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error {
+            blame: Blame::Unavailable,
+            code: codes::PROVIDER_ERROR,
+            message: message.into(),
+        }
+    }
+
+    /// What the caller may see of this error: our own failures get a
+    /// generic text (their detail, OS errors included, goes to the log
+    /// only), refusals their message.
+    pub fn public_message(&self) -> &str {
+        match self.blame {
+            Blame::Internal => "internal error",
+            Blame::Unavailable => "the SM-DP+ cannot store data now; try again later",
+            _ => &self.message,
+        }
+    }
+
+    /// True for our own failures (logged as errors, not refusals).
+    pub fn is_ours(&self) -> bool {
+        matches!(self.blame, Blame::Internal | Blame::Unavailable)
+    }
+}
+
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Error {
-        Error::internal(format!("storage: {e}"))
+        match e {
+            // An I/O error (ENOSPC, EIO) leaves sled refusing every write
+            // until it is reopened: the store recovers by reopening.
+            sled::Error::Io(_) => Error::unavailable(format!("storage: {e}")),
+            _ => Error::internal(format!("storage: {e}")),
+        }
     }
 }
 

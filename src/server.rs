@@ -134,6 +134,14 @@ fn ops_handler(app: App) -> Handler {
                     http::text_response(StatusCode::OK, "text/plain", "ok\n"),
                     "healthz",
                 ),
+                "/readyz" if !app.store.writable() => (
+                    http::text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "store cannot write\n",
+                    ),
+                    "readyz",
+                ),
                 "/readyz" if app.ready.load(Ordering::SeqCst) => (
                     http::text_response(StatusCode::OK, "text/plain", "ready\n"),
                     "readyz",
@@ -276,6 +284,27 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// While the store cannot write (a full disk, an I/O error), tries once a
+/// second to bring it back without a restart ([`Store::recover`]).
+async fn store_recovery(app: App, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if app.store.writable() {
+            continue;
+        }
+        let store = app.store.clone();
+        match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(true)) => app.outbox_wake.notify_one(),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "store recovery failed"),
+            Err(e) => tracing::warn!(error = %e, "store recovery task failed"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
@@ -403,6 +432,13 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     config.load_icons()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    {
+        // The data directory holds the master key, the dev PKI's keys and
+        // the database: the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    }
     let (pki, created) = dev::ensure(
         &config.data_dir,
         &config.smdp_address,
@@ -584,6 +620,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         tokio::spawn(crate::es2plus::notify::run(app.clone(), rx.clone())),
         tokio::spawn(sweeper(app.clone(), rx.clone())),
         tokio::spawn(key_rotation(app.clone(), rx.clone())),
+        tokio::spawn(store_recovery(app.clone(), rx.clone())),
     ];
     app.metrics
         .master_key_id

@@ -357,7 +357,8 @@ fn get_balance(
         }
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "GetBalance: store read failed");
-            Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            let e = crate::mobileplans::MpError::from(e.clone());
+            Reply::new(e.status(), e.body())
         }
     }
 }
@@ -413,18 +414,17 @@ async fn usage(
     {
         Ok(d) => d,
         Err(e) => {
-            return match crate::mobileplans::MpError::from(e) {
-                crate::mobileplans::MpError::Internal(m) => {
-                    tracing::error!(error = %m, "usage: store write failed");
-                    Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-                }
-                other => Reply::new(other.status(), other.body()),
+            if e.is_ours() {
+                tracing::error!(error = %e.message, "usage: store write failed");
             }
+            let e = crate::mobileplans::MpError::from(e);
+            return Reply::new(e.status(), e.body());
         }
     };
     if let Err(e) = app.store.sync().await {
         tracing::error!(error = %e, "usage: flush failed");
-        return Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        let e = crate::mobileplans::MpError::from(e);
+        return Reply::new(e.status(), e.body());
     }
     let list = balances(
         &iccid,

@@ -266,13 +266,8 @@ pub fn execution_status(err: Option<&Error>) -> Value {
     match err {
         None => json!({"status": "Executed-Success"}),
         Some(e) => {
-            let message = if e.blame == crate::error::Blame::Internal {
-                "internal error".to_owned()
-            } else {
-                e.message.clone()
-            };
             json!({"status": "Failed", "statusCodeData": {
-                "subjectCode": e.code.subject, "reasonCode": e.code.reason, "message": message}})
+                "subjectCode": e.code.subject, "reasonCode": e.code.reason, "message": e.public_message()}})
         }
     }
 }
@@ -418,7 +413,7 @@ pub fn gsma_failed(
     http: StatusCode,
     e: Error,
 ) -> Outcome {
-    if e.blame == crate::error::Blame::Internal {
+    if e.is_ours() {
         tracing::error!(interface, function, error = %e.message, "call failed internally");
     } else {
         tracing::info!(interface, function, code = %e.code, reason = %e.message, "call refused");

@@ -67,6 +67,8 @@ pub enum MpError {
     },
     /// 500: our failure (the detail is logged, not sent).
     Internal(String),
+    /// 503: the store cannot write now (the detail is logged, not sent).
+    Unavailable(String),
 }
 
 impl MpError {
@@ -85,6 +87,7 @@ impl MpError {
             MpError::NotFound(_) => StatusCode::NOT_FOUND,
             MpError::Conflict { .. } => StatusCode::CONFLICT,
             MpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            MpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -103,6 +106,9 @@ impl MpError {
                 v
             }
             MpError::Internal(_) => json!({"error": "internal error"}),
+            MpError::Unavailable(_) => {
+                json!({"error": Error::unavailable("").public_message()})
+            }
         }
     }
 }
@@ -118,6 +124,7 @@ impl From<Error> for MpError {
                 decision: None,
             },
             Blame::Internal => MpError::Internal(e.message),
+            Blame::Unavailable => MpError::Unavailable(e.message),
         }
     }
 }

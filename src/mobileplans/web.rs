@@ -140,7 +140,7 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
             "ok",
         ),
         Err(e) => {
-            if let MpError::Internal(m) = &e {
+            if let MpError::Internal(m) | MpError::Unavailable(m) = &e {
                 tracing::error!(function, error = %m, "Mobile Plans call failed");
             }
             finish(

@@ -286,7 +286,7 @@ pub(super) fn remove_bucket_tx(
 impl Store {
     /// A SIM's balance record.
     pub fn balance(&self, iccid: &Iccid) -> Result<Option<BalanceRecord>> {
-        match self.inner.tree.get(balance_key(iccid.as_str()))? {
+        match self.tree()?.get(balance_key(iccid.as_str()))? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
                 Error::internal(format!("corrupt balance record: {e}"))
             })?)),
@@ -296,17 +296,16 @@ impl Store {
 
     /// Whether the ICCID names a profile or a registered SIM.
     pub fn sim_known(&self, iccid: &Iccid) -> Result<bool> {
-        Ok(self.inner.tree.contains_key(balance_key(iccid.as_str()))?
+        Ok(self.tree()?.contains_key(balance_key(iccid.as_str()))?
             || self
-                .inner
-                .tree
+                .tree()?
                 .contains_key(super::profile_key(iccid.as_str()))?)
     }
 
     fn balance_tx<T>(&self, f: impl Fn(&TransactionalTree) -> TxResult<T>) -> Result<T> {
-        let r = self.inner.tree.transaction(|tx| f(tx));
+        let r = self.tree()?.transaction(|tx| f(tx));
         self.inner.written.fetch_add(1, Ordering::SeqCst);
-        super::tx_result(r)
+        self.watch(super::tx_result(r))
     }
 
     /// Registers a SIM for the balance API (a warm physical SIM before its

@@ -316,7 +316,7 @@ fn end_order_tx(
 impl Store {
     /// One order.
     pub fn mp_order(&self, id: u64) -> Result<Option<MobilePlansOrder>> {
-        match self.inner.tree.get(order_key(id))? {
+        match self.tree()?.get(order_key(id))? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
                 Error::internal(format!("corrupt Mobile Plans order: {e}"))
             })?)),
@@ -329,7 +329,7 @@ impl Store {
         &self,
         transaction_id: &str,
     ) -> Result<Option<MobilePlansOrder>> {
-        match self.inner.tree.get(txid_key(transaction_id))? {
+        match self.tree()?.get(txid_key(transaction_id))? {
             Some(v) => match id_of(&v) {
                 Some(id) => self.mp_order(id),
                 None => Err(Error::internal("corrupt transactionId index")),
@@ -339,7 +339,7 @@ impl Store {
     }
 
     fn mp_latest(&self, prefix: Vec<u8>) -> Result<Option<MobilePlansOrder>> {
-        match self.inner.tree.scan_prefix(prefix).next_back() {
+        match self.tree()?.scan_prefix(prefix).next_back() {
             Some(kv) => {
                 let (_, v) = kv?;
                 match id_of(&v) {
@@ -363,8 +363,7 @@ impl Store {
 
     /// Every order, oldest first.
     pub fn mp_orders(&self) -> Result<Vec<MobilePlansOrder>> {
-        self.inner
-            .tree
+        self.tree()?
             .scan_prefix(b"u/")
             .map(|kv| {
                 let (_, v) = kv?;
@@ -378,7 +377,7 @@ impl Store {
     pub fn mp_index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
         for p in ["k/", "l/", "d/", "r/"] {
-            for kv in self.inner.tree.scan_prefix(p.as_bytes()) {
+            for kv in self.tree()?.scan_prefix(p.as_bytes()) {
                 let (k, v) = kv?;
                 out.push((k.to_vec(), v.to_vec()));
             }
@@ -392,8 +391,7 @@ impl Store {
             "r/",
             &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
         );
-        self.inner
-            .tree
+        self.tree()?
             .range(b"r/".to_vec()..end)
             .map(|kv| {
                 let (_, v) = kv?;
@@ -458,11 +456,10 @@ impl Store {
             ));
         };
         let r = self
-            .inner
-            .tree
+            .tree()?
             .transaction(|tx| create_order_tx(tx, new, iccid, None, now));
         self.inner.written.fetch_add(1, Ordering::SeqCst);
-        super::tx_result(r)
+        self.watch(super::tx_result(r))
     }
 
     /// Ends an order (`Cancelled` or `Withdrawn`) and takes back its
@@ -494,11 +491,10 @@ impl Store {
             }
             None => {
                 let r = self
-                    .inner
-                    .tree
+                    .tree()?
                     .transaction(|tx| end_order_tx(tx, id, status, check, now));
                 self.inner.written.fetch_add(1, Ordering::SeqCst);
-                let o = super::tx_result(r)?;
+                let o = self.watch(super::tx_result(r))?;
                 if let Ok(mut e) = ended.lock() {
                     *e = Some(o);
                 }
@@ -538,7 +534,7 @@ impl Store {
     /// Takes a scheduled release that cannot be done off the schedule,
     /// with the reason. Not yet durable.
     pub fn mp_release_failed(&self, id: u64, reason: &str, now: i64) -> Result<()> {
-        let r = self.inner.tree.transaction(|tx| {
+        let r = self.tree()?.transaction(|tx| {
             let old = load_order_tx(tx, id)?;
             if !old.release_pending() {
                 return Ok(());
@@ -549,6 +545,6 @@ impl Store {
             write_order(tx, Some(&old), &new)
         });
         self.inner.written.fetch_add(1, Ordering::SeqCst);
-        super::tx_result(r)
+        self.watch(super::tx_result(r))
     }
 }

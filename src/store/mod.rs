@@ -47,7 +47,7 @@ pub use record::{
 use sha2::{Digest, Sha256};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -294,8 +294,13 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
-    tree: sled::Tree,
+    /// The open sled database; `None` only while it is being reopened.
+    engine: std::sync::RwLock<Option<Engine>>,
+    /// Where the database lives (for reopening).
+    path: std::path::PathBuf,
+    /// False from a write that failed for lack of space or an I/O error
+    /// until a reopened database has taken a write again (`/readyz`).
+    writable: AtomicBool,
     opts: StoreOptions,
     /// Serialises pool allocation and inventory writes: the choice of a free
     /// ICCID happens outside the transaction (sled transactions cannot scan),
@@ -310,6 +315,46 @@ struct Inner {
     /// Available profiles per (operator, profile type), for metrics: what
     /// an operator alerts on before a pool runs dry.
     pools: Mutex<BTreeMap<(String, String), i64>>,
+}
+
+/// An open sled database and the tree that holds everything.
+#[derive(Clone)]
+struct Engine {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// What opening the database finds: the engine and the in-memory counts.
+struct Opened {
+    engine: Engine,
+    counts: [i64; 9],
+    pools: BTreeMap<(String, String), i64>,
+}
+
+impl Opened {
+    fn open(path: &std::path::Path) -> Result<Opened> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let tree = db.open_tree("smdpplus")?;
+        let mut counts = [0i64; 9];
+        let mut pools = BTreeMap::new();
+        for kv in tree.scan_prefix(b"p/") {
+            let (_, v) = kv?;
+            let r: ProfileRecord = serde_json::from_slice(&v)
+                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
+            counts[state_index(r.state)] += 1;
+            if r.state == State::Available {
+                *pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;
+            }
+        }
+        Ok(Opened {
+            engine: Engine { db, tree },
+            counts,
+            pools,
+        })
+    }
 }
 
 fn state_index(s: State) -> usize {
@@ -485,34 +530,118 @@ impl Note {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &std::path::Path, opts: StoreOptions) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let tree = db.open_tree("smdpplus")?;
-        let counts: [AtomicI64; 9] = Default::default();
-        let mut pools = BTreeMap::new();
-        for kv in tree.scan_prefix(b"p/") {
-            let (_, v) = kv?;
-            let r: ProfileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
-            counts[state_index(r.state)].fetch_add(1, Ordering::Relaxed);
-            if r.state == State::Available {
-                *pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;
-            }
-        }
+        let opened = Opened::open(path)?;
+        restrict_permissions(path);
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                tree,
+                engine: std::sync::RwLock::new(Some(opened.engine)),
+                path: path.to_owned(),
+                writable: AtomicBool::new(true),
                 opts,
                 alloc: Mutex::new(()),
                 written: AtomicU64::new(0),
                 flushed: tokio::sync::Mutex::new(0),
-                counts,
-                pools: Mutex::new(pools),
+                counts: opened.counts.map(AtomicI64::new),
+                pools: Mutex::new(opened.pools),
             }),
         })
+    }
+
+    fn engine(&self) -> Result<Engine> {
+        // A poisoned lock still holds a usable engine.
+        self.inner
+            .engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::unavailable("the store is being reopened"))
+    }
+
+    fn tree(&self) -> Result<sled::Tree> {
+        Ok(self.engine()?.tree)
+    }
+
+    /// Notes a failed write: after a full disk or an I/O error, sled
+    /// refuses every write until it is reopened, so the store says it is
+    /// not writable (`/readyz`) until [`Store::recover`] has reopened it.
+    fn watch<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if e.blame == crate::error::Blame::Unavailable
+                && self.inner.writable.swap(false, Ordering::SeqCst)
+            {
+                tracing::error!(error = %e.message, "store write failed: refusing writes until the store recovers");
+            }
+        }
+        r
+    }
+
+    /// False while writes fail for lack of space or an I/O error.
+    pub fn writable(&self) -> bool {
+        self.inner.writable.load(Ordering::SeqCst)
+    }
+
+    /// After a failed write: once the disk takes a write again, reopens the
+    /// database (sled refuses every write after an I/O error until it is
+    /// reopened), recounts the profiles, and checks that a write reaches
+    /// the disk. Returns whether the store is writable. Everything that
+    /// was acknowledged was flushed before, so reopening loses nothing of
+    /// it; reads go on from the old database until the swap.
+    pub fn recover(&self) -> Result<bool> {
+        if self.writable() {
+            return Ok(true);
+        }
+        // Cheap test first: can the filesystem take a small synced file?
+        if let Err(e) = disk_takes_writes(&self.inner.path) {
+            tracing::debug!(error = %e, "store still cannot write");
+            return Ok(false);
+        }
+        let _alloc = self
+            .inner
+            .alloc
+            .lock()
+            .map_err(|_| Error::internal("allocation lock poisoned"))?;
+        let mut slot = self.inner.engine.write().unwrap_or_else(|e| e.into_inner());
+        // sled holds an exclusive lock on its files until every handle of
+        // the old database is gone; handles in flight end within moments.
+        drop(slot.take());
+        let mut opened = None;
+        for _ in 0..50 {
+            match Opened::open(&self.inner.path) {
+                Ok(o) => {
+                    opened = Some(o);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e.message, "store reopen: retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+        let Some(opened) = opened else {
+            tracing::warn!("store reopen failed; trying again later");
+            return Ok(false);
+        };
+        let probe = opened
+            .engine
+            .tree
+            .insert(b"h/probe", &crate::time::now().to_be_bytes()[..])
+            .and_then(|_| opened.engine.db.flush());
+        for (c, n) in self.inner.counts.iter().zip(opened.counts) {
+            c.store(n, Ordering::Relaxed);
+        }
+        *self.inner.pools.lock().unwrap_or_else(|e| e.into_inner()) = opened.pools;
+        *slot = Some(opened.engine);
+        match probe {
+            Ok(_) => {
+                self.inner.writable.store(true, Ordering::SeqCst);
+                tracing::info!("store reopened and writable again");
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store reopened but still cannot write");
+                Ok(false)
+            }
+        }
     }
 
     /// Makes every transaction committed before this call durable (fsync).
@@ -526,18 +655,20 @@ impl Store {
         // Everything committed up to here is covered by the flush below,
         // including the transactions of callers queued behind this lock.
         let target = self.inner.written.load(Ordering::SeqCst);
-        let db = self.inner.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let db = self.engine()?.db.clone();
+        let r = tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map_err(|e| Error::internal(format!("flush task: {e}")))??;
+            .map_err(|e| Error::internal(format!("flush task: {e}")))
+            .and_then(|r| r.map_err(Error::from));
+        self.watch(r)?;
         *flushed = target;
         Ok(())
     }
 
     /// Flushes synchronously (shutdown, CLI).
     pub fn flush_blocking(&self) -> Result<()> {
-        self.inner.db.flush()?;
-        Ok(())
+        let r = self.engine()?.db.flush().map_err(Error::from);
+        self.watch(r).map(|_| ())
     }
 
     fn count_transition(&self, old: State, new: &ProfileRecord) {
@@ -604,7 +735,7 @@ impl Store {
             if !seen.insert(iccid.to_owned()) {
                 return Err(bad("duplicate in batch"));
             }
-            if self.inner.tree.contains_key(profile_key(iccid))? {
+            if self.tree()?.contains_key(profile_key(iccid))? {
                 return Err(bad("already in inventory"));
             }
             if !valid_label(&p.profile_type) || !valid_label(&p.operator) {
@@ -642,7 +773,7 @@ impl Store {
         for k in types {
             batch.insert(k, &[][..]);
         }
-        self.inner.tree.apply_batch(batch)?;
+        self.watch(self.tree()?.apply_batch(batch).map_err(Error::from))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         self.inner.counts[state_index(State::Available)]
             .fetch_add(items.len() as i64, Ordering::Relaxed);
@@ -660,14 +791,12 @@ impl Store {
 
     /// A stored response for an idempotent re-send, if any.
     pub fn idempotent_response(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        Ok(
-            match self.inner.tree.get(crate::store::key("i/", &[key]))? {
-                Some(v) => serde_json::from_slice::<IdemRecord>(&v)
-                    .ok()
-                    .map(|r| r.response),
-                None => None,
-            },
-        )
+        Ok(match self.tree()?.get(crate::store::key("i/", &[key]))? {
+            Some(v) => serde_json::from_slice::<IdemRecord>(&v)
+                .ok()
+                .map(|r| r.response),
+            None => None,
+        })
     }
 
     /// Applies a command atomically: record, indexes, history, outbox and
@@ -702,7 +831,7 @@ impl Store {
                 } => Some(self.pick_from_pool(operator, t)?),
                 _ => None,
             };
-            let result = self.inner.tree.transaction(|tx| {
+            let result = self.tree()?.transaction(|tx| {
                 let applied = self.apply_tx(tx, cmd, ctx, candidate.as_ref())?;
                 if let (Some(then), None) = (then, &applied.refusal) {
                     then(tx, &applied.record)?;
@@ -724,7 +853,7 @@ impl Store {
                 }
                 Err(TransactionError::Abort(TxAbort::Retry)) => continue,
                 Err(TransactionError::Abort(TxAbort::Gsma(e))) => return Err(e),
-                Err(TransactionError::Storage(e)) => return Err(e.into()),
+                Err(TransactionError::Storage(e)) => return self.watch(Err(e.into())),
             }
         }
         Err(Error::internal("allocation kept conflicting"))
@@ -732,13 +861,11 @@ impl Store {
 
     fn pick_from_pool(&self, operator: &str, profile_type: &str) -> Result<Iccid> {
         if !self
-            .inner
-            .tree
+            .tree()?
             .contains_key(type_key(profile_type, operator))?
         {
             let known_elsewhere = self
-                .inner
-                .tree
+                .tree()?
                 .scan_prefix(key("t/", &[profile_type.as_bytes(), b"\0"]))
                 .next()
                 .is_some();
@@ -755,8 +882,7 @@ impl Store {
             });
         }
         match self
-            .inner
-            .tree
+            .tree()?
             .scan_prefix(pool_prefix(operator, profile_type))
             .next()
         {
@@ -1412,7 +1538,7 @@ impl Store {
     pub fn first_taken_in(&self, first: &Iccid, last: &Iccid) -> Result<Option<String>> {
         let width = first.as_str().len();
         let range = profile_key(first.as_str())..=profile_key(last.as_str());
-        for kv in self.inner.tree.range(range) {
+        for kv in self.tree()?.range(range) {
             let (k, _) = kv?;
             let iccid = k.get(2..).unwrap_or_default();
             if iccid.len() == width {
@@ -1424,7 +1550,7 @@ impl Store {
 
     /// One profile.
     pub fn get(&self, iccid: &Iccid) -> Result<Option<ProfileRecord>> {
-        match self.inner.tree.get(profile_key(iccid.as_str()))? {
+        match self.tree()?.get(profile_key(iccid.as_str()))? {
             Some(v) => {
                 Ok(Some(serde_json::from_slice(&v).map_err(|e| {
                     Error::internal(format!("corrupt record: {e}"))
@@ -1437,8 +1563,7 @@ impl Store {
     /// The stored package of a profile.
     pub fn package(&self, rec: &ProfileRecord) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .inner
-            .tree
+            .tree()?
             .get(rec.package_ref.as_bytes())?
             .map(|v| v.to_vec()))
     }
@@ -1447,8 +1572,7 @@ impl Store {
     pub fn history(&self, iccid: &Iccid) -> Result<Vec<HistoryEntry>> {
         let first = self.get(iccid)?.and_then(|r| r.import_entry());
         let stored = self
-            .inner
-            .tree
+            .tree()?
             .scan_prefix(key("h/", &[iccid.as_str().as_bytes(), b"/"]))
             .map(|kv| {
                 let (_, v) = kv?;
@@ -1461,7 +1585,7 @@ impl Store {
     /// Profiles matching a filter, in ICCID order.
     pub fn list(&self, f: &ListFilter) -> Result<Vec<ProfileRecord>> {
         let mut out = vec![];
-        for kv in self.inner.tree.scan_prefix(b"p/") {
+        for kv in self.tree()?.scan_prefix(b"p/") {
             let (_, v) = kv?;
             let r: ProfileRecord = serde_json::from_slice(&v)
                 .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
@@ -1484,16 +1608,14 @@ impl Store {
     /// The ICCID an active MatchingID names.
     pub fn by_matching_id(&self, m: &str) -> Result<Option<Iccid>> {
         Ok(self
-            .inner
-            .tree
+            .tree()?
             .get(matching_key(m))?
             .and_then(|v| Iccid::parse(&String::from_utf8_lossy(&v))))
     }
 
     /// ICCIDs of the open orders linked to an EID.
     pub fn pending_for_eid(&self, eid: &Eid) -> Result<Vec<Iccid>> {
-        self.inner
-            .tree
+        self.tree()?
             .scan_prefix(key("e/", &[eid.as_str().as_bytes(), b"/"]))
             .map(|kv| {
                 let (_, v) = kv?;
@@ -1505,8 +1627,7 @@ impl Store {
 
     /// ICCIDs in the available pool of (operator, type).
     pub fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<Iccid>> {
-        self.inner
-            .tree
+        self.tree()?
             .scan_prefix(pool_prefix(operator, profile_type))
             .map(|kv| {
                 let (_, v) = kv?;
@@ -1522,8 +1643,7 @@ impl Store {
             "x/",
             &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
         );
-        self.inner
-            .tree
+        self.tree()?
             .range(b"x/".to_vec()..end)
             .map(|kv| {
                 let (_, v) = kv?;
@@ -1537,7 +1657,7 @@ impl Store {
     pub fn index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
         for p in ["a/", "m/", "e/", "x/"] {
-            for kv in self.inner.tree.scan_prefix(p.as_bytes()) {
+            for kv in self.tree()?.scan_prefix(p.as_bytes()) {
                 let (k, v) = kv?;
                 out.push((k.to_vec(), v.to_vec()));
             }
@@ -1547,8 +1667,7 @@ impl Store {
 
     /// Outbox items, oldest first.
     pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
-        self.inner
-            .tree
+        self.tree()?
             .scan_prefix(b"o/")
             .map(|kv| {
                 let (_, v) = kv?;
@@ -1560,7 +1679,7 @@ impl Store {
 
     /// Removes a delivered outbox item.
     pub fn outbox_delivered(&self, id: u64) -> Result<()> {
-        self.inner.tree.remove(outbox_key(id))?;
+        self.tree()?.remove(outbox_key(id))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -1576,7 +1695,7 @@ impl Store {
         it.attempts += 1;
         it.last_error = Some(error.to_owned());
         it.next_attempt_ms = next_attempt_ms;
-        self.inner.tree.insert(outbox_key(it.id), encode(&it))?;
+        self.tree()?.insert(outbox_key(it.id), encode(&it))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -1591,7 +1710,7 @@ impl Store {
         let mut v = expires_at.to_be_bytes().to_vec();
         v.extend_from_slice(session);
         let mut batch = sled::Batch::default();
-        if let Some(old) = self.inner.tree.get(key("s/", &[transaction_id]))? {
+        if let Some(old) = self.tree()?.get(key("s/", &[transaction_id]))? {
             if old.len() >= 8 {
                 let mut t = [0u8; 8];
                 t.copy_from_slice(&old[..8]);
@@ -1612,7 +1731,7 @@ impl Store {
             ),
             &[][..],
         );
-        self.inner.tree.apply_batch(batch)?;
+        self.watch(self.tree()?.apply_batch(batch).map_err(Error::from))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -1620,8 +1739,7 @@ impl Store {
     /// An ES9+ session that has not expired at `now`.
     pub fn get_session(&self, transaction_id: &[u8], now: i64) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .inner
-            .tree
+            .tree()?
             .get(key("s/", &[transaction_id]))?
             .and_then(|v| {
                 let mut t = [0u8; 8];
@@ -1633,16 +1751,16 @@ impl Store {
     /// Whether a transactionId was ever issued and is still remembered
     /// (sessions and their expiry index are swept together).
     pub fn session_exists(&self, transaction_id: &[u8]) -> Result<bool> {
-        Ok(self.inner.tree.contains_key(key("s/", &[transaction_id]))?)
+        Ok(self.tree()?.contains_key(key("s/", &[transaction_id]))?)
     }
 
     /// Ends an ES9+ session.
     pub fn remove_session(&self, transaction_id: &[u8]) -> Result<()> {
-        if let Some(old) = self.inner.tree.remove(key("s/", &[transaction_id]))? {
+        if let Some(old) = self.tree()?.remove(key("s/", &[transaction_id]))? {
             if old.len() >= 8 {
                 let mut t = [0u8; 8];
                 t.copy_from_slice(&old[..8]);
-                self.inner.tree.remove(key(
+                self.tree()?.remove(key(
                     "y/",
                     &[
                         &(i64::from_be_bytes(t).max(0) as u64).to_be_bytes(),
@@ -1659,11 +1777,11 @@ impl Store {
     pub fn sweep_sessions(&self, now: i64) -> Result<usize> {
         let end = key("y/", &[&(now.max(0) as u64).to_be_bytes()]);
         let mut n = 0;
-        for kv in self.inner.tree.range(b"y/".to_vec()..end) {
+        for kv in self.tree()?.range(b"y/".to_vec()..end) {
             let (k, _) = kv?;
             let txid = &k[2 + 8..];
-            self.inner.tree.remove(key("s/", &[txid]))?;
-            self.inner.tree.remove(&k)?;
+            self.tree()?.remove(key("s/", &[txid]))?;
+            self.tree()?.remove(&k)?;
             n += 1;
         }
         Ok(n)
@@ -1678,13 +1796,13 @@ impl Store {
         mut f: impl FnMut(&[u8], &str) -> Result<Option<Vec<u8>>>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<usize> {
-        let total = self.inner.tree.scan_prefix(b"b/").count();
+        let total = self.tree()?.scan_prefix(b"b/").count();
         let mut changed = 0;
-        for (done, kv) in self.inner.tree.scan_prefix(b"b/").enumerate() {
+        for (done, kv) in self.tree()?.scan_prefix(b"b/").enumerate() {
             let (k, v) = kv?;
             let iccid = String::from_utf8_lossy(&k[2..]).into_owned();
             if let Some(new) = f(&v, &iccid)? {
-                let swapped = self.inner.tree.compare_and_swap(&k, Some(&v), Some(new))?;
+                let swapped = self.tree()?.compare_and_swap(&k, Some(&v), Some(new))?;
                 if swapped.is_ok() {
                     changed += 1;
                 }
@@ -1699,11 +1817,11 @@ impl Store {
     pub fn prune_idempotency(&self, cutoff: i64) -> Result<usize> {
         let end = key("j/", &[&(cutoff.max(0) as u64).to_be_bytes()]);
         let mut n = 0;
-        for kv in self.inner.tree.range(b"j/".to_vec()..end) {
+        for kv in self.tree()?.range(b"j/".to_vec()..end) {
             let (k, _) = kv?;
             let hash = &k[k.len() - 32..];
-            self.inner.tree.remove(key("i/", &[hash]))?;
-            self.inner.tree.remove(&k)?;
+            self.tree()?.remove(key("i/", &[hash]))?;
+            self.tree()?.remove(&k)?;
             n += 1;
         }
         Ok(n)
@@ -1739,4 +1857,48 @@ fn expiry_refusal(old: &ProfileRecord, now: i64, eid: Option<&Eid>) -> Option<St
 /// Operator ids and profile types: 1-64 printable ASCII characters.
 pub fn valid_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// Makes the database folder and everything in it readable by the owner
+/// only: the store holds EIDs, matchingIds and confirmation-code hashes.
+/// sled creates its files with the process umask; this tightens them.
+fn restrict_permissions(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &std::path::Path, mode: u32| {
+        if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %p.display(), error = %e, "could not restrict permissions");
+        }
+    };
+    set(path, 0o700);
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => {
+                    set(&p, 0o700);
+                    stack.push(p);
+                }
+                Ok(t) if t.is_file() => set(&p, 0o600),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Writes, syncs and removes a small file beside the database: whether
+/// the filesystem takes writes again after running out of space.
+fn disk_takes_writes(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let probe = path.join("space-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&[0u8; 64 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    result
 }
