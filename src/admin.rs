@@ -191,7 +191,7 @@ fn query_param<'a>(query: &'a Query, name: &str) -> Result<Option<&'a str>, Admi
 }
 
 fn iccid_param(s: &str) -> Result<Iccid, AdminError> {
-    Iccid::parse(s).ok_or_else(|| bad(format!("{s:?} is not an ICCID")))
+    Iccid::parse(s).ok_or_else(|| bad(format!("{} is not an ICCID", crate::error::quote(s))))
 }
 
 async fn json_body(app: &App, req: Request<Incoming>) -> Result<Value, AdminError> {
@@ -218,9 +218,10 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["profiles"]) => {
             let state = match query_param(&query, "state")? {
-                Some(s) => {
-                    Some(State::parse(s).ok_or_else(|| bad(format!("unknown state {s:?}")))?)
-                }
+                Some(s) => Some(
+                    State::parse(s)
+                        .ok_or_else(|| bad(format!("unknown state {}", crate::error::quote(s))))?,
+                ),
                 None => None,
             };
             let limit = match query_param(&query, "limit")? {
@@ -252,8 +253,12 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                     .get("iccid")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad(format!("item {n}: iccid is missing")))?;
-                let iccid = Iccid::parse(iccid)
-                    .ok_or_else(|| bad(format!("item {n}: {iccid:?} is not an ICCID")))?;
+                let iccid = Iccid::parse(iccid).ok_or_else(|| {
+                    bad(format!(
+                        "item {n}: {} is not an ICCID",
+                        crate::error::quote(iccid)
+                    ))
+                })?;
                 let profile_type = it
                     .get("profileType")
                     .and_then(Value::as_str)
@@ -319,8 +324,12 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 .get("expiresAt")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("expiresAt is missing"))?;
-            let expires_at = crate::time::parse_datetime(at)
-                .ok_or_else(|| bad(format!("expiresAt {at:?} is not an RFC 3339 date-time")))?;
+            let expires_at = crate::time::parse_datetime(at).ok_or_else(|| {
+                bad(format!(
+                    "expiresAt {} is not an RFC 3339 date-time",
+                    crate::error::quote(at)
+                ))
+            })?;
             let cmd = Command::SetExpiry {
                 operator: operator.clone(),
                 iccid,
@@ -374,11 +383,9 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 .get(&iccid)?
                 .is_some_and(|p| p.operator != operator)
             {
-                return Err(AdminError(
-                    StatusCode::FORBIDDEN,
-                    format!("ICCID {iccid} belongs to another operator"),
-                    None,
-                ));
+                // As for an unknown ICCID: no probing of another
+                // operator's inventory.
+                return Err(crate::store::unknown_iccid(&iccid).into());
             }
             let now = crate::time::now();
             let rec = app
@@ -410,11 +417,9 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 .get(&iccid)?
                 .is_some_and(|p| p.operator != operator)
             {
-                return Err(AdminError(
-                    StatusCode::FORBIDDEN,
-                    format!("ICCID {iccid} belongs to another operator"),
-                    None,
-                ));
+                // As for an unknown ICCID: no probing of another
+                // operator's inventory.
+                return Err(crate::store::unknown_iccid(&iccid).into());
             }
             let now = crate::time::now();
             let credit = crate::store::balance::Credit {

@@ -50,8 +50,6 @@ pub mod codes {
     pub const EID_CONDITIONAL_MISSING: StatusCode = sc("8.1.1", "2.3");
     /// 8.1.1 EID, 3.10 Invalid Association.
     pub const EID_INVALID_ASSOCIATION: StatusCode = sc("8.1.1", "3.10");
-    /// 8.2.1 Profile ICCID, 1.2 Not Allowed.
-    pub const ICCID_NOT_ALLOWED: StatusCode = sc("8.2.1", "1.2");
     /// 8.2.1 Profile ICCID, 2.1 Invalid.
     pub const ICCID_INVALID: StatusCode = sc("8.2.1", "2.1");
     /// 8.2.1 Profile ICCID, 3.3 Already in Use.
@@ -62,8 +60,6 @@ pub mod codes {
     pub const ICCID_UNKNOWN: StatusCode = sc("8.2.1", "3.9");
     /// 8.2.1 Profile ICCID, 3.10 Invalid Association (different EID).
     pub const ICCID_EID_MISMATCH: StatusCode = sc("8.2.1", "3.10");
-    /// 8.2.5 Profile Type, 1.2 Not Allowed.
-    pub const TYPE_NOT_ALLOWED: StatusCode = sc("8.2.5", "1.2");
     /// 8.2.5 Profile Type, 3.7 Unavailable (pool exhausted).
     pub const TYPE_EXHAUSTED: StatusCode = sc("8.2.5", "3.7");
     /// 8.2.5 Profile Type, 3.8 Refused (type does not match the ICCID).
@@ -225,6 +221,29 @@ impl From<sled::Error> for Error {
             _ => Error::internal(format!("storage: {e}")),
         }
     }
+}
+
+/// Client input as an error message may show it: quoted, at most 64
+/// characters (then `…`), quotes, backslashes, control and non-ASCII
+/// characters escaped, so that an answer never carries much of what the
+/// client sent, nor anything that could be read as markup or a new line.
+pub fn quote(input: &str) -> String {
+    let mut out = String::with_capacity(input.len().min(64) + 4);
+    out.push('"');
+    for (i, c) in input.chars().enumerate() {
+        if i == 64 {
+            out.push('…');
+            break;
+        }
+        match c {
+            '<' => out.push_str("\\u{3c}"),
+            '>' => out.push_str("\\u{3e}"),
+            '&' => out.push_str("\\u{26}"),
+            c => out.extend(c.escape_default()),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Convenience alias.

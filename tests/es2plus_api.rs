@@ -327,12 +327,24 @@ async fn operators_only_touch_their_own_profiles() {
     let ids = iccids(4, 1);
     a.add_profiles("gold", &ids).await;
 
+    // Another operator's ICCID and profile type answer exactly as unknown
+    // ones: operators cannot probe each other's inventory.
+    let message =
+        |v: &Value| v["header"]["functionExecutionStatus"]["statusCodeData"]["message"].clone();
     let (_, v) = b.call("downloadOrder", json!({"iccid": ids[0]})).await;
-    assert_failed(&v, "8.2.1/1.2");
+    assert_failed(&v, "8.2.1/3.9");
+    assert_eq!(message(&v), format!("ICCID {} is unknown", ids[0]));
     let (_, v) = b
         .call("downloadOrder", json!({"profileType": "gold"}))
         .await;
-    assert_failed(&v, "8.2.5/1.2");
+    assert_failed(&v, "8.2.5/3.9");
+    let (_, unknown) = b
+        .call("downloadOrder", json!({"profileType": "silver"}))
+        .await;
+    assert_eq!(
+        message(&v).as_str().map(|m| m.replace("gold", "silver")),
+        message(&unknown).as_str().map(str::to_owned)
+    );
     let (_, v) = a.call("downloadOrder", json!({"iccid": ids[0]})).await;
     assert_ok(&v);
     for (f, body) in [
@@ -347,13 +359,22 @@ async fn operators_only_touch_their_own_profiles() {
         ),
     ] {
         let (_, v) = b.call(f, body).await;
-        assert_failed(&v, "8.2.1/1.2");
+        assert_failed(&v, "8.2.1/3.9");
     }
-    // The admin API is scoped too.
+    // The admin API is scoped too, and another operator's line is unknown.
     let (s, _) = b
         .admin(Method::GET, &format!("profiles/{}", ids[0]), None)
         .await;
     assert_eq!(s, 404);
+    let (s, v) = b
+        .admin(
+            Method::PUT,
+            &format!("balances/{}", ids[0]),
+            Some(json!({"notSupported": false})),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["code"], "8.2.1/3.9", "{v}");
     let (s, v) = b.admin(Method::GET, "profiles", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["profiles"].as_array().map(Vec::len), Some(0));
@@ -525,6 +546,41 @@ async fn bad_input_gets_gsma_codes_never_500() {
             Some("gsma/rsp/v2.2.0"),
             "{what}"
         );
+    }
+    // Client input is echoed 64 characters at most, escaped.
+    let long_eid = format!("<b>{}\n", "9".repeat(500));
+    let long_type = format!("x-admin {}", "v".repeat(500));
+    for (what, headers, body) in [
+        (
+            "long EID",
+            vec![json_ct, proto],
+            json!({"header": {"functionRequesterIdentifier": "dev-operator",
+                              "functionCallIdentifier": "e1"}, "eid": long_eid, "profileType": "demo"})
+            .to_string()
+            .into_bytes(),
+        ),
+        (
+            "long X-Admin-Protocol",
+            vec![json_ct, ("x-admin-protocol", long_type.as_str())],
+            good.clone().into_bytes(),
+        ),
+        (
+            "long Content-Type",
+            vec![("content-type", long_type.as_str()), proto],
+            good.clone().into_bytes(),
+        ),
+    ] {
+        let r = op.raw(Method::POST, path, &headers, &body).await.expect(what);
+        let v: Value = serde_json::from_slice(&r.body).expect("json");
+        let m = v["header"]["functionExecutionStatus"]["statusCodeData"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(status(&v), "Failed", "{what}: {v}");
+        let echoed = m.matches(['9', 'v']).count();
+        assert!(echoed <= 64, "{what}: {echoed} characters of input echoed: {m}");
+        assert!(m.contains('…'), "{what}: truncation is marked: {m}");
+        assert!(!m.contains('<') && !m.contains('\n'), "{what}: input escaped: {m}");
     }
     // Content-Type with a charset is fine.
     let r = op

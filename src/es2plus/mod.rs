@@ -137,8 +137,12 @@ pub struct ReleaseProfile {
 /// never refused (test eUICCs use such EIDs).
 fn wire_eid(app: &App, s: Option<&str>) -> Result<Option<Eid>, Error> {
     let Some(s) = s else { return Ok(None) };
-    let eid = Eid::parse(s)
-        .ok_or_else(|| Error::invalid(codes::EID_INVALID, format!("eid {s:?} is not 32 digits")))?;
+    let eid = Eid::parse(s).ok_or_else(|| {
+        Error::invalid(
+            codes::EID_INVALID,
+            format!("eid {} is not 32 digits", crate::error::quote(s)),
+        )
+    })?;
     if !eid.check_digits_ok() {
         app.metrics
             .check_digit_mismatches
@@ -153,7 +157,7 @@ fn wire_iccid(app: &App, s: &str) -> Result<Iccid, Error> {
     let iccid = Iccid::parse(s).ok_or_else(|| {
         Error::invalid(
             codes::ICCID_INVALID,
-            format!("iccid {s:?} is not 19-20 digits"),
+            format!("iccid {} is not 19-20 digits", crate::error::quote(s)),
         )
     })?;
     if !iccid.luhn_ok() {
@@ -232,7 +236,10 @@ fn command(
                 // with the spec's code rather than pretend it was registered.
                 return Err(Error::refused(
                     codes::SMDS_INACCESSIBLE,
-                    format!("SM-DS {smds:?} is not reachable: no SM-DS (ES12) is configured"),
+                    format!(
+                        "SM-DS {} is not reachable: no SM-DS (ES12) is configured",
+                        crate::error::quote(smds)
+                    ),
                 ));
             }
             Command::ConfirmOrder {
@@ -249,16 +256,18 @@ fn command(
             let iccid = wire_iccid(app, b.req_str("iccid")?)?;
             let eid = wire_eid(app, b.opt_str("eid")?)?;
             let matching_id = b.opt_str("matchingId")?.map(str::to_owned);
-            let final_status = match b.req_str("finalProfileStatusIndicator")? {
-                "Available" => FinalStatus::Available,
-                "Unavailable" => FinalStatus::Unavailable,
-                other => {
-                    return Err(Error::invalid(
+            let final_status =
+                match b.req_str("finalProfileStatusIndicator")? {
+                    "Available" => FinalStatus::Available,
+                    "Unavailable" => FinalStatus::Unavailable,
+                    other => return Err(Error::invalid(
                         codes::FORMAT_INVALID,
-                        format!("finalProfileStatusIndicator {other:?} is neither Available nor Unavailable"),
-                    ))
-                }
-            };
+                        format!(
+                            "finalProfileStatusIndicator {} is neither Available nor Unavailable",
+                            crate::error::quote(other)
+                        ),
+                    )),
+                };
             Command::CancelOrder {
                 operator,
                 iccid,

@@ -197,7 +197,10 @@ pub async fn initiate_authentication(
     if !app.config.is_own_address(&req.smdp_address) {
         return Err(refused(
             SMDP_ADDRESS_REFUSED,
-            format!("{:?} is not this SM-DP+", req.smdp_address),
+            format!(
+                "{} is not this SM-DP+",
+                crate::error::quote(&req.smdp_address)
+            ),
         ));
     }
     let info = EuiccInfo1::decode(&req.euicc_info1).map_err(|e| asn1_format("euiccInfo1", e))?;

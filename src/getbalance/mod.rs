@@ -242,7 +242,7 @@ pub async fn handle(
             "unknown",
             Reply::error(
                 StatusCode::NOT_FOUND,
-                format!("no GetBalance endpoint {path}"),
+                format!("no GetBalance endpoint {}", crate::error::quote(&path)),
             ),
         ),
     };
@@ -334,7 +334,10 @@ fn get_balance(
     if !svc.seen.first_time(&txid) {
         return Reply::error(
             StatusCode::CONFLICT,
-            format!("X-MS-DM-TransactionId {txid:?} was already used"),
+            format!(
+                "X-MS-DM-TransactionId {} was already used",
+                crate::error::quote(&txid)
+            ),
         );
     }
     let known = app.store.sim_known(&iccid);

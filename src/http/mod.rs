@@ -241,7 +241,10 @@ pub fn check_gsma_headers(headers: &hyper::HeaderMap) -> Result<(), Error> {
     if !version.starts_with("2.") {
         return Err(Error::invalid(
             codes::VERSION_UNSUPPORTED,
-            format!("unsupported X-Admin-Protocol {proto:?}: this server speaks gsma/rsp/v2.x"),
+            format!(
+                "unsupported X-Admin-Protocol {}: this server speaks gsma/rsp/v2.x",
+                crate::error::quote(proto)
+            ),
         ));
     }
     let ct = headers
@@ -255,7 +258,10 @@ pub fn check_gsma_headers(headers: &hyper::HeaderMap) -> Result<(), Error> {
     {
         return Err(Error::invalid(
             codes::FORMAT_INVALID,
-            format!("Content-Type must be application/json, got {ct:?}"),
+            format!(
+                "Content-Type must be application/json, got {}",
+                crate::error::quote(ct)
+            ),
         ));
     }
     Ok(())
@@ -366,7 +372,7 @@ pub async fn gsma_request<F: Copy>(
     let Some(function) = path.strip_prefix(prefix).and_then(lookup) else {
         let e = Error::invalid(
             codes::FUNCTION_UNSUPPORTED,
-            format!("no {interface} function at {path}"),
+            format!("no {interface} function at {}", crate::error::quote(&path)),
         );
         return Err(gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e));
     };

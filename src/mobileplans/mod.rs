@@ -702,9 +702,9 @@ pub async fn checkout(
             };
             if let Some(p) = app.store.get(iccid)? {
                 if p.operator != operator {
-                    return Err(MpError::Forbidden(format!(
-                        "ICCID {iccid} belongs to another operator"
-                    )));
+                    // As for an unknown line: no probing of another
+                    // operator's inventory.
+                    return Err(crate::store::unknown_iccid(iccid).into());
                 }
                 if p.state != State::Installed {
                     return Err(MpError::Conflict {

@@ -244,12 +244,7 @@ pub(super) fn credit_tx(
     now: i64,
 ) -> TxResult<(BalanceRecord, String)> {
     let mut rec = match load_tx(tx, iccid.as_str())? {
-        Some(r) if r.operator != operator => {
-            return gsma(Error::not_allowed(
-                codes::ICCID_NOT_ALLOWED,
-                format!("ICCID {iccid} belongs to another operator"),
-            ))
-        }
+        Some(r) if r.operator != operator => return gsma(super::unknown_iccid(iccid)),
         Some(r) => r,
         None => BalanceRecord::new(iccid, operator, now),
     };
@@ -320,12 +315,7 @@ impl Store {
     ) -> Result<BalanceRecord> {
         self.balance_tx(|tx| {
             let mut rec = match load_tx(tx, iccid.as_str())? {
-                Some(r) if r.operator != operator => {
-                    return gsma(Error::not_allowed(
-                        codes::ICCID_NOT_ALLOWED,
-                        format!("ICCID {iccid} belongs to another operator"),
-                    ))
-                }
+                Some(r) if r.operator != operator => return gsma(super::unknown_iccid(iccid)),
                 Some(r) => r,
                 None => BalanceRecord::new(iccid, operator, now),
             };
@@ -359,19 +349,11 @@ impl Store {
         now: i64,
     ) -> Result<Debited> {
         if !self.sim_known(iccid)? {
-            return Err(Error::refused(
-                codes::ICCID_UNKNOWN,
-                format!("ICCID {iccid} is unknown"),
-            ));
+            return Err(super::unknown_iccid(iccid));
         }
         self.balance_tx(|tx| {
             let mut rec = match load_tx(tx, iccid.as_str())? {
-                Some(r) if r.operator != operator => {
-                    return gsma(Error::not_allowed(
-                        codes::ICCID_NOT_ALLOWED,
-                        format!("ICCID {iccid} belongs to another operator"),
-                    ))
-                }
+                Some(r) if r.operator != operator => return gsma(super::unknown_iccid(iccid)),
                 Some(r) => r,
                 None => BalanceRecord::new(iccid, operator, now),
             };

@@ -357,6 +357,11 @@ impl Opened {
     }
 }
 
+/// 8.2.1/3.9: the ICCID is unknown to this caller.
+pub(crate) fn unknown_iccid(iccid: &Iccid) -> Error {
+    Error::refused(codes::ICCID_UNKNOWN, format!("ICCID {iccid} is unknown"))
+}
+
 fn state_index(s: State) -> usize {
     State::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
@@ -860,26 +865,20 @@ impl Store {
     }
 
     fn pick_from_pool(&self, operator: &str, profile_type: &str) -> Result<Iccid> {
+        // Another operator's type answers as unknown: SGP.22 (§5.3.1) lets
+        // 8.2.5/1.2 exist but does not require it, and telling the two apart
+        // would let operators probe each other's inventory.
         if !self
             .tree()?
             .contains_key(type_key(profile_type, operator))?
         {
-            let known_elsewhere = self
-                .tree()?
-                .scan_prefix(key("t/", &[profile_type.as_bytes(), b"\0"]))
-                .next()
-                .is_some();
-            return Err(if known_elsewhere {
-                Error::not_allowed(
-                    codes::TYPE_NOT_ALLOWED,
-                    format!("profile type {profile_type} belongs to another operator"),
-                )
-            } else {
-                Error::refused(
-                    codes::TYPE_UNKNOWN,
-                    format!("profile type {profile_type} is unknown"),
-                )
-            });
+            return Err(Error::refused(
+                codes::TYPE_UNKNOWN,
+                format!(
+                    "profile type {} is unknown",
+                    crate::error::quote(profile_type)
+                ),
+            ));
         }
         match self
             .tree()?
@@ -901,10 +900,7 @@ impl Store {
     fn load(&self, tx: &TransactionalTree, iccid: &Iccid) -> TxResult<ProfileRecord> {
         match tx.get(profile_key(iccid.as_str()))? {
             Some(v) => decode(&v),
-            None => gsma(Error::refused(
-                codes::ICCID_UNKNOWN,
-                format!("ICCID {iccid} is unknown"),
-            )),
+            None => gsma(unknown_iccid(iccid)),
         }
     }
 
@@ -915,11 +911,11 @@ impl Store {
         operator: &str,
     ) -> TxResult<ProfileRecord> {
         let r = self.load(tx, iccid)?;
+        // Another operator's profile answers exactly as an unknown ICCID
+        // (SGP.22 §5.3 does not require 8.2.1/1.2 here), so that operators
+        // cannot probe each other's inventory.
         if r.operator != operator {
-            return gsma(Error::not_allowed(
-                codes::ICCID_NOT_ALLOWED,
-                format!("ICCID {iccid} belongs to another operator"),
-            ));
+            return gsma(unknown_iccid(iccid));
         }
         Ok(r)
     }
