@@ -256,18 +256,19 @@ fn command(
             let iccid = wire_iccid(app, b.req_str("iccid")?)?;
             let eid = wire_eid(app, b.opt_str("eid")?)?;
             let matching_id = b.opt_str("matchingId")?.map(str::to_owned);
-            let final_status =
-                match b.req_str("finalProfileStatusIndicator")? {
-                    "Available" => FinalStatus::Available,
-                    "Unavailable" => FinalStatus::Unavailable,
-                    other => return Err(Error::invalid(
+            let final_status = match b.req_str("finalProfileStatusIndicator")? {
+                "Available" => FinalStatus::Available,
+                "Unavailable" => FinalStatus::Unavailable,
+                other => {
+                    return Err(Error::invalid(
                         codes::FORMAT_INVALID,
                         format!(
                             "finalProfileStatusIndicator {} is neither Available nor Unavailable",
                             crate::error::quote(other)
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             Command::CancelOrder {
                 operator,
                 iccid,

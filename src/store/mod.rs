@@ -605,10 +605,16 @@ impl Store {
             .alloc
             .lock()
             .map_err(|_| Error::internal("allocation lock poisoned"))?;
-        let mut slot = self.inner.engine.write().unwrap_or_else(|e| e.into_inner());
+        // Readers meanwhile get a quick "unavailable" rather than waiting.
+        let old = self
+            .inner
+            .engine
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         // sled holds an exclusive lock on its files until every handle of
         // the old database is gone; handles in flight end within moments.
-        drop(slot.take());
+        drop(old);
         let mut opened = None;
         for _ in 0..50 {
             match Opened::open(&self.inner.path) {
@@ -635,7 +641,7 @@ impl Store {
             c.store(n, Ordering::Relaxed);
         }
         *self.inner.pools.lock().unwrap_or_else(|e| e.into_inner()) = opened.pools;
-        *slot = Some(opened.engine);
+        *self.inner.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(opened.engine);
         match probe {
             Ok(_) => {
                 self.inner.writable.store(true, Ordering::SeqCst);
