@@ -401,6 +401,7 @@ fn listener_identity(
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(mut config: Config) -> Result<(), String> {
     config.load_icons()?;
+    http::listener::raise_fd_limit(&config.listeners);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let (pki, created) = dev::ensure(
@@ -540,6 +541,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(es9_tls),
             es9_handler(app.clone()),
             m.clone(),
+            app.config.listeners.es9.clone(),
             rx.clone(),
             drain,
         )),
@@ -549,6 +551,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(es2_tls),
             es2_handler(app.clone()),
             m.clone(),
+            app.config.listeners.es2.clone(),
             rx.clone(),
             drain,
         )),
@@ -558,6 +561,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             None,
             ops_handler(app.clone()),
             m.clone(),
+            app.config.listeners.ops.clone(),
             rx.clone(),
             drain,
         )),
@@ -567,6 +571,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(web_tls),
             web_handler(app.clone()),
             m.clone(),
+            app.config.listeners.operator_web.clone(),
             rx.clone(),
             drain,
         )),
@@ -576,6 +581,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(balance_tls),
             getbalance_handler(app.clone(), balance_svc),
             m,
+            app.config.listeners.getbalance.clone(),
             rx.clone(),
             drain,
         )),
