@@ -246,6 +246,9 @@ async fn stalled_flood_on_es9_is_capped_and_others_keep_answering() {
         "refusals are logged"
     );
     let refusal_lines = log.matches("connection refused: cap reached").count();
+    eprintln!(
+        "flood: {refused} refused, {refusal_lines} refusal log lines, log grew {grown} bytes"
+    );
     assert!(
         refusal_lines <= 5,
         "{refusal_lines} refusal lines for {EXCESS} refusals"
@@ -377,6 +380,19 @@ async fn header_caps_and_header_deadline() {
     let closed = closed.expect("a half header block is closed by the deadline");
     assert!(closed >= Duration::from_millis(1500), "{closed:?}");
 
+    // An idle keep-alive connection is closed by the same deadline.
+    let mut s = TcpStream::connect(server.ops).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (bytes, closed) = read_to_close(&mut s, Duration::from_secs(6)).await;
+    assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 200"));
+    let closed = closed.expect("an idle keep-alive connection is closed");
+    assert!(
+        closed >= Duration::from_millis(1500) && closed < Duration::from_secs(5),
+        "{closed:?}"
+    );
+
     let (_, m) = server.ops_get("/metrics").await;
     assert_eq!(
         metric(
@@ -390,6 +406,207 @@ async fn header_caps_and_header_deadline() {
             &m,
             "smdpplus_deadline_exceeded_total{interface=\"ops\",phase=\"headers\"}"
         ),
-        1.0
+        2.0
     );
+}
+
+/// The binary started under `sh` with `ulimit <ulimit>` in force (no
+/// harness: the open-file limit is what is tested).
+struct Limited {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    es9: SocketAddr,
+    ops: SocketAddr,
+}
+
+impl Limited {
+    fn start(dir: &std::path::Path, ulimit: &str, config: &str) -> Limited {
+        use std::io::BufRead;
+        std::fs::create_dir_all(dir).expect("dir");
+        let cfg = dir.join("test-config.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let log = dir.join("server.log");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit {ulimit} && exec \"$@\""))
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_smdpplus"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--config")
+            .arg(&cfg)
+            .args([
+                "--es9-listen",
+                "127.0.0.1:0",
+                "--es2-listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                "127.0.0.1:0",
+                "--operator-web-listen",
+                "127.0.0.1:0",
+                "--getbalance-listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("ready ") => break l,
+                Some(Ok(_)) => continue,
+                _ => panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let addr = |k: &str| -> SocketAddr {
+            ready
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {ready}"))
+        };
+        Limited {
+            child,
+            log,
+            es9: addr("es9"),
+            ops: addr("ops"),
+        }
+    }
+
+    /// The log so far, without terminal colours.
+    fn log(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET on a plain HTTP listener: the status, or 0 when nothing came.
+async fn plain_get(addr: SocketAddr, path: &str) -> u16 {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
+    else {
+        return 0;
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let (bytes, _) = read_to_close(&mut s, Duration::from_secs(2)).await;
+    String::from_utf8_lossy(&bytes)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// At start the soft open-file limit is raised to the hard one and both
+/// are logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_fd_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hard: u64 = rlimit::Resource::NOFILE.get().expect("getrlimit").1;
+    let server = Limited::start(dir.path(), "-Sn 300", "seed_demo_profiles = 0\n");
+    let log = server.log();
+    assert!(
+        log.contains("raised the open file limit to its hard limit")
+            && log.contains("from=300")
+            && log.contains(&format!("to={hard}")),
+        "{log}"
+    );
+    assert_eq!(plain_get(server.ops, "/healthz").await, 200);
+}
+
+/// When the process runs out of file descriptors (caps above a low hard
+/// limit, on purpose), the accept loop backs off and logs about once a
+/// second with a count, instead of a line every few milliseconds; the
+/// server warns at start that the caps do not fit, and recovers once the
+/// stalled connections are closed by the handshake deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_errors_back_off_and_are_logged_once_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Limited::start(
+        dir.path(),
+        "-n 128",
+        "seed_demo_profiles = 0\n[listeners.es9]\nmax_connections_per_ip = 0\ntls_handshake_timeout_secs = 2\n",
+    );
+    let log = server.log();
+    assert!(
+        log.contains("open file limit") && log.contains("soft=128"),
+        "{log}"
+    );
+    assert!(
+        log.contains("add up to more than the open file limit"),
+        "{log}"
+    );
+    // Twice as many silent connections as the process has descriptors.
+    let mut flood = vec![];
+    for _ in 0..256 {
+        flood.push(TcpStream::connect(server.es9).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(flood);
+    // The first accepted ones were closed by the 2 s handshake deadline;
+    // the rest is accepted and closed in turn, and the server answers again.
+    let t = Instant::now();
+    while plain_get(server.ops, "/healthz").await != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the server did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = server.log();
+    let lines = log.matches("accept failed").count();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .map(|l| l.to_owned())
+        .collect::<Vec<_>>();
+    eprintln!("accept-failure log lines: {errors:#?}");
+    assert!(lines >= 1, "accept errors are logged: {log}");
+    assert!(
+        lines <= 8,
+        "{lines} accept-failure lines in about 3 s: {log}"
+    );
+    assert!(log.contains("errors="), "the line carries the count: {log}");
+    let (_, m) = {
+        let mut s = TcpStream::connect(server.ops).await.expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let (bytes, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        (0, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let counted = metric(&m, "smdpplus_accept_errors_total{interface=\"es9plus\"}");
+    eprintln!("accept errors counted: {counted}");
+    assert!(counted >= 1.0);
 }
