@@ -445,6 +445,8 @@ pub struct FileConfig {
     pub credentials: Option<Vec<CredentialConfig>>,
     /// See [`Config::templates`].
     pub templates: Option<Vec<PathBuf>>,
+    /// See [`Config::listeners`].
+    pub listeners: Option<crate::http::listener::ListenersFile>,
 }
 
 impl FileConfig {
@@ -521,6 +523,8 @@ pub struct Config {
     pub credentials: Vec<CredentialConfig>,
     /// Profile template files (TOML) besides the shipped one.
     pub templates: Vec<PathBuf>,
+    /// Connection caps, deadlines and header caps of each listener.
+    pub listeners: crate::http::listener::Listeners,
 }
 
 /// Values given on the command line or in the environment.
@@ -615,6 +619,9 @@ impl Config {
             ci_certs: file.ci_certs.clone().unwrap_or_default(),
             credentials: file.credentials.clone().unwrap_or_default(),
             templates: file.templates.clone().unwrap_or_default(),
+            listeners: crate::http::listener::Listeners::resolve(
+                &file.listeners.clone().unwrap_or_default(),
+            ),
             profile_types: file.profile_types.unwrap_or_else(|| {
                 let demo = ProfileTypeConfig {
                     service_provider_name: "smdpplus demo".into(),

@@ -33,6 +33,18 @@ pub struct Metrics {
     pub master_key_id: IntGauge,
     /// Stored packages still to re-wrap in a master key rotation.
     pub master_key_rewrap_pending: IntGauge,
+    /// Open connections by interface.
+    pub open_connections: IntGaugeVec,
+    /// Connections closed at accept time by interface and reason
+    /// (`max_connections`, `max_connections_per_ip`).
+    pub connections_refused: IntCounterVec,
+    /// Deadlines passed by interface and phase (`tls_handshake`, `headers`,
+    /// `body`).
+    pub deadline_exceeded: IntCounterVec,
+    /// Requests refused for too large or too many header fields (431).
+    pub headers_too_large: IntCounterVec,
+    /// Failed accepts (such as running out of file descriptors) by interface.
+    pub accept_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,6 +119,43 @@ impl Metrics {
             "Stored profile packages still to re-wrap under the current master key",
         )
         .expect("static metric definition");
+        let open_connections = IntGaugeVec::new(
+            Opts::new("smdpplus_open_connections", "Open connections by interface"),
+            &["interface"],
+        )
+        .expect("static metric definition");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_connections_refused_total",
+                "Connections closed at accept time because a connection cap was reached",
+            ),
+            &["interface", "reason"],
+        )
+        .expect("static metric definition");
+        let deadline_exceeded = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_deadline_exceeded_total",
+                "Connections or requests that did not arrive in time, by phase",
+            ),
+            &["interface", "phase"],
+        )
+        .expect("static metric definition");
+        let headers_too_large = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_request_headers_too_large_total",
+                "Requests refused with 431 for too large or too many header fields",
+            ),
+            &["interface"],
+        )
+        .expect("static metric definition");
+        let accept_errors = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_accept_errors_total",
+                "Failed accepts, such as running out of file descriptors",
+            ),
+            &["interface"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -119,6 +168,11 @@ impl Metrics {
             Box::new(orders_expired.clone()),
             Box::new(master_key_id.clone()),
             Box::new(master_key_rewrap_pending.clone()),
+            Box::new(open_connections.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(deadline_exceeded.clone()),
+            Box::new(headers_too_large.clone()),
+            Box::new(accept_errors.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -135,6 +189,11 @@ impl Metrics {
             orders_expired,
             master_key_id,
             master_key_rewrap_pending,
+            open_connections,
+            connections_refused,
+            deadline_exceeded,
+            headers_too_large,
+            accept_errors,
         }
     }
 

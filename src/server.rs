@@ -430,6 +430,7 @@ fn listener_identity(
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(mut config: Config) -> Result<(), String> {
     config.load_icons()?;
+    http::listener::raise_fd_limit(&config.listeners);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     {
@@ -576,6 +577,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(es9_tls),
             es9_handler(app.clone()),
             m.clone(),
+            app.config.listeners.es9.clone(),
             rx.clone(),
             drain,
         )),
@@ -585,6 +587,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(es2_tls),
             es2_handler(app.clone()),
             m.clone(),
+            app.config.listeners.es2.clone(),
             rx.clone(),
             drain,
         )),
@@ -594,6 +597,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             None,
             ops_handler(app.clone()),
             m.clone(),
+            app.config.listeners.ops.clone(),
             rx.clone(),
             drain,
         )),
@@ -603,6 +607,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(web_tls),
             web_handler(app.clone()),
             m.clone(),
+            app.config.listeners.operator_web.clone(),
             rx.clone(),
             drain,
         )),
@@ -612,6 +617,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             Some(balance_tls),
             getbalance_handler(app.clone(), balance_svc),
             m,
+            app.config.listeners.getbalance.clone(),
             rx.clone(),
             drain,
         )),

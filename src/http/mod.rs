@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod fields;
+pub mod listener;
 pub mod query;
 pub mod tls;
 
@@ -17,6 +18,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use listener::{
+    AcceptBackoff, Activity, ConnLimiter, ListenerLimits, LogThrottle, RequestDeadline, Tracked,
+};
 use serde_json::{json, Map, Value};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,55 +74,118 @@ pub type Handler = Arc<
 
 /// Serves one listener until `shutdown` turns true, then stops accepting,
 /// lets in-flight requests finish (up to `drain`), and returns.
+///
+/// Every connection passes the listener's [`ListenerLimits`]: the caps on
+/// open connections are checked at accept time, before any TLS work, and
+/// a refused connection is closed at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     interface: &'static str,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: Handler,
     metrics: Arc<Metrics>,
+    limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = tls.map(TlsAcceptor::from);
+    let conns = ConnLimiter::new(interface, &limits, &metrics);
+    let limits = Arc::new(limits);
+    let refusal_log = LogThrottle::new();
+    // Events a client causes at will (handshake failures, deadlines,
+    // oversize headers) are logged at most once a second per listener.
+    let conn_log = Arc::new(LogThrottle::new());
+    let mut backoff = AcceptBackoff::new();
+    for phase in ["tls_handshake", "headers", "body"] {
+        let _ = metrics
+            .deadline_exceeded
+            .with_label_values(&[interface, phase]);
+    }
+    let _ = metrics.headers_too_large.with_label_values(&[interface]);
+    let _ = metrics.accept_errors.with_label_values(&[interface]);
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.reset();
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(interface, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    let pause = backoff.failed(interface, &e, &metrics);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.changed() => break,
+                    }
                 }
             },
             _ = shutdown.changed() => break,
         };
+        let slot = match conns.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                metrics
+                    .connections_refused
+                    .with_label_values(&[interface, refusal.label()])
+                    .inc();
+                if let Some(held) = refusal_log.admit() {
+                    tracing::warn!(
+                        interface,
+                        %peer,
+                        reason = refusal.label(),
+                        refused_unlogged = held,
+                        "connection refused: cap reached"
+                    );
+                }
+                drop(tcp);
+                continue;
+            }
+        };
         tcp.set_nodelay(true).ok();
-        let handler = handler.clone();
-        let metrics = metrics.clone();
+        let conn = Conn {
+            interface,
+            peer,
+            handler: handler.clone(),
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+            log: conn_log.clone(),
+        };
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let builder = {
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30));
-                b
-            };
+            let _slot = slot;
             match acceptor {
                 Some(acc) => {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acc.accept(tcp))
-                        .await
+                    let tls = match tokio::time::timeout(
+                        conn.limits.tls_handshake_timeout,
+                        acc.accept(tcp),
+                    )
+                    .await
                     {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::info!(interface, %peer, error = %e, "TLS handshake refused");
-                            metrics.tls_failures.with_label_values(&[interface]).inc();
+                            conn.metrics
+                                .tls_failures
+                                .with_label_values(&[interface])
+                                .inc();
+                            conn.note(|held| {
+                                tracing::info!(interface, %peer, error = %e, unlogged = held, "TLS handshake refused")
+                            });
                             return;
                         }
                         Err(_) => {
-                            tracing::info!(interface, %peer, "TLS handshake timed out");
-                            metrics.tls_failures.with_label_values(&[interface]).inc();
+                            conn.metrics
+                                .tls_failures
+                                .with_label_values(&[interface])
+                                .inc();
+                            conn.metrics
+                                .deadline_exceeded
+                                .with_label_values(&[interface, "tls_handshake"])
+                                .inc();
+                            conn.note(|held| {
+                                tracing::info!(interface, %peer, unlogged = held, "TLS handshake timed out")
+                            });
                             return;
                         }
                     };
@@ -136,10 +203,7 @@ pub async fn serve(
                         client_cn,
                         client_chain,
                     });
-                    let svc = service(interface, handler, metrics, info);
-                    let _ = watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls), svc))
-                        .await;
+                    conn.serve(tls, info, watcher).await;
                 }
                 None => {
                     let info = Arc::new(ConnInfo {
@@ -147,10 +211,7 @@ pub async fn serve(
                         client_cn: None,
                         client_chain: vec![],
                     });
-                    let svc = service(interface, handler, metrics, info);
-                    let _ = watcher
-                        .watch(builder.serve_connection(TokioIo::new(tcp), svc))
-                        .await;
+                    conn.serve(tcp, info, watcher).await;
                 }
             }
         });
@@ -164,11 +225,83 @@ pub async fn serve(
     }
 }
 
+/// One accepted connection and what serving it needs.
+struct Conn {
+    interface: &'static str,
+    peer: SocketAddr,
+    handler: Handler,
+    metrics: Arc<Metrics>,
+    limits: Arc<ListenerLimits>,
+    log: Arc<LogThrottle>,
+}
+
+impl Conn {
+    /// Writes a log line unless the listener's connection log is throttled.
+    fn note(&self, line: impl FnOnce(u64)) {
+        if let Some(held) = self.log.admit() {
+            line(held)
+        }
+    }
+
+    /// Serves HTTP/1.1 on `io` under the listener's header caps and
+    /// deadlines.
+    async fn serve<S>(
+        self,
+        io: S,
+        info: Arc<ConnInfo>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::default());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            // hyper starts this clock when it waits for a request head, so it
+            // also closes idle keep-alive connections.
+            .header_read_timeout(self.limits.request_timeout)
+            .max_header_size(self.limits.max_header_bytes)
+            .max_headers(self.limits.max_headers);
+        let svc = service(
+            self.interface,
+            self.handler.clone(),
+            self.metrics.clone(),
+            info,
+            activity.clone(),
+            self.limits.request_timeout,
+        );
+        let io = TokioIo::new(Tracked::new(io, activity));
+        let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await else {
+            return;
+        };
+        let (interface, peer) = (self.interface, self.peer);
+        if e.is_timeout() {
+            self.metrics
+                .deadline_exceeded
+                .with_label_values(&[interface, "headers"])
+                .inc();
+            self.note(|held| {
+                tracing::info!(interface, %peer, unlogged = held, "request headers not received in time; connection closed")
+            });
+        } else if e.is_parse_too_large() {
+            self.metrics
+                .headers_too_large
+                .with_label_values(&[interface])
+                .inc();
+            self.note(|held| {
+                tracing::info!(interface, %peer, unlogged = held, "request headers too large or too many; 431")
+            });
+        }
+    }
+}
+
 fn service(
     interface: &'static str,
     handler: Handler,
     metrics: Arc<Metrics>,
     info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    request_timeout: Duration,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -182,10 +315,22 @@ fn service(
             let handler = handler.clone();
             let metrics = metrics.clone();
             let info = info.clone();
+            let activity = activity.clone();
             Box::pin(async move {
                 let start = Instant::now();
+                let first_byte = activity.begin();
                 let path = req.uri().path().to_owned();
-                let out = handler(req, info.clone()).await;
+                let (mut out, late) = RequestDeadline::new(first_byte + request_timeout)
+                    .run(handler(req, info.clone()))
+                    .await;
+                activity.end();
+                if late {
+                    metrics
+                        .deadline_exceeded
+                        .with_label_values(&[interface, "body"])
+                        .inc();
+                    out = request_timeout_outcome(out.function, request_timeout);
+                }
                 let elapsed = start.elapsed();
                 metrics.observe(interface, out.function, out.status, &out.code, elapsed);
                 tracing::info!(
@@ -206,9 +351,40 @@ fn service(
     )
 }
 
-/// Reads a request body of at most `limit` bytes.
+/// 408 for a request whose body did not arrive by the listener's deadline;
+/// the connection is closed after it.
+fn request_timeout_outcome(function: &'static str, timeout: Duration) -> Outcome {
+    let mut response = text_response(
+        StatusCode::REQUEST_TIMEOUT,
+        "text/plain",
+        format!(
+            "the request was not received within {} s\n",
+            timeout.as_secs()
+        ),
+    );
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    Outcome {
+        response,
+        function,
+        status: "timeout",
+        code: String::new(),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes, within the listener's
+/// request deadline (past it the server answers 408 whatever the handler
+/// makes of the error).
 pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Error> {
-    match Limited::new(body, limit).collect().await {
+    let Some(read) = listener::within_deadline(Limited::new(body, limit).collect()).await else {
+        return Err(Error::invalid(
+            codes::FORMAT_INVALID,
+            "the request body was not received in time",
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
