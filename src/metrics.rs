@@ -33,6 +33,14 @@ pub struct Metrics {
     pub master_key_id: IntGauge,
     /// Stored packages still to re-wrap in a master key rotation.
     pub master_key_rewrap_pending: IntGauge,
+    /// ES9+ calls refused by a limit, by reason (`rate_limited`,
+    /// `sessions_full`).
+    pub es9_refused: IntCounterVec,
+    /// Live RSP sessions by phase (`pending`, `authenticated`; set at
+    /// scrape time).
+    pub rsp_sessions: IntGaugeVec,
+    /// Pending RSP sessions removed to make room for new ones.
+    pub rsp_sessions_evicted: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -107,6 +115,24 @@ impl Metrics {
             "Stored profile packages still to re-wrap under the current master key",
         )
         .expect("static metric definition");
+        let es9_refused = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_es9_refused_total",
+                "ES9+ calls refused by a limit, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let rsp_sessions = IntGaugeVec::new(
+            Opts::new("smdpplus_rsp_sessions", "Live ES9+ RSP sessions by phase"),
+            &["phase"],
+        )
+        .expect("static metric definition");
+        let rsp_sessions_evicted = prometheus::IntCounter::new(
+            "smdpplus_rsp_sessions_evicted_total",
+            "Pending RSP sessions removed to make room for new ones",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -119,6 +145,9 @@ impl Metrics {
             Box::new(orders_expired.clone()),
             Box::new(master_key_id.clone()),
             Box::new(master_key_rewrap_pending.clone()),
+            Box::new(es9_refused.clone()),
+            Box::new(rsp_sessions.clone()),
+            Box::new(rsp_sessions_evicted.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -135,6 +164,9 @@ impl Metrics {
             orders_expired,
             master_key_id,
             master_key_rewrap_pending,
+            es9_refused,
+            rsp_sessions,
+            rsp_sessions_evicted,
         }
     }
 
