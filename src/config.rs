@@ -429,6 +429,8 @@ pub struct FileConfig {
     pub extra_smdp_addresses: Option<Vec<String>>,
     /// See [`Config::session_ttl`].
     pub session_ttl_secs: Option<u64>,
+    /// See [`Config::es9`].
+    pub es9: Option<crate::es9plus::limits::Es9Config>,
     /// See [`Config::max_download_attempts`].
     pub max_download_attempts: Option<u32>,
     /// See [`Config::max_cc_attempts`].
@@ -503,6 +505,8 @@ pub struct Config {
     pub extra_smdp_addresses: Vec<String>,
     /// How long an ES9+ RSP session lives after its last step.
     pub session_ttl: Duration,
+    /// ES9+ limits: InitiateAuthentication rate, session cap, pending TTL.
+    pub es9: crate::es9plus::limits::Es9Config,
     /// Download attempts (authenticateClient calls) allowed per order.
     pub max_download_attempts: u32,
     /// Confirmation-code attempts allowed per order.
@@ -613,6 +617,7 @@ impl Config {
                 vec!["127.0.0.1".into()]
             }),
             session_ttl: Duration::from_secs(file.session_ttl_secs.unwrap_or(900).max(1)),
+            es9: file.es9.unwrap_or_default(),
             max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
             max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),
             session_keys_only: file.session_keys_only.unwrap_or(false),

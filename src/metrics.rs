@@ -45,6 +45,14 @@ pub struct Metrics {
     pub headers_too_large: IntCounterVec,
     /// Failed accepts (such as running out of file descriptors) by interface.
     pub accept_errors: IntCounterVec,
+    /// ES9+ calls refused by a limit, by reason (`rate_limited`,
+    /// `sessions_full`).
+    pub es9_refused: IntCounterVec,
+    /// Live RSP sessions by phase (`pending`, `authenticated`; set at
+    /// scrape time).
+    pub rsp_sessions: IntGaugeVec,
+    /// Pending RSP sessions removed to make room for new ones.
+    pub rsp_sessions_evicted: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -156,6 +164,24 @@ impl Metrics {
             &["interface"],
         )
         .expect("static metric definition");
+        let es9_refused = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_es9_refused_total",
+                "ES9+ calls refused by a limit, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let rsp_sessions = IntGaugeVec::new(
+            Opts::new("smdpplus_rsp_sessions", "Live ES9+ RSP sessions by phase"),
+            &["phase"],
+        )
+        .expect("static metric definition");
+        let rsp_sessions_evicted = prometheus::IntCounter::new(
+            "smdpplus_rsp_sessions_evicted_total",
+            "Pending RSP sessions removed to make room for new ones",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -173,6 +199,9 @@ impl Metrics {
             Box::new(deadline_exceeded.clone()),
             Box::new(headers_too_large.clone()),
             Box::new(accept_errors.clone()),
+            Box::new(es9_refused.clone()),
+            Box::new(rsp_sessions.clone()),
+            Box::new(rsp_sessions_evicted.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -194,6 +223,9 @@ impl Metrics {
             deadline_exceeded,
             headers_too_large,
             accept_errors,
+            es9_refused,
+            rsp_sessions,
+            rsp_sessions_evicted,
         }
     }
 

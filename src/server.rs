@@ -80,9 +80,10 @@ fn es2_handler(app: App) -> Handler {
 }
 
 fn es9_handler(app: App) -> Handler {
-    boxed(move |req, _conn| {
-        let app = app.clone();
-        Box::pin(async move { crate::es9plus::handle(app, req).await })
+    let limiter = Arc::new(crate::es9plus::limits::Es9Limiter::new(&app.config.es9));
+    boxed(move |req, conn| {
+        let (app, limiter) = (app.clone(), limiter.clone());
+        Box::pin(async move { crate::es9plus::handle(app, req, conn.peer.ip(), &limiter).await })
     })
 }
 
@@ -117,6 +118,16 @@ fn ops_handler(app: App) -> Handler {
                             .available
                             .with_label_values(&[operator.as_str(), profile_type.as_str()])
                             .set(n);
+                    }
+                    let sessions = app.store.session_counts();
+                    for (phase, n) in [
+                        ("pending", sessions.pending),
+                        ("authenticated", sessions.authenticated),
+                    ] {
+                        app.metrics
+                            .rsp_sessions
+                            .with_label_values(&[phase])
+                            .set(n as i64);
                     }
                     app.metrics
                         .outbox_depth

@@ -1109,3 +1109,139 @@ fn first_taken_in_finds_any_stored_iccid_in_a_range() {
     assert!(inside.count() > 0, "the case is real");
     assert_eq!(taken(&wide_a, &wide_b), None);
 }
+
+// ---------------------------------------------------------------------------
+// RSP sessions: the cap, eviction order, short-lived pending sessions.
+
+use smdpplus::store::session::{Admission, SessionCounts};
+
+fn tid(i: u8) -> Vec<u8> {
+    vec![0xA0, i]
+}
+
+fn counts(pending: u64, authenticated: u64) -> SessionCounts {
+    SessionCounts {
+        pending,
+        authenticated,
+    }
+}
+
+/// Creates pending session `i` (expiring at `expires_at`) under `max`.
+fn create(s: &Store, i: u8, expires_at: i64, max: u64) -> Admission {
+    s.create_session(&tid(i), expires_at, &[b'p', i], max)
+        .expect("create session")
+}
+
+fn live(s: &Store, i: u8) -> bool {
+    s.get_session(&tid(i), T0).expect("get").is_some()
+}
+
+/// Past the cap the oldest pending session goes first, never an
+/// authenticated one, and with only authenticated sessions left a new one
+/// is refused with nothing stored.
+#[test]
+fn session_cap_evicts_the_oldest_pending_session_first() {
+    let f = fixture(0);
+    let s = &f.store;
+    for i in 1..=3 {
+        assert_eq!(
+            create(s, i, T0 + 120 + i64::from(i), 3),
+            Admission::Created { evicted: 0 }
+        );
+    }
+    assert_eq!(s.session_counts(), counts(3, 0));
+    // Session 1, the oldest, authenticates: it is safe from now on.
+    assert!(s.update_session(&tid(1), T0 + 900, b"a1").expect("update"));
+    assert_eq!(s.session_counts(), counts(2, 1));
+    // A fourth: session 2 is now the oldest pending one.
+    assert_eq!(create(s, 4, T0 + 124, 3), Admission::Created { evicted: 1 });
+    assert!(live(s, 1) && !live(s, 2) && live(s, 3) && live(s, 4));
+    assert!(!s.session_exists(&tid(2)).expect("exists"));
+    assert_eq!(s.session_counts(), counts(2, 1));
+    // The evicted session cannot be brought back by a late AuthenticateClient.
+    assert!(!s.update_session(&tid(2), T0 + 900, b"a2").expect("update"));
+    assert_eq!(s.session_counts(), counts(2, 1));
+    // Then 3, then 4.
+    assert_eq!(create(s, 5, T0 + 125, 3), Admission::Created { evicted: 1 });
+    assert!(!live(s, 3) && live(s, 4) && live(s, 5));
+    assert!(s.update_session(&tid(4), T0 + 900, b"a4").expect("update"));
+    assert!(s.update_session(&tid(5), T0 + 900, b"a5").expect("update"));
+    assert_eq!(s.session_counts(), counts(0, 3));
+    // Only authenticated sessions: full, nothing stored, nothing evicted.
+    assert_eq!(create(s, 6, T0 + 126, 3), Admission::Full);
+    assert!(!s.session_exists(&tid(6)).expect("exists"));
+    assert!(live(s, 1) && live(s, 4) && live(s, 5));
+    assert_eq!(s.session_counts(), counts(0, 3));
+    // An ended session makes room again.
+    s.remove_session(&tid(4)).expect("remove");
+    assert_eq!(s.session_counts(), counts(0, 2));
+    assert_eq!(create(s, 6, T0 + 126, 3), Admission::Created { evicted: 0 });
+    assert_eq!(
+        s.get_session(&tid(6), T0).expect("get"),
+        Some(vec![b'p', 6])
+    );
+    // Without a cap (0) nothing is evicted.
+    for i in 10..20 {
+        assert_eq!(create(s, i, T0 + 130, 0), Admission::Created { evicted: 0 });
+    }
+    assert_eq!(s.session_counts(), counts(11, 2));
+}
+
+/// A cap lowered below the live count is restored a few evictions at a time.
+#[test]
+fn a_lowered_cap_is_caught_up_by_the_next_creations() {
+    let f = fixture(0);
+    let s = &f.store;
+    for i in 0..40 {
+        create(s, i, T0 + 120 + i64::from(i), 0);
+    }
+    assert_eq!(
+        create(s, 100, T0 + 200, 10),
+        Admission::Created { evicted: 16 }
+    );
+    assert_eq!(s.session_counts().total(), 25);
+    assert_eq!(
+        create(s, 101, T0 + 200, 10),
+        Admission::Created { evicted: 16 }
+    );
+    assert_eq!(
+        create(s, 102, T0 + 200, 10),
+        Admission::Created { evicted: 1 }
+    );
+    assert_eq!(s.session_counts(), counts(10, 0));
+    // The survivors are the newest.
+    assert!((0..33).all(|i| !live(s, i)));
+    assert!((33..40).all(|i| live(s, i)));
+}
+
+/// Pending and authenticated sessions expire each at their own time; the
+/// sweeper removes both kinds, and the counts survive a reopen.
+#[test]
+fn sessions_expire_by_phase_and_counts_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        create(&s, 1, T0 + 120, 100);
+        create(&s, 2, T0 + 120, 100);
+        create(&s, 3, T0 + 121, 100);
+        assert!(s.update_session(&tid(2), T0 + 900, b"a2").expect("update"));
+        assert_eq!(s.session_counts(), counts(2, 1));
+        assert_eq!(s.get_session(&tid(1), T0 + 120).expect("get"), None);
+        assert!(s.get_session(&tid(3), T0 + 120).expect("get").is_some());
+        assert_eq!(s.sweep_sessions(T0 + 121).expect("sweep"), 1);
+        assert!(!s.session_exists(&tid(1)).expect("exists"));
+        assert_eq!(s.session_counts(), counts(1, 1));
+        s.flush_blocking().expect("flush");
+    }
+    let s = reopen(dir.path());
+    assert_eq!(s.session_counts(), counts(1, 1), "rebuilt at open");
+    assert_eq!(s.sweep_sessions(T0 + 500).expect("sweep"), 1);
+    assert_eq!(s.session_counts(), counts(0, 1));
+    assert_eq!(
+        s.get_session(&tid(2), T0 + 500).expect("get"),
+        Some(b"a2".to_vec())
+    );
+    assert_eq!(s.sweep_sessions(T0 + 901).expect("sweep"), 1);
+    assert_eq!(s.session_counts(), counts(0, 0));
+    assert!(!s.session_exists(&tid(2)).expect("exists"));
+}

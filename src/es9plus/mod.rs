@@ -6,6 +6,7 @@
 //! session phases in [`session`].
 
 pub mod dto;
+pub mod limits;
 pub mod service;
 pub mod session;
 
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::net::IpAddr;
 
 /// The ES9+ functions (§6.5.2, table 57).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +82,38 @@ fn success<T: Serialize>(function: &'static str, body: &T) -> Outcome {
     }
 }
 
-/// The ES9+ listener's handler.
-pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
+/// Throttles the log line of refusals by a limit.
+static REFUSALS_LOG: limits::QuietLog = limits::QuietLog::new(std::time::Duration::from_secs(10));
+
+/// A refusal by a limit: counted by reason, logged at most once per period
+/// (a flood must not flood the log too), answered like any other refusal.
+fn limited(
+    app: &App,
+    function: &'static str,
+    reason: &'static str,
+    peer: IpAddr,
+    e: Error,
+) -> Outcome {
+    app.metrics.es9_refused.with_label_values(&[reason]).inc();
+    if let Some(n) = REFUSALS_LOG.admit(1) {
+        tracing::warn!(function, reason, %peer, refused = n, message = %e.message, "ES9+ calls refused by a limit (count since the last such line)");
+    }
+    Outcome {
+        response: http::gsma_response(StatusCode::OK, Some(&e), Map::new()),
+        function,
+        status: "Failed",
+        code: e.code.to_string(),
+    }
+}
+
+/// The ES9+ listener's handler: `peer` is the client's address, which
+/// InitiateAuthentication's rate is keyed on.
+pub async fn handle(
+    app: App,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    limiter: &limits::Es9Limiter,
+) -> Outcome {
     let lookup = |n: &str| Function::ALL.into_iter().find(|f| f.name() == n);
     let limit = app.config.max_body_bytes;
     let call = match http::gsma_request(
@@ -102,12 +134,21 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
     // ES9+ requests carry no header (§6.5.1.1); one sent anyway is ignored.
     let b = Fields(obj);
     let result = match f {
-        Function::InitiateAuthentication => match parse_initiate(&b) {
-            Ok(r) => service::initiate_authentication(&app, &r)
-                .await
-                .map(|o| success(name, &o)),
-            Err(e) => Err(e),
-        },
+        Function::InitiateAuthentication => {
+            if let Err(e) = limiter.initiate(peer) {
+                return limited(&app, name, "rate_limited", peer, e);
+            }
+            match parse_initiate(&b) {
+                Ok(r) => match service::initiate_authentication(&app, &r).await {
+                    Ok(o) => Ok(success(name, &o)),
+                    Err(e) if e.code == limits::SESSIONS_FULL => {
+                        return limited(&app, name, "sessions_full", peer, e)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
         Function::AuthenticateClient => match (
             b.req_hex("transactionId", TRANSACTION_ID_MAX),
             b.req_base64("authenticateServerResponse"),

@@ -4,6 +4,7 @@
 //! response or the spec's status code. HTTP lives in [`super`].
 
 use super::dto::*;
+use super::limits::{QuietLog, SESSIONS_FULL};
 use super::session::{
     Authenticated, Delivered, ExpectAuthenticateClient, ExpectGetBpp, Phase, Session,
     SESSION_VERSION,
@@ -28,6 +29,7 @@ use crate::pki::x509::KeyId;
 use crate::profile::protect::{Keyring, ProtectedPackage};
 use crate::profile::stored::StoredPackage;
 use crate::server::App;
+use crate::store::session::Admission;
 use crate::store::{Command, Ctx};
 use rand::RngCore;
 
@@ -162,24 +164,49 @@ fn load_session(app: &App, transaction_id: &[u8]) -> Result<Session, Error> {
     Ok(s)
 }
 
+fn session_bytes(phase: Phase) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(&Session {
+        v: SESSION_VERSION,
+        phase,
+    })
+    .map_err(internal)
+}
+
+/// Stores the session's next phase (authenticated: it leaves the pending
+/// index and is never evicted). A session removed meanwhile (expired,
+/// evicted, ended) is not brought back: 8.10.1/3.9.
 fn save_session(
     app: &App,
     transaction_id: &[u8],
     phase: Phase,
     ttl_secs: i64,
 ) -> Result<(), Error> {
-    let s = Session {
-        v: SESSION_VERSION,
-        phase,
-    };
-    let bytes = serde_json::to_vec(&s).map_err(internal)?;
-    app.store
-        .put_session(transaction_id, crate::time::now() + ttl_secs, &bytes)
+    let bytes = session_bytes(phase)?;
+    if app
+        .store
+        .update_session(transaction_id, crate::time::now() + ttl_secs, &bytes)?
+    {
+        Ok(())
+    } else {
+        Err(refused(
+            TRANSACTION_UNKNOWN,
+            "the RSP session ended meanwhile",
+        ))
+    }
 }
 
 fn session_ttl(app: &App) -> i64 {
     app.config.session_ttl.as_secs() as i64
 }
+
+/// Life of a session before AuthenticateClient: the shorter of
+/// `[es9] pending_session_ttl_secs` and `session_ttl_secs`.
+fn pending_ttl(app: &App) -> i64 {
+    session_ttl(app).min(app.config.es9.pending_session_ttl_secs.max(1) as i64)
+}
+
+/// Throttles the log line of evictions.
+static EVICTIONS_LOG: QuietLog = QuietLog::new(std::time::Duration::from_secs(10));
 
 /// A delivered BPP waits this long for its installation result: LPAs send
 /// notifications when asked, possibly much later.
@@ -245,7 +272,35 @@ pub async fn initiate_authentication(
         server_address: req.smdp_address.clone(),
         dp_ci: cred.ci().as_bytes().to_vec(),
     });
-    save_session(app, &transaction_id, phase, session_ttl(app))?;
+    let expires_at = crate::time::now() + pending_ttl(app);
+    let admission = app.store.create_session(
+        &transaction_id,
+        expires_at,
+        &session_bytes(phase)?,
+        app.config.es9.max_sessions,
+    )?;
+    match admission {
+        Admission::Full => {
+            return Err(refused(
+                SESSIONS_FULL,
+                format!(
+                    "the SM-DP+ holds its maximum of {} RSP sessions; retry later",
+                    app.config.es9.max_sessions
+                ),
+            ))
+        }
+        Admission::Created { evicted } if evicted > 0 => {
+            app.metrics.rsp_sessions_evicted.inc_by(evicted);
+            if let Some(n) = EVICTIONS_LOG.admit(evicted) {
+                tracing::warn!(
+                    evicted = n,
+                    max_sessions = app.config.es9.max_sessions,
+                    "RSP session cap reached: the oldest unauthenticated sessions were removed"
+                );
+            }
+        }
+        Admission::Created { .. } => {}
+    }
     Ok(InitiateAuthenticationResponse {
         transaction_id: transaction_id.to_vec(),
         server_signed1: signed_der,

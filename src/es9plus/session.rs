@@ -3,7 +3,7 @@
 //! A session is created by InitiateAuthentication and moves forward one
 //! phase per ES9+ call; each phase holds exactly what the next call needs.
 //! It is stored in sled under its transactionId (see
-//! [`crate::store::Store::put_session`]) so that any server process and any
+//! [`crate::store::session`]) so that any server process and any
 //! TLS connection can continue it, and so that it survives a restart.
 
 use crate::es9plus::dto::b64;

@@ -20,7 +20,8 @@
 //! | `i/` | SHA-256 | [`IdemRecord`] |
 //! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
 //! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
-//! | `y/` | expiry (u64 BE) transactionId | - (session expiry) |
+//! | `y/` | expiry (u64 BE) transactionId | - (authenticated session expiry) |
+//! | `q/` | expiry (u64 BE) transactionId | - (pending session expiry; [`session`]) |
 //! | `u/` `k/` `l/` `d/` `r/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
 //! | `g/` | ICCID | SIM balance ([`balance`]) |
 //!
@@ -37,6 +38,7 @@ pub mod balance;
 pub mod lifecycle;
 pub mod mobileplans;
 pub mod record;
+pub mod session;
 
 use crate::error::{codes, Error, Result, StatusCode};
 use crate::ids::{generate_matching_id, Eid, Iccid};
@@ -315,6 +317,8 @@ struct Inner {
     /// Available profiles per (operator, profile type), for metrics: what
     /// an operator alerts on before a pool runs dry.
     pools: Mutex<BTreeMap<(String, String), i64>>,
+    /// Live ES9+ sessions by phase; held by every session write.
+    sessions: Mutex<session::SessionCounts>,
 }
 
 /// An open sled database and the tree that holds everything.
@@ -329,6 +333,7 @@ struct Opened {
     engine: Engine,
     counts: [i64; 9],
     pools: BTreeMap<(String, String), i64>,
+    sessions: session::SessionCounts,
 }
 
 impl Opened {
@@ -349,10 +354,12 @@ impl Opened {
                 *pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;
             }
         }
+        let sessions = session::count(&tree)?;
         Ok(Opened {
             engine: Engine { db, tree },
             counts,
             pools,
+            sessions,
         })
     }
 }
@@ -539,6 +546,7 @@ impl Store {
         restrict_permissions(path);
         Ok(Store {
             inner: Arc::new(Inner {
+                sessions: Mutex::new(opened.sessions),
                 engine: std::sync::RwLock::new(Some(opened.engine)),
                 path: path.to_owned(),
                 writable: AtomicBool::new(true),
@@ -641,6 +649,11 @@ impl Store {
             c.store(n, Ordering::Relaxed);
         }
         *self.inner.pools.lock().unwrap_or_else(|e| e.into_inner()) = opened.pools;
+        *self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = opened.sessions;
         *self.inner.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(opened.engine);
         match probe {
             Ok(_) => {
@@ -1700,93 +1713,6 @@ impl Store {
         self.tree()?.insert(outbox_key(it.id), encode(&it))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
-    }
-
-    /// Stores an ES9+ RSP session (opaque bytes) until `expires_at`.
-    pub fn put_session(
-        &self,
-        transaction_id: &[u8],
-        expires_at: i64,
-        session: &[u8],
-    ) -> Result<()> {
-        let mut v = expires_at.to_be_bytes().to_vec();
-        v.extend_from_slice(session);
-        let mut batch = sled::Batch::default();
-        if let Some(old) = self.tree()?.get(key("s/", &[transaction_id]))? {
-            if old.len() >= 8 {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&old[..8]);
-                batch.remove(key(
-                    "y/",
-                    &[
-                        &(i64::from_be_bytes(t).max(0) as u64).to_be_bytes(),
-                        transaction_id,
-                    ],
-                ));
-            }
-        }
-        batch.insert(key("s/", &[transaction_id]), v);
-        batch.insert(
-            key(
-                "y/",
-                &[&(expires_at.max(0) as u64).to_be_bytes(), transaction_id],
-            ),
-            &[][..],
-        );
-        self.watch(self.tree()?.apply_batch(batch).map_err(Error::from))?;
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// An ES9+ session that has not expired at `now`.
-    pub fn get_session(&self, transaction_id: &[u8], now: i64) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .tree()?
-            .get(key("s/", &[transaction_id]))?
-            .and_then(|v| {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(v.get(..8)?);
-                (i64::from_be_bytes(t) > now).then(|| v[8..].to_vec())
-            }))
-    }
-
-    /// Whether a transactionId was ever issued and is still remembered
-    /// (sessions and their expiry index are swept together).
-    pub fn session_exists(&self, transaction_id: &[u8]) -> Result<bool> {
-        Ok(self.tree()?.contains_key(key("s/", &[transaction_id]))?)
-    }
-
-    /// Ends an ES9+ session.
-    pub fn remove_session(&self, transaction_id: &[u8]) -> Result<()> {
-        if let Some(old) = self.tree()?.remove(key("s/", &[transaction_id]))? {
-            if old.len() >= 8 {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&old[..8]);
-                self.tree()?.remove(key(
-                    "y/",
-                    &[
-                        &(i64::from_be_bytes(t).max(0) as u64).to_be_bytes(),
-                        transaction_id,
-                    ],
-                ))?;
-            }
-        }
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Removes sessions that expired before `now`; returns how many.
-    pub fn sweep_sessions(&self, now: i64) -> Result<usize> {
-        let end = key("y/", &[&(now.max(0) as u64).to_be_bytes()]);
-        let mut n = 0;
-        for kv in self.tree()?.range(b"y/".to_vec()..end) {
-            let (k, _) = kv?;
-            let txid = &k[2 + 8..];
-            self.tree()?.remove(key("s/", &[txid]))?;
-            self.tree()?.remove(&k)?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Rewrites stored profile packages one by one: `f` gets the stored
