@@ -439,6 +439,8 @@ pub struct FileConfig {
     pub profile_types: Option<std::collections::BTreeMap<String, ProfileTypeConfig>>,
     /// See [`Config::session_keys_only`].
     pub session_keys_only: Option<bool>,
+    /// See [`Config::strict_order_matching`].
+    pub strict_order_matching: Option<bool>,
     /// See [`Config::master_key_file`].
     pub master_key_file: Option<PathBuf>,
     /// See [`Config::ci_certs`].
@@ -515,6 +517,9 @@ pub struct Config {
     pub profile_types: std::collections::BTreeMap<String, ProfileTypeConfig>,
     /// Bind with the session keys only (no ReplaceSessionKeys, §2.5.4).
     pub session_keys_only: bool,
+    /// The literal §5.6.3 order matching: an eUICC with a pending order
+    /// linked to its EID may use no other order's matchingId.
+    pub strict_order_matching: bool,
     /// File holding the master key (64 hex digits) that wraps every PPK;
     /// created with a random key at first start. `SMDPPLUS_MASTER_KEY`
     /// (64 hex digits) overrides it.
@@ -621,6 +626,7 @@ impl Config {
             max_download_attempts: file.max_download_attempts.unwrap_or(5).max(1),
             max_cc_attempts: file.max_cc_attempts.unwrap_or(3).max(1),
             session_keys_only: file.session_keys_only.unwrap_or(false),
+            strict_order_matching: file.strict_order_matching.unwrap_or(false),
             ci_certs: file.ci_certs.clone().unwrap_or_default(),
             credentials: file.credentials.clone().unwrap_or_default(),
             templates: file.templates.clone().unwrap_or_default(),

@@ -554,6 +554,101 @@ async fn download_with_session_keys_only_nist_and_brainpool() {
 }
 
 // ---------------------------------------------------------------------------
+// 1b. Several orders for one eUICC (§5.6.3): none blocks another.
+
+/// Loads a BPP into the eUICC and sends its installation result.
+async fn install(e: &Env, euicc: &mut SoftEuicc, bpp: &[u8], o: &Order) {
+    let (pir, installed) = euicc.load_bound_profile_package(bpp).expect("load BPP");
+    assert!(installed.expect("installed").upp == o.package);
+    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
+    assert_eq!(e.state(&o.iccid).await, "Installed");
+}
+
+#[tokio::test]
+async fn an_unbound_order_downloads_beside_an_eid_linked_one() {
+    let e = env("").await;
+    let a = e.order(801, Some(EID), None).await;
+    let b = e.order(802, None, None).await;
+    let mut euicc = nist();
+    // B's activation code, while A waits for this eUICC.
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
+    install(&e, &mut euicc, &bpp, &b).await;
+    // Then A, by the default SM-DP+ flow (no matchingId).
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, None, None).await;
+    install(&e, &mut euicc, &bpp, &a).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_download_does_not_block_another_activation_code() {
+    let e = env("").await;
+    let a = e.order(803, Some(EID), None).await;
+    let b = e.order(804, None, None).await;
+    let mut euicc = nist();
+    // A's download stops after AuthenticateClient.
+    e.lpa
+        .authenticate(&mut euicc, Some(&a.matching_id))
+        .await
+        .expect("authenticate A");
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
+    install(&e, &mut euicc, &bpp, &b).await;
+    assert_eq!(e.state(&a.iccid).await, "Released");
+}
+
+#[tokio::test]
+async fn two_downloads_back_to_back_without_a_notification_between() {
+    let e = env("").await;
+    let a = e.order(805, None, None).await;
+    let b = e.order(806, None, None).await;
+    let mut euicc = nist();
+    // A is delivered; its installation result stays on the device.
+    let (_, bpp_a) = fetch_bpp(&e.lpa, &mut euicc, Some(&a.matching_id), None).await;
+    let (pir_a, _) = euicc.load_bound_profile_package(&bpp_a).expect("load A");
+    assert_eq!(e.state(&a.iccid).await, "Downloaded");
+    // B right after.
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
+    install(&e, &mut euicc, &bpp, &b).await;
+    // A's result, sent when the LPA next can.
+    assert_eq!(e.lpa.notify(pir_a).await.expect("notify A"), 204);
+    assert_eq!(e.state(&a.iccid).await, "Installed");
+}
+
+#[tokio::test]
+async fn a_delivered_order_expires_and_its_late_result_still_counts() {
+    let mut e = env("").await;
+    let a = e.order(809, None, None).await;
+    let mut euicc = nist();
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&a.matching_id), None).await;
+    let (pir, _) = euicc.load_bound_profile_package(&bpp).expect("load");
+    e.notes.expect(&a.iccid, 3, None).await;
+    // The installation result does not come; the order's time runs out.
+    e.set_expiry_in_the_past(&a.iccid).await;
+    let r = e.lpa.authenticate(&mut euicc, Some(&a.matching_id)).await;
+    assert_eq!(refused(r), "8.8.5/4.10");
+    assert_eq!(e.state(&a.iccid).await, "Error");
+    let n = e.notes.expect(&a.iccid, 4, Some("8.8.5/4.10")).await;
+    assert_eq!(n["eid"], EID);
+    // The result arrives late and is still processed.
+    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
+    assert_eq!(e.state(&a.iccid).await, "Installed");
+    e.notes.expect(&a.iccid, 4, None).await;
+}
+
+#[tokio::test]
+async fn strict_order_matching_keeps_the_literal_rule() {
+    let e = env("strict_order_matching = true\n").await;
+    let a = e.order(807, Some(EID), None).await;
+    let b = e.order(808, None, None).await;
+    let mut euicc = nist();
+    let r = e.lpa.authenticate(&mut euicc, Some(&b.matching_id)).await;
+    assert_eq!(refused(r), "8.2.6/3.8");
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&a.matching_id), None).await;
+    install(&e, &mut euicc, &bpp, &a).await;
+    // A is installed: B is free to go.
+    let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
+    install(&e, &mut euicc, &bpp, &b).await;
+}
+
+// ---------------------------------------------------------------------------
 // 2. Activation code and EID-linked orders.
 
 #[tokio::test]
@@ -563,10 +658,10 @@ async fn activation_code_order_is_linked_to_the_eid_at_bpp_time() {
     assert_eq!(e.profile(&o.iccid).await["eid"], Value::Null);
     let mut euicc = nist();
 
-    // Without a linked order the matchingId is required and must match
-    // (§5.6.3 p.170).
+    // Without a linked order the matchingId is required (the default
+    // SM-DP+ flow refuses the EID) and must match (§5.6.3 p.170).
     let r = e.lpa.authenticate(&mut euicc, None).await;
-    assert_eq!(refused(r), "8.2.6/3.8");
+    assert_eq!(refused(r), "8.1.1/3.8");
     let r = e
         .lpa
         .authenticate(&mut euicc, Some("WRONG-MATCHING-ID"))
@@ -1045,11 +1140,12 @@ async fn cancel_session_refusals() {
     let forged = CancelSessionResponse::Ok(ok).encode();
     assert_eq!(refused(cancel(&e.lpa, &txid, forged).await), "8.1/6.1");
 
-    // Signed for another transactionId than the one it is sent under.
+    // Genuinely signed for another transactionId than the one it is sent
+    // under: that session is unknown here.
     let (_, csr) = euicc
         .cancel_session_with(&[0xAB; 16], oid.clone(), reason)
         .expect("csr");
-    assert_eq!(refused(cancel(&e.lpa, &txid, csr).await), "8.1/6.1");
+    assert_eq!(refused(cancel(&e.lpa, &txid, csr).await), "8.10.1/3.9");
 
     // An unknown transactionId.
     let unknown = [0x5A; 16];
@@ -1173,11 +1269,11 @@ async fn forged_and_replayed_euicc_signatures_are_refused() {
         .expect("genuine authenticateServerResponse");
 
     // Session 2: session 1's answer replayed (other transactionId and
-    // serverChallenge).
+    // serverChallenge): the signature is genuine, the session another.
     let mut euicc = nist();
     let init2 = initiate(&e.lpa, &mut euicc).await;
     let r = authenticate_client(&e.lpa, &init2.transaction_id, asr1.clone()).await;
-    assert_eq!(refused(r), "8.1/6.1");
+    assert_eq!(refused(r), "8.10.1/3.9");
     // A genuine eUICC signature over session 2's transactionId but session
     // 1's serverChallenge.
     let stale = edit_asr(&asr1, |ok| {
@@ -1239,7 +1335,7 @@ async fn forged_and_replayed_euicc_signatures_are_refused() {
         PrepareDownloadResponse::Ok(other).encode(),
     )
     .await;
-    assert_eq!(refused(r), "8.1/6.1");
+    assert_eq!(refused(r), "8.10.1/3.9");
     assert_eq!(e.state(&o.iccid).await, "Released");
 
     // None of it spoiled session 2.
@@ -1383,13 +1479,14 @@ async fn invalid_certificate_chains_get_their_codes() {
             m,
             "8.1.1/3.8",
         ),
-        // ... and without a matchingId there is no order for it at all.
+        // ... and without a matchingId there is no order for it at all:
+        // the default SM-DP+ flow refuses the EID (§5.6.3).
         (
             "unmatched EID, no matchingId",
             UNMATCHED_EUICC_EID,
             CERT_EUM_NIST,
             None,
-            "8.2.6/3.8",
+            "8.1.1/3.8",
         ),
         (
             "unmatched EID, unknown matchingId",

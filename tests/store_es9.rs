@@ -255,11 +255,15 @@ fn code_of(r: Result<Applied>) -> StatusCode {
     }
 }
 
-fn resolve_code(store: &Store, e: &str, m: Option<&str>) -> StatusCode {
-    match store.resolve_order(&eid(e), m) {
+fn resolve_code_with(store: &Store, e: &str, m: Option<&str>, strict: bool) -> StatusCode {
+    match store.resolve_order(&eid(e), m, strict) {
         Ok(i) => panic!("resolve_order({e}, {m:?}) found {i}, expected a refusal"),
         Err(err) => err.code,
     }
+}
+
+fn resolve_code(store: &Store, e: &str, m: Option<&str>) -> StatusCode {
+    resolve_code_with(store, e, m, false)
 }
 
 fn failed(code: StatusCode) -> (String, String) {
@@ -352,26 +356,44 @@ fn resolve_order_linked_to_the_eid() {
 
     // A pending order linked to E1: found without matchingId, with the
     // right one, and "" counts as absent.
-    assert_eq!(s.resolve_order(&eid(E1), None).expect("no matchingId"), a);
     assert_eq!(
-        s.resolve_order(&eid(E1), Some("MATCH-1"))
+        s.resolve_order(&eid(E1), None, false)
+            .expect("no matchingId"),
+        a
+    );
+    assert_eq!(
+        s.resolve_order(&eid(E1), Some("MATCH-1"), false)
             .expect("right matchingId"),
         a
     );
-    assert_eq!(s.resolve_order(&eid(E1), Some("")).expect("empty"), a);
+    assert_eq!(
+        s.resolve_order(&eid(E1), Some(""), false).expect("empty"),
+        a
+    );
     // A present matchingId must match the EID's pending order.
     assert_eq!(
         resolve_code(s, E1, Some("MATCH-9")),
         codes::MATCHING_ID_REFUSED
     );
     assert_eq!(codes::MATCHING_ID_REFUSED.to_string(), "8.2.6/3.8");
-    // ... even when it names another (unlinked) order: E1 has a pending order.
+    // Another, unlinked, order's matchingId: accepted by default (any
+    // eUICC could claim it), refused under the literal §5.6.3 rule while E1
+    // has a pending order.
     assert_eq!(
-        resolve_code(s, E1, Some("MATCH-2")),
+        s.resolve_order(&eid(E1), Some("MATCH-2"), false)
+            .expect("relaxed"),
+        b
+    );
+    assert_eq!(
+        resolve_code_with(s, E1, Some("MATCH-2"), true),
         codes::MATCHING_ID_REFUSED
     );
     // The unlinked order is still reachable by another eUICC.
-    assert_eq!(s.resolve_order(&eid(E2), Some("MATCH-2")).expect("b"), b);
+    assert_eq!(
+        s.resolve_order(&eid(E2), Some("MATCH-2"), false)
+            .expect("b"),
+        b
+    );
     assert_consistent(s);
 }
 
@@ -381,7 +403,10 @@ fn resolve_order_prefers_the_released_order_of_the_eid() {
     let s = &f.store;
     let _linked = linked_only(s, 0, E1);
     let released = order(s, 1, Some(E1), Some("MATCH-1"), None, true);
-    assert_eq!(s.resolve_order(&eid(E1), None).expect("pick"), released);
+    assert_eq!(
+        s.resolve_order(&eid(E1), None, false).expect("pick"),
+        released
+    );
     assert_consistent(s);
 }
 
@@ -392,9 +417,9 @@ fn resolve_order_without_an_eid_order() {
     let b = order(s, 0, None, Some("MATCH-2"), None, true);
     let _a = order(s, 1, Some(E1), Some("MATCH-1"), None, true);
 
-    // No order for E2: the matchingId is required.
-    assert_eq!(resolve_code(s, E2, None), codes::MATCHING_ID_REFUSED);
-    assert_eq!(resolve_code(s, E2, Some("")), codes::MATCHING_ID_REFUSED);
+    // No order for E2 and no matchingId: the EID is refused (§5.6.3).
+    assert_eq!(resolve_code(s, E2, None), codes::EID_REFUSED);
+    assert_eq!(resolve_code(s, E2, Some("")), codes::EID_REFUSED);
     // It must name an order...
     assert_eq!(
         resolve_code(s, E2, Some("NO-SUCH-ORDER")),
@@ -403,7 +428,11 @@ fn resolve_order_without_an_eid_order() {
     // ... that is not linked to another EID.
     assert_eq!(resolve_code(s, E2, Some("MATCH-1")), codes::EID_REFUSED);
     assert_eq!(codes::EID_REFUSED.to_string(), "8.1.1/3.8");
-    assert_eq!(s.resolve_order(&eid(E2), Some("MATCH-2")).expect("b"), b);
+    assert_eq!(
+        s.resolve_order(&eid(E2), Some("MATCH-2"), false)
+            .expect("b"),
+        b
+    );
     assert_consistent(s);
 }
 
@@ -415,7 +444,9 @@ fn authenticate_client_counts_attempts_on_a_released_order() {
     let f = fixture(2);
     let s = &f.store;
     let id = order(s, 0, None, Some("MATCH-1"), None, true);
-    let found = s.resolve_order(&eid(E1), Some("MATCH-1")).expect("resolve");
+    let found = s
+        .resolve_order(&eid(E1), Some("MATCH-1"), false)
+        .expect("resolve");
     assert_eq!(found, id);
     let a = authenticate(s, &found, E1, Some("MATCH-1"), 3, T0 + 10).expect("first");
     assert_eq!(a.record.state, State::Released);
@@ -438,14 +469,17 @@ fn authenticate_client_refuses_an_order_not_released() {
     let linked = linked_only(s, 0, E1);
     let confirmed = order(s, 1, Some(E2), Some("MATCH-2"), None, false);
     let before = snapshot(s);
-    assert_eq!(s.resolve_order(&eid(E1), None).expect("linked"), linked);
+    assert_eq!(
+        s.resolve_order(&eid(E1), None, false).expect("linked"),
+        linked
+    );
     assert_eq!(
         code_of(authenticate(s, &linked, E1, None, 3, T0 + 1)),
         codes::PROFILE_NOT_RELEASED
     );
     assert_eq!(codes::PROFILE_NOT_RELEASED.to_string(), "8.2/1.2");
     assert_eq!(
-        s.resolve_order(&eid(E2), Some("MATCH-2"))
+        s.resolve_order(&eid(E2), Some("MATCH-2"), false)
             .expect("confirmed"),
         confirmed
     );
@@ -493,7 +527,9 @@ fn authenticate_client_on_an_expired_order_ends_it() {
     let id = order(s, 0, None, Some("MATCH-1"), None, true);
     assert_eq!(rec(s, &id).expires_at, Some(T0 + TTL));
     let now = T0 + TTL; // expires_at <= now: expired
-    let found = s.resolve_order(&eid(E1), Some("MATCH-1")).expect("resolve");
+    let found = s
+        .resolve_order(&eid(E1), Some("MATCH-1"), false)
+        .expect("resolve");
     let err = authenticate(s, &found, E1, Some("MATCH-1"), 3, now).expect_err("expired");
     assert_eq!(err.code, codes::ORDER_EXPIRED);
     assert_eq!(err.code.to_string(), "8.8.5/4.10");
@@ -706,7 +742,9 @@ fn bpp_delivered_links_the_eid_and_notifies_once() {
     let f = fixture(2);
     let s = &f.store;
     let id = order(s, 0, None, Some("MATCH-1"), None, true);
-    let found = s.resolve_order(&eid(E1), Some("MATCH-1")).expect("resolve");
+    let found = s
+        .resolve_order(&eid(E1), Some("MATCH-1"), false)
+        .expect("resolve");
     authenticate(s, &found, E1, Some("MATCH-1"), 3, T0 + 1).expect("authenticate");
     assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
 
@@ -715,9 +753,9 @@ fn bpp_delivered_links_the_eid_and_notifies_once() {
     assert!(a.changed);
     assert_eq!(a.record.state, State::Downloaded);
     assert_eq!(a.record.eid.as_deref(), Some(E1));
-    assert_eq!(
-        a.record.expires_at, None,
-        "a downloaded order cannot expire"
+    assert!(
+        a.record.expires_at.is_some(),
+        "a delivered order still expires if its installation result never comes"
     );
     assert_eq!(rec(s, &id), a.record);
     assert_eq!(
@@ -741,7 +779,7 @@ fn bpp_delivered_links_the_eid_and_notifies_once() {
     assert_consistent(s);
 
     // A retry: the order now belongs to E1, found without matchingId.
-    assert_eq!(s.resolve_order(&eid(E1), None).expect("retry"), id);
+    assert_eq!(s.resolve_order(&eid(E1), None, false).expect("retry"), id);
     let a = authenticate(s, &id, E1, None, 3, T0 + 3).expect("retry authenticate");
     assert_eq!(a.record.download_attempts, 2);
     let a = delivered(s, &id, E1, T0 + 4).expect("delivered again");
@@ -1244,4 +1282,98 @@ fn sessions_expire_by_phase_and_counts_survive_a_reopen() {
     assert_eq!(s.sweep_sessions(T0 + 901).expect("sweep"), 1);
     assert_eq!(s.session_counts(), counts(0, 0));
     assert!(!s.session_exists(&tid(2)).expect("exists"));
+}
+
+// ---------------------------------------------------------------------------
+// Several orders for one eUICC, and a delivered order that never reports.
+
+#[test]
+fn a_delivered_order_does_not_block_the_euiccs_other_orders() {
+    let f = fixture(3);
+    let s = &f.store;
+    // Order A delivered to E1, its installation result never came.
+    let a = downloaded(s, 0, E1);
+    // Order B linked to E1 and released; order C for anyone.
+    let b = order(s, 1, Some(E1), Some("MATCH-B"), None, true);
+    let c = order(s, 2, None, Some("MATCH-C"), None, true);
+    // No matchingId: the released order B, not the delivered A.
+    assert_eq!(s.resolve_order(&eid(E1), None, false).expect("b"), b);
+    assert_eq!(s.resolve_order(&eid(E1), None, true).expect("b"), b);
+    // A's own matchingId is a retry of A.
+    assert_eq!(
+        s.resolve_order(&eid(E1), Some("MATCH-0"), true)
+            .expect("retry of a"),
+        a
+    );
+    // C's matchingId: accepted by default; the literal rule refuses it
+    // while B is pending for E1, but not because of A.
+    assert_eq!(
+        s.resolve_order(&eid(E1), Some("MATCH-C"), false)
+            .expect("c"),
+        c
+    );
+    assert_eq!(
+        resolve_code_with(s, E1, Some("MATCH-C"), true),
+        codes::MATCHING_ID_REFUSED
+    );
+    es9(
+        s,
+        Command::CancelOrder {
+            operator: OP.into(),
+            iccid: b.clone(),
+            eid: Some(eid(E1)),
+            matching_id: Some("MATCH-B".into()),
+            final_status: smdpplus::store::FinalStatus::Available,
+        },
+        T0 + 5,
+    )
+    .expect("cancel b");
+    assert_eq!(
+        s.resolve_order(&eid(E1), Some("MATCH-C"), true)
+            .expect("only the delivered order left: not pending"),
+        c
+    );
+    assert_consistent(s);
+}
+
+#[test]
+fn a_delivered_order_expires_and_a_late_result_still_counts() {
+    let f = fixture(2);
+    let s = &f.store;
+    let id = downloaded(s, 0, E1);
+    let ttl = rec(s, &id)
+        .expires_at
+        .expect("a delivered order keeps its expiry");
+    assert_eq!(s.due_expiries(ttl - 1).expect("due"), Vec::<Iccid>::new());
+    assert_eq!(s.due_expiries(ttl).expect("due"), vec![id.clone()]);
+    let a = es9(s, Command::Expire { iccid: id.clone() }, ttl).expect("expire");
+    assert_eq!(a.record.state, State::Error);
+    let out = s.outbox().expect("outbox");
+    let last = out.last().expect("the operator hears of it");
+    assert_eq!(last.point, POINT_BPP_INSTALLATION);
+    assert_eq!(status_code(last), Some(failed(codes::ORDER_EXPIRED)));
+    assert_eq!(last.eid.as_deref(), Some(E1));
+    // The installation result arrives late: it still tells the truth.
+    let data = [0xa0, 0x03, 0x80, 0x01, 0x00];
+    let a = install(s, &id, true, &data, None, ttl + 60).expect("late result");
+    assert_eq!(a.record.state, State::Installed);
+    assert_eq!(a.record.error_reason, None);
+    assert_eq!(s.outbox().expect("outbox").len(), out.len() + 1);
+
+    // An order that expired before any delivery takes no installation result.
+    let other = order(s, 1, None, Some("MATCH-1"), None, true);
+    let t = rec(s, &other).expires_at.expect("expiry");
+    es9(
+        s,
+        Command::Expire {
+            iccid: other.clone(),
+        },
+        t,
+    )
+    .expect("expire");
+    assert_eq!(
+        code_of(install(s, &other, true, &data, None, t + 1)),
+        codes::ICCID_INVALID_TRANSITION
+    );
+    assert_consistent(s);
 }

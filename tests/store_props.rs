@@ -659,8 +659,11 @@ fn command(op: &Op, before: &Snapshot, store: &Store, now: i64) -> Result<Plan, 
                 Given::Missing => None,
             };
             let target = if *resolve {
-                let got = store.resolve_order(&e, m.as_deref());
-                let want = model_resolve(before, &e, m.as_deref());
+                // Both matching rules, the relaxed default and the
+                // literal §5.6.3 one, on alternate cases.
+                let strict = sel.p % 2 == 1;
+                let got = store.resolve_order(&e, m.as_deref(), strict);
+                let want = model_resolve(before, &e, m.as_deref(), strict);
                 coverage(if got.is_ok() {
                     "resolve_order found an order"
                 } else {
@@ -1352,6 +1355,9 @@ fn expected_note(
     let event = event?;
     Some(match (cmd, event) {
         (Command::CancelOrder { .. }, _) => (POINT_ORDER_CANCELLED, None),
+        (_, Event::Expired) if from == State::Downloaded => {
+            (POINT_BPP_INSTALLATION, Some(codes::ORDER_EXPIRED))
+        }
         (_, Event::Expired) => (POINT_ELIGIBILITY, Some(codes::ORDER_EXPIRED)),
         (Command::AuthenticateClient { .. }, Event::LimitExceeded) => {
             (POINT_ELIGIBILITY, Some(codes::DOWNLOAD_RETRIES_EXCEEDED))
@@ -1675,46 +1681,49 @@ struct Resolve {
 /// to another EID. "" counts as absent. A matchingId naming an order that
 /// has ended (installed, in error) may be refused as such or left to
 /// AuthenticateClient to refuse.
-fn model_resolve(s: &Snapshot, e: &Eid, m: Option<&str>) -> Resolve {
+fn model_resolve(s: &Snapshot, e: &Eid, m: Option<&str>, strict: bool) -> Resolve {
     let m = m.filter(|m| !m.is_empty());
     let refuse = |code| Resolve {
         ok: vec![],
         err: vec![code],
+    };
+    let found = |rs: Vec<&ProfileRecord>| Resolve {
+        ok: rs.iter().map(|r| r.iccid.clone()).collect(),
+        err: vec![],
     };
     let linked: Vec<&ProfileRecord> = s
         .records
         .values()
         .filter(|r| r.eid.as_deref() == Some(e.as_str()) && r.state.is_pending_order())
         .collect();
-    if !linked.is_empty() {
-        return match m {
-            Some(m) => match linked.iter().find(|r| r.matching_id.as_deref() == Some(m)) {
-                Some(r) => Resolve {
-                    ok: vec![r.iccid.clone()],
-                    err: vec![],
-                },
-                None => refuse(codes::MATCHING_ID_REFUSED),
-            },
-            None => {
-                let released: Vec<String> = linked
-                    .iter()
-                    .filter(|r| r.state == State::Released)
-                    .map(|r| r.iccid.clone())
-                    .collect();
-                Resolve {
-                    ok: if released.is_empty() {
-                        linked.iter().map(|r| r.iccid.clone()).collect()
-                    } else {
-                        released
-                    },
-                    err: vec![],
-                }
-            }
-        };
-    }
+    // A delivered order waiting for its installation result is only ever a
+    // retry of itself, never "the pending order" of the eUICC.
+    let waiting: Vec<&ProfileRecord> = linked
+        .iter()
+        .copied()
+        .filter(|r| r.state != State::Downloaded)
+        .collect();
     let Some(m) = m else {
-        return refuse(codes::MATCHING_ID_REFUSED);
+        let released: Vec<&ProfileRecord> = waiting
+            .iter()
+            .copied()
+            .filter(|r| r.state == State::Released)
+            .collect();
+        let delivered: Vec<&ProfileRecord> = linked
+            .iter()
+            .copied()
+            .filter(|r| r.state == State::Downloaded)
+            .collect();
+        for candidates in [released, delivered, waiting.clone()] {
+            if !candidates.is_empty() {
+                return found(candidates);
+            }
+        }
+        return refuse(codes::EID_REFUSED);
     };
+    if let Some(r) = linked.iter().find(|r| r.matching_id.as_deref() == Some(m)) {
+        return found(vec![r]);
+    }
     let Some(r) = s
         .records
         .values()
@@ -1722,13 +1731,10 @@ fn model_resolve(s: &Snapshot, e: &Eid, m: Option<&str>) -> Resolve {
     else {
         return refuse(codes::MATCHING_ID_REFUSED);
     };
-    let mut out = if r.eid.as_deref().is_some_and(|x| x != e.as_str()) {
-        refuse(codes::EID_REFUSED)
-    } else {
-        Resolve {
-            ok: vec![r.iccid.clone()],
-            err: vec![],
-        }
+    let mut out = match r.eid.as_deref() {
+        Some(x) if x != e.as_str() => refuse(codes::EID_REFUSED),
+        None if strict && !waiting.is_empty() => refuse(codes::MATCHING_ID_REFUSED),
+        _ => found(vec![r]),
     };
     if !r.state.is_pending_order() {
         out.err.push(codes::MATCHING_ID_REFUSED);
@@ -1772,6 +1778,16 @@ fn refused(code: StatusCode) -> Option<Expect> {
         result: Err(code),
         change: None,
     })
+}
+
+/// Where the operator hears of an expiry (§5.3.5): the installation point
+/// for a delivered package that was never reported installed.
+fn expiry_point(old: &ProfileRecord) -> u32 {
+    if old.state == State::Downloaded {
+        POINT_BPP_INSTALLATION
+    } else {
+        POINT_ELIGIBILITY
+    }
 }
 
 /// The order ends in Error.
@@ -1854,7 +1870,7 @@ fn model_es9(p: &Planned, before: &Snapshot, now: i64) -> Option<Expect> {
                     Event::Expired,
                     None,
                     Note {
-                        point: POINT_ELIGIBILITY,
+                        point: expiry_point(old),
                         failed: Some(codes::ORDER_EXPIRED),
                         eids: vec![old.eid.clone(), Some(e)],
                         result_data: None,
@@ -1936,7 +1952,6 @@ fn model_es9(p: &Planned, before: &Snapshot, now: i64) -> Option<Expect> {
                     &|r| {
                         r.state = State::Downloaded;
                         r.eid = Some(e.clone());
-                        r.expires_at = None;
                     },
                     Some(Event::BppDelivered),
                     Some(Note {
@@ -1957,7 +1972,17 @@ fn model_es9(p: &Planned, before: &Snapshot, now: i64) -> Option<Expect> {
             reason,
             ..
         } => {
-            if old.state != State::Downloaded {
+            // Downloaded, or an order that expired while its delivered
+            // package waited for this (late) installation result.
+            let expired_waiting = old.state == State::Error
+                && before
+                    .histories
+                    .get(old.iccid.as_str())
+                    .and_then(|h| h.last())
+                    .is_some_and(|h| {
+                        h.event == Event::Expired && h.from == Some(State::Downloaded)
+                    });
+            if old.state != State::Downloaded && !expired_waiting {
                 return refused(codes::ICCID_INVALID_TRANSITION);
             }
             let note = |failed| Note {
@@ -1968,7 +1993,11 @@ fn model_es9(p: &Planned, before: &Snapshot, now: i64) -> Option<Expect> {
             };
             if *success {
                 ok(
-                    &|r| r.state = State::Installed,
+                    &|r| {
+                        r.state = State::Installed;
+                        r.expires_at = None;
+                        r.error_reason = None;
+                    },
                     Some(Event::InstallSucceeded),
                     Some(note(None)),
                 )

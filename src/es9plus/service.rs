@@ -400,8 +400,11 @@ pub async fn authenticate_client(
         .map_err(|_| verification_failed("euiccSignature1 does not verify"))?;
     let signed = ok.euicc_signed1.value();
     if signed.transaction_id.as_bytes() != req.transaction_id.as_slice() {
-        return Err(verification_failed(
-            "transactionId in euiccSigned1 does not match",
+        // A genuine signature over another session's transactionId: that
+        // session is not this one (§5.6.2, §5.6.3, §5.6.5: 8.10.1/3.9).
+        return Err(refused(
+            TRANSACTION_UNKNOWN,
+            "transactionId in euiccSigned1 names another RSP session",
         ));
     }
     if signed.server_challenge.as_slice() != expect.server_challenge.as_slice() {
@@ -420,7 +423,11 @@ pub async fn authenticate_client(
         }
     };
     let eid = euicc.eid().clone();
-    let iccid = app.store.resolve_order(&eid, matching_id.as_deref())?;
+    let iccid = app.store.resolve_order(
+        &eid,
+        matching_id.as_deref(),
+        app.config.strict_order_matching,
+    )?;
     // Eligibility (Annex F): the eUICC must accept the profile's PPRs.
     if let Some(forbidden) = &signed.euicc_info2.forbidden_profile_policy_rules {
         let profile_type = app
@@ -637,8 +644,11 @@ pub async fn get_bound_profile_package(
         )
         .map_err(|_| verification_failed("euiccSignature2 does not verify"))?;
     if signed.transaction_id.as_bytes() != req.transaction_id.as_slice() {
-        return Err(verification_failed(
-            "transactionId in euiccSigned2 does not match",
+        // A genuine signature over another session's transactionId: that
+        // session is not this one (§5.6.2, §5.6.3, §5.6.5: 8.10.1/3.9).
+        return Err(refused(
+            TRANSACTION_UNKNOWN,
+            "transactionId in euiccSigned2 names another RSP session",
         ));
     }
     let iccid =
@@ -902,8 +912,11 @@ pub async fn cancel_session(app: &App, req: &CancelSessionRequest) -> Result<(),
         .map_err(|_| verification_failed("euiccCancelSessionSignature does not verify"))?;
     let signed = ok.euicc_cancel_session_signed.value();
     if signed.transaction_id.as_bytes() != req.transaction_id.as_slice() {
-        return Err(verification_failed(
-            "transactionId in euiccCancelSessionSigned does not match",
+        // A genuine signature over another session's transactionId: that
+        // session is not this one (§5.6.2, §5.6.3, §5.6.5: 8.10.1/3.9).
+        return Err(refused(
+            TRANSACTION_UNKNOWN,
+            "transactionId in euiccCancelSessionSigned names another RSP session",
         ));
     }
     let cred = credentials(app, &auth.dp_ci)?;

@@ -78,9 +78,13 @@ impl State {
         self.is_reserved() || matches!(self, State::Released | State::Downloaded)
     }
 
-    /// The order can still expire (it has not been downloaded).
+    /// The order can still expire: the table has an expiry from this state
+    /// (an open order, a delivered package still waiting for its
+    /// installation result included).
     pub fn can_expire(self) -> bool {
-        self.is_reserved() || self == State::Released
+        TABLE
+            .iter()
+            .any(|(from, event, _)| *from == self && *event == Event::Expired)
     }
 }
 
@@ -183,6 +187,14 @@ const TABLE: &[(State, Event, State)] = &[
     (S::Linked, E::Expired, S::Error),
     (S::Confirmed, E::Expired, S::Error),
     (S::Released, E::Expired, S::Error),
+    // A delivered package whose installation result never came is not
+    // pending forever: the order ends on its time to live.
+    (S::Downloaded, E::Expired, S::Error),
+    // Installation results arrive late (the LPA sends pending notifications
+    // when it next can); one for an order that expired meanwhile still
+    // tells the truth about the device.
+    (S::Error, E::InstallSucceeded, S::Installed),
+    (S::Error, E::InstallFailed, S::Error),
     (S::Allocated, E::CancelOrderAvailable, S::Available),
     (S::Linked, E::CancelOrderAvailable, S::Available),
     (S::Confirmed, E::CancelOrderAvailable, S::Available),

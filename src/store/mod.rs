@@ -1133,11 +1133,7 @@ impl Store {
                 }
                 let mut new = old.clone();
                 new.error_reason = Some("order expired".into());
-                let note = Note::new(
-                    POINT_ELIGIBILITY,
-                    PointStatus::failed(codes::ORDER_EXPIRED, "download order expired"),
-                    &old,
-                );
+                let note = expiry_note(&old);
                 Step::new(old, new, Some(Event::Expired)).notify(note)
             }
             Command::SetExpiry {
@@ -1267,8 +1263,18 @@ impl Store {
                 reason,
             } => {
                 let old = self.load(tx, iccid)?;
+                // In Error, only a late result for a delivered package whose
+                // order expired while waiting for it.
+                if old.state == State::Error && !expired_after_delivery(tx, &old)? {
+                    return gsma(Error::refused(
+                        codes::ICCID_INVALID_TRANSITION,
+                        format!("ICCID {iccid} has no installation pending"),
+                    ));
+                }
                 let mut new = old.clone();
                 let (event, status) = if *success {
+                    // A late result for an order that expired meanwhile.
+                    new.error_reason = None;
                     (Event::InstallSucceeded, PointStatus::Success)
                 } else {
                     new.error_reason = Some(
@@ -1460,52 +1466,67 @@ impl Store {
     }
 
     /// Finds the order an authenticated eUICC asks for (SGP.22 §5.6.3,
-    /// p.170): an order linked to the EID, with or without matchingId;
-    /// otherwise the order named by the matchingId, which must not be linked
-    /// to an EID.
-    pub fn resolve_order(&self, eid: &Eid, matching_id: Option<&str>) -> Result<Iccid> {
+    /// p.170).
+    ///
+    /// - A matchingId names the order: one linked to this EID (a pending
+    ///   order, or a retry of a delivered one), else an order linked to no
+    ///   EID. An order linked to another EID is 8.1.1/3.8; an unknown
+    ///   matchingId 8.2.6/3.8.
+    /// - `strict`: the literal §5.6.3 rule, under which an EID with a
+    ///   pending order may only use that order's matchingId. By default an
+    ///   unbound order is accepted anyway: any eUICC could claim it, so
+    ///   refusing only stops a user with two purchases.
+    /// - No matchingId (or an empty one): this EID's released order, else a
+    ///   retry of its delivered one, else its unreleased order (refused
+    ///   later with 8.2/1.2); none is 8.1.1/3.8.
+    ///
+    /// A delivered order waiting for its installation result (Downloaded)
+    /// is not a pending order here: it never blocks the eUICC's others.
+    pub fn resolve_order(
+        &self,
+        eid: &Eid,
+        matching_id: Option<&str>,
+        strict: bool,
+    ) -> Result<Iccid> {
         let matching_id = matching_id.filter(|m| !m.is_empty());
-        let linked = self.pending_for_eid(eid)?;
-        if !linked.is_empty() {
-            let records: Vec<ProfileRecord> = linked
-                .iter()
-                .filter_map(|i| self.get(i).ok().flatten())
-                .collect();
-            let pick = match matching_id {
-                Some(m) => records.iter().find(|r| r.matching_id.as_deref() == Some(m)),
-                None => records
-                    .iter()
-                    .find(|r| r.state == State::Released)
-                    .or_else(|| records.iter().find(|r| r.state == State::Downloaded))
-                    .or(records.first()),
-            };
-            return match pick {
-                Some(r) => Iccid::parse(&r.iccid).ok_or_else(|| Error::internal("corrupt ICCID")),
+        let linked: Vec<ProfileRecord> = self
+            .pending_for_eid(eid)?
+            .iter()
+            .filter_map(|i| self.get(i).ok().flatten())
+            .collect();
+        let waiting = || linked.iter().filter(|r| r.state != State::Downloaded);
+        let parse = |r: &ProfileRecord| {
+            Iccid::parse(&r.iccid).ok_or_else(|| Error::internal("corrupt ICCID"))
+        };
+        let Some(m) = matching_id else {
+            return match waiting()
+                .find(|r| r.state == State::Released)
+                .or_else(|| linked.iter().find(|r| r.state == State::Downloaded))
+                .or_else(|| waiting().next())
+            {
+                Some(r) => parse(r),
                 None => Err(Error::refused(
-                    codes::MATCHING_ID_REFUSED,
-                    "matchingId does not name an order of this eUICC",
+                    codes::EID_REFUSED,
+                    "no download order for this eUICC, and no matchingId",
                 )),
             };
+        };
+        if let Some(r) = linked.iter().find(|r| r.matching_id.as_deref() == Some(m)) {
+            return parse(r);
         }
-        let m = matching_id.ok_or_else(|| {
-            Error::refused(
-                codes::MATCHING_ID_REFUSED,
-                "no order for this eUICC and no matchingId",
-            )
-        })?;
-        let iccid = self
-            .by_matching_id(m)?
-            .ok_or_else(|| Error::refused(codes::MATCHING_ID_REFUSED, "matchingId refused"))?;
-        match self.get(&iccid)? {
-            Some(r) if r.eid.as_deref().is_some_and(|e| e != eid.as_str()) => Err(Error::refused(
+        let refused = || Error::refused(codes::MATCHING_ID_REFUSED, "matchingId refused");
+        let iccid = self.by_matching_id(m)?.ok_or_else(refused)?;
+        let r = self.get(&iccid)?.ok_or_else(refused)?;
+        match r.eid.as_deref() {
+            Some(e) if e != eid.as_str() => Err(Error::refused(
                 codes::EID_REFUSED,
                 "the order is linked to another EID",
             )),
-            Some(_) => Ok(iccid),
-            None => Err(Error::refused(
+            None if strict && waiting().next().is_some() => Err(Error::refused(
                 codes::MATCHING_ID_REFUSED,
-                "matchingId refused",
+                "matchingId does not name the pending order of this eUICC",
             )),
+            _ => Ok(iccid),
         }
     }
 
@@ -1764,11 +1785,7 @@ fn expiry_refusal(old: &ProfileRecord, now: i64, eid: Option<&Eid>) -> Option<St
     }
     let mut new = old.clone();
     new.error_reason = Some("order expired".into());
-    let mut note = Note::new(
-        POINT_ELIGIBILITY,
-        PointStatus::failed(codes::ORDER_EXPIRED, "download order expired"),
-        old,
-    );
+    let mut note = expiry_note(old);
     if let Some(e) = eid {
         note = note.with_eid(e);
     }
@@ -1779,6 +1796,37 @@ fn expiry_refusal(old: &ProfileRecord, now: i64, eid: Option<&Eid>) -> Option<St
                 codes::ORDER_EXPIRED,
                 "the download order has expired",
             )),
+    )
+}
+
+/// Whether the last thing that happened to the order was its expiry while
+/// its delivered package waited for the installation result.
+fn expired_after_delivery(tx: &TransactionalTree, r: &ProfileRecord) -> TxResult<bool> {
+    let Some(last) = r.history_len.checked_sub(1) else {
+        return Ok(false);
+    };
+    Ok(match tx.get(history_key(&r.iccid, last))? {
+        Some(v) => {
+            let h: HistoryEntry = decode(&v)?;
+            h.event == Event::Expired && h.from == Some(State::Downloaded)
+        }
+        None => false,
+    })
+}
+
+/// The operator's notification of an expired order (§5.3.5): at the
+/// eligibility point, or at the installation point for a delivered package
+/// whose installation result never came.
+fn expiry_note(old: &ProfileRecord) -> Note {
+    let point = if old.state == State::Downloaded {
+        POINT_BPP_INSTALLATION
+    } else {
+        POINT_ELIGIBILITY
+    };
+    Note::new(
+        point,
+        PointStatus::failed(codes::ORDER_EXPIRED, "download order expired"),
+        old,
     )
 }
 
