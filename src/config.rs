@@ -232,6 +232,10 @@ pub struct MobilePlansConfig {
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM); given together with `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The key (64 hex digits) of the purchase capabilities, shared by
+    /// every node. Default `<data_dir>/mobileplans.key`, created at first
+    /// start (mode 0600). See `crate::mobileplans::guard`.
+    pub capability_key_file: Option<PathBuf>,
 }
 
 /// What a plan sells.

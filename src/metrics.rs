@@ -29,6 +29,10 @@ pub struct Metrics {
     pub tls_failures: IntCounterVec,
     /// Orders expired by the sweeper.
     pub orders_expired: prometheus::IntCounter,
+    /// Mobile Plans requests refused on the operator-web listener, by
+    /// reason (`capability`, `csrf`, `rate_limit_ip`, `rate_limit_eid`,
+    /// `open_orders_eid`).
+    pub mobileplans_refused: IntCounterVec,
     /// Id of the current master key.
     pub master_key_id: IntGauge,
     /// Stored packages still to re-wrap in a master key rotation.
@@ -100,6 +104,14 @@ impl Metrics {
         let orders_expired =
             prometheus::IntCounter::new("smdpplus_orders_expired_total", "Download orders expired")
                 .expect("static metric definition");
+        let mobileplans_refused = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_mobileplans_refused_total",
+                "Mobile Plans requests refused on the operator-web listener, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
         let master_key_id = IntGauge::new("smdpplus_master_key_id", "Id of the current master key")
             .expect("static metric definition");
         let master_key_rewrap_pending = IntGauge::new(
@@ -117,6 +129,7 @@ impl Metrics {
             Box::new(check_digit_mismatches.clone()),
             Box::new(tls_failures.clone()),
             Box::new(orders_expired.clone()),
+            Box::new(mobileplans_refused.clone()),
             Box::new(master_key_id.clone()),
             Box::new(master_key_rewrap_pending.clone()),
         ] {
@@ -133,6 +146,7 @@ impl Metrics {
             check_digit_mismatches,
             tls_failures,
             orders_expired,
+            mobileplans_refused,
             master_key_id,
             master_key_rewrap_pending,
         }

@@ -37,6 +37,8 @@ pub struct App {
     pub templates: crate::profile::stored::Templates,
     /// The master keys that wrap every PPK at rest; replaced on rotation.
     pub keyring: Arc<std::sync::RwLock<Arc<Keyring>>>,
+    /// Mobile Plans purchase capabilities and limits.
+    pub mobile_plans: Arc<crate::mobileplans::guard::Guard>,
 }
 
 impl App {
@@ -87,9 +89,9 @@ fn es9_handler(app: App) -> Handler {
 }
 
 fn web_handler(app: App) -> Handler {
-    boxed(move |req, _conn| {
+    boxed(move |req, conn| {
         let app = app.clone();
-        Box::pin(async move { crate::mobileplans::web::handle(app, req).await })
+        Box::pin(async move { crate::mobileplans::web::handle(app, req, &conn).await })
     })
 }
 
@@ -519,6 +521,8 @@ pub async fn run(mut config: Config) -> Result<(), String> {
 
     let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
         .map_err(|e| format!("ES9+ credentials: {e}"))?;
+    let mobile_plans = crate::mobileplans::guard::Guard::new(&config)
+        .map_err(|e| format!("[mobile_plans] capability key: {e}"))?;
     let app = App {
         store: store.clone(),
         config: Arc::new(config),
@@ -529,6 +533,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         es9: Arc::new(es9_keys),
         keyring: Arc::new(std::sync::RwLock::new(Arc::new(master))),
         templates,
+        mobile_plans: Arc::new(mobile_plans),
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);

@@ -1,5 +1,5 @@
-//! Windows Mobile Plans (issue 5; the facts are in
-//! `../shared/spec/mobile-plans.md`): Mobile Plans orders placed
+//! Windows Mobile Plans (the facts, from Microsoft's Mobile Plans docs,
+//! are digested in mobile-plans.md): Mobile Plans orders placed
 //! in-process through the same store commands as ES2+, the callback
 //! decision API that gates what a portal may tell the app, the durable
 //! scheduled release of delayed downloads, and the walled-garden list.
@@ -7,6 +7,8 @@
 //! - [`callback`]: the JavaScript callbacks, spelled as the docs do;
 //! - [`decision`]: the pure decision table;
 //! - [`web`]: the operator-web listener (`/mobileplans/v1/...`);
+//! - [`guard`]: the capability that lets only the purchasing page act on
+//!   an order, the portal's CSRF token, and the refusals;
 //! - [`portal`]: the reference operator portal (`/portal`), in the
 //!   languages of [`text`];
 //! - [`walled_garden`]: the hosts to zero-rate.
@@ -16,6 +18,7 @@
 
 pub mod callback;
 pub mod decision;
+pub mod guard;
 pub mod portal;
 pub mod text;
 pub mod walled_garden;
@@ -225,6 +228,25 @@ pub fn find(app: &App, lookup: &Lookup) -> Result<MobilePlansOrder, MpError> {
             Lookup::Eid(e) => format!("no Mobile Plans order for EID {e}"),
         })
     })
+}
+
+/// The latest order of a line or an eUICC placed by `operator`; another
+/// operator's orders are not seen.
+pub fn find_for_operator(
+    app: &App,
+    lookup: &Lookup,
+    operator: &str,
+) -> Result<MobilePlansOrder, MpError> {
+    let orders = match lookup {
+        Lookup::Transaction(_) => vec![find(app, lookup)?],
+        Lookup::Iccid(i) => app.store.mp_orders_for_iccid(i)?,
+        Lookup::Eid(e) => app.store.mp_orders_for_eid(e)?,
+    };
+    orders
+        .into_iter()
+        .rev()
+        .find(|o| o.operator == operator)
+        .ok_or_else(|| MpError::NotFound("no such Mobile Plans order".into()))
 }
 
 /// Decides for an order now, and logs the decision with its transactionId.

@@ -1,4 +1,4 @@
-//! The reference operator portal (issue 5 §2), served at `/portal` on the
+//! The reference operator portal, served at `/portal` on the
 //! operator-web listener. The Mobile Plans app opens it in a WebView with
 //! GET parameters (mobile-plans.md §1); it sells the plans of the
 //! configured catalogue, places the order in-process through the same
@@ -13,6 +13,13 @@
 //! | result | `POST /portal/purchase` | order placed; the callback sent on load; withdraw and cancel |
 //! | retry | `GET /portal/retry?…&retryIccid=` | the download callback of the line's order, again (mobile-plans.md §3: the activation code can be reused) |
 //!
+//! The plans and checkout pages set the CSRF cookie, and the checkout form
+//! repeats it; the purchase response that creates an order sets its
+//! capability cookie ([`super::guard`]). A reload of the result page and
+//! the retry need that capability: a stranger who knows the
+//! transactionId, EID and ICCID gets neither the activation code nor the
+//! actions.
+//!
 //! Docs policies (mobile-plans.md §1): HTTPS only (HSTS), 800x600
 //! responsive, no pop-ups, redirects or ads, support/privacy/terms links
 //! and a cancel button on every step. Pages carry a per-response CSP nonce:
@@ -20,11 +27,12 @@
 
 use super::callback::{js_string, Callback, Metadata, MoDirectStatus};
 use super::decision::Action;
+use super::guard::{Guard, Refusal, CSRF_FIELD};
 use super::text::{fill, tr, Lang, T};
 use super::{Answer, Checkout, Lookup};
 use crate::config::{PlanConfig, PlanKind};
 use crate::http::query::{percent_encode, Query};
-use crate::http::{self, Outcome};
+use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::{Eid, Iccid};
 use crate::server::App;
 use crate::store::balance::BalanceType;
@@ -33,6 +41,7 @@ use crate::store::mobileplans::{Choice, OrderKind, PurchaseMetadata, Registratio
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
+use std::net::IpAddr;
 
 /// Path prefix of the portal.
 pub const PREFIX: &str = "/portal";
@@ -146,6 +155,8 @@ struct Page {
     title: String,
     body: String,
     script: String,
+    /// `Set-Cookie` values.
+    cookies: Vec<String>,
 }
 
 const CSS: &str = "\
@@ -268,6 +279,7 @@ fn message_page(
             cancel_js(cancel),
             js_string(tr(lang, T::Cancelled))
         ),
+        cookies: vec![],
     }
 }
 
@@ -401,6 +413,7 @@ fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
                 .filter(|o| {
                     o.operator == operator(app)
                         && o.eid == launch.eid.as_ref().map(|e| e.as_str().to_owned())
+                        && app.mobile_plans.allowed(req.headers(), o)
                 });
             if retriable.is_some() {
                 body.push_str(&format!(
@@ -464,12 +477,14 @@ fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
         cancel_js(MoDirectStatus::Cancelled),
         js_string(tr(lang, T::Cancelled))
     );
+    let (_, set_csrf) = Guard::csrf_token(req.headers());
     Page {
         status: StatusCode::OK,
         step: "plans",
         title: tr(lang, T::ChoosePlan).to_owned(),
         body,
         script,
+        cookies: set_csrf.into_iter().collect(),
     }
 }
 
@@ -537,9 +552,10 @@ fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
             launch.iccid.is_some() && app.store.mp_latest_for_iccid(l).ok().flatten().is_none()
         }
     };
+    let (csrf, set_csrf) = Guard::csrf_token(req.headers());
     let body = format!(
         "<h1>{}</h1><p id=\"summary\">{}</p>{}\
-<form method=\"post\" action=\"{PREFIX}/purchase\" id=\"checkout\">{}<input type=\"hidden\" name=\"choice\" value=\"{}\">\
+<form method=\"post\" action=\"{PREFIX}/purchase\" id=\"checkout\">{}<input type=\"hidden\" name=\"choice\" value=\"{}\"><input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{csrf}\">\
 <fieldset><legend>{}</legend><label><input type=\"radio\" name=\"account\" value=\"new\" id=\"account-new\"{}> {}</label>\
 <label><input type=\"radio\" name=\"account\" value=\"existing\" id=\"account-existing\"{}> {}</label></fieldset>\
 <div class=\"buttons\"><button type=\"submit\" id=\"buy\">{}</button><button type=\"button\" id=\"cancel\" class=\"secondary\">{}</button></div></form>",
@@ -568,6 +584,7 @@ fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
             cancel_js(MoDirectStatus::Cancelled),
             js_string(tr(lang, T::Cancelled))
         ),
+        cookies: set_csrf.into_iter().collect(),
     }
 }
 
@@ -644,7 +661,29 @@ fn checkout_for(
     }
 }
 
-async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
+/// The page refusing an action without the purchase's capability (or a
+/// purchase without the CSRF token); counted and logged.
+fn refused_page(app: &App, lang: Lang, reason: Refusal, peer: IpAddr, what: &str) -> Page {
+    app.mobile_plans.refused(&app.metrics, reason, peer, what);
+    message_page(
+        lang,
+        StatusCode::FORBIDDEN,
+        "refused",
+        tr(lang, T::Error),
+        tr(lang, T::Forbidden),
+        MoDirectStatus::Cancelled,
+    )
+}
+
+/// How long a purchase's capability cookie lives: the order's life.
+fn capability_max_age(app: &App, order: &crate::store::mobileplans::MobilePlansOrder) -> u64 {
+    let now = crate::time::now();
+    let delay = order.release_at.map_or(0, |t| (t - now).max(0) as u64);
+    app.config.order_ttl.as_secs().saturating_add(delay)
+}
+
+async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
+    let headers = req.headers().clone();
     let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -659,10 +698,27 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
         }
     };
     let form = Query::parse(std::str::from_utf8(&body).ok());
+    if !Guard::csrf_ok(&headers, form.get(CSRF_FIELD).and_then(Result::ok)) {
+        return refused_page(app, lang, Refusal::Csrf, peer, "portalPurchase");
+    }
     let launch = match launch_of(&form, lang) {
         Ok(l) => l,
         Err(page) => return page,
     };
+    // A reload of the result page: only for the page that made the order.
+    match app.store.mp_order_by_transaction(&launch.transaction_id) {
+        Ok(Some(existing)) => {
+            if !app.mobile_plans.allowed(&headers, &existing) {
+                return refused_page(app, lang, Refusal::Capability, peer, "portalPurchase");
+            }
+            return match super::decide(app, existing) {
+                Ok(a) => result_page(lang, &a),
+                Err(e) => failed_page(lang, &launch, &e),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => return failed_page(lang, &launch, &e.into()),
+    }
     let (plan, line) = match chosen(app, &launch, &form, lang) {
         Ok(c) => c,
         Err(page) => return page,
@@ -679,25 +735,46 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
         account,
         crate::time::now(),
     );
-    let placed = super::checkout(app, &operator(app), &c).await;
-    let answer = placed.and_then(|(order, _)| super::decide(app, order));
-    match answer {
-        Ok(a) => result_page(lang, &a),
-        Err(e) => {
-            tracing::warn!(transaction_id = %launch.transaction_id, error = ?e, "portal checkout failed");
-            message_page(
-                lang,
-                StatusCode::OK,
-                "error",
-                tr(lang, T::Error),
-                e.body()["error"].as_str().unwrap_or_default(),
-                MoDirectStatus::ServiceError,
-            )
+    let placed = match super::checkout(app, &operator(app), &c).await {
+        Ok(p) => p,
+        Err(e) => return failed_page(lang, &launch, &e),
+    };
+    let (order, created) = placed;
+    // An order made meanwhile by another request is not this page's.
+    if !created && !app.mobile_plans.allowed(&headers, &order) {
+        return refused_page(app, lang, Refusal::Capability, peer, "portalPurchase");
+    }
+    let cookie = app
+        .mobile_plans
+        .capability_set_cookie(&order, capability_max_age(app, &order));
+    match super::decide(app, order) {
+        Ok(a) => {
+            let mut page = result_page(lang, &a);
+            if created {
+                page.cookies.push(cookie);
+            }
+            page
         }
+        Err(e) => failed_page(lang, &launch, &e),
     }
 }
 
-fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
+fn failed_page(lang: Lang, launch: &Launch, e: &super::MpError) -> Page {
+    tracing::warn!(transaction_id = %launch.transaction_id, error = ?e, "portal checkout failed");
+    message_page(
+        lang,
+        StatusCode::OK,
+        "error",
+        tr(lang, T::Error),
+        e.body()["error"].as_str().unwrap_or_default(),
+        MoDirectStatus::ServiceError,
+    )
+}
+
+/// The download callback of a line's order, again, after the LPA failed:
+/// only for the page holding that order's capability (the activation code
+/// is what a stranger must not get).
+fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
     let q = Query::parse(req.uri().query());
     let launch = match launch_of(&q, lang) {
         Ok(l) => l,
@@ -710,6 +787,11 @@ fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
     let order = order.filter(|o| {
         o.operator == operator(app) && o.eid == launch.eid.as_ref().map(|e| e.as_str().to_owned())
     });
+    if let Some(o) = &order {
+        if !app.mobile_plans.allowed(req.headers(), o) {
+            return refused_page(app, lang, Refusal::Capability, peer, "portalRetry");
+        }
+    }
     match order.map(|o| super::decide(app, o)) {
         Some(Ok(a)) => {
             tracing::info!(transaction_id = %launch.transaction_id, order_transaction_id = %a.order.transaction_id, "portal retry of a download");
@@ -839,6 +921,7 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
         title: heading.to_owned(),
         body,
         script,
+        cookies: vec![],
     }
 }
 
@@ -854,11 +937,13 @@ fn info_page(lang: Lang, which: &str) -> Page {
         title: tr(lang, t).to_owned(),
         body: format!("<h1>{}</h1><p>{}</p>", tr(lang, t), esc(text)),
         script: String::new(),
+        cookies: vec![],
     }
 }
 
 /// Handles `/portal` and below on the operator-web listener.
-pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
+pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
+    let peer = conn.peer.ip();
     let lang = Lang::negotiate(
         req.headers()
             .get(hyper::header::ACCEPT_LANGUAGE)
@@ -870,8 +955,10 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
     let (function, page) = match (&method, path.as_str()) {
         (&Method::GET, "/portal" | "/portal/") => ("portalPlans", plans_page(&app, &req, lang)),
         (&Method::GET, "/portal/checkout") => ("portalCheckout", checkout_page(&app, &req, lang)),
-        (&Method::POST, "/portal/purchase") => ("portalPurchase", purchase(&app, req, lang).await),
-        (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang)),
+        (&Method::POST, "/portal/purchase") => {
+            ("portalPurchase", purchase(&app, req, lang, peer).await)
+        }
+        (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang, peer)),
         (&Method::GET, "/portal/support") => ("portalInfo", info_page(lang, "support")),
         (&Method::GET, "/portal/privacy") => ("portalInfo", info_page(lang, "privacy")),
         (&Method::GET, "/portal/terms") => ("portalInfo", info_page(lang, "terms")),
@@ -889,6 +976,11 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
     let html = wrap(&app, lang, &nonce, &page);
     let mut response = http::text_response(page.status, "text/html; charset=utf-8", html);
     let h = response.headers_mut();
+    for c in &page.cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.append(hyper::header::SET_COOKIE, v);
+        }
+    }
     let csp = format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     );

@@ -87,6 +87,7 @@ pub enum T {
     NoPlans,
     NoApp,
     AlreadyDone,
+    Forbidden,
 }
 
 /// The phrase in a language. `{}` marks where a value goes.
@@ -160,6 +161,10 @@ pub fn tr(lang: Lang, t: T) -> &'static str {
         T::AlreadyDone => (
             "This purchase is already complete.",
             "Cet achat est déjà terminé.",
+        ),
+        T::Forbidden => (
+            "This page has expired or was not opened from your purchase. Start again from the Mobile Plans app.",
+            "Cette page a expiré ou n'a pas été ouverte depuis votre achat. Recommencez depuis l'application Forfaits mobiles.",
         ),
     };
     match lang {

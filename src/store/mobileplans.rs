@@ -361,6 +361,28 @@ impl Store {
         self.mp_latest(key("d/", &[eid.as_str().as_bytes(), b"/"]))
     }
 
+    fn mp_orders_under(&self, prefix: Vec<u8>) -> Result<Vec<MobilePlansOrder>> {
+        let mut out = vec![];
+        for kv in self.inner.tree.scan_prefix(prefix) {
+            let (_, v) = kv?;
+            let id = id_of(&v).ok_or_else(|| Error::internal("corrupt Mobile Plans index"))?;
+            if let Some(o) = self.mp_order(id)? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The orders of a line, oldest first.
+    pub fn mp_orders_for_iccid(&self, iccid: &Iccid) -> Result<Vec<MobilePlansOrder>> {
+        self.mp_orders_under(key("l/", &[iccid.as_str().as_bytes(), b"/"]))
+    }
+
+    /// The orders of an eUICC, oldest first.
+    pub fn mp_orders_for_eid(&self, eid: &Eid) -> Result<Vec<MobilePlansOrder>> {
+        self.mp_orders_under(key("d/", &[eid.as_str().as_bytes(), b"/"]))
+    }
+
     /// Every order, oldest first.
     pub fn mp_orders(&self) -> Result<Vec<MobilePlansOrder>> {
         self.inner
