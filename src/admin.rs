@@ -14,6 +14,7 @@
 //! | POST | `/smdpplus/admin/v1/mobileplans/orders` | place a Mobile Plans purchase (checkout) |
 //! | GET | `/smdpplus/admin/v1/mobileplans/orders/{transactionId}` | the order and its callback decision |
 //! | GET | `/smdpplus/admin/v1/mobileplans/orders?iccid=` (or `eid=`) | the latest order of the operator for a line (or an eUICC) |
+//! | POST | `/smdpplus/admin/v1/mobileplans/orders/{transactionId}/confirm` | confirm a held portal order (payment): its profile is released |
 //! | PUT | `/smdpplus/admin/v1/balances/{iccid}` | register a SIM for GetBalance (`notSupported`) |
 //! | POST | `/smdpplus/admin/v1/balances/{iccid}/credit` | credit a balance outside a Mobile Plans purchase |
 //! | GET | `/smdpplus/admin/v1/balances/{iccid}` | a SIM's balance buckets |
@@ -368,6 +369,21 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
             Ok(
                 json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability}),
             )
+        }
+        (Method::POST, ["mobileplans", "orders", txid, "confirm"]) => {
+            let txid = crate::http::query::percent_decode(txid, false)
+                .ok_or_else(|| bad("the transactionId is not valid percent-encoded UTF-8"))?;
+            let order =
+                crate::mobileplans::find(app, &crate::mobileplans::Lookup::Transaction(txid))?;
+            if order.operator != operator {
+                return Err(AdminError(
+                    StatusCode::NOT_FOUND,
+                    "no such Mobile Plans order".into(),
+                    None,
+                ));
+            }
+            let answer = crate::mobileplans::confirm(app, &order.transaction_id, &operator).await?;
+            Ok(json!({"decision": answer.to_json()}))
         }
         (Method::PUT, ["balances", iccid]) => {
             let iccid = iccid_param(iccid)?;

@@ -33,6 +33,8 @@ pub struct Metrics {
     /// reason (`capability`, `csrf`, `rate_limit_ip`, `rate_limit_eid`,
     /// `open_orders_eid`).
     pub mobileplans_refused: IntCounterVec,
+    /// Portal orders whose hold ran out unconfirmed (profile returned).
+    pub mobileplans_holds_lapsed: prometheus::IntCounter,
     /// Id of the current master key.
     pub master_key_id: IntGauge,
     /// Stored packages still to re-wrap in a master key rotation.
@@ -112,6 +114,11 @@ impl Metrics {
             &["reason"],
         )
         .expect("static metric definition");
+        let mobileplans_holds_lapsed = prometheus::IntCounter::new(
+            "smdpplus_mobileplans_holds_lapsed_total",
+            "Portal orders not confirmed within their hold; profile returned to Available",
+        )
+        .expect("static metric definition");
         let master_key_id = IntGauge::new("smdpplus_master_key_id", "Id of the current master key")
             .expect("static metric definition");
         let master_key_rewrap_pending = IntGauge::new(
@@ -130,6 +137,7 @@ impl Metrics {
             Box::new(tls_failures.clone()),
             Box::new(orders_expired.clone()),
             Box::new(mobileplans_refused.clone()),
+            Box::new(mobileplans_holds_lapsed.clone()),
             Box::new(master_key_id.clone()),
             Box::new(master_key_rewrap_pending.clone()),
         ] {
@@ -147,6 +155,7 @@ impl Metrics {
             tls_failures,
             orders_expired,
             mobileplans_refused,
+            mobileplans_holds_lapsed,
             master_key_id,
             master_key_rewrap_pending,
         }

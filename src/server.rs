@@ -218,7 +218,8 @@ fn seed_demo(
 }
 
 /// Expires orders whose time to live ran out, releases profiles whose
-/// scheduled release time has come, and prunes idempotency records.
+/// scheduled release time has come, returns the profiles of portal orders
+/// not confirmed in time, and prunes idempotency records.
 async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut last_prune = 0i64;
     loop {
@@ -258,6 +259,8 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
         if crate::mobileplans::release_due(&app, now).await > 0 {
             app.outbox_wake.notify_one();
         }
+        // Portal orders not confirmed within their hold.
+        crate::mobileplans::lapse_due(&app, now).await;
         match app.store.sweep_sessions(now) {
             Ok(n) if n > 0 => tracing::debug!(expired = n, "RSP sessions expired"),
             Ok(_) => {}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::mobileplans::{capability, web_with};
+use common::mobileplans::{capability, csrf, post_form, refused_count, set_cookies, web_with};
 use common::{Server, EID};
 use hyper::Method;
 use serde_json::json;
@@ -37,77 +37,6 @@ fn operator_cert(server: &Server, cn: &str) -> (std::path::PathBuf, std::path::P
 }
 
 const TWO_OPERATORS: &str = "[[operators]]\nid = \"dev-operator\"\n[[operators]]\nid = \"op-b\"\n";
-
-async fn refused_count(server: &Server, reason: &str) -> u64 {
-    let (_, m) = server.ops_get("/metrics").await;
-    let needle = format!("smdpplus_mobileplans_refused_total{{reason=\"{reason}\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A form POST on the operator-web listener: (status, headers, body).
-async fn post_form(
-    server: &Server,
-    path: &str,
-    cookies: &str,
-    form: &str,
-) -> (u16, hyper::HeaderMap, String) {
-    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
-    if !cookies.is_empty() {
-        headers.push(("cookie", cookies));
-    }
-    let r = server
-        .web_client()
-        .request(
-            Method::POST,
-            &format!("https://localhost:{}{path}", server.web.port()),
-            &headers,
-            form.as_bytes().to_vec(),
-        )
-        .await
-        .expect("portal call");
-    (
-        r.status,
-        r.headers,
-        String::from_utf8_lossy(&r.body).into_owned(),
-    )
-}
-
-/// The `name=value` of every Set-Cookie, with the whole header lines.
-fn set_cookies(h: &hyper::HeaderMap) -> Vec<(String, String, String)> {
-    h.get_all(hyper::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| {
-            let first = v.split(';').next()?;
-            let (n, val) = first.split_once('=')?;
-            Some((n.to_owned(), val.to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
-/// The CSRF cookie the plans page sets.
-async fn csrf(server: &Server, txid: &str, eid: &str) -> String {
-    let (s, h, _) = web_with(
-        server,
-        Method::GET,
-        &format!("/portal?transactionId={txid}&eid={eid}"),
-        &[],
-    )
-    .await;
-    assert_eq!(s, 200);
-    let c = set_cookies(&h);
-    let (_, v, line) = c
-        .iter()
-        .find(|(n, _, _)| n == "__Host-mpcsrf")
-        .expect("the plans page sets the CSRF cookie");
-    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
-        assert!(line.contains(attr), "{line}");
-    }
-    v.clone()
-}
 
 #[tokio::test]
 async fn lookups_by_line_and_euicc_are_the_operators_only() {
@@ -303,8 +232,20 @@ async fn the_portal_purchase_needs_csrf_and_hands_out_the_capability_once() {
         .as_str()
         .expect("matchingId")
         .to_owned();
-    assert!(page.contains(&matching), "the result page sends the code");
     assert_eq!(v["capability"].as_str(), Some(cap.as_str()));
+    // Held for the payment: no code yet; a stranger cannot pay for it
+    // (that would release it), the page that bought it can.
+    assert!(page.contains("data-step=\"payment\""), "{page}");
+    assert!(!page.contains(&matching));
+    let pay = format!("transactionId=csrf-1&eid={EID}&csrf={token}");
+    let (s, _, page) = post_form(&server, "/portal/confirm", &cookie, &pay).await;
+    assert_eq!(s, 403, "{page}");
+    assert_eq!(op.state(&iccid).await, "Confirmed");
+    let both = format!("{cookie}; {cap_name}={cap}");
+    let (s, _, page) = post_form(&server, "/portal/confirm", &both, &pay).await;
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains(&matching), "the result page sends the code");
+    assert_eq!(op.state(&iccid).await, "Released");
 
     // A stranger re-posting the purchase (valid CSRF of their own) gets
     // neither the page nor a capability.
@@ -343,7 +284,6 @@ async fn the_portal_purchase_needs_csrf_and_hands_out_the_capability_once() {
     assert_eq!(op.state(&iccid).await, "Released");
 
     // The page that bought it: reload, retry, cancel.
-    let both = format!("{cookie}; {cap_name}={cap}");
     let (s, _, page) = post_form(
         &server,
         "/portal/purchase",

@@ -132,7 +132,8 @@ async fn check_policies(b: &Browser) {
     );
 }
 
-/// Plans, then checkout, then the purchase: returns at the result page.
+/// Plans, then checkout, then the purchase (and the payment step of a
+/// new eSIM): returns at the result page.
 async fn buy(b: &mut Browser, choice: &str, account: Option<&str>) {
     b.step("plans").await;
     check_policies(b).await;
@@ -151,6 +152,21 @@ async fn buy(b: &mut Browser, choice: &str, account: Option<&str>) {
         b.click(&format!("#account-{a}")).await;
     }
     b.click("#buy").await;
+    b.wait("['payment', 'result'].indexOf(document.querySelector('main').getAttribute('data-step')) >= 0")
+        .await;
+    if b.exec("return document.querySelector('main').getAttribute('data-step');")
+        .await
+        .expect("step")
+        == "payment"
+    {
+        // A new eSIM is held until the payment (the portal's stand-in):
+        // no callback yet, the cancel button, then Pay.
+        check_policies(b).await;
+        assert!(b.calls().await.is_empty(), "no callback before the payment");
+        assert!(!b.text("#cancel").await.is_empty(), "cancel while held");
+        b.screenshot("payment").await;
+        b.click("#pay").await;
+    }
     b.step("result").await;
     check_policies(b).await;
     b.screenshot("result").await;

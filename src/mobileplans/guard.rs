@@ -16,12 +16,14 @@
 //! cookie `__Host-mpcsrf`, set by the plans and checkout pages, repeated
 //! in the form's `csrf` field (double submit, compared in constant time).
 //!
+//! Portal purchases are rate-limited per client address and per EID
+//! ([`KeyedLimiter`]), and the open portal orders of an EID are capped.
 //! Every refusal is counted in
 //! `smdpplus_mobileplans_refused_total{reason}` and logged (the log lines
 //! themselves rate-limited).
 
 use crate::config::Config;
-use crate::limits::RateLimiter;
+use crate::limits::{KeyedLimiter, Rate, RateLimiter};
 use crate::metrics::Metrics;
 use crate::store::mobileplans::MobilePlansOrder;
 use aws_lc_rs::hmac;
@@ -35,6 +37,8 @@ pub const CAPABILITY_HEADER: &str = "x-mp-capability";
 pub const CSRF_COOKIE: &str = "__Host-mpcsrf";
 /// The CSRF form field.
 pub const CSRF_FIELD: &str = "csrf";
+/// Buckets kept per keyed limiter.
+const MAX_KEYS: usize = 100_000;
 /// How long a CSRF cookie lives, seconds.
 const CSRF_MAX_AGE: u64 = 3600;
 
@@ -66,9 +70,27 @@ impl Refusal {
     }
 }
 
-/// The capability key and the refusal log.
+/// Who confirms a portal order (the payment) before its profile is
+/// released.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confirmation {
+    /// The reference portal's stand-in payment step: a page with a Pay
+    /// button (`POST /portal/confirm`).
+    #[default]
+    Portal,
+    /// The operator's backend, after its payment, through the admin API
+    /// (`POST /smdpplus/admin/v1/mobileplans/orders/{transactionId}/confirm`).
+    Operator,
+}
+
+/// The capability key, the purchase limiters and the refusal log.
 pub struct Guard {
     key: hmac::Key,
+    /// Portal purchases per client address.
+    pub per_ip: KeyedLimiter<IpAddr>,
+    /// Portal purchases per EID.
+    pub per_eid: KeyedLimiter<String>,
     log: RateLimiter,
 }
 
@@ -153,6 +175,8 @@ impl Guard {
         let key = load_or_create_key(&path)?;
         Ok(Guard {
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            per_ip: KeyedLimiter::new(mp.purchase_rate_per_ip(), MAX_KEYS),
+            per_eid: KeyedLimiter::new(mp.purchase_rate_per_eid(), MAX_KEYS),
             log: RateLimiter::new(5, 20),
         })
     }
@@ -230,5 +254,35 @@ impl crate::config::MobilePlansConfig {
         self.capability_key_file
             .clone()
             .unwrap_or_else(|| data_dir.join("mobileplans.key"))
+    }
+    /// `hold_secs`, default 1800 (30 minutes), at least 1.
+    pub fn hold_secs(&self) -> u64 {
+        self.hold_secs.unwrap_or(1800).max(1)
+    }
+
+    /// `confirmation`, default `portal`.
+    pub fn confirmation(&self) -> Confirmation {
+        self.confirmation.unwrap_or_default()
+    }
+
+    /// `purchase_rate_per_ip`, default 10 a minute, burst 5.
+    pub fn purchase_rate_per_ip(&self) -> Rate {
+        self.purchase_rate_per_ip.unwrap_or(Rate {
+            per_minute: 10,
+            burst: 5,
+        })
+    }
+
+    /// `purchase_rate_per_eid`, default 2 a minute, burst 3.
+    pub fn purchase_rate_per_eid(&self) -> Rate {
+        self.purchase_rate_per_eid.unwrap_or(Rate {
+            per_minute: 2,
+            burst: 3,
+        })
+    }
+
+    /// `max_open_orders_per_eid`, default 2; 0 is no cap.
+    pub fn max_open_orders_per_eid(&self) -> u32 {
+        self.max_open_orders_per_eid.unwrap_or(2)
     }
 }

@@ -27,7 +27,7 @@
 
 use super::callback::{js_string, Callback, Metadata, MoDirectStatus};
 use super::decision::Action;
-use super::guard::{Guard, Refusal, CSRF_FIELD};
+use super::guard::{Confirmation, Guard, Refusal, CSRF_FIELD};
 use super::text::{fill, tr, Lang, T};
 use super::{Answer, Checkout, Lookup};
 use crate::config::{PlanConfig, PlanKind};
@@ -155,8 +155,8 @@ struct Page {
     title: String,
     body: String,
     script: String,
-    /// `Set-Cookie` values.
-    cookies: Vec<String>,
+    /// Extra response headers (`Set-Cookie`, `Retry-After`).
+    headers: Vec<(&'static str, String)>,
 }
 
 const CSS: &str = "\
@@ -279,7 +279,7 @@ fn message_page(
             cancel_js(cancel),
             js_string(tr(lang, T::Cancelled))
         ),
-        cookies: vec![],
+        headers: vec![],
     }
 }
 
@@ -484,7 +484,7 @@ fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
         title: tr(lang, T::ChoosePlan).to_owned(),
         body,
         script,
-        cookies: set_csrf.into_iter().collect(),
+        headers: set_csrf.map(|c| ("set-cookie", c)).into_iter().collect(),
     }
 }
 
@@ -584,11 +584,16 @@ fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
             cancel_js(MoDirectStatus::Cancelled),
             js_string(tr(lang, T::Cancelled))
         ),
-        cookies: set_csrf.into_iter().collect(),
+        headers: set_csrf.map(|c| ("set-cookie", c)).into_iter().collect(),
     }
 }
 
-/// The checkout of a plan for a launch.
+fn hold_secs(app: &App) -> i64 {
+    i64::try_from(app.config.mobile_plans.hold_secs()).unwrap_or(i64::MAX)
+}
+
+/// The checkout of a plan for a launch. A profile is held for the
+/// operator's confirmation (payment), `hold_secs`.
 fn checkout_for(
     app: &App,
     launch: &Launch,
@@ -621,6 +626,7 @@ fn checkout_for(
                 profile_type: None,
                 registration: Registration::Now,
                 release_at: None,
+                hold_until: None,
                 metadata: PurchaseMetadata {
                     user_account: account,
                     purchase_instrument: account,
@@ -650,6 +656,7 @@ fn checkout_for(
                 .release_delay_minutes
                 .filter(|m| *m > 0)
                 .map(|m| now + i64::from(m) * 60),
+            hold_until: Some(now.saturating_add(hold_secs(app))),
             metadata: PurchaseMetadata {
                 user_account: account,
                 purchase_instrument: account,
@@ -675,11 +682,89 @@ fn refused_page(app: &App, lang: Lang, reason: Refusal, peer: IpAddr, what: &str
     )
 }
 
+/// The purchase rate limits, per client address then per EID: the page
+/// refusing the purchase (429 with Retry-After), or None.
+fn limited(app: &App, lang: Lang, launch: &Launch, peer: IpAddr) -> Option<Page> {
+    let g = &app.mobile_plans;
+    let refusal = match g.per_ip.take(&peer) {
+        Err(wait) => Some((Refusal::RateLimitIp, wait)),
+        Ok(()) => launch
+            .eid
+            .as_ref()
+            .and_then(|e| g.per_eid.take(&e.as_str().to_owned()).err())
+            .map(|wait| (Refusal::RateLimitEid, wait)),
+    };
+    let (reason, wait) = refusal?;
+    g.refused(&app.metrics, reason, peer, "portalPurchase");
+    let mut page = message_page(
+        lang,
+        StatusCode::TOO_MANY_REQUESTS,
+        "limited",
+        tr(lang, T::Error),
+        tr(lang, T::TooMany),
+        MoDirectStatus::Cancelled,
+    );
+    page.headers.push(("retry-after", wait.to_string()));
+    Some(page)
+}
+
+/// `POST /portal/confirm`: the reference portal's stand-in payment
+/// (`confirmation = "portal"`) confirms the held order; with
+/// `confirmation = "operator"` it only shows where the order stands. Needs
+/// the CSRF token and the order's capability.
+async fn confirm(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
+    let headers = req.headers().clone();
+    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::Error),
+                &e.message,
+                MoDirectStatus::ServiceError,
+            )
+        }
+    };
+    let form = Query::parse(std::str::from_utf8(&body).ok());
+    let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
+    if !Guard::csrf_ok(&headers, csrf) {
+        return refused_page(app, lang, Refusal::Csrf, peer, "portalConfirm");
+    }
+    let launch = match launch_of(&form, lang) {
+        Ok(l) => l,
+        Err(page) => return page,
+    };
+    let order = match super::find(app, &Lookup::Transaction(launch.transaction_id.clone())) {
+        Ok(o) => o,
+        Err(e) => return failed_page(lang, &launch, &e),
+    };
+    if !app.mobile_plans.allowed(&headers, &order) {
+        return refused_page(app, lang, Refusal::Capability, peer, "portalConfirm");
+    }
+    let answer = match app.config.mobile_plans.confirmation() {
+        Confirmation::Portal if order.hold_pending() => {
+            super::confirm(app, &order.transaction_id, super::CALLER).await
+        }
+        _ => super::decide(app, order),
+    };
+    match answer {
+        Ok(a) => result_page(app, lang, &a, csrf),
+        Err(e) => failed_page(lang, &launch, &e),
+    }
+}
+
 /// How long a purchase's capability cookie lives: the order's life.
 fn capability_max_age(app: &App, order: &crate::store::mobileplans::MobilePlansOrder) -> u64 {
     let now = crate::time::now();
     let delay = order.release_at.map_or(0, |t| (t - now).max(0) as u64);
-    app.config.order_ttl.as_secs().saturating_add(delay)
+    let hold = order.hold_until.map_or(0, |t| (t - now).max(0) as u64);
+    app.config
+        .order_ttl
+        .as_secs()
+        .saturating_add(delay)
+        .saturating_add(hold)
 }
 
 async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
@@ -711,18 +796,45 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -
             if !app.mobile_plans.allowed(&headers, &existing) {
                 return refused_page(app, lang, Refusal::Capability, peer, "portalPurchase");
             }
+            let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
             return match super::decide(app, existing) {
-                Ok(a) => result_page(lang, &a),
+                Ok(a) => result_page(app, lang, &a, csrf),
                 Err(e) => failed_page(lang, &launch, &e),
             };
         }
         Ok(None) => {}
         Err(e) => return failed_page(lang, &launch, &e.into()),
     }
+    if let Some(page) = limited(app, lang, &launch, peer) {
+        return page;
+    }
     let (plan, line) = match chosen(app, &launch, &form, lang) {
         Ok(c) => c,
         Err(page) => return page,
     };
+    if let (PlanKind::Profile, Some(eid)) = (plan.kind, &launch.eid) {
+        let cap = app.config.mobile_plans.max_open_orders_per_eid();
+        match super::open_portal_orders(app, eid) {
+            Ok(n) if cap > 0 && n >= cap as usize => {
+                app.mobile_plans.refused(
+                    &app.metrics,
+                    Refusal::OpenOrdersEid,
+                    peer,
+                    "portalPurchase",
+                );
+                return message_page(
+                    lang,
+                    StatusCode::CONFLICT,
+                    "limited",
+                    tr(lang, T::Error),
+                    tr(lang, T::TooManyOpen),
+                    MoDirectStatus::Cancelled,
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return failed_page(lang, &launch, &e),
+        }
+    }
     let account = match form.get("account") {
         Some(Ok("existing")) => Choice::Existing,
         _ => Choice::New,
@@ -735,6 +847,10 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -
         account,
         crate::time::now(),
     );
+    let csrf = form
+        .get(CSRF_FIELD)
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let placed = match super::checkout(app, &operator(app), &c).await {
         Ok(p) => p,
         Err(e) => return failed_page(lang, &launch, &e),
@@ -749,9 +865,9 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -
         .capability_set_cookie(&order, capability_max_age(app, &order));
     match super::decide(app, order) {
         Ok(a) => {
-            let mut page = result_page(lang, &a);
+            let mut page = result_page(app, lang, &a, Some(csrf));
             if created {
-                page.cookies.push(cookie);
+                page.headers.push(("set-cookie", cookie));
             }
             page
         }
@@ -795,7 +911,7 @@ fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang, peer: IpAddr) -> P
     match order.map(|o| super::decide(app, o)) {
         Some(Ok(a)) => {
             tracing::info!(transaction_id = %launch.transaction_id, order_transaction_id = %a.order.transaction_id, "portal retry of a download");
-            result_page(lang, &a)
+            result_page(app, lang, &a, None)
         }
         _ => message_page(
             lang,
@@ -810,12 +926,15 @@ fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang, peer: IpAddr) -> P
 
 /// The page after a purchase: the callback the decision names is sent on
 /// load; withdraw and cancel when the decision allows them.
-fn result_page(lang: Lang, a: &Answer) -> Page {
+fn result_page(app: &App, lang: Lang, a: &Answer, csrf: Option<&str>) -> Page {
     let d = &a.decision;
     let o = &a.order;
     let txid = percent_encode(&o.transaction_id);
     let mut body = String::new();
+    let mode = app.config.mobile_plans.confirmation();
     let state = match d.rule {
+        super::decision::RULE_AWAITING_CONFIRMATION => "payment",
+        super::decision::RULE_HOLD_LAPSED => "cancelled",
         "releasedRegistrationNow"
         | "releasedRegistrationLater"
         | "confirmedReleaseScheduled"
@@ -830,6 +949,7 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
         "cancelled" => tr(lang, T::Cancelled),
         "withdrawn" => tr(lang, T::Withdrawn),
         "error" => tr(lang, T::Error),
+        "payment" => tr(lang, T::Payment),
         _ => tr(lang, T::AlreadyDone),
     };
     body.push_str(&format!(
@@ -854,6 +974,14 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
             Callback::BalanceAddition { .. } => tr(lang, T::BalanceAdded).to_owned(),
             _ => String::new(),
         },
+        (None, super::decision::RULE_AWAITING_CONFIRMATION) => {
+            let until = o.hold_until.map(crate::time::datetime).unwrap_or_default();
+            let until = until.replace('T', " ").replace('Z', "");
+            match mode {
+                Confirmation::Portal => fill(lang, T::PayBefore, &[&until]),
+                Confirmation::Operator => fill(lang, T::AwaitingOperator, &[&until]),
+            }
+        }
         _ => String::new(),
     };
     body.push_str(&format!("<p id=\"detail\">{}</p>", esc(&detail)));
@@ -865,7 +993,7 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
     if let Some(e) = &d.error {
         body.push_str(&format!("<p class=\"alert\" id=\"error\">{}</p>", esc(e)));
     }
-    if o.kind == OrderKind::Profile {
+    if o.kind == OrderKind::Profile && state != "payment" {
         body.push_str(&format!(
             "<p>{}: <span id=\"registration\">—</span></p><p>{}: <span id=\"activation\">—</span></p>",
             tr(lang, T::Network),
@@ -879,6 +1007,18 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
         .find(|x| x.action == Some(Action::Cancel));
     let withdraw = d.also.iter().find(|x| x.action == Some(Action::Withdraw));
     body.push_str("<div class=\"buttons\">");
+    if let (true, Some(csrf)) = (state == "payment", csrf) {
+        let (id, label) = match mode {
+            Confirmation::Portal => ("pay", tr(lang, T::Pay)),
+            Confirmation::Operator => ("refresh", tr(lang, T::Refresh)),
+        };
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"{PREFIX}/confirm\" id=\"confirm\"><input type=\"hidden\" name=\"transactionId\" value=\"{}\"><input type=\"hidden\" name=\"eid\" value=\"{}\"><input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\"><button type=\"submit\" id=\"{id}\">{label}</button></form>",
+            esc(&o.transaction_id),
+            esc(o.eid.as_deref().unwrap_or_default()),
+            esc(csrf),
+        ));
+    }
     if withdraw.is_some() {
         body.push_str(&format!(
             "<button type=\"button\" id=\"withdraw\" class=\"secondary\">{}</button>",
@@ -917,11 +1057,15 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
     }
     Page {
         status: StatusCode::OK,
-        step: "result",
+        step: if state == "payment" {
+            "payment"
+        } else {
+            "result"
+        },
         title: heading.to_owned(),
         body,
         script,
-        cookies: vec![],
+        headers: vec![],
     }
 }
 
@@ -937,7 +1081,7 @@ fn info_page(lang: Lang, which: &str) -> Page {
         title: tr(lang, t).to_owned(),
         body: format!("<h1>{}</h1><p>{}</p>", tr(lang, t), esc(text)),
         script: String::new(),
-        cookies: vec![],
+        headers: vec![],
     }
 }
 
@@ -958,11 +1102,18 @@ pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcom
         (&Method::POST, "/portal/purchase") => {
             ("portalPurchase", purchase(&app, req, lang, peer).await)
         }
+        (&Method::POST, "/portal/confirm") => {
+            ("portalConfirm", confirm(&app, req, lang, peer).await)
+        }
         (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang, peer)),
         (&Method::GET, "/portal/support") => ("portalInfo", info_page(lang, "support")),
         (&Method::GET, "/portal/privacy") => ("portalInfo", info_page(lang, "privacy")),
         (&Method::GET, "/portal/terms") => ("portalInfo", info_page(lang, "terms")),
-        (_, "/portal" | "/portal/" | "/portal/checkout" | "/portal/retry" | "/portal/purchase") => {
+        (
+            _,
+            "/portal" | "/portal/" | "/portal/checkout" | "/portal/retry" | "/portal/purchase"
+            | "/portal/confirm",
+        ) => {
             let mut p = info_page(lang, "support");
             p.status = StatusCode::METHOD_NOT_ALLOWED;
             ("unknown", p)
@@ -976,9 +1127,9 @@ pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcom
     let html = wrap(&app, lang, &nonce, &page);
     let mut response = http::text_response(page.status, "text/html; charset=utf-8", html);
     let h = response.headers_mut();
-    for c in &page.cookies {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            h.append(hyper::header::SET_COOKIE, v);
+    for (name, value) in &page.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.append(*name, v);
         }
     }
     let csp = format!(

@@ -21,7 +21,7 @@
 //! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
 //! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
 //! | `y/` | expiry (u64 BE) transactionId | - (session expiry) |
-//! | `u/` `k/` `l/` `d/` `r/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
+//! | `u/` `k/` `l/` `d/` `r/` `w/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
 //! | `g/` | ICCID | SIM balance ([`balance`]) |
 //!
 //! Index entries are derived from the record alone ([`index_keys`]), and every
