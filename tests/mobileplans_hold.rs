@@ -317,3 +317,41 @@ async fn the_open_portal_orders_of_an_eid_are_capped() {
     let (s, page, _) = portal_buy(&server, "open-4", EID, "demo-1gb").await;
     assert_eq!(s, 200, "{page}");
 }
+
+#[tokio::test]
+async fn a_hold_released_through_es2_is_taken_as_confirmed_not_taken_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        Some(&format!(
+            "expiry_sweep_secs = 1\n[mobile_plans]\nhold_secs = 2\n{NO_LIMITS}"
+        )),
+    );
+    let op = server.operator();
+    let (s, page, _) = portal_buy(&server, "es2-rel", EID, "demo-1gb").await;
+    assert_eq!(s, 200, "{page}");
+    let iccid = order(&op, "es2-rel").await["iccid"]
+        .as_str()
+        .expect("iccid")
+        .to_owned();
+    let (_, v) = op
+        .call("releaseProfile", serde_json::json!({"iccid": iccid}))
+        .await;
+    assert_eq!(common::status(&v), "Executed-Success", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = order(&op, "es2-rel").await;
+        if d["confirmedAt"].is_string() {
+            assert_eq!(d["status"], "open", "{d}");
+            assert_eq!(d["rule"], "releasedRegistrationNow", "{d}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{d}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(op.state(&iccid).await, "Released");
+    assert_eq!(
+        counter(&server, "smdpplus_mobileplans_holds_lapsed_total").await,
+        0
+    );
+}

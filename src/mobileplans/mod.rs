@@ -504,6 +504,22 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
         let profile = Iccid::parse(&order.iccid)
             .and_then(|i| app.store.get(&i).ok().flatten())
             .filter(|p| p.matching_id.is_some() && p.matching_id == order.matching_id);
+        if profile
+            .as_ref()
+            .is_some_and(|p| p.state != State::Confirmed)
+        {
+            // Released (or further) through ES2+ meanwhile: the operator
+            // has confirmed it its own way; nothing is taken back.
+            match app.store.mp_confirm_hold(order.id, None, now) {
+                Ok(_) => {
+                    tracing::info!(transaction_id = %order.transaction_id, "portal hold ended: the profile was released through ES2+; taken as confirmed")
+                }
+                Err(e) => {
+                    tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
+                }
+            }
+            continue;
+        }
         let cmd = match profile.as_ref().map(|p| cancel_command(&order, p)) {
             Some(Ok(c)) => Some(c),
             _ => None,
