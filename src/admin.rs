@@ -13,6 +13,8 @@
 //! | GET | `/smdpplus/admin/v1/outbox` | pending notifications |
 //! | POST | `/smdpplus/admin/v1/mobileplans/orders` | place a Mobile Plans purchase (checkout) |
 //! | GET | `/smdpplus/admin/v1/mobileplans/orders/{transactionId}` | the order and its callback decision |
+//! | GET | `/smdpplus/admin/v1/mobileplans/orders?iccid=` (or `eid=`) | the latest order of the operator for a line (or an eUICC) |
+//! | POST | `/smdpplus/admin/v1/mobileplans/orders/{transactionId}/confirm` | confirm a held portal order (payment): its profile is released |
 //! | PUT | `/smdpplus/admin/v1/balances/{iccid}` | register a SIM for GetBalance (`notSupported`) |
 //! | POST | `/smdpplus/admin/v1/balances/{iccid}/credit` | credit a balance outside a Mobile Plans purchase |
 //! | GET | `/smdpplus/admin/v1/balances/{iccid}` | a SIM's balance buckets |
@@ -350,8 +352,25 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
             let v = json_body(app, req).await?;
             let c = crate::mobileplans::Checkout::from_json(&v, crate::time::now())?;
             let (order, created) = crate::mobileplans::checkout(app, &operator, &c).await?;
+            let capability = app.mobile_plans.capability(&order);
             let answer = crate::mobileplans::decide(app, order)?;
-            Ok(json!({"created": created, "decision": answer.to_json()}))
+            Ok(json!({"created": created, "decision": answer.to_json(), "capability": capability}))
+        }
+        (Method::GET, ["mobileplans", "orders"]) => {
+            use crate::mobileplans::Lookup;
+            let lookup = match (query_param(&query, "iccid")?, query_param(&query, "eid")?) {
+                (Some(i), None) => Lookup::Iccid(iccid_param(i)?),
+                (None, Some(e)) => Lookup::Eid(
+                    crate::ids::Eid::parse(e)
+                        .ok_or_else(|| bad(format!("{e:?} is not an EID (32 digits)")))?,
+                ),
+                _ => return Err(bad("give one of iccid and eid")),
+            };
+            let order = crate::mobileplans::find_for_operator(app, &lookup, &operator)?;
+            let capability = app.mobile_plans.capability(&order);
+            Ok(
+                json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability}),
+            )
         }
         (Method::GET, ["mobileplans", "orders", txid]) => {
             let txid = crate::http::query::percent_decode(txid, false)
@@ -365,7 +384,25 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                     None,
                 ));
             }
-            Ok(json!({"decision": crate::mobileplans::decide(app, order)?.to_json()}))
+            let capability = app.mobile_plans.capability(&order);
+            Ok(
+                json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability}),
+            )
+        }
+        (Method::POST, ["mobileplans", "orders", txid, "confirm"]) => {
+            let txid = crate::http::query::percent_decode(txid, false)
+                .ok_or_else(|| bad("the transactionId is not valid percent-encoded UTF-8"))?;
+            let order =
+                crate::mobileplans::find(app, &crate::mobileplans::Lookup::Transaction(txid))?;
+            if order.operator != operator {
+                return Err(AdminError(
+                    StatusCode::NOT_FOUND,
+                    "no such Mobile Plans order".into(),
+                    None,
+                ));
+            }
+            let answer = crate::mobileplans::confirm(app, &order.transaction_id, &operator).await?;
+            Ok(json!({"decision": answer.to_json()}))
         }
         (Method::PUT, ["balances", iccid]) => {
             let iccid = iccid_param(iccid)?;

@@ -232,6 +232,22 @@ pub struct MobilePlansConfig {
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM); given together with `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The key (64 hex digits) of the purchase capabilities, shared by
+    /// every node. Default `<data_dir>/mobileplans.key`, created at first
+    /// start (mode 0600). See `crate::mobileplans::guard`.
+    pub capability_key_file: Option<PathBuf>,
+    /// How long a portal order holds its profile until it is confirmed
+    /// (payment), seconds. Default 1800.
+    pub hold_secs: Option<u64>,
+    /// Who confirms portal orders: `portal` (default) or `operator`.
+    pub confirmation: Option<crate::mobileplans::guard::Confirmation>,
+    /// Portal purchases per client address. Default 10 a minute, burst 5.
+    pub purchase_rate_per_ip: Option<crate::limits::Rate>,
+    /// Portal purchases per EID. Default 2 a minute, burst 3.
+    pub purchase_rate_per_eid: Option<crate::limits::Rate>,
+    /// Open portal orders (held, or released and not downloaded) per EID.
+    /// Default 2; 0 turns the cap off.
+    pub max_open_orders_per_eid: Option<u32>,
 }
 
 /// What a plan sells.

@@ -29,6 +29,12 @@ pub struct Metrics {
     pub tls_failures: IntCounterVec,
     /// Orders expired by the sweeper.
     pub orders_expired: prometheus::IntCounter,
+    /// Mobile Plans requests refused on the operator-web listener, by
+    /// reason (`capability`, `csrf`, `rate_limit_ip`, `rate_limit_eid`,
+    /// `open_orders_eid`).
+    pub mobileplans_refused: IntCounterVec,
+    /// Portal orders whose hold ran out unconfirmed (profile returned).
+    pub mobileplans_holds_lapsed: prometheus::IntCounter,
     /// Id of the current master key.
     pub master_key_id: IntGauge,
     /// Stored packages still to re-wrap in a master key rotation.
@@ -120,6 +126,19 @@ impl Metrics {
         let orders_expired =
             prometheus::IntCounter::new("smdpplus_orders_expired_total", "Download orders expired")
                 .expect("static metric definition");
+        let mobileplans_refused = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_mobileplans_refused_total",
+                "Mobile Plans requests refused on the operator-web listener, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let mobileplans_holds_lapsed = prometheus::IntCounter::new(
+            "smdpplus_mobileplans_holds_lapsed_total",
+            "Portal orders not confirmed within their hold; profile returned to Available",
+        )
+        .expect("static metric definition");
         let master_key_id = IntGauge::new("smdpplus_master_key_id", "Id of the current master key")
             .expect("static metric definition");
         let master_key_rewrap_pending = IntGauge::new(
@@ -192,6 +211,8 @@ impl Metrics {
             Box::new(check_digit_mismatches.clone()),
             Box::new(tls_failures.clone()),
             Box::new(orders_expired.clone()),
+            Box::new(mobileplans_refused.clone()),
+            Box::new(mobileplans_holds_lapsed.clone()),
             Box::new(master_key_id.clone()),
             Box::new(master_key_rewrap_pending.clone()),
             Box::new(open_connections.clone()),
@@ -216,6 +237,8 @@ impl Metrics {
             check_digit_mismatches,
             tls_failures,
             orders_expired,
+            mobileplans_refused,
+            mobileplans_holds_lapsed,
             master_key_id,
             master_key_rewrap_pending,
             open_connections,

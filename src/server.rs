@@ -37,6 +37,8 @@ pub struct App {
     pub templates: crate::profile::stored::Templates,
     /// The master keys that wrap every PPK at rest; replaced on rotation.
     pub keyring: Arc<std::sync::RwLock<Arc<Keyring>>>,
+    /// Mobile Plans purchase capabilities and limits.
+    pub mobile_plans: Arc<crate::mobileplans::guard::Guard>,
 }
 
 impl App {
@@ -88,9 +90,9 @@ fn es9_handler(app: App) -> Handler {
 }
 
 fn web_handler(app: App) -> Handler {
-    boxed(move |req, _conn| {
+    boxed(move |req, conn| {
         let app = app.clone();
-        Box::pin(async move { crate::mobileplans::web::handle(app, req).await })
+        Box::pin(async move { crate::mobileplans::web::handle(app, req, &conn).await })
     })
 }
 
@@ -235,7 +237,8 @@ fn seed_demo(
 }
 
 /// Expires orders whose time to live ran out, releases profiles whose
-/// scheduled release time has come, and prunes idempotency records.
+/// scheduled release time has come, returns the profiles of portal orders
+/// not confirmed in time, and prunes idempotency records.
 async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut last_prune = 0i64;
     loop {
@@ -275,6 +278,8 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
         if crate::mobileplans::release_due(&app, now).await > 0 {
             app.outbox_wake.notify_one();
         }
+        // Portal orders not confirmed within their hold.
+        crate::mobileplans::lapse_due(&app, now).await;
         match app.store.sweep_sessions(now) {
             Ok(n) if n > 0 => tracing::debug!(expired = n, "RSP sessions expired"),
             Ok(_) => {}
@@ -567,6 +572,8 @@ pub async fn run(mut config: Config) -> Result<(), String> {
 
     let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
         .map_err(|e| format!("ES9+ credentials: {e}"))?;
+    let mobile_plans = crate::mobileplans::guard::Guard::new(&config)
+        .map_err(|e| format!("[mobile_plans] capability key: {e}"))?;
     let app = App {
         store: store.clone(),
         config: Arc::new(config),
@@ -577,6 +584,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         es9: Arc::new(es9_keys),
         keyring: Arc::new(std::sync::RwLock::new(Arc::new(master))),
         templates,
+        mobile_plans: Arc::new(mobile_plans),
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::mobileplans::owner_call;
 use common::{iccids, Operator, Server, EID};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -21,10 +22,22 @@ async fn checkout(op: &Operator, body: Value) -> Value {
     v["decision"].clone()
 }
 
-async fn decision(server: &Server, query: &str) -> (u16, Value) {
-    server
-        .web_call(Method::GET, &format!("/mobileplans/v1/callback?{query}"))
-        .await
+/// The decision for a transactionId, as the page that owns the order sees
+/// it; by `iccid=` or `eid=`, as the operator's admin API gives it.
+async fn decision(server: &Server, op: &Operator, query: &str) -> (u16, Value) {
+    if query.starts_with("iccid=") || query.starts_with("eid=") {
+        let (s, v) = op
+            .admin(Method::GET, &format!("mobileplans/orders?{query}"), None)
+            .await;
+        return (s, v["decision"].clone());
+    }
+    owner_call(
+        server,
+        op,
+        Method::GET,
+        &format!("/mobileplans/v1/callback?{query}"),
+    )
+    .await
 }
 
 fn names(list: &Value) -> Vec<String> {
@@ -95,7 +108,7 @@ async fn released_with_registration_now_is_the_inline_download() {
         .expect("matchingId")
         .to_owned();
 
-    let (s, d) = decision(&server, "transactionId=inline-1").await;
+    let (s, d) = decision(&server, &op, "transactionId=inline-1").await;
     assert_eq!(s, 200, "{d}");
     assert_complete(&d);
     assert_eq!(d["rule"], "releasedRegistrationNow");
@@ -134,7 +147,7 @@ async fn released_with_registration_now_is_the_inline_download() {
     // The same order by ICCID and by EID; every decision logged with the
     // transactionId.
     for q in [format!("iccid={iccid}"), format!("eid={EID}")] {
-        let (s, by) = decision(&server, &q).await;
+        let (s, by) = decision(&server, &op, &q).await;
         assert_eq!(s, 200);
         assert_eq!(by["orderId"], d["orderId"]);
         assert_eq!(by["transactionId"], "inline-1");
@@ -163,7 +176,7 @@ async fn released_with_registration_later_is_async_with_the_interval_rounded_to_
         body["networkRegistration"] = json!("later");
         body["networkRegistrationInterval"] = json!(asked);
         checkout(&op, body).await;
-        let (s, d) = decision(&server, &format!("transactionId={txid}")).await;
+        let (s, d) = decision(&server, &op, &format!("transactionId={txid}")).await;
         assert_eq!(s, 200);
         assert_complete(&d);
         assert_eq!(d["rule"], "releasedRegistrationLater");
@@ -198,7 +211,7 @@ async fn confirmed_with_a_future_release_is_the_delayed_download() {
     body["releaseAt"] = json!(smdpplus::time::datetime(at));
     let d = checkout(&op, body).await;
     assert_eq!(d["profileState"], "Confirmed", "{d}");
-    let (_, d) = decision(&server, "transactionId=delayed-1").await;
+    let (_, d) = decision(&server, &op, "transactionId=delayed-1").await;
     assert_complete(&d);
     assert_eq!(d["rule"], "confirmedReleaseScheduled");
     let cb = &d["callback"];
@@ -246,12 +259,13 @@ async fn cancel_before_download_returns_the_profile_to_available() {
     ] {
         let d = checkout(&op, body).await;
         let iccid = d["iccid"].as_str().expect("iccid").to_owned();
-        let (s, d) = server
-            .web_call(
-                Method::POST,
-                &format!("/mobileplans/v1/cancel?transactionId={txid}"),
-            )
-            .await;
+        let (s, d) = owner_call(
+            &server,
+            &op,
+            Method::POST,
+            &format!("/mobileplans/v1/cancel?transactionId={txid}"),
+        )
+        .await;
         assert_eq!(s, 200, "{d}");
         assert_complete(&d);
         assert_eq!(d["status"], "cancelled");
@@ -269,15 +283,16 @@ async fn cancel_before_download_returns_the_profile_to_available() {
         assert_eq!(last["event"], "cancelOrder");
         assert_eq!(last["caller"], "mobileplans");
         // Repeating it answers the same; the decision now says cancelled.
-        let (s, again) = server
-            .web_call(
-                Method::POST,
-                &format!("/mobileplans/v1/cancel?transactionId={txid}"),
-            )
-            .await;
+        let (s, again) = owner_call(
+            &server,
+            &op,
+            Method::POST,
+            &format!("/mobileplans/v1/cancel?transactionId={txid}"),
+        )
+        .await;
         assert_eq!(s, 200);
         assert_eq!(again["callback"]["name"], "cancelledPurchase");
-        let (_, d) = decision(&server, &format!("transactionId={txid}")).await;
+        let (_, d) = decision(&server, &op, &format!("transactionId={txid}")).await;
         assert_eq!(d["rule"], "cancelled");
         assert_eq!(d["callback"]["name"], "cancelledPurchase");
     }
@@ -306,7 +321,7 @@ async fn error_allows_only_cancel_with_the_error_attached() {
         assert!(std::time::Instant::now() < deadline, "never expired");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let (_, d) = decision(&server, "transactionId=err-1").await;
+    let (_, d) = decision(&server, &op, "transactionId=err-1").await;
     assert_complete(&d);
     assert_eq!(d["rule"], "error");
     assert_eq!(d["error"], "order expired");
@@ -322,9 +337,13 @@ async fn error_allows_only_cancel_with_the_error_attached() {
     assert!(d["alsoAllowed"].as_array().expect("also").is_empty());
     assert_eq!(d["refused"].as_array().expect("refused").len(), 5);
     assert!(refused_reason(&d, "inlineProfileDownload").contains("only cancel"));
-    let (s, d) = server
-        .web_call(Method::POST, "/mobileplans/v1/cancel?transactionId=err-1")
-        .await;
+    let (s, d) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/cancel?transactionId=err-1",
+    )
+    .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(op.state(&iccid).await, "Available");
 }
@@ -358,7 +377,7 @@ async fn installed_gets_no_download_callback_and_its_balance_additions_name_the_
     let iccid = d["iccid"].as_str().expect("iccid").to_owned();
     assert_eq!(report.installed.iccid.as_str(), iccid);
 
-    let (_, d) = decision(&server, "transactionId=full-1").await;
+    let (_, d) = decision(&server, &op, "transactionId=full-1").await;
     assert_complete(&d);
     assert_eq!(d["profileState"], "Installed");
     assert_eq!(d["rule"], "downloaded");
@@ -367,9 +386,13 @@ async fn installed_gets_no_download_callback_and_its_balance_additions_name_the_
     assert!(refused_reason(&d, "inlineProfileDownload").contains("Installed"));
     assert!(refused_reason(&d, "cancelledPurchase").contains("8.2.1/3.3"));
     // Cancelling after download is refused, with the decision attached.
-    let (s, v) = server
-        .web_call(Method::POST, "/mobileplans/v1/cancel?transactionId=full-1")
-        .await;
+    let (s, v) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/cancel?transactionId=full-1",
+    )
+    .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["decision"]["rule"], "downloaded");
     assert_eq!(op.state(&iccid).await, "Installed");
@@ -392,7 +415,7 @@ async fn installed_gets_no_download_callback_and_its_balance_additions_name_the_
     assert_eq!(cb["arguments"][0]["userAccount"], "existing");
     assert_eq!(cb["arguments"][0]["planName"], "1GB top-up");
     // The line's latest order is now the top-up.
-    let (_, by) = decision(&server, &format!("iccid={iccid}")).await;
+    let (_, by) = decision(&server, &op, &format!("iccid={iccid}")).await;
     assert_eq!(by["transactionId"], "topup-esim");
 }
 
@@ -424,12 +447,13 @@ async fn physical_sim_balance_addition_and_refusals() {
     assert!(refused_reason(&d, "cancelledPurchase").contains("credited"));
     // Cancel and withdraw are refused for it.
     for action in ["cancel", "withdraw"] {
-        let (s, v) = server
-            .web_call(
-                Method::POST,
-                &format!("/mobileplans/v1/{action}?transactionId=waoigFfX00yGH3Vb.1"),
-            )
-            .await;
+        let (s, v) = owner_call(
+            &server,
+            &op,
+            Method::POST,
+            &format!("/mobileplans/v1/{action}?transactionId=waoigFfX00yGH3Vb.1"),
+        )
+        .await;
         assert_eq!(s, 409, "{action}: {v}");
         assert_eq!(v["decision"]["callback"]["name"], "balanceAddition");
     }
@@ -461,17 +485,18 @@ async fn cancelled_through_es2_outside_the_portal_means_cancelled_purchase() {
         )
         .await;
     assert_eq!(common::status(&v), "Executed-Success", "{v}");
-    let (_, d) = decision(&server, "transactionId=es2-cancel").await;
+    let (_, d) = decision(&server, &op, "transactionId=es2-cancel").await;
     assert_complete(&d);
     assert_eq!(d["rule"], "orderGone");
     assert_eq!(d["callback"]["name"], "cancelledPurchase");
     // The portal's cancel then just records it.
-    let (s, d) = server
-        .web_call(
-            Method::POST,
-            "/mobileplans/v1/cancel?transactionId=es2-cancel",
-        )
-        .await;
+    let (s, d) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/cancel?transactionId=es2-cancel",
+    )
+    .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["status"], "cancelled");
 }
@@ -502,7 +527,7 @@ async fn checkout_is_idempotent_per_transaction_id() {
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["created"], false);
     assert_eq!(again["decision"]["iccid"], first["decision"]["iccid"]);
-    let (s, d) = decision(&server, "transactionId=%2F7RBTuSJt02OZbX8.4").await;
+    let (s, d) = decision(&server, &op, "transactionId=%2F7RBTuSJt02OZbX8.4").await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["transactionId"], txid);
     assert_eq!(
@@ -537,27 +562,40 @@ async fn bad_requests_name_the_parameter_and_never_500() {
     for (query, parameter) in [
         ("", "transactionId"),
         ("market=US", "transactionId"),
-        (
-            "transactionId=a&iccid=8999900000000000006",
-            "transactionId,iccid",
-        ),
-        ("iccid=123", "iccid"),
-        ("eid=8904903212345123451234567890123X", "eid"),
         (&format!("transactionId={long}"), "transactionId"),
         ("transactionId=%zz", "transactionId"),
         ("transactionId=", "transactionId"),
     ] {
-        let (s, v) = decision(&server, query).await;
+        let (s, v) = decision(&server, &op, query).await;
         assert_eq!(s, 400, "{query}: {v}");
         assert_eq!(v["parameter"], parameter, "{query}: {v}");
     }
-    let (s, _) = decision(&server, "transactionId=unknown").await;
+    let (s, _) = decision(&server, &op, "transactionId=unknown").await;
     assert_eq!(s, 404);
-    let (s, _) = decision(&server, "iccid=8999900000000000006").await;
-    assert_eq!(s, 404);
-    let (s, _) = server
-        .web_call(Method::POST, "/mobileplans/v1/callback?transactionId=a")
-        .await;
+    // Lookups by line or eUICC are the operator's: 400 on bad input there,
+    // 404 for no order; on the public listener they do not exist.
+    for (query, status) in [
+        ("iccid=123", 400),
+        ("eid=8904903212345123451234567890123X", 400),
+        ("iccid=8999900000000000006", 404),
+        ("transactionId=a&iccid=8999900000000000006", 400),
+    ] {
+        let (s, v) = decision(&server, &op, query).await;
+        if !query.starts_with("transactionId") {
+            assert_eq!(s, status, "{query}: {v}");
+        }
+        let (s, v) = server
+            .web_call(Method::GET, &format!("/mobileplans/v1/callback?{query}"))
+            .await;
+        assert_eq!(s, 404, "{query}: {v}");
+    }
+    let (s, _) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/callback?transactionId=a",
+    )
+    .await;
     assert_eq!(s, 405);
     let (s, _) = server
         .web_call(Method::GET, "/mobileplans/v1/cancel?transactionId=a")
@@ -565,13 +603,15 @@ async fn bad_requests_name_the_parameter_and_never_500() {
     assert_eq!(s, 405);
     let (s, _) = server.web_call(Method::GET, "/nothing").await;
     assert_eq!(s, 404);
-    let (s, v) = server
-        .web_call(Method::POST, "/mobileplans/v1/withdraw")
-        .await;
+    let (s, v) = owner_call(&server, &op, Method::POST, "/mobileplans/v1/withdraw").await;
     assert_eq!((s, v["parameter"].as_str()), (400, Some("transactionId")));
-    let (s, _) = server
-        .web_call(Method::POST, "/mobileplans/v1/cancel?transactionId=nope")
-        .await;
+    let (s, _) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/cancel?transactionId=nope",
+    )
+    .await;
     assert_eq!(s, 404);
     // Checkout input.
     for (body, parameter) in [

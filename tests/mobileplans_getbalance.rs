@@ -618,12 +618,13 @@ async fn an_esim_purchase_credits_and_its_cancel_takes_it_back() {
     let iccid = v["decision"]["iccid"].as_str().expect("iccid").to_owned();
     let (_, v, _) = ms.get(&format!("iccid:{iccid}"), "").await;
     assert_eq!(v["balances"][0]["dataRemainingInMB"], json!(2048.0), "{v}");
-    let (s, _) = server
-        .web_call(
-            Method::POST,
-            "/mobileplans/v1/cancel?transactionId=esim-credit",
-        )
-        .await;
+    let (s, _) = common::mobileplans::owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/cancel?transactionId=esim-credit",
+    )
+    .await;
     assert_eq!(s, 200);
     let (_, v, _) = ms.get(&format!("iccid:{iccid}"), "").await;
     assert_eq!(v["balances"][0]["type"], "NONE", "{v}");

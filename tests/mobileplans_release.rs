@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::mobileplans::owner_call;
 use common::{Operator, Server, EID};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -55,13 +56,14 @@ async fn last_event(op: &Operator, iccid: &str) -> Value {
         .expect("history")
 }
 
-async fn decision(server: &Server, txid: &str) -> Value {
-    let (s, v) = server
-        .web_call(
-            Method::GET,
-            &format!("/mobileplans/v1/callback?transactionId={txid}"),
-        )
-        .await;
+async fn decision(server: &Server, op: &Operator, txid: &str) -> Value {
+    let (s, v) = owner_call(
+        server,
+        op,
+        Method::GET,
+        &format!("/mobileplans/v1/callback?transactionId={txid}"),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     v
 }
@@ -72,14 +74,14 @@ async fn the_profile_is_released_at_the_scheduled_time() {
     let server = Server::start(dir.path(), Some(CONFIG));
     let op = server.operator();
     let iccid = checkout_delayed(&op, "sched-1", smdpplus::time::now() + 2).await;
-    let d = decision(&server, "sched-1").await;
+    let d = decision(&server, &op, "sched-1").await;
     assert_eq!(d["callback"]["name"], "delayedProfileDownload");
     assert_eq!(d["callback"]["arguments"][2], 1, "{d}");
     wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
     let e = last_event(&op, &iccid).await;
     assert_eq!(e["event"], "releaseProfile");
     assert_eq!(e["caller"], "smdpplus");
-    let d = decision(&server, "sched-1").await;
+    let d = decision(&server, &op, "sched-1").await;
     assert_eq!(d["callback"]["name"], "inlineProfileDownload");
     assert!(d["releasedAt"].is_string(), "{d}");
     assert!(server.log().contains("scheduled release: profile released"));
@@ -101,7 +103,7 @@ async fn the_schedule_survives_kill_9_and_a_restart() {
     let op = server.operator();
     wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
     assert_eq!(last_event(&op, &iccid).await["caller"], "smdpplus");
-    let d = decision(&server, "sched-restart").await;
+    let d = decision(&server, &op, "sched-restart").await;
     assert_eq!(d["callback"]["name"], "inlineProfileDownload");
 }
 
@@ -112,12 +114,13 @@ async fn withdrawing_the_offer_cancels_the_scheduled_release() {
     let op = server.operator();
     let release_at = smdpplus::time::now() + 3;
     let iccid = checkout_delayed(&op, "withdraw-1", release_at).await;
-    let (s, d) = server
-        .web_call(
-            Method::POST,
-            "/mobileplans/v1/withdraw?transactionId=withdraw-1",
-        )
-        .await;
+    let (s, d) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/withdraw?transactionId=withdraw-1",
+    )
+    .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["status"], "withdrawn");
     assert_eq!(d["callback"]["name"], "operationCancel");
@@ -134,24 +137,29 @@ async fn withdrawing_the_offer_cancels_the_scheduled_release() {
     let history = op.show(&iccid).await["history"].clone();
     assert!(!history.to_string().contains("releaseProfile"), "{history}");
     // Repeating it answers the same.
-    let (s, d) = server
-        .web_call(
-            Method::POST,
-            "/mobileplans/v1/withdraw?transactionId=withdraw-1",
-        )
-        .await;
+    let (s, d) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/withdraw?transactionId=withdraw-1",
+    )
+    .await;
     assert_eq!(s, 200, "{d}");
-    assert_eq!(decision(&server, "withdraw-1").await["rule"], "withdrawn");
+    assert_eq!(
+        decision(&server, &op, "withdraw-1").await["rule"],
+        "withdrawn"
+    );
 
     // After the release it is too late: the app has shown its toast.
     let iccid = checkout_delayed(&op, "withdraw-late", smdpplus::time::now() + 1).await;
     wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
-    let (s, v) = server
-        .web_call(
-            Method::POST,
-            "/mobileplans/v1/withdraw?transactionId=withdraw-late",
-        )
-        .await;
+    let (s, v) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/withdraw?transactionId=withdraw-late",
+    )
+    .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["decision"]["callback"]["name"], "inlineProfileDownload");
     assert_eq!(op.state(&iccid).await, "Released");
@@ -178,7 +186,7 @@ async fn a_release_that_can_no_longer_be_done_leaves_the_schedule() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(op.state(&iccid).await, "Available");
-    let d = decision(&server, "gone-1").await;
+    let d = decision(&server, &op, "gone-1").await;
     assert_eq!(d["rule"], "orderGone");
     assert_eq!(d["callback"]["name"], "cancelledPurchase");
 }

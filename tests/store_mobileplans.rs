@@ -1,4 +1,4 @@
-//! The Mobile Plans records in the store (`u/` orders, `k/` `l/` `d/` `r/`
+//! The Mobile Plans records in the store (`u/` orders, `k/` `l/` `d/` `r/` `w/`
 //! indexes, `g/` balances) against a real [`Store`]: the order is written in
 //! the transaction of its profile's confirmOrder (a refused order rolls the
 //! confirmOrder back), the release schedule, cancellation with its balance
@@ -58,6 +58,7 @@ fn new_order(txid: &str, release_at: Option<i64>) -> NewOrder {
         iccid: None,
         registration: Registration::Now,
         release_at,
+        hold_until: None,
         metadata: PurchaseMetadata {
             user_account: Choice::New,
             purchase_instrument: Choice::New,
@@ -309,4 +310,71 @@ fn balance_orders_credit_in_the_same_transaction() {
     assert_eq!(d.record.buckets[0].remaining_kb, 1_500_000);
     assert!(store.debit_usage("OTHER", &line, 1, None, T0 + 1).is_err());
     assert!(store.debit_usage(OP, &iccid(901), 1, None, T0 + 1).is_err());
+}
+
+#[test]
+fn portal_holds_are_indexed_until_confirmed_or_lapsed() {
+    let (_d, store) = fixture(3);
+    let hold = T0 + 1800;
+    for i in 0..3 {
+        link(&store, i);
+        let mut n = new_order(&format!("H{i}"), None);
+        n.hold_until = Some(hold + i as i64);
+        store
+            .mp_confirm_profile_order(&confirm(i, false), &ctx(T0), &n)
+            .expect("order");
+        assert_eq!(state(&store, i), State::Confirmed, "held, not released");
+    }
+    check_indexes(&store);
+    assert!(store.mp_due_holds(hold - 1).expect("due").is_empty());
+    assert_eq!(store.mp_due_holds(hold + 1).expect("due").len(), 2);
+    assert!(store.mp_due_releases(hold + 10).expect("due").is_empty());
+
+    // Confirmed: released in the same transaction, off the holds, and the
+    // order's time to live counts from now.
+    let o0 = store.mp_order_by_transaction("H0").expect("o").expect("o");
+    let release = Command::ReleaseProfile {
+        operator: OP.into(),
+        iccid: iccid(0),
+    };
+    let t = T0 + 60;
+    let c = store
+        .mp_confirm_hold(o0.id, Some((&release, &ctx(t))), t)
+        .expect("confirm");
+    assert_eq!(c.confirmed_at, Some(t));
+    assert!(!c.hold_pending());
+    assert_eq!(state(&store, 0), State::Released);
+    check_indexes(&store);
+    assert!(
+        store.mp_confirm_hold(o0.id, None, t).is_err(),
+        "confirmed twice"
+    );
+
+    // Lapsed: cancelled at the SM-DP+ with the order, off the holds.
+    let o1 = store.mp_order_by_transaction("H1").expect("o").expect("o");
+    let p1 = store.get(&iccid(1)).expect("get").expect("p");
+    let cancel = Command::CancelOrder {
+        operator: OP.into(),
+        iccid: iccid(1),
+        eid: Some(eid()),
+        matching_id: p1.matching_id.clone(),
+        final_status: FinalStatus::Available,
+    };
+    let ended = store
+        .mp_end_order(
+            o1.id,
+            OrderStatus::Lapsed,
+            Some((&cancel, &ctx(hold + 2))),
+            &|_| None,
+            hold + 2,
+        )
+        .expect("lapse");
+    assert_eq!(ended.status, OrderStatus::Lapsed);
+    assert_eq!(state(&store, 1), State::Available);
+    check_indexes(&store);
+    let due: Vec<u64> = store.mp_due_holds(hold + 10).expect("due");
+    let o2 = store.mp_order_by_transaction("H2").expect("o").expect("o");
+    assert_eq!(due, vec![o2.id]);
+    // History keys (`h/`) are not mistaken for holds.
+    assert!(!store.history(&iccid(1)).expect("history").is_empty());
 }

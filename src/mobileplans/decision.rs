@@ -9,11 +9,12 @@
 //! | profile Released, registration now | inline `notifyProfileDownload(purchaseMetaData, activationCode)` | cancel |
 //! | profile Released, registration later | `notifyPurchaseWithProfileDownload(metadata, activationCode, interval)`, interval rounded to 15 | cancel |
 //! | profile Confirmed, release scheduled in the future | delayed `notifyProfileDownload(…, downloadDelay)` | cancel; `notifyOperationCancel` (withdraw) |
+//! | profile Confirmed, portal order awaiting its confirmation (payment) | none | cancel |
 //! | profile Allocated, Linked, Confirmed otherwise | none | cancel |
 //! | profile Downloaded, Installed | none | none |
 //! | profile Error | `notifyCancelledPurchase` with the error (after the cancel) | none |
 //! | balance purchase, credited (pSIM, or eSIM Installed) | `notifyBalanceAddition(purchaseMetaData[, iccid])` | none |
-//! | order cancelled / withdrawn / no longer at the SM-DP+ | `notifyCancelledPurchase` / `notifyOperationCancel` | none |
+//! | order cancelled / withdrawn / not confirmed in time / no longer at the SM-DP+ | `notifyCancelledPurchase` / `notifyOperationCancel` | none |
 //!
 //! "cancel" is `notifyCancelledPurchase` after the order is cancelled at
 //! the SM-DP+ (the profile goes back to Available): any state before
@@ -27,6 +28,12 @@ use crate::store::ProfileRecord;
 /// The rule for an order whose profile no longer carries it (cancelled, or
 /// re-ordered, through ES2+ outside the portal).
 pub const RULE_ORDER_GONE: &str = "orderGone";
+
+/// The rule for a portal order whose hold ran out before its confirmation.
+pub const RULE_HOLD_LAPSED: &str = "holdLapsed";
+
+/// The rule for a portal order held for its confirmation (payment).
+pub const RULE_AWAITING_CONFIRMATION: &str = "awaitingConfirmation";
 
 /// A server action the portal must call before the callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,6 +225,16 @@ pub fn decide(f: &Facts<'_>) -> Decision {
                     )
                 })
         }
+        OrderStatus::Lapsed => {
+            return Builder::new(RULE_HOLD_LAPSED)
+                .now(cancelled(), None, "the purchase was not confirmed in time")
+                .refuse(|_| {
+                    format!(
+                        "the purchase was not confirmed in time; its profile was returned at {}",
+                        crate::time::datetime(o.status_at)
+                    )
+                })
+        }
         OrderStatus::Open => {}
     }
     match o.kind {
@@ -322,6 +339,18 @@ fn decide_profile(f: &Facts<'_>, cancelled: impl Fn() -> Callback) -> Decision {
                 CallbackKind::OperationCancel => "no delayed download is pending".into(),
                 _ => no_balance.into(),
             })
+        }
+        State::Confirmed if o.hold_pending() => {
+            let until = o.hold_until.map(crate::time::datetime).unwrap_or_default();
+            Builder::new(RULE_AWAITING_CONFIRMATION)
+                .also(cancelled(), Some(Action::Cancel), WHEN_CANCEL)
+                .refuse(move |k| match k {
+                    CallbackKind::OperationCancel => "no delayed download is pending".into(),
+                    CallbackKind::BalanceAddition => no_balance.into(),
+                    _ => format!(
+                        "the purchase awaits the operator's confirmation (payment) until {until}: not released"
+                    ),
+                })
         }
         State::Confirmed => {
             let pending = o.release_pending();
@@ -442,6 +471,8 @@ mod tests {
             bucket: Some("b1".into()),
             created_at: NOW,
             updated_at: NOW,
+            hold_until: None,
+            confirmed_at: None,
         }
     }
 
@@ -663,6 +694,27 @@ mod tests {
         p.matching_id = None;
         let d = decide_with(&o, Some(&p));
         assert_eq!(d.rule, "orderGone");
+        assert_eq!(now_kind(&d), Some(CallbackKind::CancelledPurchase));
+    }
+
+    #[test]
+    fn held_portal_orders_send_nothing_until_confirmed() {
+        let mut o = order(OrderKind::Profile, Registration::Now);
+        o.hold_until = Some(NOW + 1800);
+        o.release_at = Some(NOW + 600);
+        let d = decide_with(&o, Some(&profile(State::Confirmed)));
+        assert_eq!(d.rule, RULE_AWAITING_CONFIRMATION);
+        assert_eq!(now_kind(&d), None);
+        assert_eq!(d.also.len(), 1);
+        assert_eq!(d.also[0].action, Some(Action::Cancel));
+        assert!(!o.release_pending(), "no release before the confirmation");
+        o.confirmed_at = Some(NOW);
+        let d = decide_with(&o, Some(&profile(State::Confirmed)));
+        assert_eq!(d.rule, "confirmedReleaseScheduled");
+        o.confirmed_at = None;
+        o.status = OrderStatus::Lapsed;
+        let d = decide_with(&o, Some(&profile(State::Available)));
+        assert_eq!(d.rule, RULE_HOLD_LAPSED);
         assert_eq!(now_kind(&d), Some(CallbackKind::CancelledPurchase));
     }
 }

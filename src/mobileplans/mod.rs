@@ -1,5 +1,5 @@
-//! Windows Mobile Plans (issue 5; the facts are in
-//! `../shared/spec/mobile-plans.md`): Mobile Plans orders placed
+//! Windows Mobile Plans (the facts, from Microsoft's Mobile Plans docs,
+//! are digested in mobile-plans.md): Mobile Plans orders placed
 //! in-process through the same store commands as ES2+, the callback
 //! decision API that gates what a portal may tell the app, the durable
 //! scheduled release of delayed downloads, and the walled-garden list.
@@ -7,6 +7,8 @@
 //! - [`callback`]: the JavaScript callbacks, spelled as the docs do;
 //! - [`decision`]: the pure decision table;
 //! - [`web`]: the operator-web listener (`/mobileplans/v1/...`);
+//! - [`guard`]: the capability that lets only the purchasing page act on
+//!   an order, the portal's CSRF token, and the refusals;
 //! - [`portal`]: the reference operator portal (`/portal`), in the
 //!   languages of [`text`];
 //! - [`walled_garden`]: the hosts to zero-rate.
@@ -16,6 +18,7 @@
 
 pub mod callback;
 pub mod decision;
+pub mod guard;
 pub mod portal;
 pub mod text;
 pub mod walled_garden;
@@ -191,7 +194,10 @@ impl Answer {
                 OrderStatus::Open => "open",
                 OrderStatus::Cancelled => "cancelled",
                 OrderStatus::Withdrawn => "withdrawn",
+                OrderStatus::Lapsed => "lapsed",
             },
+            "holdUntil": o.hold_until.map(crate::time::datetime),
+            "confirmedAt": o.confirmed_at.map(crate::time::datetime),
             "iccid": o.iccid,
             "eid": o.eid,
             "profileState": self.profile.as_ref().map(|p| p.state.as_str()),
@@ -232,6 +238,25 @@ pub fn find(app: &App, lookup: &Lookup) -> Result<MobilePlansOrder, MpError> {
             Lookup::Eid(e) => format!("no Mobile Plans order for EID {e}"),
         })
     })
+}
+
+/// The latest order of a line or an eUICC placed by `operator`; another
+/// operator's orders are not seen.
+pub fn find_for_operator(
+    app: &App,
+    lookup: &Lookup,
+    operator: &str,
+) -> Result<MobilePlansOrder, MpError> {
+    let orders = match lookup {
+        Lookup::Transaction(_) => vec![find(app, lookup)?],
+        Lookup::Iccid(i) => app.store.mp_orders_for_iccid(i)?,
+        Lookup::Eid(e) => app.store.mp_orders_for_eid(e)?,
+    };
+    orders
+        .into_iter()
+        .rev()
+        .find(|o| o.operator == operator)
+        .ok_or_else(|| MpError::NotFound("no such Mobile Plans order".into()))
 }
 
 /// Decides for an order now, and logs the decision with its transactionId.
@@ -391,6 +416,173 @@ pub async fn withdraw(app: &App, txid: &str) -> Result<Answer, MpError> {
     decide(app, find(app, &Lookup::Transaction(txid.to_owned()))?)
 }
 
+/// The operator (or the portal's stand-in payment step) confirms a held
+/// portal order, after the payment: the profile is released (or stays
+/// scheduled for its delayed release) and its order gets the normal time
+/// to live. Repeating it answers the same. `caller` goes in the history.
+pub async fn confirm(app: &App, txid: &str, caller: &str) -> Result<Answer, MpError> {
+    let order = find(app, &Lookup::Transaction(txid.to_owned()))?;
+    if order.confirmed_at.is_some() {
+        return decide(app, order);
+    }
+    let before = decide(app, order)?;
+    let order = &before.order;
+    if !order.hold_pending() {
+        return Err(conflict(
+            "this order is not waiting for its confirmation",
+            &before,
+        ));
+    }
+    let belongs = before
+        .profile
+        .as_ref()
+        .is_some_and(|p| p.matching_id.is_some() && p.matching_id == order.matching_id);
+    if !belongs {
+        return Err(conflict(
+            "the order no longer exists at the SM-DP+",
+            &before,
+        ));
+    }
+    let now = crate::time::now();
+    let iccid =
+        Iccid::parse(&order.iccid).ok_or_else(|| MpError::Internal("corrupt ICCID".into()))?;
+    let cmd = Command::ReleaseProfile {
+        operator: order.operator.clone(),
+        iccid,
+    };
+    let ctx = Ctx {
+        caller,
+        now,
+        idem: None,
+    };
+    let release_now = order.release_at.is_none_or(|t| t <= now);
+    app.store
+        .mp_confirm_hold(order.id, release_now.then_some((&cmd, &ctx)), now)?;
+    app.store.sync().await?;
+    app.outbox_wake.notify_one();
+    tracing::info!(transaction_id = %txid, iccid = %order.iccid, caller, released = release_now, "Mobile Plans portal order confirmed");
+    decide(app, find(app, &Lookup::Transaction(txid.to_owned()))?)
+}
+
+/// Portal orders of an eUICC still open: held, or released and not yet
+/// downloaded.
+pub fn open_portal_orders(app: &App, eid: &Eid) -> Result<usize, MpError> {
+    let mut n = 0;
+    for o in app.store.mp_orders_for_eid(eid)? {
+        if o.hold_until.is_none() || o.status != OrderStatus::Open || o.kind != OrderKind::Profile {
+            continue;
+        }
+        let open = Iccid::parse(&o.iccid)
+            .and_then(|i| app.store.get(&i).ok().flatten())
+            .is_some_and(|p| {
+                p.matching_id.is_some()
+                    && p.matching_id == o.matching_id
+                    && (p.state.is_reserved() || p.state == State::Released)
+            });
+        if open {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Ends the held portal orders whose hold ran out unconfirmed: the
+/// profile goes back to Available (ES2+.CancelOrder by smdpplus, in the
+/// transaction that marks the order lapsed: a history entry, and the
+/// operator's handleDownloadProgressInfo from the outbox). Returns how
+/// many were handled.
+pub async fn lapse_due(app: &App, now: i64) -> usize {
+    let due = match app.store.mp_due_holds(now) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "portal hold scan failed");
+            return 0;
+        }
+    };
+    for id in &due {
+        let order = match app.store.mp_order(*id) {
+            Ok(Some(o)) => o,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(order = id, error = %e, "portal hold: order unreadable");
+                continue;
+            }
+        };
+        let profile = Iccid::parse(&order.iccid)
+            .and_then(|i| app.store.get(&i).ok().flatten())
+            .filter(|p| p.matching_id.is_some() && p.matching_id == order.matching_id);
+        if profile
+            .as_ref()
+            .is_some_and(|p| p.state != State::Confirmed)
+        {
+            // Released (or further) through ES2+ meanwhile: the operator
+            // has confirmed it its own way; nothing is taken back.
+            match app.store.mp_confirm_hold(order.id, None, now) {
+                Ok(_) => {
+                    tracing::info!(transaction_id = %order.transaction_id, "portal hold ended: the profile was released through ES2+; taken as confirmed")
+                }
+                Err(e) => {
+                    tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
+                }
+            }
+            continue;
+        }
+        let cmd = match profile.as_ref().map(|p| cancel_command(&order, p)) {
+            Some(Ok(c)) => Some(c),
+            _ => None,
+        };
+        let ctx = Ctx {
+            caller: "smdpplus",
+            now,
+            idem: None,
+        };
+        let still_held = |o: &MobilePlansOrder| {
+            (!o.hold_pending()).then(|| {
+                Error::refused(
+                    crate::error::codes::ICCID_INVALID_TRANSITION,
+                    "the order was confirmed meanwhile",
+                )
+            })
+        };
+        let mut result = app.store.mp_end_order(
+            order.id,
+            OrderStatus::Lapsed,
+            cmd.as_ref().map(|c| (c, &ctx)),
+            &still_held,
+            now,
+        );
+        if let (Err(e), Some(_)) = (&result, &cmd) {
+            // The profile cannot be cancelled (changed through ES2+
+            // meanwhile): the order still leaves the hold.
+            tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold: the profile could not be returned");
+            result = app
+                .store
+                .mp_end_order(order.id, OrderStatus::Lapsed, None, &still_held, now);
+        }
+        match result {
+            Ok(_) => {
+                app.metrics.mobileplans_holds_lapsed.inc();
+                tracing::info!(
+                    transaction_id = %order.transaction_id,
+                    iccid = %order.iccid,
+                    eid = order.eid.as_deref().unwrap_or("-"),
+                    "portal order not confirmed in time; profile returned to Available"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
+            }
+        }
+    }
+    if !due.is_empty() {
+        if let Err(e) = app.store.sync().await {
+            tracing::error!(error = %e, "flush after portal holds failed");
+        }
+        app.outbox_wake.notify_one();
+    }
+    due.len()
+}
+
 /// A checkout to place (what the portal, or until then the operator API,
 /// asks for).
 #[derive(Clone, Debug)]
@@ -409,6 +601,9 @@ pub struct Checkout {
     pub registration: Registration,
     /// A profile: release at this Unix time (delayed download), not at once.
     pub release_at: Option<i64>,
+    /// A profile placed by the portal: held (Confirmed, not released)
+    /// until this Unix time for the operator's confirmation (payment).
+    pub hold_until: Option<i64>,
     /// Purchase metadata.
     pub metadata: PurchaseMetadata,
     /// The balance to credit.
@@ -639,6 +834,7 @@ impl Checkout {
             profile_type,
             registration,
             release_at,
+            hold_until: None,
             metadata,
             credit,
         })
@@ -682,6 +878,7 @@ pub async fn checkout(
         iccid: c.iccid.clone(),
         registration: c.registration,
         release_at: c.release_at,
+        hold_until: c.hold_until,
         metadata: c.metadata.clone(),
         credit: c.credit.as_ref().map(|(kb, secs, t, locations)| Credit {
             id: None,
@@ -725,7 +922,8 @@ pub async fn checkout(
                 matching_id: None,
                 cc_hashes: vec![],
                 smds_address: None,
-                release: c.release_at.is_none(),
+                // A held order is released by its confirmation.
+                release: c.release_at.is_none() && c.hold_until.is_none(),
             };
             let ctx = Ctx {
                 caller: operator,

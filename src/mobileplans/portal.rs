@@ -1,4 +1,4 @@
-//! The reference operator portal (issue 5 §2), served at `/portal` on the
+//! The reference operator portal, served at `/portal` on the
 //! operator-web listener. The Mobile Plans app opens it in a WebView with
 //! GET parameters (mobile-plans.md §1); it sells the plans of the
 //! configured catalogue, places the order in-process through the same
@@ -13,6 +13,13 @@
 //! | result | `POST /portal/purchase` | order placed; the callback sent on load; withdraw and cancel |
 //! | retry | `GET /portal/retry?…&retryIccid=` | the download callback of the line's order, again (mobile-plans.md §3: the activation code can be reused) |
 //!
+//! The plans and checkout pages set the CSRF cookie, and the checkout form
+//! repeats it; the purchase response that creates an order sets its
+//! capability cookie ([`super::guard`]). A reload of the result page and
+//! the retry need that capability: a stranger who knows the
+//! transactionId, EID and ICCID gets neither the activation code nor the
+//! actions.
+//!
 //! Docs policies (mobile-plans.md §1): HTTPS only (HSTS), 800x600
 //! responsive, no pop-ups, redirects or ads, support/privacy/terms links
 //! and a cancel button on every step. Pages carry a per-response CSP nonce:
@@ -20,11 +27,12 @@
 
 use super::callback::{js_string, Callback, Metadata, MoDirectStatus};
 use super::decision::Action;
+use super::guard::{Confirmation, Guard, Refusal, CSRF_FIELD};
 use super::text::{fill, tr, Lang, T};
 use super::{Answer, Checkout, Lookup};
 use crate::config::{PlanConfig, PlanKind};
 use crate::http::query::{percent_encode, Query};
-use crate::http::{self, Outcome};
+use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::{Eid, Iccid};
 use crate::server::App;
 use crate::store::balance::BalanceType;
@@ -33,6 +41,7 @@ use crate::store::mobileplans::{Choice, OrderKind, PurchaseMetadata, Registratio
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
+use std::net::IpAddr;
 
 /// Path prefix of the portal.
 pub const PREFIX: &str = "/portal";
@@ -146,6 +155,8 @@ struct Page {
     title: String,
     body: String,
     script: String,
+    /// Extra response headers (`Set-Cookie`, `Retry-After`).
+    headers: Vec<(&'static str, String)>,
 }
 
 const CSS: &str = "\
@@ -268,6 +279,7 @@ fn message_page(
             cancel_js(cancel),
             js_string(tr(lang, T::Cancelled))
         ),
+        headers: vec![],
     }
 }
 
@@ -401,6 +413,7 @@ fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
                 .filter(|o| {
                     o.operator == operator(app)
                         && o.eid == launch.eid.as_ref().map(|e| e.as_str().to_owned())
+                        && app.mobile_plans.allowed(req.headers(), o)
                 });
             if retriable.is_some() {
                 body.push_str(&format!(
@@ -464,12 +477,14 @@ fn plans_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
         cancel_js(MoDirectStatus::Cancelled),
         js_string(tr(lang, T::Cancelled))
     );
+    let (_, set_csrf) = Guard::csrf_token(req.headers());
     Page {
         status: StatusCode::OK,
         step: "plans",
         title: tr(lang, T::ChoosePlan).to_owned(),
         body,
         script,
+        headers: set_csrf.map(|c| ("set-cookie", c)).into_iter().collect(),
     }
 }
 
@@ -537,9 +552,10 @@ fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
             launch.iccid.is_some() && app.store.mp_latest_for_iccid(l).ok().flatten().is_none()
         }
     };
+    let (csrf, set_csrf) = Guard::csrf_token(req.headers());
     let body = format!(
         "<h1>{}</h1><p id=\"summary\">{}</p>{}\
-<form method=\"post\" action=\"{PREFIX}/purchase\" id=\"checkout\">{}<input type=\"hidden\" name=\"choice\" value=\"{}\">\
+<form method=\"post\" action=\"{PREFIX}/purchase\" id=\"checkout\">{}<input type=\"hidden\" name=\"choice\" value=\"{}\"><input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{csrf}\">\
 <fieldset><legend>{}</legend><label><input type=\"radio\" name=\"account\" value=\"new\" id=\"account-new\"{}> {}</label>\
 <label><input type=\"radio\" name=\"account\" value=\"existing\" id=\"account-existing\"{}> {}</label></fieldset>\
 <div class=\"buttons\"><button type=\"submit\" id=\"buy\">{}</button><button type=\"button\" id=\"cancel\" class=\"secondary\">{}</button></div></form>",
@@ -568,10 +584,16 @@ fn checkout_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
             cancel_js(MoDirectStatus::Cancelled),
             js_string(tr(lang, T::Cancelled))
         ),
+        headers: set_csrf.map(|c| ("set-cookie", c)).into_iter().collect(),
     }
 }
 
-/// The checkout of a plan for a launch.
+fn hold_secs(app: &App) -> i64 {
+    i64::try_from(app.config.mobile_plans.hold_secs()).unwrap_or(i64::MAX)
+}
+
+/// The checkout of a plan for a launch. A profile is held for the
+/// operator's confirmation (payment), `hold_secs`.
 fn checkout_for(
     app: &App,
     launch: &Launch,
@@ -604,6 +626,7 @@ fn checkout_for(
                 profile_type: None,
                 registration: Registration::Now,
                 release_at: None,
+                hold_until: None,
                 metadata: PurchaseMetadata {
                     user_account: account,
                     purchase_instrument: account,
@@ -633,6 +656,7 @@ fn checkout_for(
                 .release_delay_minutes
                 .filter(|m| *m > 0)
                 .map(|m| now + i64::from(m) * 60),
+            hold_until: Some(now.saturating_add(hold_secs(app))),
             metadata: PurchaseMetadata {
                 user_account: account,
                 purchase_instrument: account,
@@ -644,7 +668,52 @@ fn checkout_for(
     }
 }
 
-async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
+/// The page refusing an action without the purchase's capability (or a
+/// purchase without the CSRF token); counted and logged.
+fn refused_page(app: &App, lang: Lang, reason: Refusal, peer: IpAddr, what: &str) -> Page {
+    app.mobile_plans.refused(&app.metrics, reason, peer, what);
+    message_page(
+        lang,
+        StatusCode::FORBIDDEN,
+        "refused",
+        tr(lang, T::Error),
+        tr(lang, T::Forbidden),
+        MoDirectStatus::Cancelled,
+    )
+}
+
+/// The purchase rate limits, per client address then per EID: the page
+/// refusing the purchase (429 with Retry-After), or None.
+fn limited(app: &App, lang: Lang, launch: &Launch, peer: IpAddr) -> Option<Page> {
+    let g = &app.mobile_plans;
+    let refusal = match g.per_ip.take(&peer) {
+        Err(wait) => Some((Refusal::RateLimitIp, wait)),
+        Ok(()) => launch
+            .eid
+            .as_ref()
+            .and_then(|e| g.per_eid.take(&e.as_str().to_owned()).err())
+            .map(|wait| (Refusal::RateLimitEid, wait)),
+    };
+    let (reason, wait) = refusal?;
+    g.refused(&app.metrics, reason, peer, "portalPurchase");
+    let mut page = message_page(
+        lang,
+        StatusCode::TOO_MANY_REQUESTS,
+        "limited",
+        tr(lang, T::Error),
+        tr(lang, T::TooMany),
+        MoDirectStatus::Cancelled,
+    );
+    page.headers.push(("retry-after", wait.to_string()));
+    Some(page)
+}
+
+/// `POST /portal/confirm`: the reference portal's stand-in payment
+/// (`confirmation = "portal"`) confirms the held order; with
+/// `confirmation = "operator"` it only shows where the order stands. Needs
+/// the CSRF token and the order's capability.
+async fn confirm(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
+    let headers = req.headers().clone();
     let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -659,14 +728,113 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
         }
     };
     let form = Query::parse(std::str::from_utf8(&body).ok());
+    let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
+    if !Guard::csrf_ok(&headers, csrf) {
+        return refused_page(app, lang, Refusal::Csrf, peer, "portalConfirm");
+    }
     let launch = match launch_of(&form, lang) {
         Ok(l) => l,
         Err(page) => return page,
     };
+    let order = match super::find(app, &Lookup::Transaction(launch.transaction_id.clone())) {
+        Ok(o) => o,
+        Err(e) => return failed_page(lang, &launch, &e),
+    };
+    if !app.mobile_plans.allowed(&headers, &order) {
+        return refused_page(app, lang, Refusal::Capability, peer, "portalConfirm");
+    }
+    let answer = match app.config.mobile_plans.confirmation() {
+        Confirmation::Portal if order.hold_pending() => {
+            super::confirm(app, &order.transaction_id, super::CALLER).await
+        }
+        _ => super::decide(app, order),
+    };
+    match answer {
+        Ok(a) => result_page(app, lang, &a, csrf),
+        Err(e) => failed_page(lang, &launch, &e),
+    }
+}
+
+/// How long a purchase's capability cookie lives: the order's life.
+fn capability_max_age(app: &App, order: &crate::store::mobileplans::MobilePlansOrder) -> u64 {
+    let now = crate::time::now();
+    let delay = order.release_at.map_or(0, |t| (t - now).max(0) as u64);
+    let hold = order.hold_until.map_or(0, |t| (t - now).max(0) as u64);
+    app.config
+        .order_ttl
+        .as_secs()
+        .saturating_add(delay)
+        .saturating_add(hold)
+}
+
+async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
+    let headers = req.headers().clone();
+    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::Error),
+                &e.message,
+                MoDirectStatus::ServiceError,
+            )
+        }
+    };
+    let form = Query::parse(std::str::from_utf8(&body).ok());
+    if !Guard::csrf_ok(&headers, form.get(CSRF_FIELD).and_then(Result::ok)) {
+        return refused_page(app, lang, Refusal::Csrf, peer, "portalPurchase");
+    }
+    let launch = match launch_of(&form, lang) {
+        Ok(l) => l,
+        Err(page) => return page,
+    };
+    // A reload of the result page: only for the page that made the order.
+    match app.store.mp_order_by_transaction(&launch.transaction_id) {
+        Ok(Some(existing)) => {
+            if !app.mobile_plans.allowed(&headers, &existing) {
+                return refused_page(app, lang, Refusal::Capability, peer, "portalPurchase");
+            }
+            let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
+            return match super::decide(app, existing) {
+                Ok(a) => result_page(app, lang, &a, csrf),
+                Err(e) => failed_page(lang, &launch, &e),
+            };
+        }
+        Ok(None) => {}
+        Err(e) => return failed_page(lang, &launch, &e.into()),
+    }
+    if let Some(page) = limited(app, lang, &launch, peer) {
+        return page;
+    }
     let (plan, line) = match chosen(app, &launch, &form, lang) {
         Ok(c) => c,
         Err(page) => return page,
     };
+    if let (PlanKind::Profile, Some(eid)) = (plan.kind, &launch.eid) {
+        let cap = app.config.mobile_plans.max_open_orders_per_eid();
+        match super::open_portal_orders(app, eid) {
+            Ok(n) if cap > 0 && n >= cap as usize => {
+                app.mobile_plans.refused(
+                    &app.metrics,
+                    Refusal::OpenOrdersEid,
+                    peer,
+                    "portalPurchase",
+                );
+                return message_page(
+                    lang,
+                    StatusCode::CONFLICT,
+                    "limited",
+                    tr(lang, T::Error),
+                    tr(lang, T::TooManyOpen),
+                    MoDirectStatus::Cancelled,
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return failed_page(lang, &launch, &e),
+        }
+    }
     let account = match form.get("account") {
         Some(Ok("existing")) => Choice::Existing,
         _ => Choice::New,
@@ -679,25 +847,50 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang) -> Page {
         account,
         crate::time::now(),
     );
-    let placed = super::checkout(app, &operator(app), &c).await;
-    let answer = placed.and_then(|(order, _)| super::decide(app, order));
-    match answer {
-        Ok(a) => result_page(lang, &a),
-        Err(e) => {
-            tracing::warn!(transaction_id = %launch.transaction_id, error = ?e, "portal checkout failed");
-            message_page(
-                lang,
-                StatusCode::OK,
-                "error",
-                tr(lang, T::Error),
-                e.body()["error"].as_str().unwrap_or_default(),
-                MoDirectStatus::ServiceError,
-            )
+    let csrf = form
+        .get(CSRF_FIELD)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let placed = match super::checkout(app, &operator(app), &c).await {
+        Ok(p) => p,
+        Err(e) => return failed_page(lang, &launch, &e),
+    };
+    let (order, created) = placed;
+    // An order made meanwhile by another request is not this page's.
+    if !created && !app.mobile_plans.allowed(&headers, &order) {
+        return refused_page(app, lang, Refusal::Capability, peer, "portalPurchase");
+    }
+    let cookie = app
+        .mobile_plans
+        .capability_set_cookie(&order, capability_max_age(app, &order));
+    match super::decide(app, order) {
+        Ok(a) => {
+            let mut page = result_page(app, lang, &a, Some(csrf));
+            if created {
+                page.headers.push(("set-cookie", cookie));
+            }
+            page
         }
+        Err(e) => failed_page(lang, &launch, &e),
     }
 }
 
-fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
+fn failed_page(lang: Lang, launch: &Launch, e: &super::MpError) -> Page {
+    tracing::warn!(transaction_id = %launch.transaction_id, error = ?e, "portal checkout failed");
+    message_page(
+        lang,
+        StatusCode::OK,
+        "error",
+        tr(lang, T::Error),
+        e.body()["error"].as_str().unwrap_or_default(),
+        MoDirectStatus::ServiceError,
+    )
+}
+
+/// The download callback of a line's order, again, after the LPA failed:
+/// only for the page holding that order's capability (the activation code
+/// is what a stranger must not get).
+fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
     let q = Query::parse(req.uri().query());
     let launch = match launch_of(&q, lang) {
         Ok(l) => l,
@@ -710,10 +903,15 @@ fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
     let order = order.filter(|o| {
         o.operator == operator(app) && o.eid == launch.eid.as_ref().map(|e| e.as_str().to_owned())
     });
+    if let Some(o) = &order {
+        if !app.mobile_plans.allowed(req.headers(), o) {
+            return refused_page(app, lang, Refusal::Capability, peer, "portalRetry");
+        }
+    }
     match order.map(|o| super::decide(app, o)) {
         Some(Ok(a)) => {
             tracing::info!(transaction_id = %launch.transaction_id, order_transaction_id = %a.order.transaction_id, "portal retry of a download");
-            result_page(lang, &a)
+            result_page(app, lang, &a, None)
         }
         _ => message_page(
             lang,
@@ -728,12 +926,15 @@ fn retry_page(app: &App, req: &Request<Incoming>, lang: Lang) -> Page {
 
 /// The page after a purchase: the callback the decision names is sent on
 /// load; withdraw and cancel when the decision allows them.
-fn result_page(lang: Lang, a: &Answer) -> Page {
+fn result_page(app: &App, lang: Lang, a: &Answer, csrf: Option<&str>) -> Page {
     let d = &a.decision;
     let o = &a.order;
     let txid = percent_encode(&o.transaction_id);
     let mut body = String::new();
+    let mode = app.config.mobile_plans.confirmation();
     let state = match d.rule {
+        super::decision::RULE_AWAITING_CONFIRMATION => "payment",
+        super::decision::RULE_HOLD_LAPSED => "cancelled",
         "releasedRegistrationNow"
         | "releasedRegistrationLater"
         | "confirmedReleaseScheduled"
@@ -748,6 +949,7 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
         "cancelled" => tr(lang, T::Cancelled),
         "withdrawn" => tr(lang, T::Withdrawn),
         "error" => tr(lang, T::Error),
+        "payment" => tr(lang, T::Payment),
         _ => tr(lang, T::AlreadyDone),
     };
     body.push_str(&format!(
@@ -772,6 +974,14 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
             Callback::BalanceAddition { .. } => tr(lang, T::BalanceAdded).to_owned(),
             _ => String::new(),
         },
+        (None, super::decision::RULE_AWAITING_CONFIRMATION) => {
+            let until = o.hold_until.map(crate::time::datetime).unwrap_or_default();
+            let until = until.replace('T', " ").replace('Z', "");
+            match mode {
+                Confirmation::Portal => fill(lang, T::PayBefore, &[&until]),
+                Confirmation::Operator => fill(lang, T::AwaitingOperator, &[&until]),
+            }
+        }
         _ => String::new(),
     };
     body.push_str(&format!("<p id=\"detail\">{}</p>", esc(&detail)));
@@ -783,7 +993,7 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
     if let Some(e) = &d.error {
         body.push_str(&format!("<p class=\"alert\" id=\"error\">{}</p>", esc(e)));
     }
-    if o.kind == OrderKind::Profile {
+    if o.kind == OrderKind::Profile && state != "payment" {
         body.push_str(&format!(
             "<p>{}: <span id=\"registration\">—</span></p><p>{}: <span id=\"activation\">—</span></p>",
             tr(lang, T::Network),
@@ -797,6 +1007,18 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
         .find(|x| x.action == Some(Action::Cancel));
     let withdraw = d.also.iter().find(|x| x.action == Some(Action::Withdraw));
     body.push_str("<div class=\"buttons\">");
+    if let (true, Some(csrf)) = (state == "payment", csrf) {
+        let (id, label) = match mode {
+            Confirmation::Portal => ("pay", tr(lang, T::Pay)),
+            Confirmation::Operator => ("refresh", tr(lang, T::Refresh)),
+        };
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"{PREFIX}/confirm\" id=\"confirm\"><input type=\"hidden\" name=\"transactionId\" value=\"{}\"><input type=\"hidden\" name=\"eid\" value=\"{}\"><input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{}\"><button type=\"submit\" id=\"{id}\">{label}</button></form>",
+            esc(&o.transaction_id),
+            esc(o.eid.as_deref().unwrap_or_default()),
+            esc(csrf),
+        ));
+    }
     if withdraw.is_some() {
         body.push_str(&format!(
             "<button type=\"button\" id=\"withdraw\" class=\"secondary\">{}</button>",
@@ -835,10 +1057,15 @@ fn result_page(lang: Lang, a: &Answer) -> Page {
     }
     Page {
         status: StatusCode::OK,
-        step: "result",
+        step: if state == "payment" {
+            "payment"
+        } else {
+            "result"
+        },
         title: heading.to_owned(),
         body,
         script,
+        headers: vec![],
     }
 }
 
@@ -854,11 +1081,13 @@ fn info_page(lang: Lang, which: &str) -> Page {
         title: tr(lang, t).to_owned(),
         body: format!("<h1>{}</h1><p>{}</p>", tr(lang, t), esc(text)),
         script: String::new(),
+        headers: vec![],
     }
 }
 
 /// Handles `/portal` and below on the operator-web listener.
-pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
+pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
+    let peer = conn.peer.ip();
     let lang = Lang::negotiate(
         req.headers()
             .get(hyper::header::ACCEPT_LANGUAGE)
@@ -870,12 +1099,21 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
     let (function, page) = match (&method, path.as_str()) {
         (&Method::GET, "/portal" | "/portal/") => ("portalPlans", plans_page(&app, &req, lang)),
         (&Method::GET, "/portal/checkout") => ("portalCheckout", checkout_page(&app, &req, lang)),
-        (&Method::POST, "/portal/purchase") => ("portalPurchase", purchase(&app, req, lang).await),
-        (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang)),
+        (&Method::POST, "/portal/purchase") => {
+            ("portalPurchase", purchase(&app, req, lang, peer).await)
+        }
+        (&Method::POST, "/portal/confirm") => {
+            ("portalConfirm", confirm(&app, req, lang, peer).await)
+        }
+        (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang, peer)),
         (&Method::GET, "/portal/support") => ("portalInfo", info_page(lang, "support")),
         (&Method::GET, "/portal/privacy") => ("portalInfo", info_page(lang, "privacy")),
         (&Method::GET, "/portal/terms") => ("portalInfo", info_page(lang, "terms")),
-        (_, "/portal" | "/portal/" | "/portal/checkout" | "/portal/retry" | "/portal/purchase") => {
+        (
+            _,
+            "/portal" | "/portal/" | "/portal/checkout" | "/portal/retry" | "/portal/purchase"
+            | "/portal/confirm",
+        ) => {
             let mut p = info_page(lang, "support");
             p.status = StatusCode::METHOD_NOT_ALLOWED;
             ("unknown", p)
@@ -889,6 +1127,11 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
     let html = wrap(&app, lang, &nonce, &page);
     let mut response = http::text_response(page.status, "text/html; charset=utf-8", html);
     let h = response.headers_mut();
+    for (name, value) in &page.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.append(*name, v);
+        }
+    }
     let csp = format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     );

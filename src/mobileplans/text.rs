@@ -87,6 +87,14 @@ pub enum T {
     NoPlans,
     NoApp,
     AlreadyDone,
+    Forbidden,
+    TooMany,
+    TooManyOpen,
+    Payment,
+    Pay,
+    PayBefore,
+    AwaitingOperator,
+    Refresh,
 }
 
 /// The phrase in a language. `{}` marks where a value goes.
@@ -160,6 +168,29 @@ pub fn tr(lang: Lang, t: T) -> &'static str {
         T::AlreadyDone => (
             "This purchase is already complete.",
             "Cet achat est déjà terminé.",
+        ),
+        T::TooMany => (
+            "Too many purchases were made from here. Please try again in a few minutes.",
+            "Trop d'achats ont été faits depuis cet appareil. Réessayez dans quelques minutes.",
+        ),
+        T::TooManyOpen => (
+            "This device already has purchases waiting to be completed. Complete or cancel them first.",
+            "Cet appareil a déjà des achats en attente. Terminez-les ou annulez-les d'abord.",
+        ),
+        T::Payment => ("Confirm your payment", "Confirmez votre paiement"),
+        T::Pay => ("Pay", "Payer"),
+        T::PayBefore => (
+            "Your plan is reserved until {} UTC. Pay to receive it.",
+            "Votre forfait est réservé jusqu'au {} UTC. Payez pour le recevoir.",
+        ),
+        T::AwaitingOperator => (
+            "Your plan is reserved until {} UTC, waiting for your payment to be confirmed.",
+            "Votre forfait est réservé jusqu'au {} UTC, en attente de la confirmation de votre paiement.",
+        ),
+        T::Refresh => ("Check again", "Vérifier à nouveau"),
+        T::Forbidden => (
+            "This page has expired or was not opened from your purchase. Start again from the Mobile Plans app.",
+            "Cette page a expiré ou n'a pas été ouverte depuis votre achat. Recommencez depuis l'application Forfaits mobiles.",
         ),
     };
     match lang {

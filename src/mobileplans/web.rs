@@ -1,22 +1,26 @@
-//! The operator-web listener (HTTPS, server-authenticated): the Mobile
-//! Plans callback decision API and its two actions, and the portal
-//! ([`super::portal`], under `/portal`).
+//! The operator-web listener (HTTPS, server-authenticated, public): the
+//! Mobile Plans callback decision API for the page that made a purchase,
+//! and the portal ([`super::portal`], under `/portal`).
 //!
 //! | method | path | |
 //! |---|---|---|
-//! | GET | `/mobileplans/v1/callback?transactionId=` (or `iccid=`, `eid=`) | the callback the portal may send now, the others refused with reasons |
+//! | GET | `/mobileplans/v1/callback?transactionId=` | the callback the portal may send now, the others refused with reasons |
 //! | POST | `/mobileplans/v1/cancel?transactionId=` | cancel the purchase at the SM-DP+ (before Downloaded) |
 //! | POST | `/mobileplans/v1/withdraw?transactionId=` | withdraw a delayed download before its release |
 //!
+//! Each needs the order's capability ([`super::guard`]): the
+//! `__Host-mpcap-<order id>` cookie the purchase response set, or the
+//! `X-MP-Capability` header; without it 403 and nothing changes. The
+//! lookups of a line's or an eUICC's latest order are operator functions,
+//! on the admin API (mutual TLS), not here.
+//!
 //! Answers are JSON: 200 with the decision, or 400 (the bad parameter
-//! named), 404, 405, 409 (with the decision) and `{"error": ...}`. The
-//! transactionId is what the app gave the portal; the actions take nothing
-//! else.
+//! named), 403, 404, 405, 409 (with the decision) and `{"error": ...}`.
 
+use super::guard::Refusal;
 use super::{Lookup, MpError};
 use crate::http::query::Query;
-use crate::http::{self, Outcome};
-use crate::ids::{Eid, Iccid};
+use crate::http::{self, ConnInfo, Outcome};
 use crate::server::App;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -24,45 +28,6 @@ use serde_json::json;
 
 /// Path prefix of the decision API.
 pub const PREFIX: &str = "/mobileplans/v1/";
-
-fn lookup(q: &Query) -> Result<Lookup, MpError> {
-    let given: Vec<&str> = ["transactionId", "iccid", "eid"]
-        .into_iter()
-        .filter(|n| q.has(n))
-        .collect();
-    let name = match given.as_slice() {
-        [one] => *one,
-        [] => {
-            return Err(MpError::BadRequest {
-                parameter: "transactionId".into(),
-                message: "one of transactionId, iccid and eid is required".into(),
-            })
-        }
-        _ => {
-            return Err(MpError::BadRequest {
-                parameter: given.join(","),
-                message: "give only one of transactionId, iccid and eid".into(),
-            })
-        }
-    };
-    let bad = |m: &str| MpError::BadRequest {
-        parameter: name.into(),
-        message: m.into(),
-    };
-    let value = match q.get(name) {
-        Some(Ok(v)) => v,
-        _ => return Err(bad("the value is not valid percent-encoded UTF-8")),
-    };
-    match name {
-        "iccid" => Iccid::parse(value)
-            .map(Lookup::Iccid)
-            .ok_or_else(|| bad("iccid must be 19 digits, or 20 with a trailing F")),
-        "eid" => Eid::parse(value)
-            .map(Lookup::Eid)
-            .ok_or_else(|| bad("eid must be 32 digits")),
-        _ => super::transaction_id(value, "transactionId").map(Lookup::Transaction),
-    }
-}
 
 fn transaction(q: &Query) -> Result<String, MpError> {
     match q.get("transactionId") {
@@ -79,10 +44,10 @@ fn transaction(q: &Query) -> Result<String, MpError> {
 }
 
 /// Handles a request on the operator-web listener.
-pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
+pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
     let p = req.uri().path();
     if p == super::portal::PREFIX || p.starts_with("/portal/") {
-        return super::portal::handle(app, req).await;
+        return super::portal::handle(app, req, conn).await;
     }
     let q = Query::parse(req.uri().query());
     let route = req
@@ -92,28 +57,10 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
         .unwrap_or("")
         .to_owned();
     let method = req.method().clone();
-    let (function, result) = match (route.as_str(), &method) {
-        ("callback", &Method::GET) => (
-            "callbackDecision",
-            match lookup(&q) {
-                Ok(l) => super::find(&app, &l).and_then(|o| super::decide(&app, o)),
-                Err(e) => Err(e),
-            },
-        ),
-        ("cancel", &Method::POST) => (
-            "cancelPurchase",
-            match transaction(&q) {
-                Ok(t) => super::cancel(&app, &t).await,
-                Err(e) => Err(e),
-            },
-        ),
-        ("withdraw", &Method::POST) => (
-            "withdrawDelayedDownload",
-            match transaction(&q) {
-                Ok(t) => super::withdraw(&app, &t).await,
-                Err(e) => Err(e),
-            },
-        ),
+    let function = match (route.as_str(), &method) {
+        ("callback", &Method::GET) => "callbackDecision",
+        ("cancel", &Method::POST) => "cancelPurchase",
+        ("withdraw", &Method::POST) => "withdrawDelayedDownload",
         ("callback" | "cancel" | "withdraw", _) => {
             let allow = if route == "callback" { "GET" } else { "POST" };
             let mut response = http::json_response(
@@ -132,6 +79,39 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
             );
             return finish(response, "unknown", "error");
         }
+    };
+    if q.has("iccid") || q.has("eid") {
+        // The lookups by line and eUICC are the operator's (admin API).
+        let response = http::json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "orders are named by transactionId here"}),
+        );
+        return finish(response, function, "error");
+    }
+    let order = match transaction(&q).and_then(|t| super::find(&app, &Lookup::Transaction(t))) {
+        Ok(o) => o,
+        Err(e) => {
+            return finish(
+                http::json_response(e.status(), &e.body()),
+                function,
+                "error",
+            )
+        }
+    };
+    if !app.mobile_plans.allowed(req.headers(), &order) {
+        app.mobile_plans
+            .refused(&app.metrics, Refusal::Capability, conn.peer.ip(), function);
+        let response = http::json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "this purchase's capability is missing or wrong: only the page that made the purchase may act on it"}),
+        );
+        return finish(response, function, "error");
+    }
+    let txid = order.transaction_id.clone();
+    let result = match function {
+        "cancelPurchase" => super::cancel(&app, &txid).await,
+        "withdrawDelayedDownload" => super::withdraw(&app, &txid).await,
+        _ => super::decide(&app, order),
     };
     match result {
         Ok(answer) => finish(

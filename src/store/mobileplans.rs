@@ -13,6 +13,7 @@
 //! | `l/` | ICCID `/` order id (u64 BE) | order id (orders of a line) |
 //! | `d/` | EID `/` order id (u64 BE) | order id (orders of an eUICC) |
 //! | `r/` | release time (u64 BE) order id (u64 BE) | order id (pending scheduled releases) |
+//! | `w/` | hold end (u64 BE) order id (u64 BE) | order id (portal orders awaiting confirmation) |
 //!
 //! As for profiles, index entries derive from the record alone
 //! ([`order_index_keys`]) and each write replaces the old record's entries.
@@ -61,6 +62,9 @@ pub enum OrderStatus {
     /// The portal withdrew the delayed download (notifyOperationCancel)
     /// before its release; the order was cancelled at the SM-DP+.
     Withdrawn,
+    /// A portal order's hold ran out before the operator confirmed it
+    /// (payment); the order was cancelled at the SM-DP+ by smdpplus.
+    Lapsed,
 }
 
 /// A value of `userAccount`, `purchaseInstrument` or `line`
@@ -152,16 +156,35 @@ pub struct MobilePlansOrder {
     pub created_at: i64,
     /// Unix time of the last change.
     pub updated_at: i64,
+    /// A portal order: the profile is held (Confirmed, not released) until
+    /// this Unix time, for the operator to confirm it (payment); then it
+    /// goes back to Available. Stays set after the confirmation.
+    #[serde(default)]
+    pub hold_until: Option<i64>,
+    /// When the operator (or the portal's stand-in payment) confirmed a
+    /// held order.
+    #[serde(default)]
+    pub confirmed_at: Option<i64>,
 }
 
 impl MobilePlansOrder {
-    /// A release is scheduled and has not happened.
+    /// A release is scheduled and has not happened (and the order is not
+    /// waiting for its confirmation).
     pub fn release_pending(&self) -> bool {
         self.status == OrderStatus::Open
             && self.kind == OrderKind::Profile
             && self.release_at.is_some()
             && self.released_at.is_none()
             && self.release_error.is_none()
+            && !self.hold_pending()
+    }
+
+    /// A portal order held for its confirmation, not yet confirmed.
+    pub fn hold_pending(&self) -> bool {
+        self.status == OrderStatus::Open
+            && self.kind == OrderKind::Profile
+            && self.hold_until.is_some()
+            && self.confirmed_at.is_none()
     }
 }
 
@@ -187,6 +210,8 @@ pub struct NewOrder {
     pub metadata: PurchaseMetadata,
     /// The balance the purchase credits, if any.
     pub credit: Option<Credit>,
+    /// See [`MobilePlansOrder::hold_until`].
+    pub hold_until: Option<i64>,
 }
 
 fn order_key(id: u64) -> Vec<u8> {
@@ -208,6 +233,9 @@ pub fn order_index_keys(o: &MobilePlansOrder) -> Vec<Vec<u8>> {
     }
     if let (true, Some(t)) = (o.release_pending(), o.release_at) {
         out.push(key("r/", &[&(t.max(0) as u64).to_be_bytes(), &id]));
+    }
+    if let (true, Some(t)) = (o.hold_pending(), o.hold_until) {
+        out.push(key("w/", &[&(t.max(0) as u64).to_be_bytes(), &id]));
     }
     out
 }
@@ -285,6 +313,8 @@ fn create_order_tx(
         bucket,
         created_at: now,
         updated_at: now,
+        hold_until: new.hold_until,
+        confirmed_at: None,
     };
     write_order(tx, None, &order)?;
     Ok(order)
@@ -361,6 +391,28 @@ impl Store {
         self.mp_latest(key("d/", &[eid.as_str().as_bytes(), b"/"]))
     }
 
+    fn mp_orders_under(&self, prefix: Vec<u8>) -> Result<Vec<MobilePlansOrder>> {
+        let mut out = vec![];
+        for kv in self.tree()?.scan_prefix(prefix) {
+            let (_, v) = kv?;
+            let id = id_of(&v).ok_or_else(|| Error::internal("corrupt Mobile Plans index"))?;
+            if let Some(o) = self.mp_order(id)? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The orders of a line, oldest first.
+    pub fn mp_orders_for_iccid(&self, iccid: &Iccid) -> Result<Vec<MobilePlansOrder>> {
+        self.mp_orders_under(key("l/", &[iccid.as_str().as_bytes(), b"/"]))
+    }
+
+    /// The orders of an eUICC, oldest first.
+    pub fn mp_orders_for_eid(&self, eid: &Eid) -> Result<Vec<MobilePlansOrder>> {
+        self.mp_orders_under(key("d/", &[eid.as_str().as_bytes(), b"/"]))
+    }
+
     /// Every order, oldest first.
     pub fn mp_orders(&self) -> Result<Vec<MobilePlansOrder>> {
         self.tree()?
@@ -376,7 +428,7 @@ impl Store {
     /// Every raw Mobile Plans index entry, for consistency checks.
     pub fn mp_index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
-        for p in ["k/", "l/", "d/", "r/"] {
+        for p in ["k/", "l/", "d/", "r/", "w/"] {
             for kv in self.tree()?.scan_prefix(p.as_bytes()) {
                 let (k, v) = kv?;
                 out.push((k.to_vec(), v.to_vec()));
@@ -387,12 +439,21 @@ impl Store {
 
     /// Orders whose scheduled release is at or before `now`.
     pub fn mp_due_releases(&self, now: i64) -> Result<Vec<u64>> {
+        self.mp_due("r/", now)
+    }
+
+    /// Held portal orders whose hold ran out at or before `now`.
+    pub fn mp_due_holds(&self, now: i64) -> Result<Vec<u64>> {
+        self.mp_due("w/", now)
+    }
+
+    fn mp_due(&self, prefix: &str, now: i64) -> Result<Vec<u64>> {
         let end = key(
-            "r/",
+            prefix,
             &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
         );
         self.tree()?
-            .range(b"r/".to_vec()..end)
+            .range(prefix.as_bytes().to_vec()..end)
             .map(|kv| {
                 let (_, v) = kv?;
                 id_of(&v).ok_or_else(|| Error::internal("corrupt release schedule"))
@@ -529,6 +590,71 @@ impl Store {
             }),
         )?;
         Ok(())
+    }
+
+    /// The confirmation of a held portal order (the payment): the order's
+    /// `confirmed_at`, and with `release` its ES2+.ReleaseProfile, in one
+    /// transaction. The profile's order gets its time to live from now
+    /// (at least). Refused unless the order is still held. Not yet durable.
+    pub fn mp_confirm_hold(
+        &self,
+        id: u64,
+        release: Option<(&Command, &Ctx<'_>)>,
+        now: i64,
+    ) -> Result<MobilePlansOrder> {
+        let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
+        let done = std::sync::Mutex::new(None);
+        let confirm_tx = |tx: &TransactionalTree| -> TxResult<MobilePlansOrder> {
+            let old = load_order_tx(tx, id)?;
+            if !old.hold_pending() {
+                return gsma(Error::refused(
+                    codes::ICCID_INVALID_TRANSITION,
+                    "the order is not waiting for its confirmation",
+                ));
+            }
+            let mut new = old.clone();
+            new.confirmed_at = Some(now);
+            new.updated_at = now;
+            if release.is_some() && new.release_at.is_some() {
+                // The scheduled time passed during the hold: released now.
+                new.released_at = Some(now);
+            }
+            write_order(tx, Some(&old), &new)?;
+            Ok(new)
+        };
+        match release {
+            Some((cmd, ctx)) => {
+                self.apply_then(
+                    cmd,
+                    ctx,
+                    Some(&|tx, rec| {
+                        let o = confirm_tx(tx)?;
+                        let until = now.saturating_add(ttl);
+                        if rec.expires_at.is_some_and(|e| e < until) {
+                            let mut longer = rec.clone();
+                            longer.expires_at = Some(until);
+                            self.write_record(tx, Some(rec), &longer)?;
+                        }
+                        if let Ok(mut d) = done.lock() {
+                            *d = Some(o);
+                        }
+                        Ok(())
+                    }),
+                )?;
+            }
+            None => {
+                let r = self.tree()?.transaction(|tx| confirm_tx(tx));
+                self.inner.written.fetch_add(1, Ordering::SeqCst);
+                let o = self.watch(super::tx_result(r))?;
+                if let Ok(mut d) = done.lock() {
+                    *d = Some(o);
+                }
+            }
+        }
+        done.into_inner()
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::internal("the order was not confirmed"))
     }
 
     /// Takes a scheduled release that cannot be done off the schedule,

@@ -22,7 +22,7 @@
 //! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
 //! | `y/` | expiry (u64 BE) transactionId | - (authenticated session expiry) |
 //! | `q/` | expiry (u64 BE) transactionId | - (pending session expiry; [`session`]) |
-//! | `u/` `k/` `l/` `d/` `r/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
+//! | `u/` `k/` `l/` `d/` `r/` `w/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
 //! | `g/` | ICCID | SIM balance ([`balance`]) |
 //!
 //! Index entries are derived from the record alone ([`index_keys`]), and every

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod browser;
+pub mod mobileplans;
 
 use hyper::body::Incoming;
 use serde_json::{json, Value};
