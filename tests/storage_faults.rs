@@ -42,12 +42,15 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Writes zeros to `path` until the filesystem is full.
+/// Writes zeros to `path` until the filesystem is full, down to the last
+/// page (otherwise the server rightly finds the space left and recovers).
 fn fill(path: &Path) {
     use std::io::Write;
     let mut f = std::fs::File::create(path).expect("filler");
-    let chunk = vec![0u8; 1 << 20];
-    while f.write_all(&chunk).is_ok() {}
+    for size in [1 << 20, 4096, 512] {
+        let chunk = vec![0u8; size];
+        while f.write_all(&chunk).is_ok() {}
+    }
     let _ = f.sync_all();
 }
 
