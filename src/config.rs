@@ -201,7 +201,7 @@ impl Default for OutboxConfig {
 }
 
 /// Windows Mobile Plans: the public addresses of this deployment
-/// (mobile-plans.md §1 "Service configuration", §5 "Walled garden") and
+/// ([MP-Portal] "Service configuration", §5 "Walled garden") and
 /// the reference portal's catalogue.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -331,7 +331,7 @@ impl MobilePlansConfig {
     }
 }
 
-/// How GetBalance callers authenticate (mobile-plans.md §4 "Auth").
+/// How GetBalance callers authenticate ([MP-Account] "Auth").
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum GetBalanceAuth {
@@ -344,7 +344,7 @@ pub enum GetBalanceAuth {
     Basic,
 }
 
-/// The GetBalance API (mobile-plans.md §4).
+/// The GetBalance API ([MP-Account]).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GetBalanceConfig {
@@ -379,7 +379,7 @@ pub struct GetBalanceConfig {
 }
 
 /// The subject Microsoft's GetBalance client certificate carries
-/// (mobile-plans.md §4 "Auth").
+/// ([MP-Account] "Auth").
 pub const MICROSOFT_GETBALANCE_SUBJECT: &str =
     "C=US, ST=WA, L=Redmond, O=Microsoft Corporation, CN=partners.datamart.windows.com";
 
@@ -723,7 +723,7 @@ impl Config {
             .unwrap_or_else(|| ProfileTypeConfig::fallback(name))
     }
 
-    /// The portal URI registered with Microsoft (mobile-plans.md §1).
+    /// The portal URI registered with Microsoft ([MP-Portal]).
     pub fn portal_url(&self) -> String {
         self.mobile_plans
             .portal_url
@@ -731,7 +731,7 @@ impl Config {
             .unwrap_or_else(|| format!("https://{}/portal", self.smdp_address))
     }
 
-    /// The GetBalance base URL, `moBaseUrl` (mobile-plans.md §4).
+    /// The GetBalance base URL, `moBaseUrl` ([MP-Account]).
     pub fn getbalance_url(&self) -> String {
         self.mobile_plans
             .getbalance_url

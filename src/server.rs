@@ -274,7 +274,7 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => tracing::error!(error = %e, "expiry scan failed"),
         }
-        // Delayed downloads whose release time has come (issue 5 §1).
+        // Delayed downloads whose release time has come ([MP-Callbacks] delayed download).
         if crate::mobileplans::release_due(&app, now).await > 0 {
             app.outbox_wake.notify_one();
         }

@@ -20,17 +20,27 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "smdpplus", version, about)]
 pub struct Cli {
-    /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
+    /// Log format. Levels come from RUST_LOG (default `info`).
     #[arg(
         long,
         global = true,
         env = "SMDPPLUS_LOG_FORMAT",
-        default_value = "text"
+        value_enum,
+        default_value_t = LogFormat::Text
     )]
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Cmd,
+}
+
+/// How logs are written on stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal only).
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Commands.
@@ -1276,4 +1286,18 @@ fn generate_offline(
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_text_or_json_only() {
+        let parse = |f: &str| Cli::try_parse_from(["smdpplus", "--log-format", f, "serve"]);
+        assert_eq!(parse("json").expect("json").log_format, LogFormat::Json);
+        assert_eq!(parse("text").expect("text").log_format, LogFormat::Text);
+        assert!(parse("xml").is_err());
+        assert!(parse("JSONL").is_err());
+    }
 }
