@@ -428,6 +428,7 @@ pub async fn authenticate_client(
         matching_id.as_deref(),
         app.config.strict_order_matching,
     )?;
+    crate::http::trace::record(crate::http::trace::Field::Iccid, iccid.as_str());
     // Eligibility (Annex F): the eUICC must accept the profile's PPRs.
     if let Some(forbidden) = &signed.euicc_info2.forbidden_profile_policy_rules {
         let profile_type = app
@@ -783,6 +784,10 @@ async fn handle_notification_inner(
         PendingNotification::ProfileInstallationResult(pir) => {
             let data = pir.profile_installation_result_data.value();
             let txid = data.transaction_id.as_bytes().to_vec();
+            crate::http::trace::record(
+                crate::http::trace::Field::TransactionId,
+                &hex::encode_upper(&txid),
+            );
             let session = load_session(app, &txid)?;
             let Phase::Delivered(d) = session.phase else {
                 return Err(refused(

@@ -160,6 +160,7 @@ pub fn transaction_id(s: &str, parameter: &str) -> Result<String, MpError> {
             format!("{parameter} must be 1 to {MAX_TRANSACTION_ID} characters without control characters"),
         ));
     }
+    crate::http::trace::record(crate::http::trace::Field::MobilePlansTransactionId, s);
     Ok(s.to_owned())
 }
 

@@ -44,7 +44,17 @@ impl Server {
         reason = "the child is killed and waited for in Drop"
     )]
     pub fn start(dir: &Path, config: Option<&str>) -> Server {
+        Server::start_with_env(dir, config, &[])
+    }
+
+    /// Like [`Server::start`], with more environment variables.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the child is killed and waited for in Drop"
+    )]
+    pub fn start_with_env(dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(dir)
