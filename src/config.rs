@@ -188,6 +188,10 @@ pub struct OutboxConfig {
     pub max_backoff_ms: u64,
     /// Timeout of one delivery attempt, milliseconds.
     pub request_timeout_ms: u64,
+    /// Most items one pass takes for one operator.
+    pub batch_size: usize,
+    /// Most deliveries in flight to one operator.
+    pub max_in_flight_per_operator: usize,
 }
 
 impl Default for OutboxConfig {
@@ -196,6 +200,8 @@ impl Default for OutboxConfig {
             initial_backoff_ms: 1000,
             max_backoff_ms: 300_000,
             request_timeout_ms: 10_000,
+            batch_size: 64,
+            max_in_flight_per_operator: 8,
         }
     }
 }

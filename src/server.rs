@@ -118,9 +118,7 @@ fn ops_handler(app: App) -> Handler {
                             .with_label_values(&[operator.as_str(), profile_type.as_str()])
                             .set(n);
                     }
-                    app.metrics
-                        .outbox_depth
-                        .set(app.store.outbox().map(|o| o.len() as i64).unwrap_or(-1));
+                    crate::es2plus::notify::export_metrics(&app);
                     (
                         http::text_response(
                             StatusCode::OK,
