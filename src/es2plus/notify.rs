@@ -236,8 +236,7 @@ async fn deliver(app: &App, client: Result<Client, String>, item: OutboxItem) {
             .as_deref()
             .ok_or("operator has no notification_url")?;
         let url = format!("{}{PATH}", base.trim_end_matches('/'));
-        let body =
-            serde_json::to_vec(&message(&item, &app.config.smdp_address)).unwrap_or_default();
+        let body = serde_json::to_vec(&message(&item, app.config.smdp_host())).unwrap_or_default();
         let resp = client.post_gsma(&url, body).await?;
         if (200..300).contains(&resp.status) {
             Ok(())
