@@ -157,6 +157,9 @@ pub enum Command {
         hash_cc: Option<Vec<u8>>,
         /// Confirmation-code attempts allowed per order.
         max_attempts: u32,
+        /// The authenticated eUICC, for the operator notification (§5.3.5:
+        /// the EID "SHALL be set if available").
+        eid: Option<Eid>,
     },
     /// A Bound Profile Package was handed to the LPA; the EID is linked.
     BppDelivered {
@@ -184,6 +187,9 @@ pub enum Command {
         code: StatusCode,
         /// Text for the record and the operator.
         reason: String,
+        /// The authenticated eUICC, for the operator notification (§5.3.5:
+        /// the EID "SHALL be set if available").
+        eid: Option<Eid>,
     },
     /// A verified OtherSignedNotification about an installed profile
     /// (§3.5, §5.6.4): enable, disable or delete on the device.
@@ -599,6 +605,14 @@ impl Note {
     }
     fn with_eid(mut self, eid: &Eid) -> Note {
         self.eid = Some(eid.as_str().to_owned());
+        self
+    }
+    /// The authenticated eUICC's EID when the order names none (an order
+    /// by matchingId alone).
+    fn or_eid(mut self, eid: Option<&Eid>) -> Note {
+        if self.eid.is_none() {
+            self.eid = eid.map(|e| e.as_str().to_owned());
+        }
         self
     }
 }
@@ -1240,6 +1254,7 @@ impl Store {
                 transaction_id,
                 hash_cc,
                 max_attempts,
+                eid,
             } => {
                 let old = self.load(tx, iccid)?;
                 if !matches!(old.state, State::Released | State::Downloaded) {
@@ -1248,7 +1263,7 @@ impl Store {
                         format!("the order for {iccid} is {}", old.state),
                     ));
                 }
-                if let Some(step) = expiry_refusal(&old, now, None) {
+                if let Some(step) = expiry_refusal(&old, now, eid.as_ref()) {
                     return self.finish(tx, ctx, step);
                 }
                 let mut new = old.clone();
@@ -1281,7 +1296,8 @@ impl Store {
                                 codes::CC_RETRIES_EXCEEDED,
                                 "confirmation code retries exceeded",
                             );
-                            let note = Note::new(POINT_CONFIRMATION_FAILURE, status, &old);
+                            let note = Note::new(POINT_CONFIRMATION_FAILURE, status, &old)
+                                .or_eid(eid.as_ref());
                             Step::new(old, new, Some(Event::LimitExceeded))
                                 .notify(note)
                                 .refuse(Error::refused(
@@ -1371,6 +1387,7 @@ impl Store {
                 iccid,
                 code,
                 reason,
+                eid,
             } => {
                 let old = self.load(tx, iccid)?;
                 let mut new = old.clone();
@@ -1380,7 +1397,8 @@ impl Store {
                 } else {
                     POINT_ELIGIBILITY
                 };
-                let note = Note::new(point, PointStatus::failed(*code, reason.clone()), &old);
+                let note = Note::new(point, PointStatus::failed(*code, reason.clone()), &old)
+                    .or_eid(eid.as_ref());
                 Step::new(old, new, Some(Event::DownloadCancelled)).notify(note)
             }
         };
