@@ -324,6 +324,29 @@ fn assert_consistent(store: &Store) {
     let mut got = store.index_entries().expect("index");
     got.sort();
     assert_eq!(got, want, "index entries differ from the records");
+    // The outbox index is exactly what the items imply, and the depth per
+    // operator is their number.
+    let items = store.outbox().expect("outbox");
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = items
+        .iter()
+        .flat_map(smdpplus::store::outbox_index_keys)
+        .collect();
+    want.sort();
+    let mut got = store.outbox_index_entries().expect("outbox index");
+    got.sort();
+    assert_eq!(got, want, "outbox index differs from the items");
+    let mut per_op: BTreeMap<String, i64> = BTreeMap::new();
+    for i in &items {
+        *per_op.entry(i.operator.clone()).or_insert(0) += 1;
+    }
+    let depths: BTreeMap<String, i64> = store
+        .outbox_depths()
+        .expect("depths")
+        .into_iter()
+        .filter(|(_, n, _)| *n != 0)
+        .map(|(o, n, _)| (o, n))
+        .collect();
+    assert_eq!(depths, per_op, "outbox depths differ from the items");
     let mut per_state: BTreeMap<State, i64> = State::ALL.iter().map(|s| (*s, 0)).collect();
     for r in &records {
         *per_state.get_mut(&r.state).expect("state") += 1;
