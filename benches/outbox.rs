@@ -6,7 +6,7 @@
 //! transition; it must not pay for the items it holds. This bench runs the
 //! release `smdpplus` binary for each outbox size:
 //!
-//! 1. starts it on a fresh data directory (1,000 seeded `demo` profiles of
+//! 1. starts it on a fresh data directory (1,500 seeded `demo` profiles of
 //!    `dev-operator`, which has no `notification_url`), then stops it;
 //! 2. places N held notifications in its store (downloadOrder + cancelOrder
 //!    pairs on one profile, each cancel writing one outbox item), offline
@@ -23,7 +23,10 @@
 //! Only the server's CPU is counted: the bench's own TLS and the eUICC's
 //! cryptography run in this process.
 //!
-//! Run: `cargo bench --bench outbox` (N = 0 and 10,000; about 2 minutes).
+//! Both servers run at once and the measurement alternates between them
+//! in 5 rounds, so that changes in the machine's load touch both alike.
+//!
+//! Run: `cargo bench --bench outbox` (N = 0 and 10,000; 1,000 order pairs and 150 downloads each; about 2 minutes).
 //! `SMDPPLUS_BENCH_HELD` (comma-separated sizes), `SMDPPLUS_BENCH_ORDERS`
 //! and `SMDPPLUS_BENCH_DOWNLOADS` change the sizes and the counts.
 
@@ -70,7 +73,7 @@ fn server_cpu(data: &Path) -> f64 {
     (utime + stime) / clock_ticks()
 }
 
-const CONFIG: &str = "seed_demo_profiles = 1000\n";
+const CONFIG: &str = "seed_demo_profiles = 1500\n";
 
 /// `n` held notifications for `dev-operator`, written through the store
 /// while the server is stopped.
@@ -128,14 +131,34 @@ async fn order(op: &common::Operator) -> String {
     v["matchingId"].as_str().expect("matchingId").to_owned()
 }
 
-/// Server CPU seconds per order pair and per download with `held` items.
-async fn measure(held: usize, orders: usize, downloads: usize) -> (f64, f64) {
+/// One server with `held` notifications in its outbox, warmed up.
+struct Setup {
+    held: usize,
+    data: std::path::PathBuf,
+    server: Server,
+    op: common::Operator,
+    lpa: smdpplus::euicc::lpa::Lpa,
+    downloads: usize,
+    // Last: the directory outlives the server.
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(held: usize) -> Setup {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let data = dir.path().join("data");
     let mut server = Server::start(&data, Some(CONFIG));
+    // The pid file is written once the workers run, just before the
+    // signal handlers are installed.
+    while !data.join("smdpplus.pid").exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(server.terminate().success());
     place_held(&data, held);
     let server = Server::start(&data, Some(CONFIG));
+    while !data.join("smdpplus.pid").exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let op = server.operator();
     let lpa = smdpplus::euicc::lpa::Lpa::new(
         &format!("localhost:{}", server.es9.port()),
@@ -143,41 +166,53 @@ async fn measure(held: usize, orders: usize, downloads: usize) -> (f64, f64) {
         false,
     )
     .expect("lpa");
-    // Warm up: connections, caches, one download.
-    for _ in 0..10 {
-        order(&op).await;
-    }
-    let mid = order(&op).await;
-    let mut card = smdpplus::euicc::SoftEuicc::sgp26_nist().expect("eUICC");
-    lpa.download(&mut card, Some(&mid), None, &mut |_| {})
-        .await
-        .expect("download");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-
-    let before = server_cpu(&data);
-    for _ in 0..orders {
-        order(&op).await;
-    }
-    let per_order = (server_cpu(&data) - before) / orders as f64;
-
-    let mids: Vec<String> = {
-        let mut v = vec![];
-        for _ in 0..downloads {
-            v.push(order(&op).await);
-        }
-        v
+    let mut s = Setup {
+        held,
+        data,
+        server,
+        op,
+        lpa,
+        downloads: 0,
+        _dir: dir,
     };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let before = server_cpu(&data);
+    // Warm up: connections, caches, one download.
+    orders(&s, 10).await;
+    downloads(&mut s, 1).await;
+    s
+}
+
+/// Server CPU seconds over `n` order pairs.
+async fn orders(s: &Setup, n: usize) -> f64 {
+    let before = server_cpu(&s.data);
+    for _ in 0..n {
+        order(&s.op).await;
+    }
+    server_cpu(&s.data) - before
+}
+
+/// Server CPU seconds over `n` downloads (their orders made before).
+async fn downloads(s: &mut Setup, n: usize) -> f64 {
+    let mut mids = vec![];
+    for _ in 0..n {
+        mids.push(order(&s.op).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = server_cpu(&s.data);
     for mid in &mids {
         let mut card = smdpplus::euicc::SoftEuicc::sgp26_nist().expect("eUICC");
-        lpa.download(&mut card, Some(mid), None, &mut |_| {})
+        s.lpa
+            .download(&mut card, Some(mid), None, &mut |_| {})
             .await
             .expect("download");
     }
-    let per_download = (server_cpu(&data) - before) / downloads as f64;
-    // Each download left two held notifications (points 3 and 4).
-    let (_, m) = server.ops_get("/metrics").await;
+    let cpu = server_cpu(&s.data) - before;
+    s.downloads += n;
+    cpu
+}
+
+/// Each download left two held notifications (points 3 and 4).
+async fn check_depth(s: &Setup) {
+    let (_, m) = s.server.ops_get("/metrics").await;
     let depth = m
         .lines()
         .find_map(|l| {
@@ -187,8 +222,7 @@ async fn measure(held: usize, orders: usize, downloads: usize) -> (f64, f64) {
                 .ok()
         })
         .unwrap_or(-1i64);
-    assert_eq!(depth, (held + 2 * (downloads + 1)) as i64, "{m}");
-    (per_order, per_download)
+    assert_eq!(depth, (s.held + 2 * s.downloads) as i64, "{m}");
 }
 
 fn main() {
@@ -202,20 +236,39 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![0, 10_000]);
-    let orders = env_or("SMDPPLUS_BENCH_ORDERS", 300);
-    let downloads = env_or("SMDPPLUS_BENCH_DOWNLOADS", 40);
+    let n_orders = env_or("SMDPPLUS_BENCH_ORDERS", 1000);
+    let n_downloads = env_or("SMDPPLUS_BENCH_DOWNLOADS", 150);
+    const ROUNDS: usize = 5;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    println!("outbox: load average before: {}", load_average());
-    for n in held {
-        let (o, d) = rt.block_on(measure(n, orders, downloads));
-        println!(
-            "outbox/held_{n}: server CPU {:.2} ms per order pair ({orders}), {:.2} ms per download ({downloads}); load average {}",
-            o * 1000.0,
-            d * 1000.0,
-            load_average()
-        );
-    }
+    rt.block_on(async {
+        println!("outbox: load average before: {}", load_average());
+        let mut setups = vec![];
+        for n in held {
+            setups.push(setup(n).await);
+        }
+        // Rounds alternate between the servers, so that a change in the
+        // machine's load affects every size alike.
+        let mut cpu = vec![(0.0f64, 0.0f64); setups.len()];
+        for _ in 0..ROUNDS {
+            for (s, c) in setups.iter_mut().zip(cpu.iter_mut()) {
+                c.0 += orders(s, n_orders / ROUNDS).await;
+                c.1 += downloads(s, n_downloads / ROUNDS).await;
+            }
+        }
+        for (s, (o, d)) in setups.iter().zip(cpu) {
+            check_depth(s).await;
+            println!(
+                "outbox/held_{}: server CPU {:.2} ms per order pair ({}), {:.2} ms per download ({})",
+                s.held,
+                o * 1000.0 / (n_orders / ROUNDS * ROUNDS) as f64,
+                n_orders / ROUNDS * ROUNDS,
+                d * 1000.0 / (n_downloads / ROUNDS * ROUNDS) as f64,
+                n_downloads / ROUNDS * ROUNDS,
+            );
+        }
+        println!("outbox: load average after: {}", load_average());
+    });
 }
