@@ -1,6 +1,7 @@
-//! The `smdpplus` command line: `serve`, and operator tooling that talks to a
-//! running server over mutual TLS (`es2`, `profiles`, `outbox`), and a load
-//! generator (`load`).
+//! The `smdpplus` command line: `serve`; operator tooling that talks to a
+//! running server over mutual TLS (`es2`, `profiles`, `outbox`) or writes
+//! the store of a stopped one (`profiles generate`, `profiles import`,
+//! `keys`); the software eUICC (`euicc`); and a load generator (`load`).
 
 mod load;
 
@@ -46,7 +47,9 @@ pub enum LogFormat {
 /// Commands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the server (ES9+, ES2+ and operations listeners).
+    /// Run the server: ES9+, ES2+ (with the admin API), operations
+    /// (metrics, health), operator web (Mobile Plans portal and callback
+    /// decision API) and GetBalance listeners.
     Serve(ServeArgs),
     /// Call ES2+ functions on a running server.
     Es2 {
@@ -57,7 +60,9 @@ pub enum Cmd {
         #[command(subcommand)]
         call: Es2Call,
     },
-    /// Inspect and manage profiles on a running server.
+    /// Manage profiles: list, show, add, set-expiry and export call a
+    /// running server; generate and import write the store directly and
+    /// need the server stopped.
     Profiles {
         /// Connection options.
         #[command(flatten)]
@@ -117,7 +122,9 @@ pub struct ServeArgs {
     /// Data directory (sled database and dev PKI).
     #[arg(long, env = "SMDPPLUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// SM-DP+ address (FQDN) used in activation codes and the TLS certificate.
+    /// SM-DP+ address (FQDN, `:port` when not 443) used in activation codes
+    /// and confirmOrder; its host names the dev TLS certificate. Default:
+    /// `localhost` with the ES9+ listener's port.
     #[arg(long, env = "SMDPPLUS_SMDP_ADDRESS")]
     pub smdp_address: Option<String>,
     /// ES9+ listen address.
@@ -320,7 +327,9 @@ pub enum ProfilesCmd {
         /// Template for CSV rows (default: the shipped one).
         #[arg(long)]
         template: Option<PathBuf>,
-        /// Profile type (CSV rows without one; packages without a header type).
+        /// Profile type: for --csv, of the rows without a profileType
+        /// column; for --dir, of every package, overriding its
+        /// ProfileHeader's profileType (without it, the header's type).
         #[arg(long)]
         profile_type: Option<String>,
         /// Owning operator.

@@ -670,6 +670,7 @@ pub async fn get_bound_profile_package(
         transaction_id: req.transaction_id.clone(),
         hash_cc: signed.hash_cc.map(|h| h.to_vec()),
         max_attempts: app.config.max_cc_attempts,
+        eid: Some(eid.clone()),
     };
     let checked = app.store.apply(&cc, &ctx);
     if checked.is_err() {
@@ -950,6 +951,7 @@ pub async fn cancel_session(app: &App, req: &CancelSessionRequest) -> Result<(),
             iccid,
             code,
             reason: reason.to_owned(),
+            eid: Eid::parse(&auth.eid),
         };
         app.store.apply(
             &cmd,
