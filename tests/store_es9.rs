@@ -183,6 +183,8 @@ fn delivered(store: &Store, id: &Iccid, e: &str, now: i64) -> Result<Applied> {
         Command::BppDelivered {
             iccid: id.clone(),
             eid: eid(e),
+            retry: None,
+            keep: None,
         },
         now,
     )
