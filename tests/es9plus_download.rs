@@ -843,6 +843,15 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
     assert_eq!(s1.smdp_otpk, s2.smdp_otpk, "same otPK.DP");
     assert_eq!(s1.transaction_id, s2.transaction_id);
     assert_ne!(s1.smdp_sign, s2.smdp_sign, "BF23 signed again");
+    let h = history(&e, &o.iccid).await;
+    assert!(
+        h.ends_with(&[
+            ("bppDelivered".into(), Value::Null),
+            ("bppDelivered".into(), json!("same_key")),
+        ]),
+        "{h:?}"
+    );
+    assert_eq!(retries_metric(&e, "same_key").await, 1);
 
     let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
     assert!(installed.expect("installed").upp == o.package);

@@ -695,41 +695,28 @@ pub async fn get_bound_profile_package(
     let record = checked?.record;
     let cred = credentials(app, &auth.dp_ci)?;
 
-    // The same otPK.EUICC again: the same BPP, BF23 re-signed (§5.6.2).
-    if let Some(d) = &previous {
-        if d.euicc_otpk == euicc_otpk {
-            let mut bpp = BoundProfilePackage::decode(&d.bpp).map_err(internal)?;
-            bpp.initialise_secure_channel_request =
-                sign_bf23(cred, bpp.initialise_secure_channel_request, &euicc_otpk)?;
-            app.metrics
-                .bpp_retries
-                .with_label_values(&[RetryKind::SameKey.as_str()])
-                .inc();
-            return Ok(GetBoundProfilePackageResponse {
-                transaction_id: req.transaction_id.clone(),
-                bound_profile_package: bpp.to_der(),
-            });
-        }
-    }
-
-    // A package kept from an earlier session for this otPK.EUICC: the eUICC
-    // reused its one-time key pair (§5.7.5), so the same bound segments
-    // serve again; only BF23 is made anew, for this transactionId
-    // (§5.6.2). Nothing in the 87/88/86 segments depends on the
-    // transactionId: the session keys come from the two otPKs and the EID.
+    // The BPP already bound to this otPK.EUICC can be re-used: only the
+    // signature of InitialiseSecureChannel is made again (§5.6.2). It is
+    // the one delivered earlier in this session, or one kept from an
+    // earlier session whose eUICC reused its one-time key pair (§5.6.3
+    // bppEuiccOtpk, §5.7.5). Nothing in the 87/88/86 segments depends on
+    // the transactionId: the session keys come from the two otPKs and the
+    // EID, so BF23 alone carries this session's transactionId.
     let metadata = profile_metadata(app, &iccid, &record.profile_type)?.encode();
-    let kept = match record.state {
-        State::Downloaded => app
+    let bound = match (&previous, record.state) {
+        (Some(d), _) if d.euicc_otpk == euicc_otpk => Some(d.bpp.clone()),
+        (_, State::Downloaded) => app
             .store
             .kept_package(&iccid, now)?
             .filter(|k| k.eid == eid.as_str() && k.dp_ci == auth.dp_ci)
-            .filter(|k| k.metadata == metadata && k.euicc_otpk == euicc_otpk),
+            .filter(|k| k.metadata == metadata && k.euicc_otpk == euicc_otpk)
+            .map(|k| k.bpp),
         _ => None,
     };
     let retry_of_delivered = record.state == State::Downloaded;
-    let (bpp, retry, keep) = match kept {
-        Some(k) => {
-            let mut bpp = BoundProfilePackage::decode(&k.bpp).map_err(internal)?;
+    let (bpp, retry, keep) = match bound {
+        Some(bound) => {
+            let mut bpp = BoundProfilePackage::decode(&bound).map_err(internal)?;
             let mut bf23 = bpp.initialise_secure_channel_request;
             bf23.transaction_id = TransactionId::new(&req.transaction_id).map_err(internal)?;
             bpp.initialise_secure_channel_request = sign_bf23(cred, bf23, &euicc_otpk)?;
