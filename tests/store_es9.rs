@@ -1509,7 +1509,7 @@ fn a_kept_package_is_written_with_the_delivery_and_replaced_or_kept_by_retries()
 
 #[test]
 fn a_kept_package_expires_with_its_own_time_and_never_outlives_the_order() {
-    let f = fixture(1);
+    let f = fixture(3);
     let s = &f.store;
     let id = order(s, 0, None, Some("MATCH-0"), None, true);
     authenticate(s, &id, E1, Some("MATCH-0"), 5, T0 + 1).expect("authenticate");
@@ -1531,6 +1531,24 @@ fn a_kept_package_expires_with_its_own_time_and_never_outlives_the_order() {
     assert_eq!(s.kept_package(&id, order_expiry).expect("read"), None);
     assert!(!s.has_kept_package(&id).expect("kept?"));
     assert_eq!(rec(s, &id).state, State::Downloaded);
+
+    // The sweep removes only the expired ones.
+    let early = downloaded_keeping(s, 1);
+    let late = order(s, 2, None, Some("MATCH-2"), None, true);
+    authenticate(s, &late, E1, Some("MATCH-2"), 5, T0 + 1).expect("authenticate");
+    deliver_keeping(
+        s,
+        &late,
+        E1,
+        None,
+        Some(kept_package(E1, 2, T0 + 2 + 2 * 86_400)),
+        T0 + 2,
+    )
+    .expect("delivered");
+    assert_eq!(s.sweep_kept_packages(T0 + 3).expect("sweep"), 0);
+    assert_eq!(s.sweep_kept_packages(T0 + 2 + 86_400).expect("sweep"), 1);
+    assert!(!s.has_kept_package(&early).expect("kept?"));
+    assert!(s.has_kept_package(&late).expect("kept?"));
     assert_consistent(s);
 }
 

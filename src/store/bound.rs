@@ -23,7 +23,8 @@
 //! removed in the transaction of any transition that leaves Downloaded
 //! (Installed, Error, and from there cancellation), so no exit can forget
 //! it. It also carries its own expiry (`[es9] bpp_retry_secs`, at most the
-//! order's time to live), checked when it is read.
+//! order's time to live): past it, it is never served, and it is removed
+//! when read and by the sweeper.
 
 use super::{key, Result, Store};
 use crate::es9plus::dto::b64;
@@ -96,6 +97,35 @@ impl Store {
                 Ok(None)
             }
         }
+    }
+
+    /// Removes every kept package expired at `now` (the sweeper runs it
+    /// hourly; a read removes an expired one too). Returns how many.
+    pub fn sweep_kept_packages(&self, now: i64) -> Result<usize> {
+        #[derive(Deserialize)]
+        struct Expiry {
+            expires_at: i64,
+        }
+        let mut n = 0;
+        for kv in self.tree()?.scan_prefix(b"n/") {
+            let (k, v) = kv?;
+            let expired =
+                serde_json::from_slice::<Expiry>(&v).map_or(true, |e| e.expires_at <= now);
+            if expired
+                && self
+                    .tree()?
+                    .compare_and_swap(&k, Some(&v), None::<&[u8]>)?
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.inner
+                .written
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(n)
     }
 
     /// Whether a package is kept for this order (expired or not).
