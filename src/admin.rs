@@ -138,6 +138,7 @@ fn history_view(h: &HistoryEntry) -> Value {
         "from": h.from.map(State::as_str),
         "to": h.to.as_str(),
         "caller": h.caller,
+        "retry": h.retry.map(crate::store::RetryKind::as_str),
     })
 }
 
@@ -292,8 +293,14 @@ async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Val
                 AdminError(StatusCode::NOT_FOUND, format!("no profile {iccid}"), None)
             })?;
             let history = app.store.history(&iccid)?;
+            let mut profile = profile_view(&rec);
+            // The delivered package kept for a retry in a later session.
+            profile["boundPackageKeptUntil"] = json!(app
+                .store
+                .kept_package(&iccid, crate::time::now())?
+                .map(|k| crate::time::datetime(k.expires_at)));
             Ok(
-                json!({"profile": profile_view(&rec), "history": history.iter().map(history_view).collect::<Vec<_>>()}),
+                json!({"profile": profile, "history": history.iter().map(history_view).collect::<Vec<_>>()}),
             )
         }
         (Method::GET, ["profiles", iccid, "package"]) => {

@@ -66,6 +66,10 @@ pub struct Metrics {
     pub rsp_sessions: IntGaugeVec,
     /// Pending RSP sessions removed to make room for new ones.
     pub rsp_sessions_evicted: prometheus::IntCounter,
+    /// Bound Profile Packages delivered again for an order already
+    /// Downloaded, by kind (`same_key`: the same bound segments for the
+    /// same otPK.EUICC; `rebind`: bound anew for a new one).
+    pub bpp_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -232,6 +236,14 @@ impl Metrics {
             "Pending RSP sessions removed to make room for new ones",
         )
         .expect("static metric definition");
+        let bpp_retries = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_bpp_retries_total",
+                "Bound Profile Packages delivered again for a Downloaded order, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -257,6 +269,7 @@ impl Metrics {
             Box::new(es9_refused.clone()),
             Box::new(rsp_sessions.clone()),
             Box::new(rsp_sessions_evicted.clone()),
+            Box::new(bpp_retries.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -286,6 +299,7 @@ impl Metrics {
             es9_refused,
             rsp_sessions,
             rsp_sessions_evicted,
+            bpp_retries,
         }
     }
 

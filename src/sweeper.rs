@@ -64,6 +64,11 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "idempotency prune failed"),
             }
+            match app.store.sweep_kept_packages(now) {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "expired retry packages removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retry package sweep failed"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(app.config.expiry_sweep) => {}

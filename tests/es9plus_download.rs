@@ -21,7 +21,7 @@ use smdpplus::asn1::rsp::{
     AuthenticateResponseOk, AuthenticateServerResponse, BoundProfilePackage, BppCommandId,
     CancelSessionReason, CancelSessionResponse, EcdsaSignature, EuiccInfo1, EuiccSigned1,
     FinalResult, NotificationOperation, PendingNotification, PrepareDownloadResponse,
-    ProfileInstallationResult, TransactionId,
+    ProfileInstallationResult, SmdpSigned2, TransactionId,
 };
 use smdpplus::crypto::ecdsa::SigningKey;
 use smdpplus::es9plus::dto::*;
@@ -843,6 +843,15 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
     assert_eq!(s1.smdp_otpk, s2.smdp_otpk, "same otPK.DP");
     assert_eq!(s1.transaction_id, s2.transaction_id);
     assert_ne!(s1.smdp_sign, s2.smdp_sign, "BF23 signed again");
+    let h = history(&e, &o.iccid).await;
+    assert!(
+        h.ends_with(&[
+            ("bppDelivered".into(), Value::Null),
+            ("bppDelivered".into(), json!("same_key")),
+        ]),
+        "{h:?}"
+    );
+    assert_eq!(retries_metric(&e, "same_key").await, 1);
 
     let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
     assert!(installed.expect("installed").upp == o.package);
@@ -1018,6 +1027,309 @@ async fn an_invalid_otpk_is_refused_without_changing_the_order() {
         .await
         .expect("BPP after the bad otPK");
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
+}
+
+// ---------------------------------------------------------------------------
+// 4b. Retries in a new RSP session (§3.1.3 step 5, §5.6.2, §5.6.3
+// bppEuiccOtpk, §5.7.5, §5.7.15).
+
+/// bppEuiccOtpk of an AuthenticateClient response.
+fn offered_otpk(auth: &AuthenticateClientResponse) -> Option<Vec<u8>> {
+    SmdpSigned2::decode(&auth.smdp_signed2)
+        .expect("smdpSigned2")
+        .bpp_euicc_otpk
+}
+
+/// euiccOtpk of a PrepareDownloadResponse.
+fn otpk_of(pdr: &[u8]) -> Vec<u8> {
+    let PrepareDownloadResponse::Ok(ok) = PrepareDownloadResponse::decode(pdr).expect("PDR") else {
+        panic!("PrepareDownload failed");
+    };
+    ok.euicc_signed2.value().euicc_otpk.clone()
+}
+
+/// The events and retry kinds of an order's history.
+async fn history(e: &Env, iccid: &str) -> Vec<(String, Value)> {
+    e.op.show(iccid).await["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            (
+                h["event"].as_str().unwrap_or_default().to_owned(),
+                h["retry"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Whether the SM-DP+ keeps a bound package for the order (admin view).
+async fn kept(e: &Env, iccid: &str) -> bool {
+    !e.profile(iccid).await["boundPackageKeptUntil"].is_null()
+}
+
+/// `smdpplus_bpp_retries_total{kind}` from /metrics.
+async fn retries_metric(e: &Env, kind: &str) -> u64 {
+    let (_, metrics) = e.server.ops_get("/metrics").await;
+    let prefix = format!("smdpplus_bpp_retries_total{{kind=\"{kind}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().expect("counter"))
+        .unwrap_or(0)
+}
+
+/// A first session delivers a BPP that the eUICC does not load.
+async fn deliver_unloaded(
+    e: &mut Env,
+    euicc: &mut SoftEuicc,
+    o: &Order,
+) -> (AuthenticateClientResponse, Vec<u8>, Vec<u8>) {
+    let auth = e
+        .lpa
+        .authenticate(euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate");
+    assert_eq!(offered_otpk(&auth), None, "nothing to retry yet");
+    let pdr = prepare(euicc, &auth, None, false);
+    let otpk = otpk_of(&pdr);
+    let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("first BPP");
+    assert_eq!(e.state(&o.iccid).await, "Downloaded");
+    assert!(kept(e, &o.iccid).await, "the delivered package is kept");
+    e.notes.expect(&o.iccid, 3, None).await;
+    (auth, otpk, bpp)
+}
+
+#[tokio::test]
+async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
+    let mut e = env("").await;
+    let o = e.order(461, Some(EID), None).await;
+    let mut euicc = nist();
+    let (auth1, otpk1, bpp1) = deliver_unloaded(&mut e, &mut euicc, &o).await;
+
+    // The download stopped after GetBoundProfilePackage. A new session:
+    // GetEUICCChallenge keeps the unused key pair, the SM-DP+ names it.
+    let auth2 = e
+        .lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate again");
+    assert_eq!(euicc.kept_otpk(), Some(otpk1.as_slice()));
+    assert_ne!(auth2.transaction_id, auth1.transaction_id);
+    assert_eq!(offered_otpk(&auth2), Some(otpk1.clone()), "bppEuiccOtpk");
+    let pdr2 = prepare(&mut euicc, &auth2, None, false);
+    assert_eq!(otpk_of(&pdr2), otpk1, "the eUICC reused its key pair");
+    assert_eq!(euicc.kept_otpk(), None, "the kept pair serves this session");
+    let bpp2 = get_bpp(&e.lpa, &auth2.transaction_id, pdr2)
+        .await
+        .expect("retried BPP");
+
+    let (a, b) = (
+        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
+        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
+    );
+    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
+    assert_eq!(a.sequence_of_88, b.sequence_of_88);
+    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
+    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    let (s1, s2) = (
+        &a.initialise_secure_channel_request,
+        &b.initialise_secure_channel_request,
+    );
+    assert_eq!(
+        s1.transaction_id.as_bytes(),
+        auth1.transaction_id.as_slice()
+    );
+    assert_eq!(
+        s2.transaction_id.as_bytes(),
+        auth2.transaction_id.as_slice()
+    );
+    assert_eq!(s1.smdp_otpk, s2.smdp_otpk, "same otPK.DP");
+    assert_ne!(s1.smdp_sign, s2.smdp_sign, "BF23 signed again");
+
+    let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
+    assert!(installed.expect("installed").upp == o.package);
+    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
+    assert_eq!(e.state(&o.iccid).await, "Installed");
+    assert!(!kept(&e, &o.iccid).await, "erased once Installed");
+    let p = e.profile(&o.iccid).await;
+    assert_eq!(p["downloadAttempts"], 2);
+    let h = history(&e, &o.iccid).await;
+    assert!(
+        h.ends_with(&[
+            ("bppDelivered".into(), Value::Null),
+            ("bppDelivered".into(), json!("same_key")),
+            ("installSucceeded".into(), Value::Null),
+        ]),
+        "{h:?}"
+    );
+    assert_eq!(retries_metric(&e, "same_key").await, 1);
+    assert_eq!(retries_metric(&e, "rebind").await, 0);
+    // Point 3 once (Released -> Downloaded), then point 4.
+    e.notes.expect(&o.iccid, 4, None).await;
+    e.notes.quiet(&o.iccid, Duration::from_millis(500)).await;
+
+    // A session postponed by the eUICC (§5.7.14) keeps its key too.
+    let o = e.order(462, Some(EID), None).await;
+    let (_, otpk1, bpp1) = deliver_unloaded(&mut e, &mut euicc, &o).await;
+    let (txid, csr) = euicc
+        .cancel_session(CancelSessionReason::Postponed)
+        .expect("ES10b.CancelSession");
+    cancel(&e.lpa, &txid, csr).await.expect("cancel postponed");
+    assert_eq!(e.state(&o.iccid).await, "Downloaded");
+    assert!(kept(&e, &o.iccid).await);
+    let auth = e
+        .lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate again");
+    assert_eq!(offered_otpk(&auth), Some(otpk1));
+    let pdr = prepare(&mut euicc, &auth, None, false);
+    let bpp2 = get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("retried BPP");
+    let (a, b) = (
+        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
+        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
+    );
+    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
+    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    install(&e, &mut euicc, &bpp2, &o).await;
+    assert_eq!(retries_metric(&e, "same_key").await, 2);
+}
+
+#[tokio::test]
+async fn an_euicc_without_the_kept_key_gets_a_new_binding_that_installs() {
+    let mut e = env("").await;
+    let o = e.order(463, Some(EID), None).await;
+    let (_, otpk1, bpp1) = deliver_unloaded(&mut e, &mut nist(), &o).await;
+
+    // Another eUICC state (reset, or one that keeps no key): the SM-DP+
+    // offers the old otPK, the eUICC makes a new pair, the package is
+    // bound anew.
+    let mut euicc = nist();
+    let auth = e
+        .lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate again");
+    assert_eq!(offered_otpk(&auth), Some(otpk1.clone()));
+    let pdr = prepare(&mut euicc, &auth, None, false);
+    assert_ne!(otpk_of(&pdr), otpk1);
+    let bpp2 = get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("re-bound BPP");
+    let (a, b) = (
+        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
+        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
+    );
+    assert_ne!(
+        a.initialise_secure_channel_request.smdp_otpk,
+        b.initialise_secure_channel_request.smdp_otpk,
+        "a new otPK.DP"
+    );
+    assert_ne!(a.first_sequence_of_87, b.first_sequence_of_87);
+    assert_ne!(a.second_sequence_of_87, b.second_sequence_of_87);
+    install(&e, &mut euicc, &bpp2, &o).await;
+    assert!(!kept(&e, &o.iccid).await);
+    let h = history(&e, &o.iccid).await;
+    assert!(
+        h.ends_with(&[
+            ("bppDelivered".into(), json!("rebind")),
+            ("installSucceeded".into(), Value::Null),
+        ]),
+        "{h:?}"
+    );
+    assert_eq!(retries_metric(&e, "rebind").await, 1);
+    assert_eq!(retries_metric(&e, "same_key").await, 0);
+}
+
+#[tokio::test]
+async fn a_kept_package_is_erased_when_the_order_ends() {
+    let mut e = env("").await;
+    // Installation failure: Error.
+    let o = e.order(464, Some(EID), None).await;
+    let mut euicc = nist();
+    let (_, _, bpp) = deliver_unloaded(&mut e, &mut euicc, &o).await;
+    let mut b = BoundProfilePackage::decode(&bpp).expect("bpp");
+    let last = b.sequence_of_86.last_mut().expect("86");
+    let n = last.len();
+    last[n - 1] ^= 1;
+    let (pir, installed) = euicc.load_bound_profile_package(&b.to_der()).expect("load");
+    assert!(installed.is_none());
+    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
+    assert_eq!(e.state(&o.iccid).await, "Error");
+    assert!(!kept(&e, &o.iccid).await, "erased in Error");
+    // Then cancelled back to the inventory: nothing comes back.
+    let (_, v) =
+        e.op.call(
+            "cancelOrder",
+            json!({"iccid": o.iccid, "eid": EID, "matchingId": o.matching_id,
+                   "finalProfileStatusIndicator": "Available"}),
+        )
+        .await;
+    assert_eq!(status(&v), "Executed-Success", "cancelOrder: {v}");
+    assert_eq!(e.state(&o.iccid).await, "Available");
+    assert!(!kept(&e, &o.iccid).await);
+
+    // A terminal CancelSession in a retry session: Error, erased, and the
+    // order cannot be retried.
+    let o = e.order(465, Some(EID), None).await;
+    let mut euicc = nist();
+    deliver_unloaded(&mut e, &mut euicc, &o).await;
+    e.lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate again");
+    let (txid, csr) = euicc
+        .cancel_session(CancelSessionReason::EndUserRejection)
+        .expect("ES10b.CancelSession");
+    cancel(&e.lpa, &txid, csr).await.expect("cancel");
+    assert_eq!(e.state(&o.iccid).await, "Error");
+    assert!(!kept(&e, &o.iccid).await, "erased on cancellation");
+    assert_eq!(euicc.kept_otpk(), None, "the eUICC dropped its key too");
+
+    // Expiry of the order while the package waits: Error, erased.
+    let o = e.order(466, Some(EID), None).await;
+    let mut euicc = nist();
+    deliver_unloaded(&mut e, &mut euicc, &o).await;
+    e.set_expiry_in_the_past(&o.iccid).await;
+    let r = e.lpa.authenticate(&mut euicc, Some(&o.matching_id)).await;
+    assert_eq!(refused(r), "8.8.5/4.10");
+    assert_eq!(e.state(&o.iccid).await, "Error");
+    assert!(!kept(&e, &o.iccid).await, "erased on expiry");
+}
+
+#[tokio::test]
+async fn bpp_retry_secs_zero_keeps_nothing_and_binds_anew() {
+    let e = env("[es9]\nbpp_retry_secs = 0").await;
+    let o = e.order(467, Some(EID), None).await;
+    let mut euicc = nist();
+    let auth = e
+        .lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate");
+    let pdr = prepare(&mut euicc, &auth, None, false);
+    get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("first BPP");
+    assert!(!kept(&e, &o.iccid).await);
+    let auth = e
+        .lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate again");
+    assert!(euicc.kept_otpk().is_some(), "the eUICC kept its key");
+    assert_eq!(offered_otpk(&auth), None, "nothing kept, nothing offered");
+    let pdr = prepare(&mut euicc, &auth, None, false);
+    let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
+        .await
+        .expect("re-bound BPP");
+    install(&e, &mut euicc, &bpp, &o).await;
+    assert_eq!(retries_metric(&e, "rebind").await, 1);
 }
 
 // ---------------------------------------------------------------------------

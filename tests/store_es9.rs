@@ -15,11 +15,12 @@ use sha2::{Digest, Sha256};
 use smdpplus::error::{codes, Error, Result, StatusCode};
 use smdpplus::es2plus::confirmation_code_hashes;
 use smdpplus::ids::{Eid, Iccid};
+use smdpplus::store::bound::{KeptPackage, KEPT_VERSION};
 use smdpplus::store::lifecycle::{Event, State};
 use smdpplus::store::{
     index_keys, Applied, Command, Ctx, HistoryEntry, ListFilter, NewProfile, OutboxItem,
-    PointStatus, ProfileRecord, Store, StoreOptions, POINT_BPP_DOWNLOAD, POINT_BPP_INSTALLATION,
-    POINT_CONFIRMATION_FAILURE, POINT_DEVICE_DELETED, POINT_ELIGIBILITY,
+    PointStatus, ProfileRecord, RetryKind, Store, StoreOptions, POINT_BPP_DOWNLOAD,
+    POINT_BPP_INSTALLATION, POINT_CONFIRMATION_FAILURE, POINT_DEVICE_DELETED, POINT_ELIGIBILITY,
 };
 use std::collections::BTreeMap;
 
@@ -184,6 +185,8 @@ fn delivered(store: &Store, id: &Iccid, e: &str, now: i64) -> Result<Applied> {
         Command::BppDelivered {
             iccid: id.clone(),
             eid: eid(e),
+            retry: None,
+            keep: None,
         },
         now,
     )
@@ -1452,5 +1455,250 @@ fn a_delivered_order_expires_and_a_late_result_still_counts() {
         code_of(install(s, &other, true, &data, None, t + 1)),
         codes::ICCID_INVALID_TRANSITION
     );
+    assert_consistent(s);
+}
+
+// ---------------------------------------------------------------------------
+// Bound packages kept for a retry in a later session (store::bound).
+
+fn kept_package(e: &str, otpk: u8, expires_at: i64) -> KeptPackage {
+    KeptPackage {
+        v: KEPT_VERSION,
+        eid: e.into(),
+        dp_ci: vec![0xf5; 20],
+        euicc_otpk: vec![0x04, otpk],
+        metadata: vec![0xbf, 0x25, 0x00],
+        bpp: vec![0xbf, 0x36, 0x01, otpk],
+        expires_at,
+    }
+}
+
+fn deliver_keeping(
+    s: &Store,
+    id: &Iccid,
+    e: &str,
+    retry: Option<RetryKind>,
+    keep: Option<KeptPackage>,
+    now: i64,
+) -> Result<Applied> {
+    es9(
+        s,
+        Command::BppDelivered {
+            iccid: id.clone(),
+            eid: eid(e),
+            retry,
+            keep: keep.map(Box::new),
+        },
+        now,
+    )
+}
+
+/// An order delivered to E1 with a kept package (otPK 1, kept a day).
+fn downloaded_keeping(s: &Store, i: usize) -> Iccid {
+    let id = order(s, i, None, Some(&format!("MATCH-{i}")), None, true);
+    authenticate(s, &id, E1, Some(&format!("MATCH-{i}")), 5, T0 + 1).expect("authenticate");
+    deliver_keeping(
+        s,
+        &id,
+        E1,
+        None,
+        Some(kept_package(E1, 1, T0 + 2 + 86_400)),
+        T0 + 2,
+    )
+    .expect("delivered");
+    assert_eq!(
+        s.kept_package(&id, T0 + 3)
+            .expect("kept")
+            .map(|k| k.euicc_otpk),
+        Some(vec![0x04, 1])
+    );
+    id
+}
+
+#[test]
+fn a_kept_package_is_written_with_the_delivery_and_replaced_or_kept_by_retries() {
+    let f = fixture(2);
+    let s = &f.store;
+    let id = downloaded_keeping(s, 0);
+    assert_eq!(last_event(s, &id).retry, None);
+
+    // The same key again: the kept package stays as it is.
+    authenticate(s, &id, E1, Some("MATCH-0"), 5, T0 + 10).expect("retry session");
+    let a = deliver_keeping(s, &id, E1, Some(RetryKind::SameKey), None, T0 + 11).expect("same key");
+    assert_eq!(a.record.state, State::Downloaded);
+    let h = last_event(s, &id);
+    assert_eq!(
+        (h.event, h.from, h.to, h.retry),
+        (
+            Event::BppDelivered,
+            Some(State::Downloaded),
+            State::Downloaded,
+            Some(RetryKind::SameKey)
+        )
+    );
+    assert_eq!(
+        s.kept_package(&id, T0 + 12).expect("kept").map(|k| k.bpp),
+        Some(vec![0xbf, 0x36, 0x01, 1])
+    );
+
+    // A new key: the new binding replaces it.
+    let a = deliver_keeping(
+        s,
+        &id,
+        E1,
+        Some(RetryKind::Rebind),
+        Some(kept_package(E1, 2, T0 + 86_400)),
+        T0 + 13,
+    )
+    .expect("rebind");
+    assert_eq!(a.record.state, State::Downloaded);
+    assert_eq!(last_event(s, &id).retry, Some(RetryKind::Rebind));
+    assert_eq!(
+        s.kept_package(&id, T0 + 14)
+            .expect("kept")
+            .map(|k| k.euicc_otpk),
+        Some(vec![0x04, 2])
+    );
+    // A new binding with retries turned off: nothing kept.
+    deliver_keeping(s, &id, E1, Some(RetryKind::Rebind), None, T0 + 15).expect("rebind");
+    assert!(!s.has_kept_package(&id).expect("kept?"));
+
+    // A delivery the store refuses keeps nothing: another EID.
+    let other = order(s, 1, Some(E1), Some("MATCH-1"), None, true);
+    let r = deliver_keeping(
+        s,
+        &other,
+        E2,
+        None,
+        Some(kept_package(E2, 3, T0 + 86_400)),
+        T0 + 16,
+    );
+    assert_eq!(code_of(r), codes::EID_REFUSED);
+    assert!(!s.has_kept_package(&other).expect("kept?"));
+    // Nor one refused for the order's expiry (committed as Error).
+    let t = rec(s, &other).expires_at.expect("expiry");
+    let r = deliver_keeping(s, &other, E1, None, Some(kept_package(E1, 3, t + 9)), t);
+    assert_eq!(code_of(r), codes::ORDER_EXPIRED);
+    assert_eq!(rec(s, &other).state, State::Error);
+    assert!(!s.has_kept_package(&other).expect("kept?"));
+    assert_consistent(s);
+}
+
+#[test]
+fn a_kept_package_expires_with_its_own_time_and_never_outlives_the_order() {
+    let f = fixture(3);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-0"), None, true);
+    authenticate(s, &id, E1, Some("MATCH-0"), 5, T0 + 1).expect("authenticate");
+    let order_expiry = rec(s, &id).expires_at.expect("expiry");
+    // Asked for longer than the order lives: clamped to the order's expiry.
+    deliver_keeping(
+        s,
+        &id,
+        E1,
+        None,
+        Some(kept_package(E1, 1, order_expiry + 1000)),
+        T0 + 2,
+    )
+    .expect("delivered");
+    let k = s.kept_package(&id, T0 + 3).expect("read").expect("kept");
+    assert_eq!(k.expires_at, order_expiry);
+    // Past its expiry it is not served, and the read removes it.
+    assert!(s.has_kept_package(&id).expect("kept?"));
+    assert_eq!(s.kept_package(&id, order_expiry).expect("read"), None);
+    assert!(!s.has_kept_package(&id).expect("kept?"));
+    assert_eq!(rec(s, &id).state, State::Downloaded);
+
+    // The sweep removes only the expired ones.
+    let early = downloaded_keeping(s, 1);
+    let late = order(s, 2, None, Some("MATCH-2"), None, true);
+    authenticate(s, &late, E1, Some("MATCH-2"), 5, T0 + 1).expect("authenticate");
+    deliver_keeping(
+        s,
+        &late,
+        E1,
+        None,
+        Some(kept_package(E1, 2, T0 + 2 + 2 * 86_400)),
+        T0 + 2,
+    )
+    .expect("delivered");
+    assert_eq!(s.sweep_kept_packages(T0 + 3).expect("sweep"), 0);
+    assert_eq!(s.sweep_kept_packages(T0 + 2 + 86_400).expect("sweep"), 1);
+    assert!(!s.has_kept_package(&early).expect("kept?"));
+    assert!(s.has_kept_package(&late).expect("kept?"));
+    assert_consistent(s);
+}
+
+#[test]
+fn a_kept_package_is_erased_on_every_exit_from_downloaded() {
+    let f = fixture(6);
+    let s = &f.store;
+    let data = [0xa0, 0x03, 0x80, 0x01, 0x00];
+    let gone = |id: &Iccid, state: State| {
+        assert_eq!(rec(s, id).state, state);
+        assert!(
+            !s.has_kept_package(id).expect("kept?"),
+            "kept package left in {state}"
+        );
+    };
+
+    // Installed.
+    let id = downloaded_keeping(s, 0);
+    install(s, &id, true, &data, None, T0 + 5).expect("installed");
+    gone(&id, State::Installed);
+
+    // Installation failure: Error; then cancelled to Available.
+    let id = downloaded_keeping(s, 1);
+    install(s, &id, false, &data, Some("bad"), T0 + 5).expect("failed");
+    gone(&id, State::Error);
+    es9(
+        s,
+        Command::CancelOrder {
+            operator: OP.into(),
+            iccid: id.clone(),
+            eid: Some(eid(E1)),
+            matching_id: Some("MATCH-1".into()),
+            final_status: smdpplus::store::FinalStatus::Available,
+        },
+        T0 + 6,
+    )
+    .expect("cancel");
+    gone(&id, State::Available);
+
+    // A terminal CancelSession.
+    let id = downloaded_keeping(s, 2);
+    cancelled(s, &id, END_USER_REJECTION, "end user rejection", T0 + 5).expect("cancelled");
+    gone(&id, State::Error);
+
+    // The order's time to live.
+    let id = downloaded_keeping(s, 3);
+    let t = rec(s, &id).expires_at.expect("expiry");
+    es9(s, Command::Expire { iccid: id.clone() }, t).expect("expire");
+    gone(&id, State::Error);
+
+    // The download-attempt limit.
+    let id = downloaded_keeping(s, 4);
+    let r = authenticate(s, &id, E1, Some("MATCH-4"), 1, T0 + 5);
+    assert_eq!(code_of(r), codes::DOWNLOAD_RETRIES_EXCEEDED);
+    gone(&id, State::Error);
+
+    // The confirmation-code limit (a retry session of a delivered order).
+    let id = order(s, 5, None, Some("MATCH-5"), Some("1234"), true);
+    authenticate(s, &id, E1, Some("MATCH-5"), 5, T0 + 1).expect("authenticate");
+    check_cc(s, &id, TID, Some(hash_cc(b"1234", TID)), 3, T0 + 1).expect("cc");
+    deliver_keeping(
+        s,
+        &id,
+        E1,
+        None,
+        Some(kept_package(E1, 1, T0 + 86_400)),
+        T0 + 2,
+    )
+    .expect("delivered");
+    assert!(s.has_kept_package(&id).expect("kept?"));
+    for _ in 0..3 {
+        let _ = check_cc(s, &id, TID, Some(vec![0; 32]), 3, T0 + 3);
+    }
+    gone(&id, State::Error);
     assert_consistent(s);
 }

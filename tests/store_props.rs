@@ -713,7 +713,12 @@ fn command(op: &Op, before: &Snapshot, store: &Store, now: i64) -> Result<Plan, 
         Op::Bpp { sel, eid: e } => {
             let i = pick(sel, before, open);
             let e = es9_eid(*e, current(&i), sel);
-            planned(Command::BppDelivered { iccid: i, eid: e })
+            planned(Command::BppDelivered {
+                iccid: i,
+                eid: e,
+                retry: None,
+                keep: None,
+            })
         }
         Op::Install { sel, success } => {
             let i = pick(sel, before, |r| r.state == State::Downloaded);
@@ -2372,6 +2377,8 @@ fn session(
         cmd: Command::BppDelivered {
             iccid: iccid.clone(),
             eid,
+            retry: None,
+            keep: None,
         },
         event: None,
         cc_right: false,

@@ -51,6 +51,11 @@ pub struct Es9Config {
     /// Life of a session that has not reached AuthenticateClient (at most
     /// `session_ttl_secs`); an authenticated one lives `session_ttl_secs`.
     pub pending_session_ttl_secs: u64,
+    /// How long a delivered Bound Profile Package is kept for a retry in a
+    /// later RSP session with the same otPK.EUICC.ECKA (SGP.22 §5.6.2,
+    /// §5.6.3 bppEuiccOtpk), at most the order's time to live; 0 keeps
+    /// none (every later session binds anew).
+    pub bpp_retry_secs: u64,
 }
 
 impl Default for Es9Config {
@@ -63,6 +68,7 @@ impl Default for Es9Config {
             rate_limit_max_clients: 100_000,
             max_sessions: 100_000,
             pending_session_ttl_secs: 120,
+            bpp_retry_secs: 24 * 3600,
         }
     }
 }

@@ -29,8 +29,10 @@ use crate::pki::smdp::{SmdpCredentials, SmdpKeyring};
 use crate::pki::x509::KeyId;
 use crate::profile::protect::{Keyring, ProtectedPackage};
 use crate::profile::stored::StoredPackage;
+use crate::store::bound::{KeptPackage, KEPT_VERSION};
+use crate::store::lifecycle::State;
 use crate::store::session::Admission;
-use crate::store::{Command, Ctx};
+use crate::store::{Command, Ctx, RetryKind};
 use rand::RngCore;
 
 /// hostId in the BSP key derivation and the CRT of BF23 (§2.6.6.1, §5.5.1).
@@ -469,10 +471,25 @@ pub async fn authenticate_client(
 
     let cred = credentials(app, &expect.dp_ci)?;
     let metadata = profile_metadata(app, &iccid, &record.profile_type)?;
+    // "Check if download retry" (§3.1.3 step 5, §5.6.3): a package kept
+    // from an earlier session of this Downloaded order, bound for this
+    // eUICC under this DPpb with this metadata, is named by its
+    // otPK.EUICC so that an eUICC that kept the key pair reuses it.
+    let bpp_euicc_otpk = match record.state {
+        State::Downloaded => {
+            let metadata_der = metadata.encode();
+            app.store
+                .kept_package(&iccid, now)?
+                .filter(|k| k.eid == eid.as_str() && k.dp_ci == expect.dp_ci)
+                .filter(|k| k.metadata == metadata_der)
+                .map(|k| k.euicc_otpk)
+        }
+        _ => None,
+    };
     let smdp_signed2 = SmdpSigned2 {
         transaction_id: TransactionId::new(&req.transaction_id).map_err(internal)?,
         cc_required_flag: !record.cc_hashes.is_empty(),
-        bpp_euicc_otpk: None,
+        bpp_euicc_otpk,
     };
     let smdp_signature2 = cred
         .dppb()
@@ -680,44 +697,76 @@ pub async fn get_bound_profile_package(
     let record = checked?.record;
     let cred = credentials(app, &auth.dp_ci)?;
 
-    // The same otPK.EUICC again: the same BPP, BF23 re-signed (§5.6.2).
-    if let Some(d) = &previous {
-        if d.euicc_otpk == euicc_otpk {
-            let mut bpp = BoundProfilePackage::decode(&d.bpp).map_err(internal)?;
-            bpp.initialise_secure_channel_request =
-                sign_bf23(cred, bpp.initialise_secure_channel_request, &euicc_otpk)?;
-            return Ok(GetBoundProfilePackageResponse {
-                transaction_id: req.transaction_id.clone(),
-                bound_profile_package: bpp.to_der(),
-            });
-        }
-    }
-
-    // A first binding, or a new otPK.EUICC: the stored Protected Profile
-    // Package can always be bound again (§5.6.2 allows re-binding).
-    let stored = app
-        .store
-        .package(&record)?
-        .ok_or_else(|| Error::internal("profile package missing"))?;
-    let package = StoredPackage::from_bytes(&stored)
-        .and_then(|p| p.protected(&app.keyring(), &app.templates, iccid.as_str()))
-        .map_err(internal)?;
+    // The BPP already bound to this otPK.EUICC can be re-used: only the
+    // signature of InitialiseSecureChannel is made again (§5.6.2). It is
+    // the one delivered earlier in this session, or one kept from an
+    // earlier session whose eUICC reused its one-time key pair (§5.6.3
+    // bppEuiccOtpk, §5.7.5). Nothing in the 87/88/86 segments depends on
+    // the transactionId: the session keys come from the two otPKs and the
+    // EID, so BF23 alone carries this session's transactionId.
     let metadata = profile_metadata(app, &iccid, &record.profile_type)?.encode();
-    let bpp = bind(
-        cred,
-        &req.transaction_id,
-        &eid,
-        &euicc_otpk,
-        &metadata,
-        &package,
-        &app.keyring(),
-        &iccid,
-        !app.config.session_keys_only,
-    )?;
+    let bound = match (&previous, record.state) {
+        (Some(d), _) if d.euicc_otpk == euicc_otpk => Some(d.bpp.clone()),
+        (_, State::Downloaded) => app
+            .store
+            .kept_package(&iccid, now)?
+            .filter(|k| k.eid == eid.as_str() && k.dp_ci == auth.dp_ci)
+            .filter(|k| k.metadata == metadata && k.euicc_otpk == euicc_otpk)
+            .map(|k| k.bpp),
+        _ => None,
+    };
+    let retry_of_delivered = record.state == State::Downloaded;
+    let (bpp, retry, keep) = match bound {
+        Some(bound) => {
+            let mut bpp = BoundProfilePackage::decode(&bound).map_err(internal)?;
+            let mut bf23 = bpp.initialise_secure_channel_request;
+            bf23.transaction_id = TransactionId::new(&req.transaction_id).map_err(internal)?;
+            bpp.initialise_secure_channel_request = sign_bf23(cred, bf23, &euicc_otpk)?;
+            (bpp.to_der(), Some(RetryKind::SameKey), None)
+        }
+        None => {
+            // A first binding, or a new otPK.EUICC: the stored Protected
+            // Profile Package can always be bound again (§5.6.2 allows
+            // re-binding); the new binding replaces any kept one.
+            let stored = app
+                .store
+                .package(&record)?
+                .ok_or_else(|| Error::internal("profile package missing"))?;
+            let package = StoredPackage::from_bytes(&stored)
+                .and_then(|p| p.protected(&app.keyring(), &app.templates, iccid.as_str()))
+                .map_err(internal)?;
+            let bpp = bind(
+                cred,
+                &req.transaction_id,
+                &eid,
+                &euicc_otpk,
+                &metadata,
+                &package,
+                &app.keyring(),
+                &iccid,
+                !app.config.session_keys_only,
+            )?;
+            let keep_secs = app.config.es9.bpp_retry_secs;
+            let keep = (keep_secs > 0).then(|| {
+                Box::new(KeptPackage {
+                    v: KEPT_VERSION,
+                    eid: eid.as_str().to_owned(),
+                    dp_ci: auth.dp_ci.clone(),
+                    euicc_otpk: euicc_otpk.clone(),
+                    metadata: metadata.clone(),
+                    bpp: bpp.clone(),
+                    expires_at: now.saturating_add(i64::try_from(keep_secs).unwrap_or(i64::MAX)),
+                })
+            });
+            (bpp, retry_of_delivered.then_some(RetryKind::Rebind), keep)
+        }
+    };
     let delivered = app.store.apply(
         &Command::BppDelivered {
             iccid: iccid.clone(),
             eid: eid.clone(),
+            retry,
+            keep,
         },
         &ctx,
     );
@@ -739,9 +788,15 @@ pub async fn get_bound_profile_package(
         transaction_id = %hex::encode_upper(&req.transaction_id),
         %iccid,
         bytes = bpp.len(),
-        rebound = previous.is_some(),
+        retry = retry.map(RetryKind::as_str),
         "BPP delivered"
     );
+    if let Some(kind) = retry {
+        app.metrics
+            .bpp_retries
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
     Ok(GetBoundProfilePackageResponse {
         transaction_id: req.transaction_id.clone(),
         bound_profile_package: bpp,

@@ -81,6 +81,14 @@ struct Session {
     metadata: Option<Vec<u8>>,
 }
 
+/// An unused one-time key pair kept for a retry with the SM-DP+ that asked
+/// for it (§3.1.3, §5.7.14, §5.7.15).
+struct KeptKey {
+    smdp_oid: Oid,
+    otpk: Vec<u8>,
+    pair: OneTimeKeyPair,
+}
+
 /// A profile the software eUICC installed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Installed {
@@ -101,6 +109,7 @@ pub struct SoftEuicc {
     cis: CiSet,
     challenge: Option<[u8; 16]>,
     session: Option<Session>,
+    kept: Option<KeptKey>,
     seq_number: i64,
     /// Profiles installed so far.
     pub installed: Vec<Installed>,
@@ -141,6 +150,7 @@ impl SoftEuicc {
             cis,
             challenge: None,
             session: None,
+            kept: None,
             seq_number: 0,
             installed: vec![],
             forbidden_pprs: vec![],
@@ -174,6 +184,23 @@ impl SoftEuicc {
         &self.eid
     }
 
+    /// Keeps a discarded session's one-time key pair, if PrepareDownload
+    /// made one (it is unused: LoadBoundProfilePackage consumes it).
+    fn keep_unused_key(&mut self, s: Session) {
+        if let (Some(smdp_oid), Some(otpk), Some(pair)) = (s.smdp_oid, s.euicc_otpk, s.one_time) {
+            self.kept = Some(KeptKey {
+                smdp_oid,
+                otpk,
+                pair,
+            });
+        }
+    }
+
+    /// otPK.EUICC.ECKA of the one-time key pair kept for a retry, if any.
+    pub fn kept_otpk(&self) -> Option<&[u8]> {
+        self.kept.as_ref().map(|k| k.otpk.as_slice())
+    }
+
     /// The CI of this eUICC's own chain (its EUM certificate's AKI).
     fn own_ci(&self) -> Result<KeyId, EuiccError> {
         let (_, eum) = x509_parser::parse_x509_certificate(&self.eum_certificate).map_err(ierr)?;
@@ -189,8 +216,14 @@ impl SoftEuicc {
         Err(ierr("EUM certificate has no AuthorityKeyIdentifier"))
     }
 
-    /// ES10b.GetEUICCChallenge (§5.7.7): 16 fresh random bytes.
+    /// ES10b.GetEUICCChallenge (§5.7.7, §5.7.15): 16 fresh random bytes.
+    /// A previous session that was not completed is discarded; its unused
+    /// one-time key pair is kept, with the SM-DP+ OID, for a retry
+    /// (§3.1.3).
     pub fn get_euicc_challenge(&mut self) -> [u8; 16] {
+        if let Some(s) = self.session.take() {
+            self.keep_unused_key(s);
+        }
         let c: [u8; 16] = rand::random();
         self.challenge = Some(c);
         c
@@ -335,8 +368,12 @@ impl SoftEuicc {
 
     /// ES10b.PrepareDownload (§5.7.5): checks CERT.DPpb and smdpSignature2,
     /// makes the one-time key pair, and signs EUICCSigned2 (with hashCc
-    /// when the SM-DP+ asks for a confirmation code). `reuse_otpk` keeps
-    /// the previous one-time key (a retry, §3.1.3).
+    /// when the SM-DP+ asks for a confirmation code). When smdpSigned2
+    /// carries bppEuiccOtpk and it is the otPK of the key pair kept for
+    /// this SM-DP+, that pair serves this session; otherwise a new pair is
+    /// made and any kept one is erased. `reuse_otpk` keeps this session's
+    /// one-time key (a retry of GetBoundProfilePackage in the same
+    /// session, §3.1.3).
     pub fn prepare_download(
         &mut self,
         smdp_signed2: &[u8],
@@ -375,7 +412,14 @@ impl SoftEuicc {
             (true, None) => None,
             (false, _) => None,
         };
-        if !(reuse_otpk && s.one_time.is_some()) {
+        let kept = self.kept.take().filter(|k| {
+            signed.bpp_euicc_otpk.as_deref() == Some(k.otpk.as_slice())
+                && s.smdp_oid.as_ref() == Some(&k.smdp_oid)
+        });
+        if let Some(k) = kept {
+            s.euicc_otpk = Some(k.otpk);
+            s.one_time = Some(k.pair);
+        } else if !(reuse_otpk && s.one_time.is_some()) {
             let otk =
                 OneTimeKeyPair::generate(dppb.curve(), &mut rand::rngs::OsRng).map_err(ierr)?;
             s.euicc_otpk = Some(otk.public_key().to_vec());
@@ -649,7 +693,19 @@ impl SoftEuicc {
             .smdp_oid
             .clone()
             .ok_or(EuiccError::NoSession("no SM-DP+ authenticated"))?;
-        self.cancel_session_with(&s.transaction_id, smdp_oid, reason)
+        let transaction_id = s.transaction_id.clone();
+        // §5.7.14: after 'postponed' or 'timeout' the unused one-time key
+        // pair may be kept for a retry; any other reason ends the download,
+        // and with it any pair kept for this SM-DP+.
+        if matches!(
+            reason,
+            CancelSessionReason::Postponed | CancelSessionReason::Timeout
+        ) {
+            self.keep_unused_key(s);
+        } else if self.kept.as_ref().map(|k| &k.smdp_oid) == Some(&smdp_oid) {
+            self.kept = None;
+        }
+        self.cancel_session_with(&transaction_id, smdp_oid, reason)
     }
 
     /// A CancelSessionResponse for any transactionId and SM-DP+ OID (tests

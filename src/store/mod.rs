@@ -27,6 +27,7 @@
 //! | `q/` | expiry (u64 BE) transactionId | - (pending session expiry; [`session`]) |
 //! | `u/` `k/` `l/` `d/` `r/` `w/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
 //! | `g/` | ICCID | SIM balance ([`balance`]) |
+//! | `n/` | ICCID | Bound Profile Package kept for a retry ([`bound`]) |
 //!
 //! Index entries are derived from the record alone ([`index_keys`],
 //! [`outbox_index_keys`]), and every write replaces the old record's entries
@@ -38,6 +39,7 @@
 //! one fsync (group commit). Callers acknowledge a transition only after it.
 
 pub mod balance;
+pub mod bound;
 pub mod lifecycle;
 pub mod mobileplans;
 pub mod record;
@@ -47,7 +49,7 @@ use crate::error::{codes, Error, Result, StatusCode};
 use crate::ids::{generate_matching_id, Eid, Iccid};
 use lifecycle::{Event, State};
 pub use record::{
-    HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RECORD_VERSION,
+    HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RetryKind, RECORD_VERSION,
 };
 use sha2::{Digest, Sha256};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -169,6 +171,13 @@ pub enum Command {
         iccid: Iccid,
         /// The authenticated eUICC.
         eid: Eid,
+        /// For an order already Downloaded: how the package was served
+        /// again (recorded in history).
+        retry: Option<RetryKind>,
+        /// The package to keep for a retry in a later session
+        /// ([`bound`]); `None` removes a kept one, except on a
+        /// [`RetryKind::SameKey`] delivery, which serves the kept one.
+        keep: Option<Box<bound::KeptPackage>>,
     },
     /// A verified ProfileInstallationResult (§5.6.4).
     InstallResult {
@@ -571,6 +580,8 @@ struct Step {
     note: Option<Note>,
     /// See [`Applied::refusal`].
     refusal: Option<Error>,
+    /// Recorded in the history entry of the event.
+    retry: Option<RetryKind>,
 }
 
 impl Step {
@@ -581,6 +592,7 @@ impl Step {
             event,
             note: None,
             refusal: None,
+            retry: None,
         }
     }
     fn notify(mut self, note: Note) -> Step {
@@ -1322,7 +1334,12 @@ impl Store {
                     }
                 }
             }
-            Command::BppDelivered { iccid, eid } => {
+            Command::BppDelivered {
+                iccid,
+                eid,
+                retry,
+                keep,
+            } => {
                 let old = self.load(tx, iccid)?;
                 let mut new = old.clone();
                 match &old.eid {
@@ -1339,7 +1356,23 @@ impl Store {
                         return self.finish(tx, ctx, step);
                     }
                 }
-                let step = Step::new(old.clone(), new, Some(Event::BppDelivered));
+                let k = bound::kept_key(iccid.as_str());
+                match (keep, retry) {
+                    (Some(p), _) => {
+                        let mut p = (**p).clone();
+                        // Never beyond the order's own time to live.
+                        if let Some(t) = old.expires_at {
+                            p.expires_at = p.expires_at.min(t);
+                        }
+                        tx.insert(k, encode(&p))?;
+                    }
+                    (None, Some(RetryKind::SameKey)) => {}
+                    (None, _) => {
+                        tx.remove(k)?;
+                    }
+                }
+                let mut step = Step::new(old.clone(), new, Some(Event::BppDelivered));
+                step.retry = *retry;
                 if old.state == State::Released {
                     step.notify(
                         Note::new(POINT_BPP_DOWNLOAD, PointStatus::Success, &old).with_eid(eid),
@@ -1434,6 +1467,7 @@ impl Store {
             event,
             note,
             refusal,
+            retry,
         } = step;
         let changed = match event {
             Some(event) => {
@@ -1449,6 +1483,7 @@ impl Store {
                         from: Some(old.state),
                         to,
                         caller: ctx.caller.to_owned(),
+                        retry,
                     };
                     tx.insert(history_key(&new.iccid, new.history_len), encode(&h))?;
                     new.history_len += 1;
@@ -1461,6 +1496,12 @@ impl Store {
         if changed {
             if !new.state.can_expire() {
                 new.expires_at = None;
+            }
+            // A kept package lives only while its order is Downloaded:
+            // installed, failed, expired or cancelled, it is erased here,
+            // in the transition's own transaction.
+            if new.state != State::Downloaded {
+                tx.remove(bound::kept_key(&new.iccid))?;
             }
             if let Some(n) = note {
                 let id = tx.generate_id()?;

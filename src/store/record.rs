@@ -65,6 +65,7 @@ impl ProfileRecord {
             from: None,
             to: State::Available,
             caller: caller.clone(),
+            retry: None,
         })
     }
 }
@@ -84,6 +85,31 @@ pub struct HistoryEntry {
     pub to: State,
     /// Who caused it: an operator id or `smdpplus`.
     pub caller: String,
+    /// A delivery to an eUICC that had the package already (§5.6.2): how
+    /// it was served again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryKind>,
+}
+
+/// How a Bound Profile Package was delivered again for an order already
+/// Downloaded (SGP.22 §5.6.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RetryKind {
+    /// The eUICC reused its otPK.EUICC.ECKA: the same bound segments under
+    /// a fresh InitialiseSecureChannel.
+    SameKey,
+    /// A new otPK.EUICC.ECKA: the package was bound anew.
+    Rebind,
+}
+
+impl RetryKind {
+    /// The name in history and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryKind::SameKey => "same_key",
+            RetryKind::Rebind => "rebind",
+        }
+    }
 }
 
 /// The outcome reported to the operator at a notification point (§5.3.5).
