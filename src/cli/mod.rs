@@ -2,6 +2,7 @@
 //! running server over mutual TLS (`es2`, `profiles`, `outbox`), and a load
 //! generator (`load`).
 
+mod health;
 mod load;
 
 use crate::config::{Config, FileConfig, Overrides};
@@ -86,6 +87,16 @@ pub enum Cmd {
         /// What to load.
         #[command(subcommand)]
         action: LoadCmd,
+    },
+    /// Check a running server's operations endpoint (for container and
+    /// service health checks): exit status 0 when it answers 200.
+    Health {
+        /// Plain-HTTP URL of the endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
     },
     /// Inspect the ES2+ notification outbox of a running server.
     Outbox {
@@ -447,6 +458,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Euicc { action } => euicc(action).await,
         Cmd::Keys { action } => keys(action).await,
         Cmd::Load { action } => load_cmd(action).await,
+        Cmd::Health { url, timeout_secs } => {
+            health::run(&url, Duration::from_secs(timeout_secs.max(1))).await
+        }
         Cmd::WalledGarden {
             json,
             config,
