@@ -771,3 +771,505 @@ fn promql_and_rules_pass_promtool() {
     let out = run_clean(unit, "promtool test rules");
     assert!(out.contains("SUCCESS"), "{out}");
 }
+
+// ---------------------------------------------------------------------------
+// The image, the compose file and their provisioning.
+
+/// The Dockerfile's instructions (continuation lines joined, comments
+/// dropped) of the final stage: (instruction, arguments).
+fn dockerfile_final_stage() -> Vec<(String, String)> {
+    let text = read("docker/Dockerfile");
+    let mut joined = vec![];
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(t);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    let last_from = joined
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("FROM");
+    joined[last_from..]
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(i, a)| (i.to_owned(), a.trim().to_owned()))
+        .collect()
+}
+
+/// The `SMDPPLUS_*_LISTEN` variables `smdpplus serve` reads: one per
+/// listener.
+fn listener_env_vars() -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_smdpplus"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let vars: Vec<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split_once('=').map(|(v, _)| v.to_owned()))
+        .filter(|v| v.ends_with("_LISTEN"))
+        .collect();
+    assert!(vars.len() >= 5, "{help}");
+    vars
+}
+
+/// The Dockerfile's `ENV` pairs.
+fn dockerfile_env(stage: &[(String, String)]) -> BTreeMap<String, String> {
+    stage
+        .iter()
+        .filter(|(i, _)| i == "ENV")
+        .flat_map(|(_, a)| a.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {addr}"))
+}
+
+const OPS_ENV: &str = "SMDPPLUS_OPS_LISTEN";
+
+#[test]
+fn image_binds_exposes_and_health_checks_every_listener() {
+    let stage = dockerfile_final_stage();
+    let env = dockerfile_env(&stage);
+    let exposed: BTreeSet<u16> = stage
+        .iter()
+        .filter(|(i, _)| i == "EXPOSE")
+        .flat_map(|(_, a)| {
+            a.split_whitespace()
+                .map(|p| p.parse::<u16>().expect("port"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for var in listener_env_vars() {
+        let addr = env
+            .get(&var)
+            .unwrap_or_else(|| panic!("the Dockerfile does not set {var}: {env:?}"));
+        assert!(
+            addr.starts_with("0.0.0.0:"),
+            "{var}={addr} is not reachable from outside the container"
+        );
+        assert!(
+            exposed.contains(&port_of(addr)),
+            "{var}={addr} not in EXPOSE {exposed:?}"
+        );
+    }
+    assert_eq!(
+        env.get("SMDPPLUS_DATA_DIR").map(String::as_str),
+        Some("/data")
+    );
+    let user = stage
+        .iter()
+        .rfind(|(i, _)| i == "USER")
+        .expect("USER")
+        .1
+        .clone();
+    assert!(
+        user.split(':')
+            .all(|p| p.parse::<u32>().is_ok_and(|id| id > 0)),
+        "USER {user}: numeric and not root"
+    );
+    // The health check asks the operations listener's /readyz.
+    let health = &stage
+        .iter()
+        .find(|(i, _)| i == "HEALTHCHECK")
+        .expect("HEALTHCHECK")
+        .1;
+    let cmd = health.split_once("CMD ").expect("HEALTHCHECK CMD").1;
+    let cmd: Vec<String> = serde_json::from_str(cmd).expect("exec form");
+    let url = format!("http://127.0.0.1:{}/readyz", port_of(&env[OPS_ENV]));
+    assert_eq!(cmd, ["smdpplus", "health", "--url", url.as_str()]);
+}
+
+fn compose() -> Yaml {
+    yaml("docker/compose.yaml")
+}
+
+fn strings(v: &Yaml) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_services_ports_health_checks_and_volumes() {
+    let c = compose();
+    let services = c["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(Yaml::as_str).collect();
+    for s in ["smdpplus", "prometheus", "grafana"] {
+        assert!(names.contains(s), "no {s} service: {names:?}");
+    }
+    let docker = repo("docker");
+    // Built from this repository's Dockerfile.
+    let smdp = &c["services"]["smdpplus"];
+    let context = docker.join(smdp["build"]["context"].as_str().expect("context"));
+    assert_eq!(
+        context.canonicalize().expect("context"),
+        repo("").canonicalize().expect("repo")
+    );
+    assert!(context
+        .join(smdp["build"]["dockerfile"].as_str().expect("dockerfile"))
+        .is_file());
+
+    // Every listener published; the operations listener on loopback only.
+    let env = dockerfile_env(&dockerfile_final_stage());
+    let published: Vec<(String, u16)> = strings(&smdp["ports"])
+        .iter()
+        .map(|p| {
+            let (host, container) = p.rsplit_once(':').expect("host:container");
+            (host.to_owned(), container.parse().expect("container port"))
+        })
+        .collect();
+    for var in listener_env_vars() {
+        let port = port_of(&env[&var]);
+        let (host, _) = published
+            .iter()
+            .find(|(_, c)| *c == port)
+            .unwrap_or_else(|| panic!("{var} port {port} not published: {published:?}"));
+        if var == OPS_ENV {
+            assert!(
+                host.starts_with("127.0.0.1:"),
+                "operations published on {host}"
+            );
+        }
+    }
+
+    // The same health check as the image's; every service has one.
+    let image_check = dockerfile_final_stage()
+        .into_iter()
+        .find(|(i, _)| i == "HEALTHCHECK")
+        .expect("HEALTHCHECK")
+        .1;
+    let image_cmd: Vec<String> =
+        serde_json::from_str(image_check.split_once("CMD ").expect("CMD").1).expect("exec form");
+    assert_eq!(strings(&smdp["healthcheck"]["test"])[1..], image_cmd[..]);
+    for (name, s) in services {
+        let test = strings(&s["healthcheck"]["test"]);
+        assert!(
+            test.first().is_some_and(|t| t == "CMD" || t == "CMD-SHELL") && test.len() > 1,
+            "{name:?}: no health check"
+        );
+    }
+    assert_eq!(
+        c["services"]["prometheus"]["depends_on"]["smdpplus"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+
+    // Volumes: named ones declared (and each declared one used), bind
+    // mounts of files that exist in the repository.
+    let declared: BTreeSet<String> = c["volumes"]
+        .as_mapping()
+        .expect("volumes")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let mut used = BTreeSet::new();
+    let mut mounts = BTreeMap::new();
+    for (name, s) in services {
+        for v in strings(&s["volumes"]) {
+            let mut parts = v.split(':');
+            let (source, target) = (parts.next().expect("source"), parts.next().expect("target"));
+            if source.starts_with('.') {
+                let path = docker.join(source);
+                assert!(
+                    path.exists(),
+                    "{name:?} mounts {source}, which does not exist"
+                );
+                mounts.insert(target.to_owned(), path.canonicalize().expect("path"));
+            } else {
+                assert!(
+                    declared.contains(source),
+                    "{name:?}: volume {source} not declared"
+                );
+                used.insert(source.to_owned());
+            }
+        }
+    }
+    assert_eq!(used, declared, "declared volumes that no service uses");
+    assert!(
+        strings(&smdp["volumes"])
+            .iter()
+            .any(|v| v.ends_with(":/data")),
+        "the data directory is not on a volume"
+    );
+
+    // Prometheus: its configuration and the alerts side by side (rule_files
+    // is relative), scraping the smdpplus service's operations port.
+    let prom_config = mounts
+        .get("/etc/prometheus/prometheus.yml")
+        .expect("prometheus.yml mounted");
+    let prom: Yaml = serde_yaml::from_str(&std::fs::read_to_string(prom_config).expect("read"))
+        .expect("prometheus.yml");
+    for rule_file in strings(&prom["rule_files"]) {
+        let target = format!("/etc/prometheus/{rule_file}");
+        assert_eq!(
+            mounts.get(&target),
+            Some(
+                &repo("deploy/prometheus/alerts.yml")
+                    .canonicalize()
+                    .expect("alerts")
+            ),
+            "{rule_file}"
+        );
+    }
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(
+        job["job_name"].as_str(),
+        Some("smdpplus"),
+        "the alerts' job label"
+    );
+    let target = format!("smdpplus:{}", port_of(&env[OPS_ENV]));
+    assert_eq!(strings(&job["static_configs"][0]["targets"]), [target]);
+
+    // Grafana: the provisioned data source is the prometheus service, and
+    // the dashboard lies where the provider looks.
+    assert_eq!(
+        mounts.get("/etc/grafana/provisioning"),
+        Some(
+            &repo("deploy/grafana/provisioning")
+                .canonicalize()
+                .expect("provisioning")
+        )
+    );
+    let ds = yaml("deploy/grafana/provisioning/datasources/smdpplus.yml");
+    assert_eq!(
+        ds["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+    let provider = yaml("deploy/grafana/provisioning/dashboards/smdpplus.yml");
+    let dir = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .expect("path");
+    let dashboard = repo("deploy/grafana/smdpplus.json")
+        .canonicalize()
+        .expect("dashboard");
+    assert!(
+        mounts
+            .iter()
+            .any(|(t, s)| *s == dashboard && Path::new(t).parent() == Some(Path::new(dir))),
+        "deploy/grafana/smdpplus.json is not mounted in {dir}"
+    );
+}
+
+#[test]
+fn container_files_pass_their_linters() {
+    if let Some(mut hadolint) = tool("hadolint") {
+        // .hadolint.yaml at the repository root: strict, no rule ignored.
+        hadolint.current_dir(repo("")).arg("docker/Dockerfile");
+        run_clean(hadolint, "hadolint docker/Dockerfile");
+    }
+    if let Some(mut schema) = tool("check-jsonschema") {
+        schema
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(repo("docker/compose.yaml"));
+        run_clean(schema, "check-jsonschema compose-spec");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The systemd unit.
+
+/// The unit's `[Service]` settings, in order (a key may repeat).
+fn service_settings() -> Vec<(String, String)> {
+    let text = read("deploy/smdpplus.service");
+    let mut section = String::new();
+    let mut out = vec![];
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_owned();
+        } else if section == "[Service]" {
+            let (k, v) = line.split_once('=').expect("key=value");
+            out.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn systemd_unit_is_hardened() {
+    let s = service_settings();
+    let get = |k: &str| {
+        s.iter()
+            .rfind(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{k} not set"))
+    };
+    for (k, v) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("KillSignal", "SIGTERM"),
+    ] {
+        assert_eq!(get(k), v, "{k}");
+    }
+    // Not root: a dynamic or a dedicated user.
+    assert!(
+        s.iter().any(|(k, v)| k == "DynamicUser" && v == "yes")
+            || s.iter()
+                .any(|(k, v)| k == "User" && v != "root" && !v.is_empty()),
+        "no user"
+    );
+    // The data directory is the state directory, the one writable place.
+    let state = get("StateDirectory");
+    let envs: Vec<&str> = s
+        .iter()
+        .filter(|(k, _)| k == "Environment")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(
+        envs.contains(&format!("SMDPPLUS_DATA_DIR=/var/lib/{state}").as_str()),
+        "{envs:?}"
+    );
+    assert!(get("ExecStart").ends_with(" serve"), "{}", get("ExecStart"));
+    // Room for every listener's default connection cap plus the store.
+    let limits = smdpplus::http::listener::Listeners::resolve(&Default::default());
+    let nofile: u64 = get("LimitNOFILE").parse().expect("LimitNOFILE");
+    assert!(
+        nofile >= limits.total_connections() + 256,
+        "LimitNOFILE={nofile} < {} + 256",
+        limits.total_connections()
+    );
+    // The stop timeout covers the 30 s drain.
+    let stop: u64 = get("TimeoutStopSec")
+        .trim_end_matches('s')
+        .parse()
+        .expect("secs");
+    assert!(stop > 30, "TimeoutStopSec={stop}");
+
+    let Some(mut verify) = tool("systemd-analyze") else {
+        return;
+    };
+    // systemd-analyze checks that ExecStart exists: the built binary stands
+    // in for the installed one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = dir.path().join("smdpplus.service");
+    std::fs::write(
+        &unit,
+        read("deploy/smdpplus.service")
+            .replace("/usr/local/bin/smdpplus", env!("CARGO_BIN_EXE_smdpplus")),
+    )
+    .expect("write unit");
+    verify.arg("verify").arg(&unit);
+    run_clean(verify, "systemd-analyze verify");
+    // Exposure score at most 2.0 of 10 ("OK").
+    let mut security = Command::new("systemd-analyze");
+    security
+        .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+        .arg(&unit);
+    let out = security.output().expect("systemd-analyze security");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn systemd_reload_rotates_the_master_key_online() {
+    use smdpplus::profile::protect::Keyring;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), None);
+    let key_file = dir.path().join("master.key");
+    let (mut ring, _) = Keyring::load_or_create(&key_file).expect("key file");
+    let old = ring.current_id();
+    let new = ring.rotate(&key_file).expect("add a key");
+    assert_ne!(old, new);
+    // What `systemctl reload` runs, with the server's pid as $MAINPID.
+    let reload = service_settings()
+        .into_iter()
+        .rfind(|(k, _)| k == "ExecReload")
+        .expect("ExecReload")
+        .1;
+    // The server writes its pid file just after it reports ready.
+    let pid_file = dir.path().join("smdpplus.pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pid = loop {
+        match std::fs::read_to_string(&pid_file) {
+            Ok(p) if !p.trim().is_empty() => break p,
+            _ if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            other => panic!("pid file: {other:?}"),
+        }
+    };
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(reload.replace("$MAINPID", pid.trim()))
+        .status()
+        .expect("reload");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, scrape) = server.ops_get("/metrics").await;
+        let retired = Keyring::load_or_create(&key_file)
+            .map(|(r, _)| r.ids() == vec![new])
+            .unwrap_or(false);
+        if scrape.contains(&format!("\nsmdpplus_master_key_id {new}\n")) && retired {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation to key {new}; log:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.ops_get("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn health_command_follows_the_operations_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), None);
+    let health = |url: String| {
+        Command::new(env!("CARGO_BIN_EXE_smdpplus"))
+            .args(["health", "--url", &url, "--timeout-secs", "5"])
+            .output()
+            .expect("smdpplus health")
+    };
+    let ok = health(format!("http://{}/readyz", server.ops));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = health(format!("http://{}/nowhere", server.ops));
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("HTTP 404"));
+    let ops = server.ops;
+    assert!(server.terminate().success());
+    let gone = health(format!("http://{ops}/readyz"));
+    assert!(!gone.status.success());
+    assert!(!String::from_utf8_lossy(&gone.stderr).is_empty());
+}
