@@ -188,6 +188,10 @@ pub struct OutboxConfig {
     pub max_backoff_ms: u64,
     /// Timeout of one delivery attempt, milliseconds.
     pub request_timeout_ms: u64,
+    /// Most items one pass takes for one operator.
+    pub batch_size: usize,
+    /// Most deliveries in flight to one operator.
+    pub max_in_flight_per_operator: usize,
 }
 
 impl Default for OutboxConfig {
@@ -196,12 +200,14 @@ impl Default for OutboxConfig {
             initial_backoff_ms: 1000,
             max_backoff_ms: 300_000,
             request_timeout_ms: 10_000,
+            batch_size: 64,
+            max_in_flight_per_operator: 8,
         }
     }
 }
 
 /// Windows Mobile Plans: the public addresses of this deployment
-/// (mobile-plans.md §1 "Service configuration", §5 "Walled garden") and
+/// ([MP-Portal] "Service configuration", §5 "Walled garden") and
 /// the reference portal's catalogue.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -331,7 +337,7 @@ impl MobilePlansConfig {
     }
 }
 
-/// How GetBalance callers authenticate (mobile-plans.md §4 "Auth").
+/// How GetBalance callers authenticate ([MP-Account] "Auth").
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum GetBalanceAuth {
@@ -344,7 +350,7 @@ pub enum GetBalanceAuth {
     Basic,
 }
 
-/// The GetBalance API (mobile-plans.md §4).
+/// The GetBalance API ([MP-Account]).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GetBalanceConfig {
@@ -379,7 +385,7 @@ pub struct GetBalanceConfig {
 }
 
 /// The subject Microsoft's GetBalance client certificate carries
-/// (mobile-plans.md §4 "Auth").
+/// ([MP-Account] "Auth").
 pub const MICROSOFT_GETBALANCE_SUBJECT: &str =
     "C=US, ST=WA, L=Redmond, O=Microsoft Corporation, CN=partners.datamart.windows.com";
 
@@ -482,8 +488,14 @@ impl FileConfig {
 pub struct Config {
     /// Holds the sled database (`db/`) and the dev PKI (`pki/`).
     pub data_dir: PathBuf,
-    /// The SM-DP+ address (FQDN) given in activation codes and confirmOrder.
+    /// The SM-DP+ address (FQDN, with `:port` when it is not 443) given in
+    /// activation codes, confirmOrder and the profile metadata's
+    /// notification addresses. When not configured, `localhost` with the
+    /// ES9+ listener's port ([`derived_smdp_address`]).
     pub smdp_address: String,
+    /// Whether [`Config::smdp_address`] was derived from the ES9+ listener
+    /// (not configured): the server sets it again from the bound port.
+    pub smdp_address_derived: bool,
     /// ES9+ (LPA-facing) TLS listener.
     pub es9_listen: SocketAddr,
     /// ES2+ (operator-facing) mutual-TLS listener.
@@ -590,6 +602,10 @@ impl Config {
             .clone()
             .unwrap_or_else(|| data_dir.join("master.key"));
         let mut getbalance = file.getbalance.unwrap_or_default();
+        let es9_listen = o
+            .es9_listen
+            .or(file.es9_listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
         if getbalance.client_ca.is_none() {
             getbalance.client_ca = Some(vec![data_dir.join("pki").join("operator-ca.crt")]);
         }
@@ -599,14 +615,12 @@ impl Config {
                 .operator_ca
                 .unwrap_or_else(|| vec![data_dir.join("pki").join("operator-ca.crt")]),
             data_dir,
+            smdp_address_derived: o.smdp_address.is_none() && file.smdp_address.is_none(),
             smdp_address: o
                 .smdp_address
                 .or(file.smdp_address)
-                .unwrap_or_else(|| "localhost".into()),
-            es9_listen: o
-                .es9_listen
-                .or(file.es9_listen)
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443))),
+                .unwrap_or_else(|| derived_smdp_address(es9_listen.port())),
+            es9_listen,
             es2_listen: o
                 .es2_listen
                 .or(file.es2_listen)
@@ -682,13 +696,16 @@ impl Config {
     /// case-insensitively, with or without a `:port` suffix (lpac sends what
     /// the user typed).
     pub fn is_own_address(&self, given: &str) -> bool {
-        let host = match given.rsplit_once(':') {
-            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => given,
-        };
+        let host = host_of(given);
         std::iter::once(&self.smdp_address)
             .chain(self.extra_smdp_addresses.iter())
-            .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(given))
+            .any(|a| a.eq_ignore_ascii_case(given) || host_of(a).eq_ignore_ascii_case(host))
+    }
+
+    /// The host name of [`Config::smdp_address`], without its port: the
+    /// name in the TLS certificate and of the portal and GetBalance URLs.
+    pub fn smdp_host(&self) -> &str {
+        host_of(&self.smdp_address)
     }
 
     /// Checks every profile type's notifications and reads its icon (PNG or
@@ -723,20 +740,20 @@ impl Config {
             .unwrap_or_else(|| ProfileTypeConfig::fallback(name))
     }
 
-    /// The portal URI registered with Microsoft (mobile-plans.md §1).
+    /// The portal URI registered with Microsoft ([MP-Portal]).
     pub fn portal_url(&self) -> String {
         self.mobile_plans
             .portal_url
             .clone()
-            .unwrap_or_else(|| format!("https://{}/portal", self.smdp_address))
+            .unwrap_or_else(|| format!("https://{}/portal", self.smdp_host()))
     }
 
-    /// The GetBalance base URL, `moBaseUrl` (mobile-plans.md §4).
+    /// The GetBalance base URL, `moBaseUrl` ([MP-Account]).
     pub fn getbalance_url(&self) -> String {
         self.mobile_plans
             .getbalance_url
             .clone()
-            .unwrap_or_else(|| format!("https://{}/v1", self.smdp_address))
+            .unwrap_or_else(|| format!("https://{}/v1", self.smdp_host()))
     }
 
     /// Looks up a configured operator.
@@ -745,9 +762,58 @@ impl Config {
     }
 }
 
+/// The SM-DP+ address when none is configured: `localhost`, with the ES9+
+/// port when it is not 443 (an LPA given `localhost` alone would try 443).
+/// Port 0 (chosen at bind) gives `localhost`; the server derives it again
+/// from the bound port.
+pub fn derived_smdp_address(es9_port: u16) -> String {
+    match es9_port {
+        0 | 443 => "localhost".into(),
+        p => format!("localhost:{p}"),
+    }
+}
+
+/// `address` without a trailing `:port`.
+fn host_of(address: &str) -> &str {
+    match address.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => address,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_address_follows_the_es9_port() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default());
+        assert_eq!(c.smdp_address, "localhost:8443");
+        assert!(c.smdp_address_derived);
+        assert_eq!(c.smdp_host(), "localhost");
+        assert_eq!(c.portal_url(), "https://localhost/portal");
+        assert!(c.is_own_address("localhost"));
+        assert!(c.is_own_address("LOCALHOST:8443"));
+        assert!(c.is_own_address("127.0.0.1"));
+        assert!(c.is_own_address("127.0.0.1:8443"));
+        let c = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                es9_listen: Some(SocketAddr::from(([0, 0, 0, 0], 443))),
+                ..Overrides::default()
+            },
+        );
+        assert_eq!(c.smdp_address, "localhost");
+        let c = Config::resolve(
+            FileConfig {
+                smdp_address: Some("smdp.example.com".into()),
+                ..FileConfig::default()
+            },
+            Overrides::default(),
+        );
+        assert_eq!(c.smdp_address, "smdp.example.com");
+        assert!(!c.smdp_address_derived);
+    }
 
     #[test]
     fn own_address_ignores_case_and_port() {

@@ -31,8 +31,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
+    if cli.log_format == smdpplus::cli::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

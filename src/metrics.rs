@@ -23,6 +23,13 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     /// Outbox delivery attempts by result (`delivered`, `failed`).
     pub outbox_attempts: IntCounterVec,
+    /// ES2+ notifications waiting per operator (set at scrape time).
+    pub outbox_operator_depth: IntGaugeVec,
+    /// Age of each operator's oldest waiting notification, seconds (set at
+    /// scrape time; 0 when none waits).
+    pub outbox_oldest_age: IntGaugeVec,
+    /// Outbox items the delivery worker read from the store, per operator.
+    pub outbox_examined: IntCounterVec,
     /// Identifiers with a wrong check digit seen on the wire, by kind (`eid`, `iccid`).
     pub check_digit_mismatches: IntCounterVec,
     /// Refused TLS handshakes by interface.
@@ -105,6 +112,30 @@ impl Metrics {
                 "Outbox delivery attempts by result",
             ),
             &["result"],
+        )
+        .expect("static metric definition");
+        let outbox_operator_depth = IntGaugeVec::new(
+            Opts::new(
+                "smdpplus_outbox_operator_depth",
+                "ES2+ notifications waiting for delivery, per operator",
+            ),
+            &["operator"],
+        )
+        .expect("static metric definition");
+        let outbox_oldest_age = IntGaugeVec::new(
+            Opts::new(
+                "smdpplus_outbox_oldest_item_age_seconds",
+                "Age of the operator's oldest ES2+ notification waiting for delivery",
+            ),
+            &["operator"],
+        )
+        .expect("static metric definition");
+        let outbox_examined = IntCounterVec::new(
+            Opts::new(
+                "smdpplus_outbox_items_examined_total",
+                "Outbox items read by the delivery worker, per operator",
+            ),
+            &["operator"],
         )
         .expect("static metric definition");
         let check_digit_mismatches = IntCounterVec::new(
@@ -208,6 +239,9 @@ impl Metrics {
             Box::new(available.clone()),
             Box::new(outbox_depth.clone()),
             Box::new(outbox_attempts.clone()),
+            Box::new(outbox_operator_depth.clone()),
+            Box::new(outbox_oldest_age.clone()),
+            Box::new(outbox_examined.clone()),
             Box::new(check_digit_mismatches.clone()),
             Box::new(tls_failures.clone()),
             Box::new(orders_expired.clone()),
@@ -234,6 +268,9 @@ impl Metrics {
             available,
             outbox_depth,
             outbox_attempts,
+            outbox_operator_depth,
+            outbox_oldest_age,
+            outbox_examined,
             check_digit_mismatches,
             tls_failures,
             orders_expired,

@@ -131,9 +131,7 @@ fn ops_handler(app: App) -> Handler {
                             .with_label_values(&[phase])
                             .set(n as i64);
                     }
-                    app.metrics
-                        .outbox_depth
-                        .set(app.store.outbox().map(|o| o.len() as i64).unwrap_or(-1));
+                    crate::es2plus::notify::export_metrics(&app);
                     (
                         http::text_response(
                             StatusCode::OK,
@@ -274,7 +272,7 @@ async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => tracing::error!(error = %e, "expiry scan failed"),
         }
-        // Delayed downloads whose release time has come (issue 5 §1).
+        // Delayed downloads whose release time has come ([MP-Callbacks] delayed download).
         if crate::mobileplans::release_due(&app, now).await > 0 {
             app.outbox_wake.notify_one();
         }
@@ -456,12 +454,8 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     }
-    let (pki, created) = dev::ensure(
-        &config.data_dir,
-        &config.smdp_address,
-        config.dev_operator(),
-    )
-    .map_err(|e| e.to_string())?;
+    let (pki, created) = dev::ensure(&config.data_dir, config.smdp_host(), config.dev_operator())
+        .map_err(|e| e.to_string())?;
     if created {
         println!(
             "smdpplus: created a dev PKI in {}",
@@ -546,6 +540,12 @@ pub async fn run(mut config: Config) -> Result<(), String> {
             .map_err(|e| format!("bind {addr}: {e}"))
     };
     let es9 = bind(config.es9_listen).await?;
+    if config.smdp_address_derived {
+        // Not configured: name the port LPAs must use (443 is implied).
+        if let Ok(a) = es9.local_addr() {
+            config.smdp_address = crate::config::derived_smdp_address(a.port());
+        }
+    }
     let es2 = bind(config.es2_listen).await?;
     let ops = bind(config.ops_listen).await?;
     let web = bind(config.operator_web_listen).await?;

@@ -31,7 +31,7 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
 
 /// An ISO 8601 duration of whole seconds, largest units first, zero
 /// units left out: `P23DT23H`, `PT1H30M`, `PT0S` for nothing left
-/// (mobile-plans.md §4 `timeRemaining`). Negative counts as zero.
+/// ([MP-Account] `timeRemaining`). Negative counts as zero.
 pub fn iso8601_duration(secs: i64) -> String {
     let s = secs.max(0);
     let (d, h, m, sec) = (s / 86400, s % 86400 / 3600, s % 3600 / 60, s % 60);

@@ -1052,6 +1052,23 @@ async fn cancel_session_with_every_reason() {
         assert_eq!(refused(cancel(&e.lpa, &txid, csr).await), "8.10.1/3.9");
     }
 
+    // An order by matchingId alone: the EID of the eUICC that authenticated
+    // is in the notification all the same (§5.3.5 "SHALL be set if
+    // available").
+    let o = e.order(530, None, None).await;
+    let mut euicc = nist();
+    e.lpa
+        .authenticate(&mut euicc, Some(&o.matching_id))
+        .await
+        .expect("authenticate");
+    let (txid, csr) = euicc
+        .cancel_session(CancelSessionReason::EndUserRejection)
+        .expect("cancel");
+    cancel(&e.lpa, &txid, csr).await.expect("cancel");
+    assert_eq!(e.state(&o.iccid).await, "Error");
+    let n = e.notes.expect(&o.iccid, 1, Some("8.8.5/3.8")).await;
+    assert_eq!(n["eid"], EID, "{n}");
+
     // loadBppExecutionError after the BPP was delivered: point 3.
     let o = e.order(510, Some(EID), None).await;
     let mut euicc = nist();

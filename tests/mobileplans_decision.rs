@@ -1,9 +1,9 @@
-//! The Mobile Plans callback decision API (issue 5 §1) against the real
+//! The Mobile Plans callback decision API ([MP-Callbacks]) against the real
 //! binary: orders placed through the operator API (the portal's checkout
 //! in-process), then `GET /mobileplans/v1/callback` on the operator-web
 //! listener over real TLS, for every rule of the decision table; the
 //! cancel and withdraw actions and their effect at the SM-DP+; bad input.
-//! The callback names and arguments are those of mobile-plans.md §2.
+//! The callback names and arguments are those of [MP-Callbacks].
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The GetBalance API (issue 5 §4, mobile-plans.md §4) against the real
+//! The GetBalance API ([MP-Account]) against the real
 //! binary on its own TLS listener: balances credited by purchases and the
 //! operator, debited by usage reports, ending with the plan; every status
 //! code (200 with a zero balance, 400 naming the parameter, 401, 403, 404,

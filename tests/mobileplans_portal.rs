@@ -1,4 +1,4 @@
-//! The reference portal in a real browser (issue 5 §2, §3): headless
+//! The reference portal in a real browser ([MP-Portal], [MP-Errors]): headless
 //! Chromium against the real binary, with stand-in Mobile Plans objects
 //! that record every call (tests/common/browser.rs). One test per
 //! scenario; each asserts the exact callback and arguments, the SM-DP+ and
@@ -615,7 +615,7 @@ async fn launch_with_lpa_error_headers_offers_a_retry_in_french() {
     b.click("#retry").await;
     b.step("result").await;
     b.screenshot("retried").await;
-    // The same activation code again (mobile-plans.md §3: it can be reused).
+    // The same activation code again ([MP-Errors]: it can be reused).
     let calls = b.calls().await;
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[1], first[0]);

@@ -1,4 +1,4 @@
-//! The scheduled release of a delayed download (issue 5 §1): smdpplus
+//! The scheduled release of a delayed download ([MP-Callbacks]): smdpplus
 //! releases the profile itself at the release time, the schedule survives
 //! a kill -9 and a restart, withdrawing the offer (notifyOperationCancel)
 //! cancels it, and a release that can no longer be done is dropped with

@@ -1,4 +1,4 @@
-//! `smdpplus walled-garden [--json]` (issue 5 §5, mobile-plans.md §5): the
+//! `smdpplus walled-garden [--json]` ([MP-WalledGarden]): the
 //! real binary prints Microsoft's hosts with their protocols and this
 //! deployment's portal and GetBalance hosts from the config, host names
 //! only; a URL with a port, without https or with an address is refused.

@@ -241,3 +241,191 @@ async fn outbox_survives_restart_and_is_visible_with_the_cli() {
         .expect("delivered after restart");
     assert_eq!(n["iccid"], iccid.as_str());
 }
+
+/// Issues a client certificate for `cn` from the server's dev operator CA.
+fn operator_cert(server: &Server, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pki = server.dir.join("pki");
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(pki.join("operator-ca.key")).expect("ca key"),
+    )
+    .expect("parse ca key");
+    let ca_pem = std::fs::read_to_string(pki.join("operator-ca.crt")).expect("ca cert");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let (c, k) = (
+        server.dir.join(format!("{cn}.crt")),
+        server.dir.join(format!("{cn}.key")),
+    );
+    std::fs::write(&c, cert.pem()).expect("write cert");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    (c, k)
+}
+
+/// downloadOrder then cancelOrder: one notification (point 100).
+async fn order_and_cancel(op: &common::Operator, iccid: &str) {
+    let (_, v) = op
+        .call("downloadOrder", json!({"iccid": iccid, "eid": EID}))
+        .await;
+    assert_eq!(status(&v), "Executed-Success", "{v}");
+    let (_, v) = op
+        .call(
+            "cancelOrder",
+            json!({"iccid": iccid, "eid": EID, "finalProfileStatusIndicator": "Available"}),
+        )
+        .await;
+    assert_eq!(status(&v), "Executed-Success", "{v}");
+}
+
+fn metric(m: &str, series: &str) -> Option<i64> {
+    m.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Three operators: one without notification_url (its items are held and
+/// never read by the worker, however often it wakes), one whose endpoint
+/// accepts connections and never answers (every attempt runs into the
+/// 30 s timeout), and one that answers. The last one's notification
+/// arrives while the dead endpoint's attempts are still hanging.
+#[tokio::test]
+async fn a_dead_endpoint_does_not_delay_other_operators_and_held_items_are_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut rx = Receiver::start(&dir.path().join("receiver"), 0).await;
+    // Accepts TCP connections and holds them without a byte in return.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead_port = dead.local_addr().expect("addr").port();
+    let dead_accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dead_accepted.clone();
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = dead.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let config = format!(
+        "[outbox]\ninitial_backoff_ms = 100\nmax_backoff_ms = 400\nrequest_timeout_ms = 30000\n\
+         [[operators]]\nid = \"dev-operator\"\n\
+         [[operators]]\nid = \"op-dead\"\nnotification_url = \"https://localhost:{dead_port}\"\nnotification_ca = \"{ca}\"\n\
+         [[operators]]\nid = \"op-live\"\nnotification_url = \"https://localhost:{live_port}\"\nnotification_ca = \"{ca}\"\n",
+        ca = rx.ca_file.display(),
+        live_port = rx.addr.port(),
+    );
+    let server = Server::start(&data, Some(&config));
+    let pki = server.pki();
+    let held_op = server.operator();
+    let (c, k) = operator_cert(&server, "op-dead");
+    let dead_op = common::Operator::new(server.es2, &c, &k, &pki.ci_cert);
+    let (c, k) = operator_cert(&server, "op-live");
+    let live_op = common::Operator::new(server.es2, &c, &k, &pki.ci_cert);
+    let dead_ids = iccids(21, 20);
+    dead_op.add_profiles("gold", &dead_ids).await;
+    let live_ids = iccids(22, 1);
+    live_op.add_profiles("gold", &live_ids).await;
+
+    // Three held notifications of the operator without an endpoint.
+    let (_, v) = held_op
+        .call("downloadOrder", json!({"profileType": "demo", "eid": EID}))
+        .await;
+    let demo = v["iccid"].as_str().expect("iccid").to_owned();
+    let (_, v) = held_op
+        .call(
+            "cancelOrder",
+            json!({"iccid": demo, "eid": EID, "finalProfileStatusIndicator": "Available"}),
+        )
+        .await;
+    assert_eq!(status(&v), "Executed-Success", "{v}");
+    for _ in 0..2 {
+        order_and_cancel(&held_op, &demo).await;
+    }
+    // Twenty for the dead endpoint: more than one batch in flight.
+    for id in &dead_ids {
+        order_and_cancel(&dead_op, id).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dead_accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt on the dead endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The live operator's notification arrives well before the dead
+    // endpoint's first timeout (30 s).
+    let started = std::time::Instant::now();
+    order_and_cancel(&live_op, &live_ids[0]).await;
+    let n = rx
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the live operator is notified while the dead endpoint hangs");
+    assert_eq!(n["iccid"], live_ids[0].as_str());
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // More wakes; then the metrics: the held operator's items were never
+    // read, the live one's exactly once, and the depths per operator.
+    order_and_cancel(&held_op, &demo).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, m) = server.ops_get("/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"smdpplus_outbox_items_examined_total{operator="dev-operator"}"#
+        ),
+        None,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"smdpplus_outbox_items_examined_total{operator="op-live"}"#
+        ),
+        Some(1),
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            r#"smdpplus_outbox_items_examined_total{operator="op-dead"}"#
+        )
+        .is_some_and(|n| (1..=20).contains(&n)),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"smdpplus_outbox_operator_depth{operator="dev-operator"}"#
+        ),
+        Some(4),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"smdpplus_outbox_operator_depth{operator="op-dead"}"#),
+        Some(20),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"smdpplus_outbox_operator_depth{operator="op-live"}"#),
+        Some(0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "smdpplus_outbox_depth"), Some(24), "{m}");
+    assert!(
+        metric(
+            &m,
+            r#"smdpplus_outbox_oldest_item_age_seconds{operator="dev-operator"}"#
+        )
+        .is_some_and(|age| (0..120).contains(&age)),
+        "{m}"
+    );
+    // The held items are still listed for the operator.
+    let (_, v) = held_op.admin(Method::GET, "outbox", None).await;
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(4), "{v}");
+}

@@ -10,6 +10,7 @@ use smdpplus::euicc::lpa::Lpa;
 use smdpplus::euicc::SoftEuicc;
 use smdpplus::ids::Iccid;
 use smdpplus::profile::generate::generate;
+use smdpplus::profile::saip::Profile;
 use smdpplus::profile::template::Template;
 use std::process::{Command, Output};
 
@@ -160,6 +161,20 @@ async fn csv_and_der_imports() {
     assert_eq!(gold["profile"]["profileType"], "gold");
     assert_eq!(op.show(&iccid(2)).await["profile"]["profileType"], "silver");
     let der_iccid = generated[1].params.iccid.to_string();
+    // --profile-type files every package under it, whatever type its
+    // ProfileHeader names.
+    let header_type = Profile::decode(&generated[1].upp)
+        .expect("decode")
+        .header()
+        .and_then(|h| h.profile_type.clone());
+    assert!(
+        header_type.as_deref().is_some_and(|t| t != "bronze"),
+        "{header_type:?}"
+    );
+    for g in &generated {
+        let shown = op.show(&g.params.iccid.to_string()).await;
+        assert_eq!(shown["profile"]["profileType"], "bronze", "{shown}");
+    }
     let lpa = Lpa::new(
         &format!("localhost:{}", server.es9.port()),
         Lpa::sgp26_roots(),

@@ -172,6 +172,7 @@ fn check_cc(
             transaction_id: tid.to_vec(),
             hash_cc: hash,
             max_attempts: max,
+            eid: None,
         },
         now,
     )
@@ -221,6 +222,7 @@ fn cancelled(
             iccid: id.clone(),
             code,
             reason: reason.into(),
+            eid: None,
         },
         now,
     )
@@ -326,6 +328,29 @@ fn assert_consistent(store: &Store) {
     let mut got = store.index_entries().expect("index");
     got.sort();
     assert_eq!(got, want, "index entries differ from the records");
+    // The outbox index is exactly what the items imply, and the depth per
+    // operator is their number.
+    let items = store.outbox().expect("outbox");
+    let mut want: Vec<(Vec<u8>, Vec<u8>)> = items
+        .iter()
+        .flat_map(smdpplus::store::outbox_index_keys)
+        .collect();
+    want.sort();
+    let mut got = store.outbox_index_entries().expect("outbox index");
+    got.sort();
+    assert_eq!(got, want, "outbox index differs from the items");
+    let mut per_op: BTreeMap<String, i64> = BTreeMap::new();
+    for i in &items {
+        *per_op.entry(i.operator.clone()).or_insert(0) += 1;
+    }
+    let depths: BTreeMap<String, i64> = store
+        .outbox_depths()
+        .expect("depths")
+        .into_iter()
+        .filter(|(_, n, _)| *n != 0)
+        .map(|(o, n, _)| (o, n))
+        .collect();
+    assert_eq!(depths, per_op, "outbox depths differ from the items");
     let mut per_state: BTreeMap<State, i64> = State::ALL.iter().map(|s| (*s, 0)).collect();
     for r in &records {
         *per_state.get_mut(&r.state).expect("state") += 1;
@@ -937,6 +962,58 @@ fn download_cancelled_on_a_released_order() {
     assert_eq!(out[0].eid.as_deref(), Some(E1));
     assert_eq!(status_code(&out[0]), Some(failed(END_USER_REJECTION)));
     assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
+    assert_consistent(s);
+}
+
+/// An order by matchingId alone names no EID; the eUICC that
+/// authenticated does, and the notification carries it (§5.3.5).
+#[test]
+fn download_cancelled_notifies_the_authenticated_eid() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), None, true);
+    authenticate(s, &id, E1, Some("MATCH-1"), 3, T0 + 1).expect("authenticate");
+    es9(
+        s,
+        Command::DownloadCancelled {
+            iccid: id.clone(),
+            code: END_USER_REJECTION,
+            reason: "endUserRejection".into(),
+            eid: Some(eid(E1)),
+        },
+        T0 + 2,
+    )
+    .expect("cancelled");
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].eid.as_deref(), Some(E1));
+    assert_consistent(s);
+}
+
+/// The confirmation-code limit of an order by matchingId alone: the
+/// notification (point 2) carries the authenticated EID.
+#[test]
+fn confirmation_code_limit_notifies_the_authenticated_eid() {
+    let f = fixture(1);
+    let s = &f.store;
+    let id = order(s, 0, None, Some("MATCH-1"), Some("1234"), true);
+    authenticate(s, &id, E1, Some("MATCH-1"), 3, T0 + 1).expect("authenticate");
+    let r = es9(
+        s,
+        Command::CheckConfirmationCode {
+            iccid: id.clone(),
+            transaction_id: TID.to_vec(),
+            hash_cc: Some(vec![0; 32]),
+            max_attempts: 1,
+            eid: Some(eid(E1)),
+        },
+        T0 + 2,
+    );
+    assert!(r.is_err());
+    let out = s.outbox().expect("outbox");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].point, POINT_CONFIRMATION_FAILURE);
+    assert_eq!(out[0].eid.as_deref(), Some(E1));
     assert_consistent(s);
 }
 

@@ -11,7 +11,8 @@
 //! lifecycle invariants are checked:
 //!
 //! - (a) only legal transitions: every state change, and every history entry,
-//!   is a triple of `lifecycle::table()`; a failed command changes nothing,
+//!   is a transition of this test's own reading of SGP.22 (`spec_next`,
+//!   which the lifecycle table must equal); a failed command changes nothing,
 //!   unless it is one of the refusals committed with their side effects (a
 //!   counted confirmation-code attempt, an order ended by expiry or by a
 //!   retry limit), and then only the named order changes, through the table;
@@ -762,6 +763,7 @@ fn plan_cc(i: Iccid, hash: &CcHash, tid: usize, max_attempts: u32, before: &Snap
             transaction_id: tid.to_vec(),
             hash_cc,
             max_attempts,
+            eid: None,
         },
         event: None,
         cc_right: matches!(hash, CcHash::Right { .. }) && code.is_some(),
@@ -792,6 +794,7 @@ fn plan_cancelled(i: Iccid, reason: usize) -> Planned {
             iccid: i,
             code,
             reason: reason.to_owned(),
+            eid: None,
         },
         event: None,
         cc_right: false,
@@ -1011,7 +1014,83 @@ fn snapshot(store: &Store) -> Snapshot {
 }
 
 fn in_table(from: State, event: Event, to: State) -> bool {
-    lifecycle::table().contains(&(from, event, to))
+    spec_next(from, event) == Some(to)
+}
+
+/// The profile lifecycle as this test reads SGP.22 (§3.1.1 p.76-78, §5.3,
+/// §5.6), written apart from `lifecycle::table()`: the store's history is
+/// checked against this, and so is the table itself, so that a wrong row
+/// fails.
+fn spec_next(from: State, event: Event) -> Option<State> {
+    use Event as E;
+    use State as S;
+    let reserved = matches!(from, S::Allocated | S::Linked | S::Confirmed);
+    let open = reserved || from == S::Released;
+    Some(match event {
+        // §5.3.1: only an available profile can be ordered.
+        E::DownloadOrderLinked if from == S::Available => S::Linked,
+        E::DownloadOrderAllocated if from == S::Available => S::Allocated,
+        // §5.3.2: a reserved, not yet confirmed order.
+        E::ConfirmOrder if matches!(from, S::Allocated | S::Linked) => S::Confirmed,
+        E::ConfirmOrderAndRelease if matches!(from, S::Allocated | S::Linked) => S::Released,
+        // §5.3.4, and its NOTE: releasing a released profile is no error.
+        E::ReleaseProfile if matches!(from, S::Confirmed | S::Released) => S::Released,
+        // §5.3.3: cancellation until the BPP has been downloaded, and of an
+        // order that ended in error.
+        E::CancelOrderAvailable if open || from == S::Error => S::Available,
+        E::CancelOrderUnavailable if open || from == S::Error => S::Unavailable,
+        // §5.6.2: a BPP is delivered for a released order, again on retry.
+        E::BppDelivered if matches!(from, S::Released | S::Downloaded) => S::Downloaded,
+        // §5.6.4: the installation result of a delivered package, late
+        // (after the order expired) included.
+        E::InstallSucceeded if matches!(from, S::Downloaded | S::Error) => S::Installed,
+        E::InstallFailed if matches!(from, S::Downloaded | S::Error) => S::Error,
+        // §5.6.2/§5.6.3: retry limits end an order that is being downloaded.
+        E::LimitExceeded if matches!(from, S::Released | S::Downloaded) => S::Error,
+        // §5.6.5: a terminal CancelSession reason.
+        E::DownloadCancelled if matches!(from, S::Released | S::Downloaded) => S::Error,
+        // The order's time to live (§5.3.1 orderTTL) ends any open order,
+        // a delivered one still waiting for its result included.
+        E::Expired if open || from == S::Downloaded => S::Error,
+        // §3.5 notifications about an installed profile.
+        E::DeviceEnabled | E::DeviceDisabled if from == S::Installed => S::Installed,
+        E::DeviceDeleted if from == S::Installed => S::Unavailable,
+        _ => return None,
+    })
+}
+
+#[test]
+fn the_lifecycle_table_is_the_spec() {
+    use Event as E;
+    let events = [
+        E::DownloadOrderLinked,
+        E::DownloadOrderAllocated,
+        E::ConfirmOrder,
+        E::ConfirmOrderAndRelease,
+        E::ReleaseProfile,
+        E::CancelOrderAvailable,
+        E::CancelOrderUnavailable,
+        E::BppDelivered,
+        E::InstallSucceeded,
+        E::InstallFailed,
+        E::LimitExceeded,
+        E::Expired,
+        E::DownloadCancelled,
+        E::Imported,
+        E::DeviceEnabled,
+        E::DeviceDisabled,
+        E::DeviceDeleted,
+    ];
+    for from in State::ALL {
+        for event in events {
+            assert_eq!(
+                lifecycle::next(from, event).ok(),
+                spec_next(from, event),
+                "{from} -{}->",
+                event.as_str()
+            );
+        }
+    }
 }
 
 /// The per-record shape of each state (property b) and its history (a).

@@ -1,6 +1,7 @@
-//! The `smdpplus` command line: `serve`, and operator tooling that talks to a
-//! running server over mutual TLS (`es2`, `profiles`, `outbox`), and a load
-//! generator (`load`).
+//! The `smdpplus` command line: `serve`; operator tooling that talks to a
+//! running server over mutual TLS (`es2`, `profiles`, `outbox`) or writes
+//! the store of a stopped one (`profiles generate`, `profiles import`,
+//! `keys`); the software eUICC (`euicc`); and a load generator (`load`).
 
 mod health;
 mod load;
@@ -21,23 +22,35 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "smdpplus", version, about)]
 pub struct Cli {
-    /// Log format: `text` or `json`. Levels come from RUST_LOG (default `info`).
+    /// Log format. Levels come from RUST_LOG (default `info`).
     #[arg(
         long,
         global = true,
         env = "SMDPPLUS_LOG_FORMAT",
-        default_value = "text"
+        value_enum,
+        default_value_t = LogFormat::Text
     )]
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Cmd,
 }
 
+/// How logs are written on stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal only).
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
 /// Commands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the server (ES9+, ES2+ and operations listeners).
+    /// Run the server: ES9+, ES2+ (with the admin API), operations
+    /// (metrics, health), operator web (Mobile Plans portal and callback
+    /// decision API) and GetBalance listeners.
     Serve(ServeArgs),
     /// Call ES2+ functions on a running server.
     Es2 {
@@ -48,7 +61,9 @@ pub enum Cmd {
         #[command(subcommand)]
         call: Es2Call,
     },
-    /// Inspect and manage profiles on a running server.
+    /// Manage profiles: list, show, add, set-expiry and export call a
+    /// running server; generate and import write the store directly and
+    /// need the server stopped.
     Profiles {
         /// Connection options.
         #[command(flatten)]
@@ -118,7 +133,9 @@ pub struct ServeArgs {
     /// Data directory (sled database and dev PKI).
     #[arg(long, env = "SMDPPLUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// SM-DP+ address (FQDN) used in activation codes and the TLS certificate.
+    /// SM-DP+ address (FQDN, `:port` when not 443) used in activation codes
+    /// and confirmOrder; its host names the dev TLS certificate. Default:
+    /// `localhost` with the ES9+ listener's port.
     #[arg(long, env = "SMDPPLUS_SMDP_ADDRESS")]
     pub smdp_address: Option<String>,
     /// ES9+ listen address.
@@ -321,7 +338,9 @@ pub enum ProfilesCmd {
         /// Template for CSV rows (default: the shipped one).
         #[arg(long)]
         template: Option<PathBuf>,
-        /// Profile type (CSV rows without one; packages without a header type).
+        /// Profile type: for --csv, of the rows without a profileType
+        /// column; for --dir, of every package, overriding its
+        /// ProfileHeader's profileType (without it, the header's type).
         #[arg(long)]
         profile_type: Option<String>,
         /// Owning operator.
@@ -1290,4 +1309,18 @@ fn generate_offline(
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_text_or_json_only() {
+        let parse = |f: &str| Cli::try_parse_from(["smdpplus", "--log-format", f, "serve"]);
+        assert_eq!(parse("json").expect("json").log_format, LogFormat::Json);
+        assert_eq!(parse("text").expect("text").log_format, LogFormat::Text);
+        assert!(parse("xml").is_err());
+        assert!(parse("JSONL").is_err());
+    }
 }

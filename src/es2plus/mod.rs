@@ -289,6 +289,7 @@ fn success_body(f: Function, smdp_address: &str, r: &ProfileRecord) -> Map<Strin
     let mut m = Map::new();
     match f {
         Function::DownloadOrder => {
+            http::trace::record(http::trace::Field::Iccid, &r.iccid);
             m.insert("iccid".into(), Value::String(r.iccid.clone()));
         }
         Function::ConfirmOrder => {
@@ -353,6 +354,10 @@ async fn apply(
     let h = Fields(header);
     let requester = h.req_str("functionRequesterIdentifier")?;
     let call_id = h.req_str("functionCallIdentifier")?;
+    http::trace::record(http::trace::Field::FunctionCallId, call_id);
+    if let Some(Value::String(i)) = obj.get("iccid") {
+        http::trace::record(http::trace::Field::Iccid, i);
+    }
     // The TLS layer only lets configured operators in, so a missing CN
     // cannot happen on this listener; refuse rather than assume.
     let operator = conn
@@ -363,7 +368,8 @@ async fn apply(
         return Err(Error::not_allowed(
             codes::REQUESTER_NOT_ALLOWED,
             format!(
-                "functionRequesterIdentifier {requester:?} does not match the client certificate"
+                "functionRequesterIdentifier {} does not match the client certificate",
+                crate::error::quote(requester)
             ),
         ));
     }

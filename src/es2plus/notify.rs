@@ -68,61 +68,132 @@ pub fn backoff(initial_ms: u64, max_ms: u64, attempts: u32) -> u64 {
 }
 
 /// Runs the outbox until shutdown.
+///
+/// Each pass reads, for every operator that has a `notification_url`, only
+/// the items of that operator that are due (the `od/` index), at most
+/// `[outbox] batch_size`, and hands them to a task of that operator, which
+/// delivers them with at most `max_in_flight_per_operator` requests at a
+/// time. Operators are delivered concurrently: one whose endpoint times out
+/// holds up only its own items. Items of an operator without a
+/// `notification_url` are held and never read here (the configuration is
+/// read at start, so a restart that configures one sends them). Between
+/// passes the worker sleeps until the earliest next attempt in the index or
+/// until a transition wakes it.
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut clients: HashMap<String, Client> = HashMap::new();
-    let mut held = std::collections::HashSet::new();
+    let live: Vec<String> = app
+        .config
+        .operators
+        .iter()
+        .filter(|o| o.notification_url.is_some())
+        .map(|o| o.id.clone())
+        .collect();
+    if let Ok(depths) = app.store.outbox_depths() {
+        for (operator, n, _) in depths {
+            if n > 0 && !live.contains(&operator) {
+                tracing::info!(%operator, items = n, "notifications held: operator has no notification_url");
+            }
+        }
+    }
+    let batch = app.config.outbox.batch_size.max(1);
+    // Operators with a batch in flight, by the id of the task delivering it.
+    let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
+        let now = crate::time::now_ms();
         let mut next_due: Option<i64> = None;
-        let mut attempted = false;
-        match app.store.outbox() {
-            Ok(items) => {
-                let now = crate::time::now_ms();
-                let mut tasks = tokio::task::JoinSet::new();
-                for item in items {
-                    // Held until the operator gets a notification_url (then
-                    // delivered after the restart that configures it).
-                    let has_url = app
-                        .config
-                        .operator(&item.operator)
-                        .is_some_and(|o| o.notification_url.is_some());
-                    if !has_url {
-                        if held.insert(item.id) {
-                            tracing::info!(id = item.id, operator = %item.operator, "notification held: operator has no notification_url");
+        for operator in &live {
+            if busy.values().any(|b| b == operator) {
+                continue;
+            }
+            match app.store.outbox_due(operator, now, batch) {
+                Ok((items, next)) => {
+                    if items.is_empty() {
+                        if let Some(d) = next {
+                            next_due = Some(next_due.map_or(d, |n| n.min(d)));
                         }
                         continue;
                     }
-                    if item.next_attempt_ms > now {
-                        next_due = Some(
-                            next_due.map_or(item.next_attempt_ms, |d| d.min(item.next_attempt_ms)),
-                        );
-                        continue;
-                    }
-                    attempted = true;
-                    let client = client_for(&app, &mut clients, &item.operator);
+                    app.metrics
+                        .outbox_examined
+                        .with_label_values(&[operator.as_str()])
+                        .inc_by(items.len() as u64);
+                    let client = client_for(&app, &mut clients, operator);
                     let app = app.clone();
-                    tasks.spawn(async move { deliver(&app, client, item).await });
-                    while tasks.len() >= 16 {
-                        tasks.join_next().await;
-                    }
+                    let task = tasks.spawn(async move { deliver_batch(&app, client, items).await });
+                    busy.insert(task.id(), operator.clone());
                 }
-                while tasks.join_next().await.is_some() {}
-                if let Err(e) = app.store.sync().await {
-                    tracing::error!(error = %e, "outbox flush failed");
-                }
+                Err(e) => tracing::error!(error = %e, %operator, "outbox read failed"),
             }
-            Err(e) => tracing::error!(error = %e, "outbox scan failed"),
-        }
-        if attempted {
-            // Rescan: the attempts just made rescheduled their items.
-            continue;
         }
         let wait = next_due
             .map(|d| Duration::from_millis((d - crate::time::now_ms()).clamp(0, 60_000) as u64))
             .unwrap_or(Duration::from_secs(60));
         tokio::select! {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                // Its attempts rescheduled its items: look at that operator again.
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox delivery task failed");
+                        e.id()
+                    }
+                };
+                busy.remove(&id);
+            }
             _ = app.outbox_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // An attempt cut short is retried after the restart
+                // (delivery is at least once).
+                tasks.abort_all();
+                return;
+            }
+        }
+    }
+}
+
+/// Delivers one operator's due items, at most `max_in_flight_per_operator`
+/// at a time, then flushes what the attempts recorded.
+async fn deliver_batch(app: &App, client: Result<Client, String>, items: Vec<OutboxItem>) {
+    let limit = app.config.outbox.max_in_flight_per_operator.max(1);
+    let mut inflight = tokio::task::JoinSet::new();
+    for item in items {
+        while inflight.len() >= limit {
+            inflight.join_next().await;
+        }
+        let (app, client) = (app.clone(), client.clone());
+        inflight.spawn(async move { deliver(&app, client, item).await });
+    }
+    while inflight.join_next().await.is_some() {}
+    if let Err(e) = app.store.sync().await {
+        tracing::error!(error = %e, "outbox flush failed");
+    }
+}
+
+/// Sets the outbox gauges from the store's per-operator counts and each
+/// operator's oldest item (at scrape time).
+pub fn export_metrics(app: &App) {
+    match app.store.outbox_depths() {
+        Ok(depths) => {
+            let now = crate::time::now();
+            let mut total = 0;
+            for (operator, n, oldest) in depths {
+                total += n;
+                app.metrics
+                    .outbox_operator_depth
+                    .with_label_values(&[operator.as_str()])
+                    .set(n);
+                app.metrics
+                    .outbox_oldest_age
+                    .with_label_values(&[operator.as_str()])
+                    .set(oldest.map_or(0, |t| (now - t).max(0)));
+            }
+            app.metrics.outbox_depth.set(total);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox depths unavailable");
+            app.metrics.outbox_depth.set(-1);
         }
     }
 }
@@ -165,8 +236,7 @@ async fn deliver(app: &App, client: Result<Client, String>, item: OutboxItem) {
             .as_deref()
             .ok_or("operator has no notification_url")?;
         let url = format!("{}{PATH}", base.trim_end_matches('/'));
-        let body =
-            serde_json::to_vec(&message(&item, &app.config.smdp_address)).unwrap_or_default();
+        let body = serde_json::to_vec(&message(&item, app.config.smdp_host())).unwrap_or_default();
         let resp = client.post_gsma(&url, body).await?;
         if (200..300).contains(&resp.status) {
             Ok(())

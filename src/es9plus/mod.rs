@@ -131,6 +131,9 @@ pub async fn handle(
     };
     let (f, obj) = (call.function, &call.json);
     let name = f.name();
+    if let Some(t) = obj.get("transactionId").and_then(serde_json::Value::as_str) {
+        http::trace::record(http::trace::Field::TransactionId, &t.to_ascii_uppercase());
+    }
     // ES9+ requests carry no header (§6.5.1.1); one sent anyway is ignored.
     let b = Fields(obj);
     let result = match f {
@@ -140,7 +143,13 @@ pub async fn handle(
             }
             match parse_initiate(&b) {
                 Ok(r) => match service::initiate_authentication(&app, &r).await {
-                    Ok(o) => Ok(success(name, &o)),
+                    Ok(o) => {
+                        http::trace::record(
+                            http::trace::Field::TransactionId,
+                            &hex::encode_upper(&o.transaction_id),
+                        );
+                        Ok(success(name, &o))
+                    }
                     Err(e) if e.code == limits::SESSIONS_FULL => {
                         return limited(&app, name, "sessions_full", peer, e)
                     }

@@ -428,6 +428,7 @@ pub async fn authenticate_client(
         matching_id.as_deref(),
         app.config.strict_order_matching,
     )?;
+    crate::http::trace::record(crate::http::trace::Field::Iccid, iccid.as_str());
     // Eligibility (Annex F): the eUICC must accept the profile's PPRs.
     if let Some(forbidden) = &signed.euicc_info2.forbidden_profile_policy_rules {
         let profile_type = app
@@ -669,6 +670,7 @@ pub async fn get_bound_profile_package(
         transaction_id: req.transaction_id.clone(),
         hash_cc: signed.hash_cc.map(|h| h.to_vec()),
         max_attempts: app.config.max_cc_attempts,
+        eid: Some(eid.clone()),
     };
     let checked = app.store.apply(&cc, &ctx);
     if checked.is_err() {
@@ -783,6 +785,10 @@ async fn handle_notification_inner(
         PendingNotification::ProfileInstallationResult(pir) => {
             let data = pir.profile_installation_result_data.value();
             let txid = data.transaction_id.as_bytes().to_vec();
+            crate::http::trace::record(
+                crate::http::trace::Field::TransactionId,
+                &hex::encode_upper(&txid),
+            );
             let session = load_session(app, &txid)?;
             let Phase::Delivered(d) = session.phase else {
                 return Err(refused(
@@ -945,6 +951,7 @@ pub async fn cancel_session(app: &App, req: &CancelSessionRequest) -> Result<(),
             iccid,
             code,
             reason: reason.to_owned(),
+            eid: Eid::parse(&auth.eid),
         };
         app.store.apply(
             &cmd,

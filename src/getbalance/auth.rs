@@ -1,4 +1,4 @@
-//! Who may call the GetBalance listener (mobile-plans.md §4 "Auth"):
+//! Who may call the GetBalance listener ([MP-Account] "Auth"):
 //! - GetBalance itself: Microsoft's service, by a client certificate
 //!   chaining to `client_ca` with the configured subject (`auth = "mtls"`),
 //!   or by basic authentication (`auth = "basic"`). A missing or expired

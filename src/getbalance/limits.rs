@@ -1,5 +1,5 @@
 //! The window of seen `X-MS-DM-TransactionId`s behind GetBalance's 409
-//! (mobile-plans.md §4 "Status codes"; the rate limit behind its 429 is a
+//! ([MP-Account] "Status codes"; the rate limit behind its 429 is a
 //! [`crate::limits::RateLimiter`]). It is per process: a restart forgets
 //! the window, which only matters for a repeat that straddles the restart.
 

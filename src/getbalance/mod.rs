@@ -1,5 +1,5 @@
 //! The GetBalance API of Windows Mobile Plans enhanced account management
-//! (mobile-plans.md §4), on its own HTTPS listener (`getbalance_listen`),
+//! ([MP-Account]), on its own HTTPS listener (`getbalance_listen`),
 //! and the usage reports that debit the balances.
 //!
 //! | method | path | who |

@@ -10,6 +10,7 @@ pub mod fields;
 pub mod listener;
 pub mod query;
 pub mod tls;
+pub mod trace;
 
 use crate::error::{codes, Error};
 use crate::metrics::Metrics;
@@ -316,37 +317,45 @@ fn service(
             let metrics = metrics.clone();
             let info = info.clone();
             let activity = activity.clone();
-            Box::pin(async move {
-                let start = Instant::now();
-                let first_byte = activity.begin();
-                let path = req.uri().path().to_owned();
-                let (mut out, late) = RequestDeadline::new(first_byte + request_timeout)
-                    .run(handler(req, info.clone()))
-                    .await;
-                activity.end();
-                if late {
-                    metrics
-                        .deadline_exceeded
-                        .with_label_values(&[interface, "body"])
-                        .inc();
-                    out = request_timeout_outcome(out.function, request_timeout);
-                }
-                let elapsed = start.elapsed();
-                metrics.observe(interface, out.function, out.status, &out.code, elapsed);
-                tracing::info!(
-                    interface,
-                    function = out.function,
-                    status = out.status,
-                    code = %out.code,
-                    http = out.response.status().as_u16(),
-                    peer = %info.peer,
-                    operator = info.client_cn.as_deref().unwrap_or("-"),
-                    path,
-                    micros = elapsed.as_micros() as u64,
-                    "request"
-                );
-                Ok(out.response)
-            })
+            let request_id = trace::request_id();
+            let span = trace::span(interface, &request_id, info.peer, info.client_cn.as_deref());
+            Box::pin(tracing::Instrument::instrument(
+                async move {
+                    let start = Instant::now();
+                    let first_byte = activity.begin();
+                    let path = req.uri().path().to_owned();
+                    let (mut out, late) = RequestDeadline::new(first_byte + request_timeout)
+                        .run(handler(req, info.clone()))
+                        .await;
+                    activity.end();
+                    if late {
+                        metrics
+                            .deadline_exceeded
+                            .with_label_values(&[interface, "body"])
+                            .inc();
+                        out = request_timeout_outcome(out.function, request_timeout);
+                    }
+                    let elapsed = start.elapsed();
+                    metrics.observe(interface, out.function, out.status, &out.code, elapsed);
+                    // Interface, peer and operator are the span's.
+                    tracing::info!(
+                        function = out.function,
+                        status = out.status,
+                        code = %out.code,
+                        http = out.response.status().as_u16(),
+                        path,
+                        micros = elapsed.as_micros() as u64,
+                        "request"
+                    );
+                    if let Ok(v) = hyper::header::HeaderValue::from_str(&request_id) {
+                        out.response
+                            .headers_mut()
+                            .insert(trace::REQUEST_ID_HEADER, v);
+                    }
+                    Ok(out.response)
+                },
+                span,
+            ))
         },
     )
 }

@@ -10,7 +10,12 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
+                // Two hex digits exactly: `from_str_radix` alone would
+                // also take a sign (`%+1`).
                 let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -94,6 +99,10 @@ mod tests {
         assert_eq!(percent_decode("%2", true), None);
         assert_eq!(percent_decode("%zz", true), None);
         assert_eq!(percent_decode("%ff", true), None);
+        // A sign is not a hex digit.
+        assert_eq!(percent_decode("%+1", true), None);
+        assert_eq!(percent_decode("%-1", true), None);
+        assert_eq!(percent_decode("%4a", true).as_deref(), Some("J"));
         assert_eq!(percent_encode("/7R b.4~"), "%2F7R%20b.4~");
         assert_eq!(
             percent_decode(&percent_encode("é/+&="), true).as_deref(),

@@ -161,7 +161,7 @@ pub fn es2_server(
 /// the TLS layer: the handshake still proves the client holds the key, but
 /// whether the certificate is trusted is decided per request, so that the
 /// GetBalance API can answer 401 (missing or expired) and 403 (untrusted)
-/// as mobile-plans.md §4 requires, instead of a failed handshake.
+/// as [MP-Account] requires, instead of a failed handshake.
 #[derive(Debug)]
 struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
 

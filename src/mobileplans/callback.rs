@@ -1,5 +1,5 @@
 //! The Mobile Plans JavaScript callbacks a portal sends to the app, as the
-//! docs spell them (mobile-plans.md §2 "Callback notifications"): the
+//! docs spell them ([MP-Callbacks] "Callback notifications"): the
 //! object, the method, the arguments, and the exact script.
 //!
 //! The purchase metadata is written with both spellings the docs use:
@@ -89,7 +89,7 @@ impl CallbackKind {
     }
 }
 
-/// `moDirectStatus` (mobile-plans.md §2): the table's values and the cancel
+/// `moDirectStatus` ([MP-Callbacks]): the table's values and the cancel
 /// sample's `cancelled`, as enum members in code (lowercase first letter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MoDirectStatus {

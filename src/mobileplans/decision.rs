@@ -1,7 +1,7 @@
 //! The gate between the SM-DP+ lifecycle and the Mobile Plans app: which
 //! callback a portal may send now for an order, and why every other one is
-//! refused (issue 5 §1, from mobile-plans.md §2 "Which callback to use" and
-//! §6 "Release and reuse rules"). Pure: the order, the profile record and
+//! refused ([MP-Callbacks] "Which callback to use", and [MP-eSIM]
+//! "Release and reuse rules"). Pure: the order, the profile record and
 //! the clock come in, a [`Decision`] goes out.
 //!
 //! | order and profile | callback now | also allowed |
@@ -103,14 +103,14 @@ pub struct Facts<'a> {
 }
 
 /// The activation code the app gets: exactly `1$<SM-DP+ address>$<MatchingID>`,
-/// no `LPA:` prefix and no confirmation code (mobile-plans.md §6).
+/// no `LPA:` prefix and no confirmation code ([MP-eSIM]).
 pub fn activation_code(smdp_address: &str, matching_id: &str) -> String {
     format!("1${smdp_address}${matching_id}")
 }
 
 /// `networkRegistrationInterval` is "rounded to the nearest 15 minute
-/// interval" and "A value of 5 gives about 15 minutes" (mobile-plans.md
-/// §2): 0 stays 0 (register now), anything else goes to the nearest
+/// interval" and "A value of 5 gives about 15 minutes" ([MP-Callbacks]
+/// ): 0 stays 0 (register now), anything else goes to the nearest
 /// multiple of 15, at least 15.
 pub fn round_to_15(minutes: u32) -> u32 {
     if minutes == 0 {

@@ -1,5 +1,4 @@
-//! Windows Mobile Plans (the facts, from Microsoft's Mobile Plans docs,
-//! are digested in mobile-plans.md): Mobile Plans orders placed
+//! Windows Mobile Plans: Mobile Plans orders placed
 //! in-process through the same store commands as ES2+, the callback
 //! decision API that gates what a portal may tell the app, the durable
 //! scheduled release of delayed downloads, and the walled-garden list.
@@ -15,6 +14,14 @@
 //!
 //! This module is the service between the handlers and the store:
 //! checkout, cancel, withdraw, decide, and the release sweep.
+//!
+//! The facts come from Microsoft's Mobile Plans documentation for mobile
+//! operators (Windows hardware docs, "Mobile Plans"), cited by page:
+//! [MP-Portal] "Mobile Plans web portal interface", [MP-Callbacks] "Mobile
+//! Plans callback notifications", [MP-Errors] "Mobile Plans eSIM error
+//! handling", [MP-Account] "Mobile Plans account management",
+//! [MP-WalledGarden] "Mobile Plans walled garden", [MP-eSIM] the eSIM
+//! profile, activation code and SM-DP+ requirements of the same docs.
 
 pub mod callback;
 pub mod decision;
@@ -39,7 +46,7 @@ use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-/// The longest Mobile Plans `transactionId` (mobile-plans.md §1: "At most
+/// The longest Mobile Plans `transactionId` ([MP-Portal]: "At most
 /// 64 chars").
 pub const MAX_TRANSACTION_ID: usize = 64;
 
@@ -153,6 +160,7 @@ pub fn transaction_id(s: &str, parameter: &str) -> Result<String, MpError> {
             format!("{parameter} must be 1 to {MAX_TRANSACTION_ID} characters without control characters"),
         ));
     }
+    crate::http::trace::record(crate::http::trace::Field::MobilePlansTransactionId, s);
     Ok(s.to_owned())
 }
 
@@ -708,7 +716,7 @@ pub fn credit_spec(m: &Map<String, Value>) -> Result<Option<CreditSpec>, MpError
 
 impl Checkout {
     /// Parses the operator API's JSON body (camelCase, names as in
-    /// mobile-plans.md where it has them).
+    /// Microsoft's Mobile Plans documentation where it has them).
     pub fn from_json(v: &Value, now: i64) -> Result<Checkout, MpError> {
         let m = v
             .as_object()

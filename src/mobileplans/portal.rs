@@ -1,6 +1,6 @@
 //! The reference operator portal, served at `/portal` on the
 //! operator-web listener. The Mobile Plans app opens it in a WebView with
-//! GET parameters (mobile-plans.md §1); it sells the plans of the
+//! GET parameters ([MP-Portal]); it sells the plans of the
 //! configured catalogue, places the order in-process through the same
 //! store commands as ES2+ ([`super::checkout`]), then sends the callback
 //! the decision table names ([`super::decision`]) through the objects the
@@ -11,7 +11,7 @@
 //! | plans | `GET /portal?transactionId&eid&iccids&imei&location&market` (eSIM) or `?iccid=` (physical SIM) | choose a plan; the LPA error headers, if any, with a retry |
 //! | checkout | `GET /portal/checkout?…&choice=` | the order and the account |
 //! | result | `POST /portal/purchase` | order placed; the callback sent on load; withdraw and cancel |
-//! | retry | `GET /portal/retry?…&retryIccid=` | the download callback of the line's order, again (mobile-plans.md §3: the activation code can be reused) |
+//! | retry | `GET /portal/retry?…&retryIccid=` | the download callback of the line's order, again ([MP-Errors]: the activation code can be reused) |
 //!
 //! The plans and checkout pages set the CSRF cookie, and the checkout form
 //! repeats it; the purchase response that creates an order sets its
@@ -20,7 +20,7 @@
 //! transactionId, EID and ICCID gets neither the activation code nor the
 //! actions.
 //!
-//! Docs policies (mobile-plans.md §1): HTTPS only (HSTS), 800x600
+//! Docs policies ([MP-Portal]): HTTPS only (HSTS), 800x600
 //! responsive, no pop-ups, redirects or ads, support/privacy/terms links
 //! and a cancel button on every step. Pages carry a per-response CSP nonce:
 //! no script runs but the page's own.
@@ -46,7 +46,7 @@ use std::net::IpAddr;
 /// Path prefix of the portal.
 pub const PREFIX: &str = "/portal";
 
-/// The launch parameters (mobile-plans.md §1), carried from step to step.
+/// The launch parameters ([MP-Portal]), carried from step to step.
 /// Unknown parameters are ignored.
 #[derive(Clone, Debug, Default)]
 struct Launch {
@@ -171,7 +171,7 @@ footer{border-top:1px solid #ddd;font-size:.9em}footer a{margin-right:14px}\
 
 /// The script every page shares: the reports the app sends back through
 /// `registrationChangedScript` and `profileActivationCompleteScript`
-/// (mobile-plans.md §2: function names, each called with a JSON string),
+/// ([MP-Callbacks]: function names, each called with a JSON string),
 /// and the end of a flow.
 const COMMON_JS: &str = r#"
 function appPresent() { return typeof MobilePlans !== "undefined"; }
@@ -240,7 +240,7 @@ fn wrap(app: &App, lang: Lang, nonce: &str, page: &Page) -> String {
 
 /// The cancel callback for a flow with no order (or a failed one):
 /// `notifyCancelledPurchase` with `moDirectStatus` `status`, `line`
-/// `bailed` and `planName` `""` (mobile-plans.md §2 cancel sample).
+/// `bailed` and `planName` `""` ([MP-Callbacks] cancel sample).
 fn cancel_js(status: MoDirectStatus) -> String {
     let md = PurchaseMetadata {
         user_account: Choice::None,

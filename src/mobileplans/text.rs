@@ -1,5 +1,5 @@
-//! The portal's words in its languages (issue 5 §2: the language of
-//! `Accept-Language`, English and at least one other). mobile-plans.md §1:
+//! The portal's words in its languages (the language of
+//! `Accept-Language`: English and French). [MP-Portal]:
 //! "Accept-Language (for example en-us). The portal should render in that
 //! language."
 

@@ -1,4 +1,4 @@
-//! The walled garden (mobile-plans.md §5): the hosts an operator must
+//! The walled garden ([MP-WalledGarden]): the hosts an operator must
 //! zero-rate so that a user without balance reaches the portal without
 //! Wi-Fi. Microsoft's hosts as the docs list them (current list, not the
 //! historical ones), plus this deployment's portal and GetBalance hosts.
@@ -54,7 +54,7 @@ impl Entry {
 }
 
 /// The host name of a deployment URL, which must be `https://host[/path]`
-/// with no port (mobile-plans.md §1: "https with no port") and a host name,
+/// with no port ([MP-Portal]: "https with no port") and a host name,
 /// not an address.
 pub fn host_of(url: &str, key: &str) -> Result<String, String> {
     let rest = url

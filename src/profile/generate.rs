@@ -1,4 +1,4 @@
-//! Bulk generation of personalized profiles (issue 4 §2) and the operator's
+//! Bulk generation of personalized profiles and the operator's
 //! output file.
 //!
 //! ICCIDs are consecutive before their Luhn digit (ITU-T E.118), IMSIs are

@@ -219,10 +219,12 @@ fn key16(s: &str) -> Option<Key> {
 }
 
 /// Checks a folder of finished packages (`*.der`, in name order) and
-/// protects each under a fresh PPK.
+/// protects each under a fresh PPK. `profile_type`, when given, files
+/// every package under it; otherwise each goes under its ProfileHeader's
+/// profileType.
 pub fn check_der_dir(
     dir: &Path,
-    default_type: Option<&str>,
+    profile_type: Option<&str>,
     operator: &str,
     ring: &Keyring,
     store: &Store,
@@ -271,8 +273,9 @@ pub fn check_der_dir(
             fail(format!("ICCID {iccid} is already in the inventory"));
             continue;
         }
+        // `--profile-type` overrides the ProfileHeader's profileType.
         let header_type = profile.header().and_then(|h| h.profile_type.clone());
-        let Some(profile_type) = header_type.or(default_type.map(str::to_owned)) else {
+        let Some(profile_type) = profile_type.map(str::to_owned).or(header_type) else {
             fail("no profileType in the ProfileHeader and no --profile-type".into());
             continue;
         };

@@ -1,5 +1,5 @@
 //! Personalization values of one profile: the identifiers and the secrets a
-//! template leaves open (issue 4 §2: ICCID, IMSI, Ki, OPc, PIN1/PIN2,
+//! template leaves open (ICCID, IMSI, Ki, OPc, PIN1/PIN2,
 //! PUK1/PUK2, ADM1, SPN and the MNO-SD keys).
 //!
 //! Secrets live in [`zeroize::Zeroizing`] buffers and never show in

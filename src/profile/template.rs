@@ -1,4 +1,4 @@
-//! Profile templates (issue 4 §2): a readable TOML description of a profile
+//! Profile templates: a readable TOML description of a profile
 //! package (`profiles/*.toml`, format in `profiles/README.md`) and its
 //! personalization into an unprotected profile package (UPP, SGP.22 §2.5.5).
 //!

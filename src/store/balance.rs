@@ -1,5 +1,5 @@
 //! SIM balances for the Windows Mobile Plans GetBalance API
-//! (mobile-plans.md §4 "Account management"): per ICCID, the buckets that
+//! ([MP-Account] "Account management"): per ICCID, the buckets that
 //! purchases credited, each with its data, its end and the locations where
 //! it applies. Usage debits them; a bucket ends with its plan.
 //!
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 use std::sync::atomic::Ordering;
 
-/// The balance `type` (mobile-plans.md §4, "Enhanced account management").
+/// The balance `type` ([MP-Account], "Enhanced account management").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BalanceType {
     /// "View my account, no balance".

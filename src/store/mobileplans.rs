@@ -1,4 +1,4 @@
-//! Windows Mobile Plans orders (mobile-plans.md §2, §6): what a portal
+//! Windows Mobile Plans orders ([MP-Callbacks], [MP-eSIM]): what a portal
 //! checkout bought, under the Mobile Plans `transactionId`, with the
 //! options that decide the callback (network registration now or later, a
 //! scheduled release) and the durable schedule of releases.
@@ -30,14 +30,14 @@ use std::sync::atomic::Ordering;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderKind {
     /// A new eSIM profile: downloadOrder bound to the EID and confirmOrder
-    /// (mobile-plans.md §6); a download callback tells the app.
+    /// ([MP-eSIM]); a download callback tells the app.
     Profile,
     /// Balance added to an existing line, a warm physical SIM or an
-    /// installed eSIM (mobile-plans.md §1, "Warm pSIM", "Top-up").
+    /// installed eSIM ([MP-Portal], "Warm pSIM", "Top-up").
     Balance,
 }
 
-/// When the device may register on the network (mobile-plans.md §2,
+/// When the device may register on the network ([MP-Callbacks],
 /// "Async connectivity").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Registration {
@@ -68,7 +68,7 @@ pub enum OrderStatus {
 }
 
 /// A value of `userAccount`, `purchaseInstrument` or `line`
-/// (mobile-plans.md §2, purchase metadata; lowercase in code).
+/// ([MP-Callbacks], purchase metadata; lowercase in code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Choice {

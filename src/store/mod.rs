@@ -17,6 +17,9 @@
 //! | `t/` | type `\0` operator | - (known profile types) |
 //! | `x/` | expiry (u64 BE) ICCID | ICCID (orders that can expire) |
 //! | `o/` | seq (u64 BE) | [`OutboxItem`] |
+//! | `od/` | operator `\0` next attempt (ms, u64 BE) seq | - (outbox items by due time, per operator) |
+//! | `oi/` | operator `\0` seq | event time (i64 BE) (outbox items per operator, oldest first) |
+//! | `om/index` | | outbox index version (u32 BE): the `od/` and `oi/` entries exist |
 //! | `i/` | SHA-256 | [`IdemRecord`] |
 //! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
 //! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
@@ -25,9 +28,9 @@
 //! | `u/` `k/` `l/` `d/` `r/` `w/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
 //! | `g/` | ICCID | SIM balance ([`balance`]) |
 //!
-//! Index entries are derived from the record alone ([`index_keys`]), and every
-//! write replaces the old record's entries with the new one's, so indexes
-//! cannot drift from the records.
+//! Index entries are derived from the record alone ([`index_keys`],
+//! [`outbox_index_keys`]), and every write replaces the old record's entries
+//! with the new one's, so indexes cannot drift from the records.
 //!
 //! # Durability
 //! A transaction only reaches sled's page cache. [`Store::sync`] makes every
@@ -156,6 +159,9 @@ pub enum Command {
         hash_cc: Option<Vec<u8>>,
         /// Confirmation-code attempts allowed per order.
         max_attempts: u32,
+        /// The authenticated eUICC, for the operator notification (§5.3.5:
+        /// the EID "SHALL be set if available").
+        eid: Option<Eid>,
     },
     /// A Bound Profile Package was handed to the LPA; the EID is linked.
     BppDelivered {
@@ -183,6 +189,9 @@ pub enum Command {
         code: StatusCode,
         /// Text for the record and the operator.
         reason: String,
+        /// The authenticated eUICC, for the operator notification (§5.3.5:
+        /// the EID "SHALL be set if available").
+        eid: Option<Eid>,
     },
     /// A verified OtherSignedNotification about an installed profile
     /// (§3.5, §5.6.4): enable, disable or delete on the device.
@@ -319,6 +328,8 @@ struct Inner {
     pools: Mutex<BTreeMap<(String, String), i64>>,
     /// Live ES9+ sessions by phase; held by every session write.
     sessions: Mutex<session::SessionCounts>,
+    /// Outbox items per operator, for metrics (rebuilt at open from `oi/`).
+    outbox: Mutex<BTreeMap<String, i64>>,
 }
 
 /// An open sled database and the tree that holds everything.
@@ -334,6 +345,7 @@ struct Opened {
     counts: [i64; 9],
     pools: BTreeMap<(String, String), i64>,
     sessions: session::SessionCounts,
+    outbox: BTreeMap<String, i64>,
 }
 
 impl Opened {
@@ -355,11 +367,21 @@ impl Opened {
             }
         }
         let sessions = session::count(&tree)?;
+        migrate_outbox_index(&tree)?;
+        let mut outbox = BTreeMap::new();
+        for kv in tree.scan_prefix(b"oi/") {
+            let (k, _) = kv?;
+            let op = k[3..].split(|b| *b == 0).next().unwrap_or_default();
+            *outbox
+                .entry(String::from_utf8_lossy(op).into_owned())
+                .or_insert(0) += 1;
+        }
         Ok(Opened {
             engine: Engine { db, tree },
             counts,
             pools,
             sessions,
+            outbox,
         })
     }
 }
@@ -404,6 +426,59 @@ fn type_key(profile_type: &str, operator: &str) -> Vec<u8> {
 }
 fn outbox_key(id: u64) -> Vec<u8> {
     key("o/", &[&id.to_be_bytes()])
+}
+fn outbox_due_prefix(operator: &str) -> Vec<u8> {
+    key("od/", &[operator.as_bytes(), b"\0"])
+}
+fn outbox_operator_prefix(operator: &str) -> Vec<u8> {
+    key("oi/", &[operator.as_bytes(), b"\0"])
+}
+/// Version of the outbox index layout, kept at [`OUTBOX_INDEX_KEY`].
+const OUTBOX_INDEX_VERSION: u32 = 1;
+/// Marks a store whose outbox items all have their index entries.
+const OUTBOX_INDEX_KEY: &[u8] = b"om/index";
+
+/// The outbox index entries an item implies, (key, value): its due-time
+/// entry (`od/`, by operator and next attempt, which the worker reads to
+/// find what is due) and its per-operator entry (`oi/`, by id, whose value
+/// is the event time: the first one is the operator's oldest item).
+pub fn outbox_index_keys(item: &OutboxItem) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut due = outbox_due_prefix(&item.operator);
+    due.extend_from_slice(&(item.next_attempt_ms.max(0) as u64).to_be_bytes());
+    due.extend_from_slice(&item.id.to_be_bytes());
+    let mut by_op = outbox_operator_prefix(&item.operator);
+    by_op.extend_from_slice(&item.id.to_be_bytes());
+    vec![
+        (due, vec![]),
+        (by_op, item.timestamp.to_be_bytes().to_vec()),
+    ]
+}
+
+/// Builds the outbox index of a store written before it existed: one
+/// atomic batch with every item's entries and the version marker. Runs
+/// once; later opens find the marker.
+fn migrate_outbox_index(tree: &sled::Tree) -> Result<()> {
+    if tree.contains_key(OUTBOX_INDEX_KEY)? {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0u64;
+    for kv in tree.scan_prefix(b"o/") {
+        let (_, v) = kv?;
+        let item: OutboxItem = serde_json::from_slice(&v)
+            .map_err(|e| Error::internal(format!("corrupt outbox item: {e}")))?;
+        for (k, v) in outbox_index_keys(&item) {
+            batch.insert(k, v);
+        }
+        n += 1;
+    }
+    batch.insert(OUTBOX_INDEX_KEY, &OUTBOX_INDEX_VERSION.to_be_bytes()[..]);
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    if n > 0 {
+        tracing::info!(items = n, "outbox index built for existing items");
+    }
+    Ok(())
 }
 
 /// The index keys a record implies. Every value is the ICCID.
@@ -482,6 +557,8 @@ pub struct Applied {
     /// counted failed attempt, a retry limit reached): [`Store::apply`]
     /// returns it as the error after the commit.
     pub refusal: Option<Error>,
+    /// Whether an outbox item was written with the transition.
+    pub enqueued: bool,
 }
 
 /// What one command does to one record, before it is written.
@@ -537,6 +614,14 @@ impl Note {
         self.eid = Some(eid.as_str().to_owned());
         self
     }
+    /// The authenticated eUICC's EID when the order names none (an order
+    /// by matchingId alone).
+    fn or_eid(mut self, eid: Option<&Eid>) -> Note {
+        if self.eid.is_none() {
+            self.eid = eid.map(|e| e.as_str().to_owned());
+        }
+        self
+    }
 }
 
 impl Store {
@@ -556,6 +641,7 @@ impl Store {
                 flushed: tokio::sync::Mutex::new(0),
                 counts: opened.counts.map(AtomicI64::new),
                 pools: Mutex::new(opened.pools),
+                outbox: Mutex::new(opened.outbox),
             }),
         })
     }
@@ -654,6 +740,7 @@ impl Store {
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = opened.sessions;
+        *self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner()) = opened.outbox;
         *self.inner.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(opened.engine);
         match probe {
             Ok(_) => {
@@ -869,6 +956,9 @@ impl Store {
                     self.inner.written.fetch_add(1, Ordering::SeqCst);
                     if applied.changed {
                         self.count_transition(applied.from, &applied.record);
+                    }
+                    if applied.enqueued {
+                        self.count_outbox(&applied.record.operator, 1);
                     }
                     return match applied.refusal.take() {
                         Some(e) => Err(e),
@@ -1173,6 +1263,7 @@ impl Store {
                 transaction_id,
                 hash_cc,
                 max_attempts,
+                eid,
             } => {
                 let old = self.load(tx, iccid)?;
                 if !matches!(old.state, State::Released | State::Downloaded) {
@@ -1181,7 +1272,7 @@ impl Store {
                         format!("the order for {iccid} is {}", old.state),
                     ));
                 }
-                if let Some(step) = expiry_refusal(&old, now, None) {
+                if let Some(step) = expiry_refusal(&old, now, eid.as_ref()) {
                     return self.finish(tx, ctx, step);
                 }
                 let mut new = old.clone();
@@ -1214,7 +1305,8 @@ impl Store {
                                 codes::CC_RETRIES_EXCEEDED,
                                 "confirmation code retries exceeded",
                             );
-                            let note = Note::new(POINT_CONFIRMATION_FAILURE, status, &old);
+                            let note = Note::new(POINT_CONFIRMATION_FAILURE, status, &old)
+                                .or_eid(eid.as_ref());
                             Step::new(old, new, Some(Event::LimitExceeded))
                                 .notify(note)
                                 .refuse(Error::refused(
@@ -1314,6 +1406,7 @@ impl Store {
                 iccid,
                 code,
                 reason,
+                eid,
             } => {
                 let old = self.load(tx, iccid)?;
                 let mut new = old.clone();
@@ -1323,7 +1416,8 @@ impl Store {
                 } else {
                     POINT_ELIGIBILITY
                 };
-                let note = Note::new(point, PointStatus::failed(*code, reason.clone()), &old);
+                let note = Note::new(point, PointStatus::failed(*code, reason.clone()), &old)
+                    .or_eid(eid.as_ref());
                 Step::new(old, new, Some(Event::DownloadCancelled)).notify(note)
             }
         };
@@ -1363,6 +1457,7 @@ impl Store {
             }
             None => false,
         };
+        let mut enqueued = false;
         if changed {
             if !new.state.can_expire() {
                 new.expires_at = None;
@@ -1385,6 +1480,10 @@ impl Store {
                     last_error: None,
                 };
                 tx.insert(outbox_key(id), encode(&item))?;
+                for (k, v) in outbox_index_keys(&item) {
+                    tx.insert(k, v)?;
+                }
+                enqueued = true;
             }
         }
         if new != old {
@@ -1397,6 +1496,7 @@ impl Store {
             record: new,
             changed,
             refusal,
+            enqueued,
         })
     }
 
@@ -1701,7 +1801,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Outbox items, oldest first.
+    /// Every outbox item, oldest first: the full listing for the CLI and
+    /// the admin API. The delivery worker reads [`Store::outbox_due`].
     pub fn outbox(&self) -> Result<Vec<OutboxItem>> {
         self.tree()?
             .scan_prefix(b"o/")
@@ -1713,27 +1814,134 @@ impl Store {
             .collect()
     }
 
-    /// Removes a delivered outbox item.
+    /// `operator`'s outbox items due at `now_ms`, earliest first, at most
+    /// `limit`, and the time of the next attempt after them (the first item
+    /// left in the due-time index, which may already be due when `limit`
+    /// cut the list). Reads only that operator's due entries.
+    pub fn outbox_due(
+        &self,
+        operator: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<(Vec<OutboxItem>, Option<i64>)> {
+        let tree = self.tree()?;
+        let prefix = outbox_due_prefix(operator);
+        let mut items = vec![];
+        for kv in tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let rest = &k[prefix.len()..];
+            let (Some(due), Some(id)) = (
+                rest.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+                rest.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+            ) else {
+                return Err(Error::internal("corrupt outbox index entry"));
+            };
+            let due = u64::from_be_bytes(due).min(i64::MAX as u64) as i64;
+            if due > now_ms || items.len() >= limit {
+                return Ok((items, Some(due)));
+            }
+            let id = u64::from_be_bytes(id);
+            match tree.get(outbox_key(id))? {
+                Some(v) => items.push(
+                    serde_json::from_slice(&v)
+                        .map_err(|e| Error::internal(format!("corrupt outbox item: {e}")))?,
+                ),
+                None => return Err(Error::internal("outbox index names a missing item")),
+            }
+        }
+        Ok((items, None))
+    }
+
+    /// Outbox items per operator with the event time (Unix seconds) of each
+    /// operator's oldest item: the in-memory counts and one index lookup per
+    /// operator.
+    pub fn outbox_depths(&self) -> Result<Vec<(String, i64, Option<i64>)>> {
+        let counts: Vec<(String, i64)> = {
+            let m = self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            m.iter().map(|(k, n)| (k.clone(), *n)).collect()
+        };
+        let tree = self.tree()?;
+        let mut out = Vec::with_capacity(counts.len());
+        for (op, n) in counts {
+            let oldest = match tree.scan_prefix(outbox_operator_prefix(&op)).next() {
+                Some(kv) => {
+                    let (_, v) = kv?;
+                    <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes)
+                }
+                None => None,
+            };
+            out.push((op, n, oldest));
+        }
+        Ok(out)
+    }
+
+    fn count_outbox(&self, operator: &str, delta: i64) {
+        let mut m = self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(operator.to_owned()).or_insert(0) += delta;
+    }
+
+    /// Removes a delivered outbox item and its index entries.
     pub fn outbox_delivered(&self, id: u64) -> Result<()> {
-        self.tree()?.remove(outbox_key(id))?;
+        let r = self.tree()?.transaction(|tx| {
+            let Some(v) = tx.remove(outbox_key(id))? else {
+                return Ok(None);
+            };
+            let item: OutboxItem = decode(&v)?;
+            for (k, _) in outbox_index_keys(&item) {
+                tx.remove(k)?;
+            }
+            Ok(Some(item.operator))
+        });
+        let removed = self.watch(tx_result(r))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
+        if let Some(op) = removed {
+            self.count_outbox(&op, -1);
+        }
         Ok(())
     }
 
-    /// Records a failed delivery attempt and when to try again.
+    /// Records a failed delivery attempt and when to try again: the item
+    /// and its due-time index entry move together.
     pub fn outbox_failed(
         &self,
         item: &OutboxItem,
         error: &str,
         next_attempt_ms: i64,
     ) -> Result<()> {
-        let mut it = item.clone();
-        it.attempts += 1;
-        it.last_error = Some(error.to_owned());
-        it.next_attempt_ms = next_attempt_ms;
-        self.tree()?.insert(outbox_key(it.id), encode(&it))?;
+        let r = self.tree()?.transaction(|tx| {
+            let Some(v) = tx.get(outbox_key(item.id))? else {
+                return Ok(());
+            };
+            let old: OutboxItem = decode(&v)?;
+            let mut it = old.clone();
+            it.attempts += 1;
+            it.last_error = Some(error.to_owned());
+            it.next_attempt_ms = next_attempt_ms;
+            let (old_keys, new_keys) = (outbox_index_keys(&old), outbox_index_keys(&it));
+            for (k, _) in old_keys.iter().filter(|e| !new_keys.contains(e)) {
+                tx.remove(k.as_slice())?;
+            }
+            for (k, v) in new_keys.iter().filter(|e| !old_keys.contains(e)) {
+                tx.insert(k.as_slice(), v.as_slice())?;
+            }
+            tx.insert(outbox_key(it.id), encode(&it))?;
+            Ok(())
+        });
+        self.watch(tx_result(r))?;
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Every raw outbox index entry, for consistency checks: (key, value).
+    pub fn outbox_index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = vec![];
+        for p in ["od/", "oi/"] {
+            for kv in self.tree()?.scan_prefix(p.as_bytes()) {
+                let (k, v) = kv?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
     }
 
     /// Rewrites stored profile packages one by one: `f` gets the stored

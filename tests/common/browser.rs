@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// The objects the Mobile Plans app injects (mobile-plans.md §2), as
+/// The objects the Mobile Plans app injects ([MP-Callbacks]), as
 /// recorders. Enum members are their own names; `notifyProfileDownload`
 /// and `notifyBalanceAddition` return an operation context `{Id}`.
 pub const STAND_INS: &str = r#"

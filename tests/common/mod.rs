@@ -38,13 +38,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `smdpplus serve` on `dir` with an optional TOML config.
+    /// Starts `smdpplus serve` on `dir` with an optional TOML config. The
+    /// SM-DP+ address is `localhost` unless the config sets one, so that
+    /// activation codes do not depend on the ephemeral ES9+ port.
+    pub fn start(dir: &Path, config: Option<&str>) -> Server {
+        Server::start_with_env(dir, config, &[])
+    }
+
+    /// Like [`Server::start`], with more environment variables.
+    pub fn start_with_env(dir: &Path, config: Option<&str>, env: &[(&str, &str)]) -> Server {
+        let pin = !config.is_some_and(|c| c.contains("smdp_address"));
+        Self::spawn(dir, config, pin, env)
+    }
+
+    /// Starts `smdpplus serve` without an SM-DP+ address unless the config
+    /// sets one: the server derives it from its ES9+ listener.
+    pub fn start_with_derived_address(dir: &Path, config: Option<&str>) -> Server {
+        Self::spawn(dir, config, false, &[])
+    }
+
     #[allow(
         clippy::zombie_processes,
         reason = "the child is killed and waited for in Drop"
     )]
-    pub fn start(dir: &Path, config: Option<&str>) -> Server {
+    fn spawn(dir: &Path, config: Option<&str>, pin_address: bool, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(dir)
@@ -61,9 +80,13 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "info")
+            .env_remove("SMDPPLUS_SMDP_ADDRESS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         std::fs::create_dir_all(dir).expect("data dir");
+        if pin_address {
+            cmd.args(["--smdp-address", "localhost"]);
+        }
         if let Some(c) = config {
             let p = dir.join("test-config.toml");
             std::fs::write(&p, c).expect("write config");
