@@ -12,16 +12,17 @@
 
 mod common;
 
-use common::Server;
+use common::{status, Receiver, Server, EID};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::Deserialize;
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
 use serde_yaml::Value as Yaml;
 use smdpplus::config::{Config, FileConfig, Overrides};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -602,13 +603,30 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     let rules = alert_rules();
     let alert_names: BTreeSet<String> = rules.iter().flat_map(|r| metric_names(&r.1)).collect();
 
+    // A server whose operator has a real notification endpoint, and one
+    // notification delivered to it: the per-operator outbox series exist
+    // from an operator's first notification on, the request counters and
+    // the latency histogram from the first request.
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), None);
-    // The first scrape is itself a request: the request counters and
-    // latency histogram have series from the second one on.
-    let (status, _) = server.ops_get("/metrics").await;
-    assert_eq!(status, 200);
-    let (_, scrape) = server.ops_get("/metrics").await;
+    let mut rx = Receiver::start(&dir.path().join("receiver"), 0).await;
+    let server = Server::start(&dir.path().join("data"), Some(&rx.config("")));
+    let op = server.operator();
+    let (_, v) = op
+        .call("downloadOrder", json!({"profileType": "demo", "eid": EID}))
+        .await;
+    let iccid = v["iccid"].as_str().expect("iccid").to_owned();
+    let (_, v) = op
+        .call(
+            "cancelOrder",
+            json!({"iccid": iccid, "eid": EID, "finalProfileStatusIndicator": "Available"}),
+        )
+        .await;
+    assert_eq!(status(&v), "Executed-Success", "{v}");
+    rx.next(Duration::from_secs(30))
+        .await
+        .expect("notification delivered");
+    let (code, scrape) = server.ops_get("/metrics").await;
+    assert_eq!(code, 200);
     let families = families(&scrape);
     assert!(
         families
@@ -649,12 +667,22 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         ),
         "ES2+ latency"
     );
-    assert!(uses("smdpplus_outbox_depth", ""), "outbox depth");
+    assert!(
+        uses("smdpplus_outbox_operator_depth", "operator"),
+        "outbox depth"
+    );
+    assert!(
+        uses("smdpplus_outbox_oldest_item_age_seconds", "operator"),
+        "outbox age"
+    );
     assert!(uses("smdpplus_available_profiles", "profile_type"), "pools");
     assert!(uses("smdpplus_rsp_sessions", "phase"), "sessions");
     let alerted = |metric: &str| rules.iter().any(|r| metric_names(&r.1).contains(metric));
     assert!(alerted("smdpplus_available_profiles"), "low pool alert");
-    assert!(alerted("smdpplus_outbox_depth"), "old outbox alert");
+    assert!(
+        alerted("smdpplus_outbox_oldest_item_age_seconds"),
+        "old outbox alert"
+    );
     assert!(alerted("smdpplus_requests_total"), "error rate alert");
     for (name, _, rule) in &rules {
         assert!(rule["for"].as_str().is_some(), "{name}: no `for`");
@@ -1213,12 +1241,12 @@ async fn systemd_reload_rotates_the_master_key_online() {
         .1;
     // The server writes its pid file just after it reports ready.
     let pid_file = dir.path().join("smdpplus.pid");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let pid = loop {
         match std::fs::read_to_string(&pid_file) {
             Ok(p) if !p.trim().is_empty() => break p,
             _ if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                tokio::time::sleep(Duration::from_millis(50)).await
             }
             other => panic!("pid file: {other:?}"),
         }
@@ -1229,7 +1257,7 @@ async fn systemd_reload_rotates_the_master_key_online() {
         .status()
         .expect("reload");
     assert!(status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, scrape) = server.ops_get("/metrics").await;
         let retired = Keyring::load_or_create(&key_file)
@@ -1243,7 +1271,7 @@ async fn systemd_reload_rotates_the_master_key_online() {
             "no rotation to key {new}; log:\n{}",
             server.log()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(server.ops_get("/readyz").await.0, 200);
 }
