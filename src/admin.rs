@@ -19,11 +19,11 @@
 //! | POST | `/smdpplus/admin/v1/balances/{iccid}/credit` | credit a balance outside a Mobile Plans purchase |
 //! | GET | `/smdpplus/admin/v1/balances/{iccid}` | a SIM's balance buckets |
 
+use crate::app::App;
 use crate::error::{Blame, Error};
 use crate::http::query::Query;
 use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::Iccid;
-use crate::server::App;
 use crate::store::lifecycle::State;
 use crate::store::{
     Command, Ctx, HistoryEntry, ListFilter, NewProfile, OutboxItem, PointStatus, ProfileRecord,

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod app;
 pub mod asn1;
 pub mod cli;
 pub mod config;
@@ -32,8 +33,11 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod mobileplans;
+pub mod ops;
 pub mod pki;
 pub mod profile;
+pub mod rotation;
 pub mod server;
 pub mod store;
+pub mod sweeper;
 pub mod time;

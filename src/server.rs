@@ -2,58 +2,20 @@
 //! runs the background workers (outbox, expiry sweeper), and shuts down
 //! gracefully on SIGTERM or SIGINT.
 
+use crate::app::{pid_file, App, DEMO_PROFILE_TYPE};
 use crate::config::Config;
 use crate::http::{self, tls, ConnInfo, Handler, Outcome};
 use crate::metrics::Metrics;
 use crate::pki::dev;
 use crate::profile::protect::Keyring;
-use crate::store::{Command, Ctx, NewProfile, Store, StoreOptions};
+use crate::store::{NewProfile, Store, StoreOptions};
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-
-/// Shared state of a running server: a cheap-to-clone handle.
-#[derive(Clone)]
-pub struct App {
-    /// The store.
-    pub store: Store,
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Wakes the outbox worker after a transition that may have enqueued.
-    pub outbox_wake: Arc<Notify>,
-    /// The SM-DP+ TLS identity, also presented to operators as client certificate.
-    pub identity: Arc<tls::Identity>,
-    /// False once shutdown started (/readyz).
-    pub ready: Arc<AtomicBool>,
-    /// DPauth/DPpb credentials and the eUICC chain validator (ES9+).
-    pub es9: Arc<crate::es9plus::service::Es9Keys>,
-    /// Profile templates by id (the shipped one and `templates` from config).
-    pub templates: crate::profile::stored::Templates,
-    /// The master keys that wrap every PPK at rest; replaced on rotation.
-    pub keyring: Arc<std::sync::RwLock<Arc<Keyring>>>,
-    /// Mobile Plans purchase capabilities and limits.
-    pub mobile_plans: Arc<crate::mobileplans::guard::Guard>,
-}
-
-impl App {
-    /// The current master keyring.
-    pub fn keyring(&self) -> Arc<Keyring> {
-        // A poisoned lock still holds a valid keyring.
-        self.keyring
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// The profile type of the seeded demo profiles.
-pub const DEMO_PROFILE_TYPE: &str = "demo";
 
 fn boxed<F>(f: F) -> Handler
 where
@@ -103,92 +65,6 @@ fn getbalance_handler(app: App, svc: Arc<crate::getbalance::Service>) -> Handler
     })
 }
 
-fn ops_handler(app: App) -> Handler {
-    boxed(move |req, _conn| {
-        let app = app.clone();
-        Box::pin(async move {
-            let (response, function) = match req.uri().path() {
-                "/metrics" => {
-                    for (state, n) in app.store.counts() {
-                        app.metrics
-                            .profiles
-                            .with_label_values(&[state.as_str()])
-                            .set(n);
-                    }
-                    for ((operator, profile_type), n) in app.store.available_by_pool() {
-                        app.metrics
-                            .available
-                            .with_label_values(&[operator.as_str(), profile_type.as_str()])
-                            .set(n);
-                    }
-                    let sessions = app.store.session_counts();
-                    for (phase, n) in [
-                        ("pending", sessions.pending),
-                        ("authenticated", sessions.authenticated),
-                    ] {
-                        app.metrics
-                            .rsp_sessions
-                            .with_label_values(&[phase])
-                            .set(n as i64);
-                    }
-                    crate::es2plus::notify::export_metrics(&app);
-                    (
-                        http::text_response(
-                            StatusCode::OK,
-                            "text/plain; version=0.0.4",
-                            app.metrics.render(),
-                        ),
-                        "metrics",
-                    )
-                }
-                "/healthz" => (
-                    http::text_response(StatusCode::OK, "text/plain", "ok\n"),
-                    "healthz",
-                ),
-                "/readyz" if !app.store.writable() => (
-                    http::text_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        "store cannot write\n",
-                    ),
-                    "readyz",
-                ),
-                "/readyz" if app.ready.load(Ordering::SeqCst) => (
-                    http::text_response(StatusCode::OK, "text/plain", "ready\n"),
-                    "readyz",
-                ),
-                "/readyz" => (
-                    http::text_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        "shutting down\n",
-                    ),
-                    "readyz",
-                ),
-                other => (
-                    http::text_response(
-                        StatusCode::NOT_FOUND,
-                        "text/plain",
-                        format!("no such endpoint: {other}\n"),
-                    ),
-                    "unknown",
-                ),
-            };
-            let status = if response.status().is_success() {
-                "ok"
-            } else {
-                "error"
-            };
-            Outcome {
-                response,
-                function,
-                status,
-                code: String::new(),
-            }
-        })
-    })
-}
-
 /// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
 /// when the store holds no profile at all.
 fn seed_demo(
@@ -234,91 +110,6 @@ fn seed_demo(
         .map_err(|e| e.to_string())
 }
 
-/// Expires orders whose time to live ran out, releases profiles whose
-/// scheduled release time has come, returns the profiles of portal orders
-/// not confirmed in time, and prunes idempotency records.
-async fn sweeper(app: App, mut shutdown: watch::Receiver<bool>) {
-    let mut last_prune = 0i64;
-    loop {
-        let now = crate::time::now();
-        match app.store.due_expiries(now) {
-            Ok(due) => {
-                let expired_any = !due.is_empty();
-                for iccid in due {
-                    let cmd = Command::Expire {
-                        iccid: iccid.clone(),
-                    };
-                    match app.store.apply(
-                        &cmd,
-                        &Ctx {
-                            caller: "smdpplus",
-                            now,
-                            idem: None,
-                        },
-                    ) {
-                        Ok(_) => {
-                            app.metrics.orders_expired.inc();
-                            tracing::info!(%iccid, "download order expired");
-                        }
-                        Err(e) => tracing::warn!(%iccid, error = %e, "could not expire order"),
-                    }
-                }
-                if expired_any {
-                    if let Err(e) = app.store.sync().await {
-                        tracing::error!(error = %e, "flush after expiry failed");
-                    }
-                    app.outbox_wake.notify_one();
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "expiry scan failed"),
-        }
-        // Delayed downloads whose release time has come ([MP-Callbacks] delayed download).
-        if crate::mobileplans::release_due(&app, now).await > 0 {
-            app.outbox_wake.notify_one();
-        }
-        // Portal orders not confirmed within their hold.
-        crate::mobileplans::lapse_due(&app, now).await;
-        match app.store.sweep_sessions(now) {
-            Ok(n) if n > 0 => tracing::debug!(expired = n, "RSP sessions expired"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "session sweep failed"),
-        }
-        if now - last_prune > 3600 {
-            last_prune = now;
-            match app.store.prune_idempotency(now - 24 * 3600) {
-                Ok(n) if n > 0 => tracing::info!(pruned = n, "idempotency records pruned"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "idempotency prune failed"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(app.config.expiry_sweep) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// While the store cannot write (a full disk, an I/O error), tries once a
-/// second to bring it back without a restart ([`Store::recover`]).
-async fn store_recovery(app: App, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
-        }
-        if app.store.writable() {
-            continue;
-        }
-        let store = app.store.clone();
-        match tokio::task::spawn_blocking(move || store.recover()).await {
-            Ok(Ok(true)) => app.outbox_wake.notify_one(),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e.message, "store recovery failed"),
-            Err(e) => tracing::warn!(error = %e, "store recovery task failed"),
-        }
-    }
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
@@ -337,90 +128,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// The pid file the CLI signals for a master key rotation.
-pub fn pid_file(data_dir: &std::path::Path) -> std::path::PathBuf {
-    data_dir.join("smdpplus.pid")
-}
-
-/// On SIGHUP: reload the master key file; if it holds more than one key,
-/// re-wrap every stored PPK under the newest one, beside live traffic, then
-/// retire the old keys (rewriting the file). `smdpplus keys rotate-master`
-/// adds the key and sends the signal.
-async fn key_rotation(app: App, mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: master key rotation needs a restart");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {}
-            _ = shutdown.changed() => return,
-        }
-        if std::env::var("SMDPPLUS_MASTER_KEY").is_ok() {
-            tracing::warn!("SIGHUP ignored: the master key comes from SMDPPLUS_MASTER_KEY");
-            continue;
-        }
-        let path = app.config.master_key_file.clone();
-        let ring = match Keyring::load_or_create(&path) {
-            Ok((ring, _)) => Arc::new(ring),
-            Err(e) => {
-                tracing::error!(error = %e, "master key reload failed; keeping the current keys");
-                continue;
-            }
-        };
-        *app.keyring.write().unwrap_or_else(|e| e.into_inner()) = ring.clone();
-        app.metrics.master_key_id.set(i64::from(ring.current_id()));
-        if ring.ids().len() < 2 {
-            continue;
-        }
-        tracing::info!(
-            key = ring.current_id(),
-            "master key rotation: re-wrapping every stored PPK"
-        );
-        let (store, metrics, r) = (app.store.clone(), app.metrics.clone(), ring.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            crate::profile::rotate::rewrap_all(&store, &r, |done, total| {
-                metrics.master_key_rewrap_pending.set((total - done) as i64);
-                if done % 10_000 == 0 {
-                    tracing::info!(done, total, "master key rotation progress");
-                }
-            })
-        })
-        .await;
-        match result {
-            Ok(Ok(n)) => {
-                if let Err(e) = app.store.sync().await {
-                    tracing::error!(error = %e, "flush after re-wrap failed; old keys kept");
-                    continue;
-                }
-                let mut retired = match Keyring::load_or_create(&path) {
-                    Ok((r, _)) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "master key file unreadable; old keys kept");
-                        continue;
-                    }
-                };
-                if retired.current_id() != ring.current_id() {
-                    tracing::warn!("the key file changed during the re-wrap; rotating again on the next SIGHUP");
-                    continue;
-                }
-                match retired.retire_old(&path) {
-                    Ok(()) => {
-                        *app.keyring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(retired);
-                        tracing::info!(
-                            rewrapped = n,
-                            key = ring.current_id(),
-                            "master key rotation complete; old keys retired"
-                        );
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not retire the old keys"),
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "re-wrap failed; old keys kept"),
-            Err(e) => tracing::error!(error = %e, "re-wrap task failed; old keys kept"),
-        }
-    }
+fn ops_handler(app: App) -> Handler {
+    boxed(move |req, _conn| {
+        let app = app.clone();
+        Box::pin(async move { crate::ops::handle(app, req).await })
+    })
 }
 
 /// A listener's own TLS identity from `tls_cert` and `tls_key` (`section`
@@ -441,8 +153,39 @@ fn listener_identity(
     }
 }
 
+/// Why the server could not start, or could not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration, a key, a certificate or a template is unusable.
+    #[error("{0}")]
+    Setup(String),
+    /// A listener could not bind its address.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or flushed.
+    #[error("store: {}", .0.message)]
+    Store(#[from] crate::error::Error),
+}
+
+impl From<String> for ServerError {
+    fn from(m: String) -> ServerError {
+        ServerError::Setup(m)
+    }
+}
+
+impl From<&str> for ServerError {
+    fn from(m: &str) -> ServerError {
+        ServerError::Setup(m.to_owned())
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
-pub async fn run(mut config: Config) -> Result<(), String> {
+pub async fn run(mut config: Config) -> Result<(), ServerError> {
     config.load_icons()?;
     http::listener::raise_fd_limit(&config.listeners);
     std::fs::create_dir_all(&config.data_dir)
@@ -477,8 +220,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         StoreOptions {
             order_ttl: config.order_ttl,
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let master = match std::env::var("SMDPPLUS_MASTER_KEY") {
         Ok(text) => Keyring::parse(&text).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
         Err(_) => {
@@ -502,7 +244,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
         config.seed_demo_profiles,
     )?;
     if seeded > 0 {
-        store.flush_blocking().map_err(|e| e.to_string())?;
+        store.flush_blocking()?;
         println!("smdpplus: seeded {seeded} demo profiles (profileType {DEMO_PROFILE_TYPE:?}) for operator {}", config.dev_operator());
     }
 
@@ -537,7 +279,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     let bind = |addr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("bind {addr}: {e}"))
+            .map_err(|source| ServerError::Bind { addr, source })
     };
     let es9 = bind(config.es9_listen).await?;
     if config.smdp_address_derived {
@@ -643,9 +385,9 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     ];
     let workers = vec![
         tokio::spawn(crate::es2plus::notify::run(app.clone(), rx.clone())),
-        tokio::spawn(sweeper(app.clone(), rx.clone())),
-        tokio::spawn(key_rotation(app.clone(), rx.clone())),
-        tokio::spawn(store_recovery(app.clone(), rx.clone())),
+        tokio::spawn(crate::sweeper::run(app.clone(), rx.clone())),
+        tokio::spawn(crate::rotation::run(app.clone(), rx.clone())),
+        tokio::spawn(crate::sweeper::store_recovery(app.clone(), rx.clone())),
     ];
     app.metrics
         .master_key_id
@@ -673,7 +415,7 @@ pub async fn run(mut config: Config) -> Result<(), String> {
     for w in workers {
         let _ = w.await;
     }
-    store.flush_blocking().map_err(|e| e.to_string())?;
+    store.flush_blocking()?;
     let _ = std::fs::remove_file(&pid_path);
     tracing::info!("shutdown complete");
     Ok(())

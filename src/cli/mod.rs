@@ -599,7 +599,9 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             getbalance_listen: a.getbalance_listen,
         },
     );
-    crate::server::run(config).await?;
+    crate::server::run(config)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1006,7 +1008,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn server_running(data_dir: &std::path::Path) -> Option<String> {
-    let pid = std::fs::read_to_string(crate::server::pid_file(data_dir)).ok()?;
+    let pid = std::fs::read_to_string(crate::app::pid_file(data_dir)).ok()?;
     let pid = pid.trim().to_owned();
     let alive = std::process::Command::new("kill")
         .args(["-0", &pid])

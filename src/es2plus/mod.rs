@@ -8,11 +8,11 @@
 
 pub mod notify;
 
+use crate::app::App;
 use crate::error::{codes, Error};
 use crate::http::fields::Fields;
 use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::{matching_id_is_valid, Eid, Iccid};
-use crate::server::App;
 use crate::store::{Command, Ctx, FinalStatus, Idem, ProfileRecord};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

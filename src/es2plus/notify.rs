@@ -8,9 +8,9 @@
 //! restarts. The functionCallIdentifier is stable per item, so the operator
 //! can drop a redelivery.
 
+use crate::app::App;
 use crate::http::client::Client;
 use crate::http::tls;
-use crate::server::App;
 use crate::store::{OutboxItem, PointStatus};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;

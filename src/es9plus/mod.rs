@@ -10,10 +10,10 @@ pub mod limits;
 pub mod service;
 pub mod session;
 
+use crate::app::App;
 use crate::error::Error;
 use crate::http::fields::Fields;
 use crate::http::{self, Outcome};
-use crate::server::App;
 use dto::*;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};

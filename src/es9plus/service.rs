@@ -9,6 +9,7 @@ use super::session::{
     Authenticated, Delivered, ExpectAuthenticateClient, ExpectGetBpp, Phase, Session,
     SESSION_VERSION,
 };
+use crate::app::App;
 use crate::asn1::der::{parse_one, DerCodec};
 use crate::asn1::rsp::{
     AuthenticateServerResponse, BoundProfilePackage, CancelSessionReason, CancelSessionResponse,
@@ -28,7 +29,6 @@ use crate::pki::smdp::{SmdpCredentials, SmdpKeyring};
 use crate::pki::x509::KeyId;
 use crate::profile::protect::{Keyring, ProtectedPackage};
 use crate::profile::stored::StoredPackage;
-use crate::server::App;
 use crate::store::session::Admission;
 use crate::store::{Command, Ctx};
 use rand::RngCore;

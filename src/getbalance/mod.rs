@@ -20,12 +20,12 @@
 pub mod auth;
 pub mod limits;
 
+use crate::app::App;
 use crate::config::{Config, GetBalanceAuth};
 use crate::http::query::{percent_decode, Query};
 use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::Iccid;
 use crate::limits::RateLimiter;
-use crate::server::App;
 use crate::store::balance::{BalanceRecord, BalanceType};
 use auth::{Authenticator, Denied};
 use hyper::body::Incoming;

@@ -31,10 +31,10 @@ pub mod text;
 pub mod walled_garden;
 pub mod web;
 
+use crate::app::App;
 use crate::error::{Blame, Error};
 use crate::http::query::percent_encode;
 use crate::ids::{Eid, Iccid};
-use crate::server::App;
 use crate::store::balance::{BalanceType, Credit};
 use crate::store::lifecycle::State;
 use crate::store::mobileplans::{

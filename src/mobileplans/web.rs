@@ -19,9 +19,9 @@
 
 use super::guard::Refusal;
 use super::{Lookup, MpError};
+use crate::app::App;
 use crate::http::query::Query;
 use crate::http::{self, ConnInfo, Outcome};
-use crate::server::App;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
