@@ -392,6 +392,14 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
     app.metrics
         .master_key_id
         .set(i64::from(app.keyring().current_id()));
+    // Present from the start, at 0, so that rates and alerts over them see
+    // the first event (a series born with its first increment hides it).
+    for result in ["delivered", "failed"] {
+        let _ = app.metrics.outbox_attempts.with_label_values(&[result]);
+    }
+    for reason in ["rate_limited", "sessions_full"] {
+        let _ = app.metrics.es9_refused.with_label_values(&[reason]);
+    }
     let pid_path = pid_file(&app.config.data_dir);
     if let Err(e) = std::fs::write(&pid_path, std::process::id().to_string()) {
         tracing::warn!(error = %e, path = %pid_path.display(), "could not write the pid file");

@@ -3,6 +3,7 @@
 //! the store of a stopped one (`profiles generate`, `profiles import`,
 //! `keys`); the software eUICC (`euicc`); and a load generator (`load`).
 
+mod health;
 mod load;
 
 use crate::config::{Config, FileConfig, Overrides};
@@ -101,6 +102,16 @@ pub enum Cmd {
         /// What to load.
         #[command(subcommand)]
         action: LoadCmd,
+    },
+    /// Check a running server's operations endpoint (for container and
+    /// service health checks): exit status 0 when it answers 200.
+    Health {
+        /// Plain-HTTP URL of the endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9090/readyz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
     },
     /// Inspect the ES2+ notification outbox of a running server.
     Outbox {
@@ -466,6 +477,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Euicc { action } => euicc(action).await,
         Cmd::Keys { action } => keys(action).await,
         Cmd::Load { action } => load_cmd(action).await,
+        Cmd::Health { url, timeout_secs } => {
+            health::run(&url, Duration::from_secs(timeout_secs.max(1))).await
+        }
         Cmd::WalledGarden {
             json,
             config,
