@@ -2,13 +2,16 @@
 //!
 //! # Layout
 //! A request's path through the code:
-//! - [`server`] wires the listeners, workers and shutdown;
+//! - [`server`] wires the listeners, workers and shutdown around the shared
+//!   [`app::App`];
 //! - [`http`] accepts TLS, serves HTTP/1.1, records metrics and renders the
 //!   GSMA JSON envelope;
 //! - [`es2plus`] parses ES2+ calls into store [`store::Command`]s;
 //! - [`store`] applies them atomically and durably, with the lifecycle table
 //!   in [`store::lifecycle`];
-//! - [`es2plus::notify`] delivers ES2+ notifications from the outbox.
+//! - [`es2plus::notify`] delivers ES2+ notifications from the outbox;
+//! - [`sweeper`] and [`rotation`] keep time-driven promises (expiry,
+//!   scheduled releases, key rotation) and [`ops`] serves metrics and health.
 //!
 //! Beside that path: [`asn1`] decodes and encodes the ES9+ DER data objects
 //! (strict DER TLV layer in [`asn1::der`], one type per RSP data object in

@@ -78,7 +78,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// While the store cannot write (a full disk, an I/O error), tries once a
-/// second to bring it back without a restart ([`Store::recover`]).
+/// second to bring it back without a restart ([`crate::store::Store::recover`]).
 pub async fn store_recovery(app: App, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
