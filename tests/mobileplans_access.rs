@@ -7,34 +7,9 @@
 mod common;
 
 use common::mobileplans::{capability, csrf, post_form, refused_count, set_cookies, web_with};
-use common::{Server, EID};
+use common::{operator_cert, Server, EID};
 use hyper::Method;
 use serde_json::json;
-
-/// Issues a client certificate for `cn` from the server's dev operator CA.
-fn operator_cert(server: &Server, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let pki = server.dir.join("pki");
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(pki.join("operator-ca.key")).expect("ca key"),
-    )
-    .expect("parse ca key");
-    let ca_pem = std::fs::read_to_string(pki.join("operator-ca.crt")).expect("ca cert");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    let (c, k) = (
-        server.dir.join(format!("{cn}.crt")),
-        server.dir.join(format!("{cn}.key")),
-    );
-    std::fs::write(&c, cert.pem()).expect("write cert");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
-    (c, k)
-}
 
 const TWO_OPERATORS: &str = "[[operators]]\nid = \"dev-operator\"\n[[operators]]\nid = \"op-b\"\n";
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{iccids, status, Receiver, Server, EID};
+use common::{iccids, operator_cert, status, Receiver, Server, EID};
 use hyper::Method;
 use serde_json::json;
 use std::time::Duration;
@@ -240,31 +240,6 @@ async fn outbox_survives_restart_and_is_visible_with_the_cli() {
         .await
         .expect("delivered after restart");
     assert_eq!(n["iccid"], iccid.as_str());
-}
-
-/// Issues a client certificate for `cn` from the server's dev operator CA.
-fn operator_cert(server: &Server, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let pki = server.dir.join("pki");
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(pki.join("operator-ca.key")).expect("ca key"),
-    )
-    .expect("parse ca key");
-    let ca_pem = std::fs::read_to_string(pki.join("operator-ca.crt")).expect("ca cert");
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
-    let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let cert = params.signed_by(&key, &issuer).expect("sign");
-    let (c, k) = (
-        server.dir.join(format!("{cn}.crt")),
-        server.dir.join(format!("{cn}.key")),
-    );
-    std::fs::write(&c, cert.pem()).expect("write cert");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
-    (c, k)
 }
 
 /// downloadOrder then cancelOrder: one notification (point 100).
