@@ -32,6 +32,10 @@ fn main() -> ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (stderr on a full disk) is
+        // dropped; the default reports it with eprintln!, which panics the
+        // task that logged, and with it the request it was serving.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     if cli.log_format == smdpplus::cli::LogFormat::Json {
         builder.json().init();
