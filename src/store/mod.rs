@@ -362,10 +362,7 @@ struct Opened {
 
 impl Opened {
     fn open(path: &std::path::Path) -> Result<Opened> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_db(path)?;
         let tree = db.open_tree("smdpplus")?;
         let mut counts = [0i64; 9];
         let mut pools = BTreeMap::new();
@@ -395,6 +392,30 @@ impl Opened {
             sessions,
             outbox,
         })
+    }
+}
+
+/// Opens the sled database. sled locks its files until the last handle of
+/// a previous opening is gone, and its background flusher lets go a moment
+/// after the database is dropped: a lock held elsewhere is waited for up to
+/// two seconds (a reopen in this process, or a server still exiting), then
+/// reported.
+fn open_db(path: &std::path::Path) -> Result<sled::Db> {
+    let mut waited = 0;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && waited < 40 =>
+            {
+                waited += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return Ok(r?),
+        }
     }
 }
 
@@ -725,7 +746,7 @@ impl Store {
         // the old database is gone; handles in flight end within moments.
         drop(old);
         let mut opened = None;
-        for _ in 0..50 {
+        for _ in 0..3 {
             match Opened::open(&self.inner.path) {
                 Ok(o) => {
                     opened = Some(o);
