@@ -711,9 +711,8 @@ impl Store {
         } = step;
         let changed = match event {
             Some(event) => {
-                let to = lifecycle::next(old.state, event).or_else(gsma)?;
-                // §5.3.4: releasing a released profile changes nothing.
-                let changed = !(to == old.state && event == Event::ReleaseProfile);
+                let (to, effect) = lifecycle::step(old.state, event).or_else(gsma)?;
+                let changed = effect == lifecycle::Effect::Recorded;
                 if changed {
                     new.state = to;
                     let h = HistoryEntry {

@@ -84,7 +84,7 @@ impl State {
     pub fn can_expire(self) -> bool {
         TABLE
             .iter()
-            .any(|(from, event, _)| *from == self && *event == Event::Expired)
+            .any(|(from, event, _, _)| *from == self && *event == Event::Expired)
     }
 }
 
@@ -159,66 +159,131 @@ impl Event {
 use Event as E;
 use State as S;
 
+/// What a legal transition leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// The transition is recorded: a history entry, the record updated,
+    /// and the notification the command names.
+    Recorded,
+    /// The call succeeds and nothing is written (§5.3.4 NOTE).
+    Nothing,
+}
+
+const RECORDED: Effect = Effect::Recorded;
+const NOTHING: Effect = Effect::Nothing;
+
 /// The transition table. A pair not listed is an illegal transition.
-const TABLE: &[(State, Event, State)] = &[
-    (S::Available, E::DownloadOrderLinked, S::Linked),
-    (S::Available, E::DownloadOrderAllocated, S::Allocated),
-    (S::Allocated, E::ConfirmOrder, S::Confirmed),
-    (S::Linked, E::ConfirmOrder, S::Confirmed),
-    (S::Allocated, E::ConfirmOrderAndRelease, S::Released),
-    (S::Linked, E::ConfirmOrderAndRelease, S::Released),
-    (S::Confirmed, E::ReleaseProfile, S::Released),
-    // §5.3.4 NOTE: releasing a released profile succeeds and changes nothing.
-    (S::Released, E::ReleaseProfile, S::Released),
-    (S::Released, E::BppDelivered, S::Downloaded),
-    (S::Downloaded, E::BppDelivered, S::Downloaded),
-    (S::Downloaded, E::InstallSucceeded, S::Installed),
-    (S::Downloaded, E::InstallFailed, S::Error),
-    (S::Released, E::LimitExceeded, S::Error),
-    (S::Downloaded, E::LimitExceeded, S::Error),
-    (S::Installed, E::DeviceEnabled, S::Installed),
-    (S::Installed, E::DeviceDisabled, S::Installed),
+const TABLE: &[(State, Event, State, Effect)] = &[
+    (S::Available, E::DownloadOrderLinked, S::Linked, RECORDED),
+    (
+        S::Available,
+        E::DownloadOrderAllocated,
+        S::Allocated,
+        RECORDED,
+    ),
+    (S::Allocated, E::ConfirmOrder, S::Confirmed, RECORDED),
+    (S::Linked, E::ConfirmOrder, S::Confirmed, RECORDED),
+    (
+        S::Allocated,
+        E::ConfirmOrderAndRelease,
+        S::Released,
+        RECORDED,
+    ),
+    (S::Linked, E::ConfirmOrderAndRelease, S::Released, RECORDED),
+    (S::Confirmed, E::ReleaseProfile, S::Released, RECORDED),
+    // §5.3.4 NOTE: releasing a released profile succeeds and changes
+    // nothing: no history entry, no notification.
+    (S::Released, E::ReleaseProfile, S::Released, NOTHING),
+    (S::Released, E::BppDelivered, S::Downloaded, RECORDED),
+    (S::Downloaded, E::BppDelivered, S::Downloaded, RECORDED),
+    (S::Downloaded, E::InstallSucceeded, S::Installed, RECORDED),
+    (S::Downloaded, E::InstallFailed, S::Error, RECORDED),
+    (S::Released, E::LimitExceeded, S::Error, RECORDED),
+    (S::Downloaded, E::LimitExceeded, S::Error, RECORDED),
+    (S::Installed, E::DeviceEnabled, S::Installed, RECORDED),
+    (S::Installed, E::DeviceDisabled, S::Installed, RECORDED),
     // The profile left the device; its credentials are not handed out again
     // unless the operator decides so.
-    (S::Installed, E::DeviceDeleted, S::Unavailable),
-    (S::Released, E::DownloadCancelled, S::Error),
-    (S::Downloaded, E::DownloadCancelled, S::Error),
-    (S::Allocated, E::Expired, S::Error),
-    (S::Linked, E::Expired, S::Error),
-    (S::Confirmed, E::Expired, S::Error),
-    (S::Released, E::Expired, S::Error),
+    (S::Installed, E::DeviceDeleted, S::Unavailable, RECORDED),
+    (S::Released, E::DownloadCancelled, S::Error, RECORDED),
+    (S::Downloaded, E::DownloadCancelled, S::Error, RECORDED),
+    (S::Allocated, E::Expired, S::Error, RECORDED),
+    (S::Linked, E::Expired, S::Error, RECORDED),
+    (S::Confirmed, E::Expired, S::Error, RECORDED),
+    (S::Released, E::Expired, S::Error, RECORDED),
     // A delivered package whose installation result never came is not
     // pending forever: the order ends on its time to live.
-    (S::Downloaded, E::Expired, S::Error),
+    (S::Downloaded, E::Expired, S::Error, RECORDED),
     // Installation results arrive late (the LPA sends pending notifications
     // when it next can); one for an order that expired meanwhile still
     // tells the truth about the device.
-    (S::Error, E::InstallSucceeded, S::Installed),
-    (S::Error, E::InstallFailed, S::Error),
-    (S::Allocated, E::CancelOrderAvailable, S::Available),
-    (S::Linked, E::CancelOrderAvailable, S::Available),
-    (S::Confirmed, E::CancelOrderAvailable, S::Available),
-    (S::Released, E::CancelOrderAvailable, S::Available),
-    (S::Error, E::CancelOrderAvailable, S::Available),
-    (S::Allocated, E::CancelOrderUnavailable, S::Unavailable),
-    (S::Linked, E::CancelOrderUnavailable, S::Unavailable),
-    (S::Confirmed, E::CancelOrderUnavailable, S::Unavailable),
-    (S::Released, E::CancelOrderUnavailable, S::Unavailable),
-    (S::Error, E::CancelOrderUnavailable, S::Unavailable),
+    (S::Error, E::InstallSucceeded, S::Installed, RECORDED),
+    (S::Error, E::InstallFailed, S::Error, RECORDED),
+    (
+        S::Allocated,
+        E::CancelOrderAvailable,
+        S::Available,
+        RECORDED,
+    ),
+    (S::Linked, E::CancelOrderAvailable, S::Available, RECORDED),
+    (
+        S::Confirmed,
+        E::CancelOrderAvailable,
+        S::Available,
+        RECORDED,
+    ),
+    (S::Released, E::CancelOrderAvailable, S::Available, RECORDED),
+    (S::Error, E::CancelOrderAvailable, S::Available, RECORDED),
+    (
+        S::Allocated,
+        E::CancelOrderUnavailable,
+        S::Unavailable,
+        RECORDED,
+    ),
+    (
+        S::Linked,
+        E::CancelOrderUnavailable,
+        S::Unavailable,
+        RECORDED,
+    ),
+    (
+        S::Confirmed,
+        E::CancelOrderUnavailable,
+        S::Unavailable,
+        RECORDED,
+    ),
+    (
+        S::Released,
+        E::CancelOrderUnavailable,
+        S::Unavailable,
+        RECORDED,
+    ),
+    (
+        S::Error,
+        E::CancelOrderUnavailable,
+        S::Unavailable,
+        RECORDED,
+    ),
 ];
 
-/// Every `(from, event, to)` triple the table allows.
-pub fn table() -> &'static [(State, Event, State)] {
+/// Every `(from, event, to, effect)` row the table allows.
+pub fn table() -> &'static [(State, Event, State, Effect)] {
     TABLE
 }
 
 /// The state after `event` in `from`, or the status code the spec gives for
 /// an illegal event in that state.
 pub fn next(from: State, event: Event) -> Result<State, Error> {
+    step(from, event).map(|(to, _)| to)
+}
+
+/// The state after `event` in `from` and what the transition leaves behind,
+/// or the status code the spec gives for an illegal event in that state.
+pub fn step(from: State, event: Event) -> Result<(State, Effect), Error> {
     TABLE
         .iter()
-        .find(|(f, e, _)| *f == from && *e == event)
-        .map(|(_, _, to)| *to)
+        .find(|(f, e, _, _)| *f == from && *e == event)
+        .map(|(_, _, to, effect)| (*to, *effect))
         .ok_or_else(|| {
             Error::refused(
                 rejection(from, event),
@@ -255,6 +320,20 @@ mod tests {
                 assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate {a:?} / {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn only_a_repeated_release_leaves_nothing_behind() {
+        let silent: Vec<_> = TABLE
+            .iter()
+            .filter(|r| r.3 == Effect::Nothing)
+            .map(|r| (r.0, r.1))
+            .collect();
+        assert_eq!(silent, vec![(S::Released, E::ReleaseProfile)]);
+        assert_eq!(
+            step(S::Confirmed, E::ReleaseProfile).expect("release"),
+            (S::Released, Effect::Recorded)
+        );
     }
 
     #[test]
