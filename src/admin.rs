@@ -20,9 +20,11 @@
 //! | GET | `/smdpplus/admin/v1/balances/{iccid}` | a SIM's balance buckets |
 
 use crate::app::App;
-use crate::error::{Blame, Error};
+use crate::error::Error;
+use crate::http;
+use crate::http::api::{Api, Call, Route, Unrouted};
+use crate::http::error::HttpError;
 use crate::http::query::Query;
-use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::Iccid;
 use crate::store::lifecycle::State;
 use crate::store::{
@@ -30,63 +32,8 @@ use crate::store::{
 };
 use base64::Engine;
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
-
-/// Path prefix of the admin API.
-pub const PREFIX: &str = "/smdpplus/admin/v1/";
-
-/// A refused admin call.
-struct AdminError(StatusCode, String, Option<String>);
-
-impl From<Error> for AdminError {
-    fn from(e: Error) -> AdminError {
-        let status = match e.blame {
-            Blame::InvalidRequest => StatusCode::BAD_REQUEST,
-            Blame::NotAllowed => StatusCode::FORBIDDEN,
-            Blame::Conditions if e.code.reason == "3.9" => StatusCode::NOT_FOUND,
-            Blame::Conditions => StatusCode::CONFLICT,
-            Blame::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Blame::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        if e.is_ours() {
-            // The detail (an OS error, say) goes to the log only.
-            tracing::error!(error = %e.message, "admin call failed");
-        }
-        AdminError(
-            status,
-            e.public_message().to_owned(),
-            Some(e.code.to_string()),
-        )
-    }
-}
-
-impl From<crate::mobileplans::MpError> for AdminError {
-    fn from(e: crate::mobileplans::MpError) -> AdminError {
-        use crate::mobileplans::MpError;
-        let message = match &e {
-            MpError::BadRequest { parameter, message } if !parameter.is_empty() => {
-                format!("{parameter}: {message}")
-            }
-            MpError::BadRequest { message, .. }
-            | MpError::Forbidden(message)
-            | MpError::NotFound(message)
-            | MpError::Conflict { message, .. } => message.clone(),
-            MpError::Internal(_) | MpError::Unavailable(_) => e.body()["error"]
-                .as_str()
-                .unwrap_or("internal error")
-                .to_owned(),
-        };
-        if let MpError::Internal(m) | MpError::Unavailable(m) = &e {
-            tracing::error!(error = %m, "admin call failed");
-        }
-        AdminError(e.status(), message, None)
-    }
-}
-
-fn bad(msg: impl Into<String>) -> AdminError {
-    AdminError(StatusCode::BAD_REQUEST, msg.into(), None)
-}
 
 /// The admin view of a profile. Confirmation-code hashes stay inside.
 pub fn profile_view(r: &ProfileRecord) -> Value {
@@ -164,351 +111,492 @@ fn outbox_view(o: &OutboxItem) -> Value {
     })
 }
 
-/// Handles `/smdpplus/admin/v1/*`.
-pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
-    let function = "admin";
-    let result = route(&app, req, conn).await;
-    let (status, body, code) = match result {
-        Ok(v) => (StatusCode::OK, v, String::new()),
-        Err(AdminError(s, msg, code)) => (
-            s,
-            json!({"error": msg, "code": code}),
-            code.unwrap_or_default(),
-        ),
-    };
-    let label = if status.is_success() { "ok" } else { "error" };
-    Outcome {
-        response: http::json_response(status, &body),
-        function,
-        status: label,
-        code,
+/// The admin API's endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// List the operator's profiles.
+    ListProfiles,
+    /// Add profiles to the inventory.
+    AddProfiles,
+    /// One profile and its history.
+    GetProfile,
+    /// A package in clear, for debugging.
+    ExportPackage,
+    /// Set an order's expiry.
+    SetExpiry,
+    /// The notifications waiting in the outbox.
+    Outbox,
+    /// Place a Mobile Plans purchase.
+    PlaceOrder,
+    /// The latest Mobile Plans order of a line or an eUICC.
+    FindOrder,
+    /// A Mobile Plans order and its callback decision.
+    GetOrder,
+    /// Confirm a held portal order.
+    ConfirmOrder,
+    /// Register a SIM for GetBalance.
+    RegisterSim,
+    /// Credit a balance.
+    CreditBalance,
+    /// A SIM's balance buckets.
+    Balance,
+}
+
+const fn at(method: Method, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+static ROUTES: &[Route<Endpoint>] = &[
+    at(
+        Method::GET,
+        "/smdpplus/admin/v1/profiles",
+        Endpoint::ListProfiles,
+    ),
+    at(
+        Method::POST,
+        "/smdpplus/admin/v1/profiles",
+        Endpoint::AddProfiles,
+    ),
+    at(
+        Method::GET,
+        "/smdpplus/admin/v1/profiles/{iccid}",
+        Endpoint::GetProfile,
+    ),
+    at(
+        Method::GET,
+        "/smdpplus/admin/v1/profiles/{iccid}/package",
+        Endpoint::ExportPackage,
+    ),
+    at(
+        Method::PUT,
+        "/smdpplus/admin/v1/profiles/{iccid}/expiry",
+        Endpoint::SetExpiry,
+    ),
+    at(Method::GET, "/smdpplus/admin/v1/outbox", Endpoint::Outbox),
+    at(
+        Method::POST,
+        "/smdpplus/admin/v1/mobileplans/orders",
+        Endpoint::PlaceOrder,
+    ),
+    at(
+        Method::GET,
+        "/smdpplus/admin/v1/mobileplans/orders",
+        Endpoint::FindOrder,
+    ),
+    at(
+        Method::GET,
+        "/smdpplus/admin/v1/mobileplans/orders/{transactionId}",
+        Endpoint::GetOrder,
+    ),
+    at(
+        Method::POST,
+        "/smdpplus/admin/v1/mobileplans/orders/{transactionId}/confirm",
+        Endpoint::ConfirmOrder,
+    ),
+    at(
+        Method::PUT,
+        "/smdpplus/admin/v1/balances/{iccid}",
+        Endpoint::RegisterSim,
+    ),
+    at(
+        Method::POST,
+        "/smdpplus/admin/v1/balances/{iccid}/credit",
+        Endpoint::CreditBalance,
+    ),
+    at(
+        Method::GET,
+        "/smdpplus/admin/v1/balances/{iccid}",
+        Endpoint::Balance,
+    ),
+];
+
+/// The operator admin API (mutual TLS on the ES2+ listener).
+pub struct Admin(pub App);
+
+impl Api for Admin {
+    const NAME: &'static str = "admin";
+    const PREFIX: &'static str = "/smdpplus/admin/v1";
+    type Endpoint = Endpoint;
+    type Error = HttpError;
+
+    fn routes() -> &'static [Route<Endpoint>] {
+        ROUTES
+    }
+
+    fn name(e: Endpoint) -> &'static str {
+        match e {
+            Endpoint::ListProfiles => "listProfiles",
+            Endpoint::AddProfiles => "addProfiles",
+            Endpoint::GetProfile => "getProfile",
+            Endpoint::ExportPackage => "exportPackage",
+            Endpoint::SetExpiry => "setExpiry",
+            Endpoint::Outbox => "outbox",
+            Endpoint::PlaceOrder => "placeOrder",
+            Endpoint::FindOrder => "findOrder",
+            Endpoint::GetOrder => "getOrder",
+            Endpoint::ConfirmOrder => "confirmOrder",
+            Endpoint::RegisterSim => "registerSim",
+            Endpoint::CreditBalance => "creditBalance",
+            Endpoint::Balance => "balance",
+        }
+    }
+
+    fn unrouted(&self, miss: &Unrouted, req: &Request<Incoming>) -> HttpError {
+        HttpError::unrouted(miss, "admin", req.uri().path())
+    }
+
+    async fn handle(&self, call: Call<Endpoint>) -> Result<Response<http::Body>, HttpError> {
+        let app = &self.0;
+        // The TLS layer lets configured operators only; refuse rather than
+        // assume when there is no certificate name.
+        let operator = call.conn.client_cn.clone().ok_or_else(|| {
+            HttpError::new(StatusCode::UNAUTHORIZED, "client certificate required")
+        })?;
+        let query = Query::parse(call.req.uri().query());
+        let param = call.params.first().map(String::as_str).unwrap_or_default();
+        let req = call.req;
+        let v = match call.endpoint {
+            Endpoint::ListProfiles => list_profiles(app, operator, &query)?,
+            Endpoint::AddProfiles => add_profiles(app, &operator, req).await?,
+            Endpoint::GetProfile => get_profile(app, &operator, &iccid_param(param)?)?,
+            Endpoint::ExportPackage => export_package(app, &operator, param, &query)?,
+            Endpoint::SetExpiry => set_expiry(app, &operator, &iccid_param(param)?, req).await?,
+            Endpoint::Outbox => {
+                let items: Vec<_> = app
+                    .store
+                    .outbox()?
+                    .iter()
+                    .filter(|o| o.operator == operator)
+                    .map(outbox_view)
+                    .collect();
+                json!({"items": items})
+            }
+            Endpoint::PlaceOrder => {
+                let v = json_body(app, req).await?;
+                let c = crate::mobileplans::Checkout::from_json(&v, crate::time::now())?;
+                let (order, created) = crate::mobileplans::checkout(app, &operator, &c).await?;
+                let capability = app.mobile_plans.capability(&order);
+                let answer = crate::mobileplans::decide(app, order)?;
+                json!({"created": created, "decision": answer.to_json(), "capability": capability})
+            }
+            Endpoint::FindOrder => find_order(app, &operator, &query)?,
+            Endpoint::GetOrder => {
+                let order = own_order(app, &operator, param)?;
+                let capability = app.mobile_plans.capability(&order);
+                json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability})
+            }
+            Endpoint::ConfirmOrder => {
+                let order = own_order(app, &operator, param)?;
+                let answer =
+                    crate::mobileplans::confirm(app, &order.transaction_id, &operator).await?;
+                json!({"decision": answer.to_json()})
+            }
+            Endpoint::RegisterSim => {
+                register_sim(app, &operator, &iccid_param(param)?, req).await?
+            }
+            Endpoint::CreditBalance => {
+                credit_balance(app, &operator, &iccid_param(param)?, req).await?
+            }
+            Endpoint::Balance => {
+                let iccid = iccid_param(param)?;
+                let rec = app
+                    .store
+                    .balance(&iccid)?
+                    .filter(|r| r.operator == operator)
+                    .ok_or_else(|| HttpError::not_found(format!("no balance for {iccid}")))?;
+                json!({"balance": balance_view(&rec, crate::time::now())})
+            }
+        };
+        Ok(http::json_response(StatusCode::OK, &v))
     }
 }
 
 /// A query parameter, percent-decoded; one that does not decode is a 400.
-fn query_param<'a>(query: &'a Query, name: &str) -> Result<Option<&'a str>, AdminError> {
+fn query_param<'a>(query: &'a Query, name: &str) -> Result<Option<&'a str>, HttpError> {
     query
         .get(name)
         .transpose()
-        .map_err(|()| bad(format!("{name} is not valid percent-encoded UTF-8")))
+        .map_err(|()| HttpError::bad(format!("{name} is not valid percent-encoded UTF-8")))
 }
 
-fn iccid_param(s: &str) -> Result<Iccid, AdminError> {
-    Iccid::parse(s).ok_or_else(|| bad(format!("{} is not an ICCID", crate::error::quote(s))))
+fn iccid_param(s: &str) -> Result<Iccid, HttpError> {
+    Iccid::parse(s)
+        .ok_or_else(|| HttpError::bad(format!("{} is not an ICCID", crate::error::quote(s))))
 }
 
-async fn json_body(app: &App, req: Request<Incoming>) -> Result<Value, AdminError> {
+async fn json_body(app: &App, req: Request<Incoming>) -> Result<Value, HttpError> {
     let body = http::read_body(req.into_body(), app.config.max_body_bytes.max(16 << 20)).await?;
-    serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON: {e}")))
+    serde_json::from_slice(&body).map_err(|e| HttpError::bad(format!("malformed JSON: {e}")))
 }
 
-async fn route(app: &App, req: Request<Incoming>, conn: &ConnInfo) -> Result<Value, AdminError> {
-    let operator = conn.client_cn.clone().ok_or_else(|| {
-        AdminError(
-            StatusCode::UNAUTHORIZED,
-            "client certificate required".into(),
-            None,
-        )
-    })?;
-    let path = req
-        .uri()
-        .path()
-        .strip_prefix(PREFIX)
-        .unwrap_or("")
-        .to_owned();
-    let query = Query::parse(req.uri().query());
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match (req.method().clone(), segments.as_slice()) {
-        (Method::GET, ["profiles"]) => {
-            let state = match query_param(&query, "state")? {
-                Some(s) => Some(
-                    State::parse(s)
-                        .ok_or_else(|| bad(format!("unknown state {}", crate::error::quote(s))))?,
-                ),
-                None => None,
-            };
-            let limit = match query_param(&query, "limit")? {
-                Some(l) => Some(
-                    l.parse::<usize>()
-                        .map_err(|_| bad("limit must be a number"))?,
-                ),
-                None => Some(1000),
-            };
-            let filter = ListFilter {
-                operator: Some(operator),
-                state,
-                profile_type: query_param(&query, "profileType")?.map(str::to_owned),
-                limit,
-            };
-            let list = app.store.list(&filter)?;
-            Ok(json!({"profiles": list.iter().map(profile_view).collect::<Vec<_>>()}))
-        }
-        (Method::POST, ["profiles"]) => {
-            let v = json_body(app, req).await?;
-            let items = v
-                .get("profiles")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("profiles must be an array"))?;
-            let mut new = Vec::with_capacity(items.len());
-            for (i, it) in items.iter().enumerate() {
-                let n = i + 1;
-                let iccid = it
-                    .get("iccid")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("item {n}: iccid is missing")))?;
-                let iccid = Iccid::parse(iccid).ok_or_else(|| {
-                    bad(format!(
-                        "item {n}: {} is not an ICCID",
-                        crate::error::quote(iccid)
-                    ))
-                })?;
-                let profile_type = it
-                    .get("profileType")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("item {n}: profileType is missing")))?;
-                let package = match it.get("package").and_then(Value::as_str) {
-                    Some(b64) => base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| bad(format!("item {n}: package is not base64: {e}")))?,
-                    None => placeholder_package(&iccid),
-                };
-                new.push(NewProfile::protected(
-                    iccid,
-                    profile_type.to_owned(),
-                    operator.clone(),
-                    &package,
-                    &app.keyring(),
-                )?);
-            }
-            let added = app
-                .store
-                .add_profiles(&new, &operator, crate::time::now())?;
-            app.store.sync().await?;
-            Ok(json!({"added": added}))
-        }
-        (Method::GET, ["profiles", iccid]) => {
-            let iccid = iccid_param(iccid)?;
-            let rec = app.store.get(&iccid)?.filter(|r| r.operator == operator);
-            let rec = rec.ok_or_else(|| {
-                AdminError(StatusCode::NOT_FOUND, format!("no profile {iccid}"), None)
-            })?;
-            let history = app.store.history(&iccid)?;
-            let mut profile = profile_view(&rec);
-            // The delivered package kept for a retry in a later session.
-            profile["boundPackageKeptUntil"] = json!(app
-                .store
-                .kept_package(&iccid, crate::time::now())?
-                .map(|k| crate::time::datetime(k.expires_at)));
-            Ok(
-                json!({"profile": profile, "history": history.iter().map(history_view).collect::<Vec<_>>()}),
-            )
-        }
-        (Method::GET, ["profiles", iccid, "package"]) => {
-            // The unprotected package, for operators debugging their own
-            // test inventory: only with an explicit `unprotected=true`.
-            if query_param(&query, "unprotected")? != Some("true") {
-                return Err(bad("the package is only exported with unprotected=true"));
-            }
-            let iccid = iccid_param(iccid)?;
-            let rec = app.store.get(&iccid)?.filter(|r| r.operator == operator);
-            let rec = rec.ok_or_else(|| {
-                AdminError(StatusCode::NOT_FOUND, format!("no profile {iccid}"), None)
-            })?;
-            let stored = app
-                .store
-                .package(&rec)?
-                .ok_or_else(|| Error::internal("profile package missing"))?;
-            let upp = crate::profile::stored::StoredPackage::from_bytes(&stored)
-                .and_then(|p| p.unprotected(&app.keyring(), &app.templates, iccid.as_str()))
-                .map_err(|e| Error::internal(e.to_string()))?;
-            tracing::warn!(%iccid, %operator, "unprotected profile package exported");
-            Ok(
-                json!({"iccid": rec.iccid, "package": base64::engine::general_purpose::STANDARD.encode(upp.as_slice())}),
-            )
-        }
-        (Method::PUT, ["profiles", iccid, "expiry"]) => {
-            let iccid = iccid_param(iccid)?;
-            let v = json_body(app, req).await?;
-            let at = v
-                .get("expiresAt")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("expiresAt is missing"))?;
-            let expires_at = crate::time::parse_datetime(at).ok_or_else(|| {
-                bad(format!(
-                    "expiresAt {} is not an RFC 3339 date-time",
-                    crate::error::quote(at)
-                ))
-            })?;
-            let cmd = Command::SetExpiry {
-                operator: operator.clone(),
-                iccid,
-                expires_at,
-            };
-            let applied = app.store.apply(
-                &cmd,
-                &Ctx {
-                    caller: &operator,
-                    now: crate::time::now(),
-                    idem: None,
-                },
-            )?;
-            app.store.sync().await?;
-            Ok(json!({"profile": profile_view(&applied.record)}))
-        }
-        (Method::POST, ["mobileplans", "orders"]) => {
-            let v = json_body(app, req).await?;
-            let c = crate::mobileplans::Checkout::from_json(&v, crate::time::now())?;
-            let (order, created) = crate::mobileplans::checkout(app, &operator, &c).await?;
-            let capability = app.mobile_plans.capability(&order);
-            let answer = crate::mobileplans::decide(app, order)?;
-            Ok(json!({"created": created, "decision": answer.to_json(), "capability": capability}))
-        }
-        (Method::GET, ["mobileplans", "orders"]) => {
-            use crate::mobileplans::Lookup;
-            let lookup = match (query_param(&query, "iccid")?, query_param(&query, "eid")?) {
-                (Some(i), None) => Lookup::Iccid(iccid_param(i)?),
-                (None, Some(e)) => Lookup::Eid(
-                    crate::ids::Eid::parse(e)
-                        .ok_or_else(|| bad(format!("{e:?} is not an EID (32 digits)")))?,
-                ),
-                _ => return Err(bad("give one of iccid and eid")),
-            };
-            let order = crate::mobileplans::find_for_operator(app, &lookup, &operator)?;
-            let capability = app.mobile_plans.capability(&order);
-            Ok(
-                json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability}),
-            )
-        }
-        (Method::GET, ["mobileplans", "orders", txid]) => {
-            let txid = crate::http::query::percent_decode(txid, false)
-                .ok_or_else(|| bad("the transactionId is not valid percent-encoded UTF-8"))?;
-            let lookup = crate::mobileplans::Lookup::Transaction(txid);
-            let order = crate::mobileplans::find(app, &lookup)?;
-            if order.operator != operator {
-                return Err(AdminError(
-                    StatusCode::NOT_FOUND,
-                    "no such Mobile Plans order".into(),
-                    None,
-                ));
-            }
-            let capability = app.mobile_plans.capability(&order);
-            Ok(
-                json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability}),
-            )
-        }
-        (Method::POST, ["mobileplans", "orders", txid, "confirm"]) => {
-            let txid = crate::http::query::percent_decode(txid, false)
-                .ok_or_else(|| bad("the transactionId is not valid percent-encoded UTF-8"))?;
-            let order =
-                crate::mobileplans::find(app, &crate::mobileplans::Lookup::Transaction(txid))?;
-            if order.operator != operator {
-                return Err(AdminError(
-                    StatusCode::NOT_FOUND,
-                    "no such Mobile Plans order".into(),
-                    None,
-                ));
-            }
-            let answer = crate::mobileplans::confirm(app, &order.transaction_id, &operator).await?;
-            Ok(json!({"decision": answer.to_json()}))
-        }
-        (Method::PUT, ["balances", iccid]) => {
-            let iccid = iccid_param(iccid)?;
-            if !iccid.luhn_ok() {
-                return Err(bad(format!("ICCID {iccid} has a bad Luhn check digit")));
-            }
-            let v = json_body(app, req).await?;
-            let not_supported = match v.get("notSupported") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(bad("notSupported must be a boolean")),
-            };
-            if app
-                .store
-                .get(&iccid)?
-                .is_some_and(|p| p.operator != operator)
-            {
-                // As for an unknown ICCID: no probing of another
-                // operator's inventory.
-                return Err(crate::store::unknown_iccid(&iccid).into());
-            }
-            let now = crate::time::now();
-            let rec = app
-                .store
-                .register_sim(&operator, &iccid, not_supported, now)?;
-            app.store.sync().await?;
-            Ok(json!({"balance": balance_view(&rec, now)}))
-        }
-        (Method::POST, ["balances", iccid, "credit"]) => {
-            let iccid = iccid_param(iccid)?;
-            let v = json_body(app, req).await?;
-            let m = v
-                .as_object()
-                .ok_or_else(|| bad("the body must be a JSON object"))?;
-            let (kb, secs, balance_type, locations) = crate::mobileplans::credit_spec(m)?
-                .ok_or_else(|| bad("dataInMB: dataInMB is missing"))?;
-            let plan_name = m
-                .get("planName")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let id = match m.get("id") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s.clone()),
-                Some(_) => return Err(bad("id must be a string of 1 to 64 characters")),
-            };
-            if app
-                .store
-                .get(&iccid)?
-                .is_some_and(|p| p.operator != operator)
-            {
-                // As for an unknown ICCID: no probing of another
-                // operator's inventory.
-                return Err(crate::store::unknown_iccid(&iccid).into());
-            }
-            let now = crate::time::now();
-            let credit = crate::store::balance::Credit {
-                id,
-                balance_type,
-                data_kb: kb,
-                expires_at: now.saturating_add(secs),
-                locations,
-                plan_name,
-            };
-            let (rec, id) = app.store.credit_balance(&operator, &iccid, &credit, now)?;
-            app.store.sync().await?;
-            Ok(json!({"credited": id, "balance": balance_view(&rec, now)}))
-        }
-        (Method::GET, ["balances", iccid]) => {
-            let iccid = iccid_param(iccid)?;
-            let rec = app
-                .store
-                .balance(&iccid)?
-                .filter(|r| r.operator == operator);
-            let rec = rec.ok_or_else(|| {
-                AdminError(
-                    StatusCode::NOT_FOUND,
-                    format!("no balance for {iccid}"),
-                    None,
-                )
-            })?;
-            Ok(json!({"balance": balance_view(&rec, crate::time::now())}))
-        }
-        (Method::GET, ["outbox"]) => {
-            let items: Vec<_> = app
-                .store
-                .outbox()?
-                .iter()
-                .filter(|o| o.operator == operator)
-                .map(outbox_view)
-                .collect();
-            Ok(json!({"items": items}))
-        }
-        (_, _) => Err(AdminError(
-            StatusCode::NOT_FOUND,
-            format!("no admin endpoint {} {}", req.method(), req.uri().path()),
-            None,
-        )),
+/// The operator's own profile; another operator's answers as unknown.
+fn own_profile(app: &App, operator: &str, iccid: &Iccid) -> Result<ProfileRecord, HttpError> {
+    app.store
+        .get(iccid)?
+        .filter(|r| r.operator == operator)
+        .ok_or_else(|| HttpError::not_found(format!("no profile {iccid}")))
+}
+
+/// The operator's own Mobile Plans order by its (percent-encoded)
+/// transactionId; another operator's answers as unknown.
+fn own_order(
+    app: &App,
+    operator: &str,
+    txid: &str,
+) -> Result<crate::store::mobileplans::MobilePlansOrder, HttpError> {
+    let txid = crate::http::query::percent_decode(txid, false)
+        .ok_or_else(|| HttpError::bad("the transactionId is not valid percent-encoded UTF-8"))?;
+    let order = crate::mobileplans::find(app, &crate::mobileplans::Lookup::Transaction(txid))?;
+    if order.operator != operator {
+        return Err(HttpError::not_found("no such Mobile Plans order"));
     }
+    Ok(order)
+}
+
+/// Refuses a balance call on another operator's ICCID as for an unknown
+/// one: no probing of another operator's inventory.
+fn not_anothers(app: &App, operator: &str, iccid: &Iccid) -> Result<(), HttpError> {
+    if app
+        .store
+        .get(iccid)?
+        .is_some_and(|p| p.operator != operator)
+    {
+        return Err(crate::store::unknown_iccid(iccid).into());
+    }
+    Ok(())
+}
+
+fn list_profiles(app: &App, operator: String, query: &Query) -> Result<Value, HttpError> {
+    let state =
+        match query_param(query, "state")? {
+            Some(s) => Some(State::parse(s).ok_or_else(|| {
+                HttpError::bad(format!("unknown state {}", crate::error::quote(s)))
+            })?),
+            None => None,
+        };
+    let limit = match query_param(query, "limit")? {
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| HttpError::bad("limit must be a number"))?,
+        ),
+        None => Some(1000),
+    };
+    let filter = ListFilter {
+        operator: Some(operator),
+        state,
+        profile_type: query_param(query, "profileType")?.map(str::to_owned),
+        limit,
+    };
+    let list = app.store.list(&filter)?;
+    Ok(json!({"profiles": list.iter().map(profile_view).collect::<Vec<_>>()}))
+}
+
+async fn add_profiles(
+    app: &App,
+    operator: &str,
+    req: Request<Incoming>,
+) -> Result<Value, HttpError> {
+    let v = json_body(app, req).await?;
+    let items = v
+        .get("profiles")
+        .and_then(Value::as_array)
+        .ok_or_else(|| HttpError::bad("profiles must be an array"))?;
+    let mut new = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let n = i + 1;
+        let field = |name: &str| {
+            it.get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| HttpError::bad(format!("item {n}: {name} is missing")))
+        };
+        let iccid = field("iccid")?;
+        let iccid = Iccid::parse(iccid).ok_or_else(|| {
+            HttpError::bad(format!(
+                "item {n}: {} is not an ICCID",
+                crate::error::quote(iccid)
+            ))
+        })?;
+        let profile_type = field("profileType")?;
+        let package = match it.get("package").and_then(Value::as_str) {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| HttpError::bad(format!("item {n}: package is not base64: {e}")))?,
+            None => placeholder_package(&iccid),
+        };
+        new.push(NewProfile::protected(
+            iccid,
+            profile_type.to_owned(),
+            operator.to_owned(),
+            &package,
+            &app.keyring(),
+        )?);
+    }
+    let added = app.store.add_profiles(&new, operator, crate::time::now())?;
+    app.store.sync().await?;
+    Ok(json!({"added": added}))
+}
+
+fn get_profile(app: &App, operator: &str, iccid: &Iccid) -> Result<Value, HttpError> {
+    let rec = own_profile(app, operator, iccid)?;
+    let history = app.store.history(iccid)?;
+    let mut profile = profile_view(&rec);
+    // The delivered package kept for a retry in a later session.
+    profile["boundPackageKeptUntil"] = json!(app
+        .store
+        .kept_package(iccid, crate::time::now())?
+        .map(|k| crate::time::datetime(k.expires_at)));
+    Ok(json!({"profile": profile, "history": history.iter().map(history_view).collect::<Vec<_>>()}))
+}
+
+/// The unprotected package, for operators debugging their own test
+/// inventory: only with an explicit `unprotected=true`.
+fn export_package(
+    app: &App,
+    operator: &str,
+    iccid: &str,
+    query: &Query,
+) -> Result<Value, HttpError> {
+    if query_param(query, "unprotected")? != Some("true") {
+        return Err(HttpError::bad(
+            "the package is only exported with unprotected=true",
+        ));
+    }
+    let iccid = iccid_param(iccid)?;
+    let rec = own_profile(app, operator, &iccid)?;
+    let stored = app
+        .store
+        .package(&rec)?
+        .ok_or_else(|| Error::internal("profile package missing"))?;
+    let upp = crate::profile::stored::StoredPackage::from_bytes(&stored)
+        .and_then(|p| p.unprotected(&app.keyring(), &app.templates, iccid.as_str()))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    tracing::warn!(%iccid, %operator, "unprotected profile package exported");
+    Ok(
+        json!({"iccid": rec.iccid, "package": base64::engine::general_purpose::STANDARD.encode(upp.as_slice())}),
+    )
+}
+
+async fn set_expiry(
+    app: &App,
+    operator: &str,
+    iccid: &Iccid,
+    req: Request<Incoming>,
+) -> Result<Value, HttpError> {
+    let v = json_body(app, req).await?;
+    let at = v
+        .get("expiresAt")
+        .and_then(Value::as_str)
+        .ok_or_else(|| HttpError::bad("expiresAt is missing"))?;
+    let expires_at = crate::time::parse_datetime(at).ok_or_else(|| {
+        HttpError::bad(format!(
+            "expiresAt {} is not an RFC 3339 date-time",
+            crate::error::quote(at)
+        ))
+    })?;
+    let cmd = Command::SetExpiry {
+        operator: operator.to_owned(),
+        iccid: iccid.clone(),
+        expires_at,
+    };
+    let ctx = Ctx {
+        caller: operator,
+        now: crate::time::now(),
+        idem: None,
+    };
+    let applied = app.store.apply(&cmd, &ctx)?;
+    app.store.sync().await?;
+    Ok(json!({"profile": profile_view(&applied.record)}))
+}
+
+fn find_order(app: &App, operator: &str, query: &Query) -> Result<Value, HttpError> {
+    use crate::mobileplans::Lookup;
+    let lookup = match (query_param(query, "iccid")?, query_param(query, "eid")?) {
+        (Some(i), None) => Lookup::Iccid(iccid_param(i)?),
+        (None, Some(e)) => Lookup::Eid(crate::ids::Eid::parse(e).ok_or_else(|| {
+            HttpError::bad(format!(
+                "{} is not an EID (32 digits)",
+                crate::error::quote(e)
+            ))
+        })?),
+        _ => return Err(HttpError::bad("give one of iccid and eid")),
+    };
+    let order = crate::mobileplans::find_for_operator(app, &lookup, operator)?;
+    let capability = app.mobile_plans.capability(&order);
+    Ok(
+        json!({"decision": crate::mobileplans::decide(app, order)?.to_json(), "capability": capability}),
+    )
+}
+
+async fn register_sim(
+    app: &App,
+    operator: &str,
+    iccid: &Iccid,
+    req: Request<Incoming>,
+) -> Result<Value, HttpError> {
+    if !iccid.luhn_ok() {
+        return Err(HttpError::bad(format!(
+            "ICCID {iccid} has a bad Luhn check digit"
+        )));
+    }
+    let v = json_body(app, req).await?;
+    let not_supported = match v.get("notSupported") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(HttpError::bad("notSupported must be a boolean")),
+    };
+    not_anothers(app, operator, iccid)?;
+    let now = crate::time::now();
+    let rec = app
+        .store
+        .register_sim(operator, iccid, not_supported, now)?;
+    app.store.sync().await?;
+    Ok(json!({"balance": balance_view(&rec, now)}))
+}
+
+async fn credit_balance(
+    app: &App,
+    operator: &str,
+    iccid: &Iccid,
+    req: Request<Incoming>,
+) -> Result<Value, HttpError> {
+    let v = json_body(app, req).await?;
+    let m = v
+        .as_object()
+        .ok_or_else(|| HttpError::bad("the body must be a JSON object"))?;
+    let (kb, secs, balance_type, locations) = crate::mobileplans::credit_spec(m)?
+        .ok_or_else(|| HttpError::bad_parameter("dataInMB", "dataInMB is missing"))?;
+    let plan_name = m
+        .get("planName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let id = match m.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s.clone()),
+        Some(_) => {
+            return Err(HttpError::bad_parameter(
+                "id",
+                "id must be a string of 1 to 64 characters",
+            ))
+        }
+    };
+    not_anothers(app, operator, iccid)?;
+    let now = crate::time::now();
+    let credit = crate::store::balance::Credit {
+        id,
+        balance_type,
+        data_kb: kb,
+        expires_at: now.saturating_add(secs),
+        locations,
+        plan_name,
+    };
+    let (rec, id) = app.store.credit_balance(operator, iccid, &credit, now)?;
+    app.store.sync().await?;
+    Ok(json!({"credited": id, "balance": balance_view(&rec, now)}))
 }
 
 /// The package stored until real profile packages are generated or imported:

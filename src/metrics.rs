@@ -10,9 +10,10 @@ use std::time::Duration;
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
-    /// Function calls by interface, function, execution status and GSMA code.
+    /// Requests by API, endpoint, outcome (`success`, `refused`, `error`,
+    /// `timeout`) and code (a GSMA status code, or the HTTP status).
     pub requests: IntCounterVec,
-    /// Function call latency by interface and function.
+    /// Request latency by API and endpoint.
     pub latency: HistogramVec,
     /// Profiles by lifecycle state (set at scrape time).
     pub profiles: IntGaugeVec,
@@ -32,7 +33,7 @@ pub struct Metrics {
     pub outbox_examined: IntCounterVec,
     /// Identifiers with a wrong check digit seen on the wire, by kind (`eid`, `iccid`).
     pub check_digit_mismatches: IntCounterVec,
-    /// Refused TLS handshakes by interface.
+    /// Refused TLS handshakes by listener.
     pub tls_failures: IntCounterVec,
     /// Orders expired by the sweeper.
     pub orders_expired: prometheus::IntCounter,
@@ -46,21 +47,24 @@ pub struct Metrics {
     pub master_key_id: IntGauge,
     /// Stored packages still to re-wrap in a master key rotation.
     pub master_key_rewrap_pending: IntGauge,
-    /// Open connections by interface.
+    /// Open connections by listener.
     pub open_connections: IntGaugeVec,
-    /// Connections closed at accept time by interface and reason
+    /// Connections closed at accept time by listener and reason
     /// (`max_connections`, `max_connections_per_ip`).
     pub connections_refused: IntCounterVec,
-    /// Deadlines passed by interface and phase (`tls_handshake`, `headers`,
+    /// Deadlines passed by listener and phase (`tls_handshake`, `headers`,
     /// `body`).
     pub deadline_exceeded: IntCounterVec,
     /// Requests refused for too large or too many header fields (431).
     pub headers_too_large: IntCounterVec,
-    /// Failed accepts (such as running out of file descriptors) by interface.
+    /// Failed accepts (such as running out of file descriptors) by listener.
     pub accept_errors: IntCounterVec,
     /// ES9+ calls refused by a limit, by reason (`rate_limited`,
     /// `sessions_full`).
     pub es9_refused: IntCounterVec,
+    /// ES9+ notifications answered 204 but not used (unparsable, an
+    /// unknown sequence number, a bad signature; SGP.22 §5.6.4).
+    pub es9_notifications_dropped: prometheus::IntCounter,
     /// Live RSP sessions by phase (`pending`, `authenticated`; set at
     /// scrape time).
     pub rsp_sessions: IntGaugeVec,
@@ -79,17 +83,20 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "smdpplus_requests_total",
-                "Function calls by interface, function, execution status and GSMA status code",
+                "Requests by API, endpoint, outcome and code (a GSMA status code, or the HTTP status)",
             ),
-            &["interface", "function", "status", "code"],
+            &["api", "endpoint", "outcome", "code"],
         )
         .expect("static metric definition");
         let latency = HistogramVec::new(
-            HistogramOpts::new("smdpplus_request_duration_seconds", "Function call latency")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                ]),
-            &["interface", "function"],
+            HistogramOpts::new(
+                "smdpplus_request_duration_seconds",
+                "Request latency by API and endpoint",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["api", "endpoint"],
         )
         .expect("static metric definition");
         let profiles = IntGaugeVec::new(
@@ -155,7 +162,7 @@ impl Metrics {
                 "smdpplus_tls_handshake_failures_total",
                 "Refused or timed-out TLS handshakes",
             ),
-            &["interface"],
+            &["listener"],
         )
         .expect("static metric definition");
         let orders_expired =
@@ -182,8 +189,8 @@ impl Metrics {
         )
         .expect("static metric definition");
         let open_connections = IntGaugeVec::new(
-            Opts::new("smdpplus_open_connections", "Open connections by interface"),
-            &["interface"],
+            Opts::new("smdpplus_open_connections", "Open connections by listener"),
+            &["listener"],
         )
         .expect("static metric definition");
         let connections_refused = IntCounterVec::new(
@@ -191,7 +198,7 @@ impl Metrics {
                 "smdpplus_connections_refused_total",
                 "Connections closed at accept time because a connection cap was reached",
             ),
-            &["interface", "reason"],
+            &["listener", "reason"],
         )
         .expect("static metric definition");
         let deadline_exceeded = IntCounterVec::new(
@@ -199,7 +206,7 @@ impl Metrics {
                 "smdpplus_deadline_exceeded_total",
                 "Connections or requests that did not arrive in time, by phase",
             ),
-            &["interface", "phase"],
+            &["listener", "phase"],
         )
         .expect("static metric definition");
         let headers_too_large = IntCounterVec::new(
@@ -207,7 +214,7 @@ impl Metrics {
                 "smdpplus_request_headers_too_large_total",
                 "Requests refused with 431 for too large or too many header fields",
             ),
-            &["interface"],
+            &["listener"],
         )
         .expect("static metric definition");
         let accept_errors = IntCounterVec::new(
@@ -215,7 +222,7 @@ impl Metrics {
                 "smdpplus_accept_errors_total",
                 "Failed accepts, such as running out of file descriptors",
             ),
-            &["interface"],
+            &["listener"],
         )
         .expect("static metric definition");
         let es9_refused = IntCounterVec::new(
@@ -234,6 +241,11 @@ impl Metrics {
         let rsp_sessions_evicted = prometheus::IntCounter::new(
             "smdpplus_rsp_sessions_evicted_total",
             "Pending RSP sessions removed to make room for new ones",
+        )
+        .expect("static metric definition");
+        let es9_notifications_dropped = prometheus::IntCounter::new(
+            "smdpplus_es9_notifications_dropped_total",
+            "ES9+ notifications acknowledged with 204 but not used",
         )
         .expect("static metric definition");
         let bpp_retries = IntCounterVec::new(
@@ -267,6 +279,7 @@ impl Metrics {
             Box::new(headers_too_large.clone()),
             Box::new(accept_errors.clone()),
             Box::new(es9_refused.clone()),
+            Box::new(es9_notifications_dropped.clone()),
             Box::new(rsp_sessions.clone()),
             Box::new(rsp_sessions_evicted.clone()),
             Box::new(bpp_retries.clone()),
@@ -297,26 +310,20 @@ impl Metrics {
             headers_too_large,
             accept_errors,
             es9_refused,
+            es9_notifications_dropped,
             rsp_sessions,
             rsp_sessions_evicted,
             bpp_retries,
         }
     }
 
-    /// Records one function call.
-    pub fn observe(
-        &self,
-        interface: &str,
-        function: &str,
-        status: &str,
-        code: &str,
-        elapsed: Duration,
-    ) {
+    /// Records one request.
+    pub fn observe(&self, api: &str, endpoint: &str, outcome: &str, code: &str, elapsed: Duration) {
         self.requests
-            .with_label_values(&[interface, function, status, code])
+            .with_label_values(&[api, endpoint, outcome, code])
             .inc();
         self.latency
-            .with_label_values(&[interface, function])
+            .with_label_values(&[api, endpoint])
             .observe(elapsed.as_secs_f64());
     }
 

@@ -3,90 +3,108 @@
 //! health only; bind it to loopback or a private network.
 
 use crate::app::App;
-use crate::http::{self, Outcome};
+use crate::http::api::{Api, Call, Route, Unrouted};
+use crate::http::error::HttpError;
+use crate::http::{self, Body};
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use std::sync::atomic::Ordering;
 
-/// `GET /metrics`, `/healthz`, `/readyz` (503 while shutting down or while
-/// the store cannot write).
-pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
-    let (response, function) = match req.uri().path() {
-        "/metrics" => {
-            for (state, n) in app.store.counts() {
-                app.metrics
-                    .profiles
-                    .with_label_values(&[state.as_str()])
-                    .set(n);
-            }
-            for ((operator, profile_type), n) in app.store.available_by_pool() {
-                app.metrics
-                    .available
-                    .with_label_values(&[operator.as_str(), profile_type.as_str()])
-                    .set(n);
-            }
-            let sessions = app.store.session_counts();
-            for (phase, n) in [
-                ("pending", sessions.pending),
-                ("authenticated", sessions.authenticated),
-            ] {
-                app.metrics
-                    .rsp_sessions
-                    .with_label_values(&[phase])
-                    .set(n as i64);
-            }
-            crate::es2plus::notify::export_metrics(&app);
-            (
-                http::text_response(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    app.metrics.render(),
-                ),
-                "metrics",
-            )
-        }
-        "/healthz" => (
-            http::text_response(StatusCode::OK, "text/plain", "ok\n"),
-            "healthz",
-        ),
-        "/readyz" if !app.store.writable() => (
-            http::text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "store cannot write\n",
-            ),
-            "readyz",
-        ),
-        "/readyz" if app.ready.load(Ordering::SeqCst) => (
-            http::text_response(StatusCode::OK, "text/plain", "ready\n"),
-            "readyz",
-        ),
-        "/readyz" => (
-            http::text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "shutting down\n",
-            ),
-            "readyz",
-        ),
-        other => (
-            http::text_response(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                format!("no such endpoint: {other}\n"),
-            ),
-            "unknown",
-        ),
-    };
-    let status = if response.status().is_success() {
-        "ok"
-    } else {
-        "error"
-    };
-    Outcome {
-        response,
-        function,
-        status,
-        code: String::new(),
+/// The operations endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Prometheus text exposition.
+    Metrics,
+    /// Liveness: the process answers.
+    Healthz,
+    /// Readiness: 503 while shutting down or while the store cannot write.
+    Readyz,
+}
+
+static ROUTES: &[Route<Endpoint>] = &[
+    Route {
+        method: Method::GET,
+        path: "/metrics",
+        endpoint: Endpoint::Metrics,
+    },
+    Route {
+        method: Method::GET,
+        path: "/healthz",
+        endpoint: Endpoint::Healthz,
+    },
+    Route {
+        method: Method::GET,
+        path: "/readyz",
+        endpoint: Endpoint::Readyz,
+    },
+];
+
+/// The operations API.
+pub struct Ops(pub App);
+
+impl Api for Ops {
+    const NAME: &'static str = "ops";
+    const PREFIX: &'static str = "";
+    type Endpoint = Endpoint;
+    type Error = HttpError;
+
+    fn routes() -> &'static [Route<Endpoint>] {
+        ROUTES
     }
+
+    fn name(e: Endpoint) -> &'static str {
+        match e {
+            Endpoint::Metrics => "metrics",
+            Endpoint::Healthz => "healthz",
+            Endpoint::Readyz => "readyz",
+        }
+    }
+
+    fn unrouted(&self, miss: &Unrouted, req: &Request<Incoming>) -> HttpError {
+        HttpError::unrouted(miss, "operations", req.uri().path())
+    }
+
+    async fn handle(&self, call: Call<Endpoint>) -> Result<Response<Body>, HttpError> {
+        let app = &self.0;
+        let text = |status, body: &'static str| http::text_response(status, "text/plain", body);
+        Ok(match call.endpoint {
+            Endpoint::Metrics => {
+                http::text_response(StatusCode::OK, "text/plain; version=0.0.4", metrics(app))
+            }
+            Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
+            Endpoint::Readyz if !app.store.writable() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "store cannot write\n")
+            }
+            Endpoint::Readyz if app.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
+            Endpoint::Readyz => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        })
+    }
+}
+
+/// The metrics, with the gauges read from the store at scrape time.
+fn metrics(app: &App) -> Vec<u8> {
+    for (state, n) in app.store.counts() {
+        app.metrics
+            .profiles
+            .with_label_values(&[state.as_str()])
+            .set(n);
+    }
+    for ((operator, profile_type), n) in app.store.available_by_pool() {
+        app.metrics
+            .available
+            .with_label_values(&[operator.as_str(), profile_type.as_str()])
+            .set(n);
+    }
+    let sessions = app.store.session_counts();
+    for (phase, n) in [
+        ("pending", sessions.pending),
+        ("authenticated", sessions.authenticated),
+    ] {
+        app.metrics
+            .rsp_sessions
+            .with_label_values(&[phase])
+            .set(n as i64);
+    }
+    crate::es2plus::notify::export_metrics(app);
+    app.metrics.render()
 }

@@ -4,66 +4,17 @@
 
 use crate::app::{pid_file, App, DEMO_PROFILE_TYPE};
 use crate::config::Config;
-use crate::http::{self, tls, ConnInfo, Handler, Outcome};
+use crate::http::api::{Apis, Mounted};
+use crate::http::{self, tls, Listener};
 use crate::metrics::Metrics;
 use crate::pki::dev;
 use crate::profile::protect::Keyring;
 use crate::store::{NewProfile, Store, StoreOptions};
-use hyper::body::Incoming;
-use hyper::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-
-fn boxed<F>(f: F) -> Handler
-where
-    F: Fn(
-            Request<Incoming>,
-            Arc<ConnInfo>,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>
-        + Send
-        + Sync
-        + 'static,
-{
-    Arc::new(f)
-}
-
-fn es2_handler(app: App) -> Handler {
-    boxed(move |req, conn| {
-        let app = app.clone();
-        Box::pin(async move {
-            if req.uri().path().starts_with(crate::admin::PREFIX) {
-                crate::admin::handle(app, req, &conn).await
-            } else {
-                crate::es2plus::handle(app, req, &conn).await
-            }
-        })
-    })
-}
-
-fn es9_handler(app: App) -> Handler {
-    let limiter = Arc::new(crate::es9plus::limits::Es9Limiter::new(&app.config.es9));
-    boxed(move |req, conn| {
-        let (app, limiter) = (app.clone(), limiter.clone());
-        Box::pin(async move { crate::es9plus::handle(app, req, conn.peer.ip(), &limiter).await })
-    })
-}
-
-fn web_handler(app: App) -> Handler {
-    boxed(move |req, conn| {
-        let app = app.clone();
-        Box::pin(async move { crate::mobileplans::web::handle(app, req, &conn).await })
-    })
-}
-
-fn getbalance_handler(app: App, svc: Arc<crate::getbalance::Service>) -> Handler {
-    boxed(move |req, conn| {
-        let (app, svc) = (app.clone(), svc.clone());
-        Box::pin(async move { crate::getbalance::handle(app, svc, req, &conn).await })
-    })
-}
 
 /// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
 /// when the store holds no profile at all.
@@ -126,13 +77,6 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-fn ops_handler(app: App) -> Handler {
-    boxed(move |req, _conn| {
-        let app = app.clone();
-        Box::pin(async move { crate::ops::handle(app, req).await })
-    })
 }
 
 /// A listener's own TLS identity from `tls_cert` and `tls_key` (`section`
@@ -272,9 +216,8 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
     // GetBalance asks for a client certificate and judges it per request.
     let balance_tls = tls::getbalance_server(balance_identity.as_ref().unwrap_or(&identity))
         .map_err(|e| e.to_string())?;
-    let balance_svc = Arc::new(
-        crate::getbalance::Service::from_config(&config).map_err(|e| format!("GetBalance: {e}"))?,
-    );
+    let balance_svc =
+        crate::getbalance::Service::from_config(&config).map_err(|e| format!("GetBalance: {e}"))?;
 
     let bind = |addr| async move {
         TcpListener::bind(addr)
@@ -330,59 +273,55 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);
-    let m = app.metrics.clone();
-    let servers = vec![
-        tokio::spawn(http::serve(
-            "es9plus",
-            es9,
-            Some(es9_tls),
-            es9_handler(app.clone()),
-            m.clone(),
-            app.config.listeners.es9.clone(),
-            rx.clone(),
-            drain,
-        )),
-        tokio::spawn(http::serve(
-            "es2plus",
-            es2,
-            Some(es2_tls),
-            es2_handler(app.clone()),
-            m.clone(),
-            app.config.listeners.es2.clone(),
-            rx.clone(),
-            drain,
-        )),
-        tokio::spawn(http::serve(
-            "ops",
-            ops,
-            None,
-            ops_handler(app.clone()),
-            m.clone(),
-            app.config.listeners.ops.clone(),
-            rx.clone(),
-            drain,
-        )),
-        tokio::spawn(http::serve(
-            "operator-web",
-            web,
-            Some(web_tls),
-            web_handler(app.clone()),
-            m.clone(),
-            app.config.listeners.operator_web.clone(),
-            rx.clone(),
-            drain,
-        )),
-        tokio::spawn(http::serve(
-            "getbalance",
-            balance,
-            Some(balance_tls),
-            getbalance_handler(app.clone(), balance_svc),
-            m,
-            app.config.listeners.getbalance.clone(),
-            rx.clone(),
-            drain,
-        )),
+    let limits = &app.config.listeners;
+    let listeners = [
+        Listener {
+            name: "es9plus",
+            socket: es9,
+            tls: Some(es9_tls),
+            apis: Apis::one(crate::es9plus::Es9plus::new(app.clone())),
+            limits: limits.es9.clone(),
+        },
+        Listener {
+            name: "es2plus",
+            socket: es2,
+            tls: Some(es2_tls),
+            // ES2+ answers the paths no other API claims with 1.6/3.1.
+            apis: Apis::new(vec![
+                Arc::new(crate::es2plus::Es2plus(app.clone())) as Arc<dyn Mounted>,
+                Arc::new(crate::admin::Admin(app.clone())),
+            ]),
+            limits: limits.es2.clone(),
+        },
+        Listener {
+            name: "ops",
+            socket: ops,
+            tls: None,
+            apis: Apis::one(crate::ops::Ops(app.clone())),
+            limits: limits.ops.clone(),
+        },
+        Listener {
+            name: "operator-web",
+            socket: web,
+            tls: Some(web_tls),
+            apis: Apis::new(vec![
+                Arc::new(crate::mobileplans::web::MobilePlans(app.clone())) as Arc<dyn Mounted>,
+                Arc::new(crate::mobileplans::portal::Portal(app.clone())),
+            ]),
+            limits: limits.operator_web.clone(),
+        },
+        Listener {
+            name: "getbalance",
+            socket: balance,
+            tls: Some(balance_tls),
+            apis: Apis::one(crate::getbalance::GetBalance::new(app.clone(), balance_svc)),
+            limits: limits.getbalance.clone(),
+        },
     ];
+    let servers: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(http::serve(l, app.metrics.clone(), rx.clone(), drain)))
+        .collect();
     let workers = vec![
         tokio::spawn(crate::es2plus::notify::run(app.clone(), rx.clone())),
         tokio::spawn(crate::sweeper::run(app.clone(), rx.clone())),

@@ -653,17 +653,17 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
             .any(|q| metric_names(q).contains(metric) && q.contains(label))
     };
     assert!(
-        uses("smdpplus_requests_total", "interface=\"es9plus\""),
+        uses("smdpplus_requests_total", "api=\"es9plus\""),
         "downloads"
     );
     assert!(
-        uses("smdpplus_requests_total", "by (function, code)"),
+        uses("smdpplus_requests_total", "by (endpoint, code)"),
         "failures by code"
     );
     assert!(
         uses(
             "smdpplus_request_duration_seconds_bucket",
-            "interface=\"es2plus\""
+            "api=\"es2plus\""
         ),
         "ES2+ latency"
     );

@@ -657,7 +657,7 @@ async fn tls_refuses_missing_unknown_and_unconfigured_client_certificates() {
     let (_, metrics) = server.ops_get("/metrics").await;
     let failures: u64 = metrics
         .lines()
-        .find(|l| l.starts_with("smdpplus_tls_handshake_failures_total{interface=\"es2plus\"}"))
+        .find(|l| l.starts_with("smdpplus_tls_handshake_failures_total{listener=\"es2plus\"}"))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
@@ -683,8 +683,8 @@ async fn operations_endpoints_and_graceful_shutdown() {
     let (s, m) = server.ops_get("/metrics").await;
     assert_eq!(s, 200);
     for needle in [
-        r#"smdpplus_requests_total{code="",function="downloadOrder",interface="es2plus",status="Executed-Success"} 1"#,
-        r#"smdpplus_requests_total{code="8.2.5/3.9",function="downloadOrder",interface="es2plus",status="Failed"} 1"#,
+        r#"smdpplus_requests_total{api="es2plus",code="",endpoint="downloadOrder",outcome="success"} 1"#,
+        r#"smdpplus_requests_total{api="es2plus",code="8.2.5/3.9",endpoint="downloadOrder",outcome="refused"} 1"#,
         r#"smdpplus_profiles{state="Available"} 99"#,
         r#"smdpplus_profiles{state="Allocated"} 1"#,
         r#"smdpplus_available_profiles{operator="dev-operator",profile_type="demo"} 99"#,

@@ -211,31 +211,31 @@ async fn stalled_flood_on_es9_is_capped_and_others_keep_answering() {
     let (_, m) = server.ops_get("/metrics").await;
     let refused = metric(
         &m,
-        "smdpplus_connections_refused_total{interface=\"es9plus\",reason=\"max_connections\"}",
+        "smdpplus_connections_refused_total{listener=\"es9plus\",reason=\"max_connections\"}",
     );
     assert!(refused >= EXCESS as f64, "refused {refused}");
     assert_eq!(
         metric(
             &m,
-            "smdpplus_deadline_exceeded_total{interface=\"es9plus\",phase=\"body\"}"
+            "smdpplus_deadline_exceeded_total{listener=\"es9plus\",phase=\"body\"}"
         ),
         6.0
     );
     assert_eq!(
         metric(
             &m,
-            "smdpplus_deadline_exceeded_total{interface=\"es9plus\",phase=\"tls_handshake\"}"
+            "smdpplus_deadline_exceeded_total{listener=\"es9plus\",phase=\"tls_handshake\"}"
         ),
         4.0
     );
     assert_eq!(
         metric(
             &m,
-            "smdpplus_connections_refused_total{interface=\"es2plus\",reason=\"max_connections\"}"
+            "smdpplus_connections_refused_total{listener=\"es2plus\",reason=\"max_connections\"}"
         ),
         0.0
     );
-    assert!(metric(&m, "smdpplus_open_connections{interface=\"es9plus\"}") <= 1.0);
+    assert!(metric(&m, "smdpplus_open_connections{listener=\"es9plus\"}") <= 1.0);
 
     // The refusals and deadlines were logged, throttled: a few lines, not
     // one per connection.
@@ -317,7 +317,7 @@ async fn per_address_cap_spares_other_addresses() {
     assert_eq!(
         metric(
             &m,
-            "smdpplus_connections_refused_total{interface=\"operator-web\",reason=\"max_connections_per_ip\"}"
+            "smdpplus_connections_refused_total{listener=\"operator-web\",reason=\"max_connections_per_ip\"}"
         ),
         1.0
     );
@@ -397,14 +397,14 @@ async fn header_caps_and_header_deadline() {
     assert_eq!(
         metric(
             &m,
-            "smdpplus_request_headers_too_large_total{interface=\"es9plus\"}"
+            "smdpplus_request_headers_too_large_total{listener=\"es9plus\"}"
         ),
         2.0
     );
     assert_eq!(
         metric(
             &m,
-            "smdpplus_deadline_exceeded_total{interface=\"ops\",phase=\"headers\"}"
+            "smdpplus_deadline_exceeded_total{listener=\"ops\",phase=\"headers\"}"
         ),
         2.0
     );
@@ -606,7 +606,7 @@ async fn accept_errors_back_off_and_are_logged_once_a_second() {
         let (bytes, _) = read_to_close(&mut s, Duration::from_secs(5)).await;
         (0, String::from_utf8_lossy(&bytes).into_owned())
     };
-    let counted = metric(&m, "smdpplus_accept_errors_total{interface=\"es9plus\"}");
+    let counted = metric(&m, "smdpplus_accept_errors_total{listener=\"es9plus\"}");
     eprintln!("accept errors counted: {counted}");
     assert!(counted >= 1.0);
 }

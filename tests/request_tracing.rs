@@ -101,7 +101,7 @@ async fn a_download_and_its_order_can_be_followed_in_the_log() {
         .iter()
         .filter(|l| span(l, "transaction_id").as_deref() == Some(txid.as_str()))
         .filter(|l| l["fields"]["message"] == "request")
-        .filter_map(|l| l["fields"]["function"].as_str().map(str::to_owned))
+        .filter_map(|l| l["fields"]["endpoint"].as_str().map(str::to_owned))
         .collect();
     let want: BTreeSet<String> = [
         "initiateAuthentication",

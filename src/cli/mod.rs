@@ -723,7 +723,8 @@ async fn admin(
     path: &str,
     body: Option<Value>,
 ) -> Result<Value, String> {
-    let url = format!("{}{}{}", r.base, crate::admin::PREFIX, path);
+    use crate::http::api::Api;
+    let url = format!("{}{}/{}", r.base, crate::admin::Admin::PREFIX, path);
     let bytes = body
         .map(|b| serde_json::to_vec(&b).unwrap_or_default())
         .unwrap_or_default();

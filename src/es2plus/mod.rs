@@ -2,7 +2,7 @@
 //!
 //! Each function is a plain request struct (the CLI sends the same structs)
 //! with a `parse` from the JSON body and a conversion into a store
-//! [`Command`]. [`handle`] is the HTTP handler: headers, envelope,
+//! [`Command`]. [`Es2plus`] is the HTTP API: headers, envelope,
 //! authorisation, idempotency, then the store, then durability, then the
 //! answer.
 
@@ -10,12 +10,14 @@ pub mod notify;
 
 use crate::app::App;
 use crate::error::{codes, Error};
+use crate::http::api::{Api, Call, Route, Unrouted};
 use crate::http::fields::Fields;
-use crate::http::{self, ConnInfo, Outcome};
+use crate::http::gsma::{self, GsmaError};
+use crate::http::{self, ConnInfo};
 use crate::ids::{matching_id_is_valid, Eid, Iccid};
 use crate::store::{Command, Ctx, FinalStatus, Idem, ProfileRecord};
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -44,21 +46,12 @@ impl Function {
         }
     }
 
-    /// Looks a function up by its path segment.
-    pub fn from_name(s: &str) -> Option<Function> {
-        [
-            Function::DownloadOrder,
-            Function::ConfirmOrder,
-            Function::CancelOrder,
-            Function::ReleaseProfile,
-        ]
-        .into_iter()
-        .find(|f| f.name() == s)
-    }
-
     /// The full path.
-    pub fn path(self) -> String {
-        format!("/gsma/rsp2/es2plus/{}", self.name())
+    pub fn path(self) -> &'static str {
+        ROUTES
+            .iter()
+            .find(|r| r.endpoint == self)
+            .map_or("", |r| r.path)
     }
 }
 
@@ -307,40 +300,65 @@ fn success_body(f: Function, smdp_address: &str, r: &ProfileRecord) -> Map<Strin
     m
 }
 
-/// The ES2+ listener's handler for `/gsma/rsp2/es2plus/*`.
-pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
-    let limit = app.config.max_body_bytes;
-    let call = match http::gsma_request(
-        "ES2+",
-        req,
-        "/gsma/rsp2/es2plus/",
-        Function::from_name,
-        Function::name,
-        limit,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(refused) => return refused,
-    };
-    let name = call.function.name();
-    match apply(&app, call, conn).await {
-        Ok(bytes) => Outcome {
-            response: http::gsma_bytes(StatusCode::OK, bytes),
-            function: name,
-            status: "Executed-Success",
-            code: String::new(),
-        },
-        Err(e) => http::gsma_failed("ES2+", name, StatusCode::OK, e),
+/// ES2+ as the SM-DP+ serves it (SGP.22 §6.5.2.1-6.5.2.4): one POST per
+/// function.
+pub struct Es2plus(pub App);
+
+static ROUTES: &[Route<Function>] = &[
+    Route {
+        method: Method::POST,
+        path: "/gsma/rsp2/es2plus/downloadOrder",
+        endpoint: Function::DownloadOrder,
+    },
+    Route {
+        method: Method::POST,
+        path: "/gsma/rsp2/es2plus/confirmOrder",
+        endpoint: Function::ConfirmOrder,
+    },
+    Route {
+        method: Method::POST,
+        path: "/gsma/rsp2/es2plus/cancelOrder",
+        endpoint: Function::CancelOrder,
+    },
+    Route {
+        method: Method::POST,
+        path: "/gsma/rsp2/es2plus/releaseProfile",
+        endpoint: Function::ReleaseProfile,
+    },
+];
+
+impl Api for Es2plus {
+    const NAME: &'static str = "es2plus";
+    const PREFIX: &'static str = "/gsma/rsp2/es2plus";
+    type Endpoint = Function;
+    type Error = GsmaError;
+
+    fn routes() -> &'static [Route<Function>] {
+        ROUTES
+    }
+
+    fn name(f: Function) -> &'static str {
+        f.name()
+    }
+
+    fn unrouted(&self, miss: &Unrouted, req: &Request<Incoming>) -> GsmaError {
+        GsmaError::unrouted(miss, "ES2+", req.uri().path())
+    }
+
+    async fn handle(&self, call: Call<Function>) -> Result<Response<http::Body>, GsmaError> {
+        let body = gsma::read_call(call.req, self.0.config.max_body_bytes).await?;
+        let bytes = apply(&self.0, call.endpoint, body, &call.conn).await?;
+        Ok(gsma::response(StatusCode::OK, bytes))
     }
 }
 
 async fn apply(
     app: &App,
-    call: http::GsmaRequest<Function>,
+    f: Function,
+    call: gsma::CallBody,
     conn: &ConnInfo,
 ) -> Result<Vec<u8>, Error> {
-    let (f, body, obj) = (call.function, call.body, &call.json);
+    let (body, obj) = (call.bytes, &call.json);
     let header = match obj.get("header") {
         Some(Value::Object(h)) => h,
         Some(_) => {
@@ -398,15 +416,7 @@ async fn apply(
 
     let cmd = command(app, f, obj, operator)?;
     let smdp_address = app.config.smdp_address.clone();
-    let render = move |r: &ProfileRecord| {
-        let mut m = Map::new();
-        m.insert(
-            "header".into(),
-            serde_json::json!({"functionExecutionStatus": http::execution_status(None)}),
-        );
-        m.extend(success_body(f, &smdp_address, r));
-        serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
-    };
+    let render = move |r: &ProfileRecord| gsma::message(None, success_body(f, &smdp_address, r));
     let ctx = Ctx {
         caller: operator,
         now: crate::time::now(),

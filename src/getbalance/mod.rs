@@ -22,18 +22,19 @@ pub mod limits;
 
 use crate::app::App;
 use crate::config::{Config, GetBalanceAuth};
+use crate::http::api::{Api, Call, Route, Unrouted};
+use crate::http::error::HttpError;
 use crate::http::query::{percent_decode, Query};
-use crate::http::{self, ConnInfo, Outcome};
+use crate::http::{self, ConnInfo};
 use crate::ids::Iccid;
 use crate::limits::RateLimiter;
 use crate::store::balance::{BalanceRecord, BalanceType};
 use auth::{Authenticator, Denied};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use limits::TransactionWindow;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The request and response header carrying Microsoft's transaction id.
@@ -60,39 +61,6 @@ impl Service {
             ),
             basic_challenge: g.auth == GetBalanceAuth::Basic,
         })
-    }
-}
-
-/// A finished answer.
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    headers: Vec<(&'static str, HeaderValue)>,
-}
-
-impl Reply {
-    fn new(status: StatusCode, body: Value) -> Reply {
-        Reply {
-            status,
-            body,
-            headers: vec![],
-        }
-    }
-
-    fn bad(parameter: &str, message: impl Into<String>) -> Reply {
-        Reply::new(
-            StatusCode::BAD_REQUEST,
-            json!({"error": message.into(), "parameter": parameter}),
-        )
-    }
-
-    fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-        Reply::new(status, json!({"error": message.into()}))
-    }
-
-    fn header(mut self, name: &'static str, value: HeaderValue) -> Reply {
-        self.headers.push((name, value));
-        self
     }
 }
 
@@ -189,10 +157,10 @@ pub fn sim_id(segment: &str) -> Option<Iccid> {
     Iccid::parse(rest.trim())
 }
 
-fn denied(svc: &Service, d: Denied) -> Reply {
+fn denied(svc: &Service, d: Denied) -> HttpError {
     match d {
         Denied::Unauthorized(m) => {
-            let r = Reply::error(StatusCode::UNAUTHORIZED, m);
+            let r = HttpError::new(StatusCode::UNAUTHORIZED, m);
             if svc.basic_challenge {
                 r.header(
                     "www-authenticate",
@@ -202,52 +170,47 @@ fn denied(svc: &Service, d: Denied) -> Reply {
                 r
             }
         }
-        Denied::Forbidden(m) => Reply::error(StatusCode::FORBIDDEN, m),
+        Denied::Forbidden(m) => HttpError::new(StatusCode::FORBIDDEN, m),
     }
 }
 
-/// Handles a request on the GetBalance listener.
-pub async fn handle(
+/// The GetBalance endpoints ([MP-Account]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A SIM's balances.
+    GetBalance,
+    /// Usage reported by the network (debits the balance).
+    Usage,
+}
+
+static ROUTES: &[Route<Endpoint>] = &[
+    Route {
+        method: Method::GET,
+        path: "/v1/sims/{simId}/balances",
+        endpoint: Endpoint::GetBalance,
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/sims/{simId}/usage",
+        endpoint: Endpoint::Usage,
+    },
+];
+
+/// GetBalance on its own listener.
+pub struct GetBalance {
     app: App,
-    svc: Arc<Service>,
-    req: Request<Incoming>,
-    conn: &ConnInfo,
-) -> Outcome {
-    let path = req.uri().path().to_owned();
-    let route = path
-        .strip_prefix("/v1/sims/")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(sim, tail)| (sim.to_owned(), tail.to_owned()));
-    let txid = req.headers().get(TRANSACTION_HEADER).cloned();
-    let (function, reply) = match route {
-        Some((sim, tail)) if tail == "balances" => (
-            "getBalance",
-            if req.method() == Method::GET {
-                get_balance(&app, &svc, &req, conn, &sim)
-            } else {
-                Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
-                    .header("allow", HeaderValue::from_static("GET"))
-            },
-        ),
-        Some((sim, tail)) if tail == "usage" => (
-            "usage",
-            if req.method() == Method::POST {
-                usage(&app, &svc, req, conn, &sim).await
-            } else {
-                Reply::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
-                    .header("allow", HeaderValue::from_static("POST"))
-            },
-        ),
-        _ => (
-            "unknown",
-            Reply::error(
-                StatusCode::NOT_FOUND,
-                format!("no GetBalance endpoint {}", crate::error::quote(&path)),
-            ),
-        ),
-    };
-    let mut response = http::json_response(reply.status, &reply.body);
-    let h = response.headers_mut();
+    svc: Service,
+}
+
+impl GetBalance {
+    /// The API with its authenticator, rate limit and transaction window.
+    pub fn new(app: App, svc: Service) -> GetBalance {
+        GetBalance { app, svc }
+    }
+}
+
+/// What every answer carries: no caching, and the caller's transaction id.
+fn stamp(h: &mut hyper::HeaderMap, txid: Option<HeaderValue>) {
     h.insert(
         hyper::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
@@ -255,25 +218,64 @@ pub async fn handle(
     if let Some(t) = txid {
         h.insert(TRANSACTION_HEADER, t);
     }
-    for (name, value) in reply.headers {
-        h.insert(name, value);
+}
+
+impl Api for GetBalance {
+    const NAME: &'static str = "getbalance";
+    const PREFIX: &'static str = "";
+    type Endpoint = Endpoint;
+    type Error = HttpError;
+
+    fn routes() -> &'static [Route<Endpoint>] {
+        ROUTES
     }
-    let ok = reply.status.is_success();
-    Outcome {
-        response,
-        function,
-        status: if ok { "ok" } else { "error" },
-        code: if ok {
-            String::new()
-        } else {
-            reply.status.as_u16().to_string()
-        },
+
+    fn name(e: Endpoint) -> &'static str {
+        match e {
+            Endpoint::GetBalance => "getBalance",
+            Endpoint::Usage => "usage",
+        }
+    }
+
+    fn unrouted(&self, miss: &Unrouted, req: &Request<Incoming>) -> HttpError {
+        let e = HttpError::unrouted(miss, "GetBalance", req.uri().path());
+        e.header(
+            hyper::header::CACHE_CONTROL.as_str(),
+            HeaderValue::from_static("no-store"),
+        )
+    }
+
+    async fn handle(&self, call: Call<Endpoint>) -> Result<Response<http::Body>, HttpError> {
+        let (app, svc) = (&self.app, &self.svc);
+        let txid = call.req.headers().get(TRANSACTION_HEADER).cloned();
+        let sim = call.params.first().map(String::as_str).unwrap_or_default();
+        let result = match call.endpoint {
+            Endpoint::GetBalance => get_balance(app, svc, &call.req, &call.conn, sim),
+            Endpoint::Usage => usage(app, svc, call.req, &call.conn, sim).await,
+        };
+        match result {
+            Ok(v) => {
+                let mut response = http::json_response(StatusCode::OK, &v);
+                stamp(response.headers_mut(), txid);
+                Ok(response)
+            }
+            Err(e) => {
+                let e = e.header(
+                    hyper::header::CACHE_CONTROL.as_str(),
+                    HeaderValue::from_static("no-store"),
+                );
+                Err(match txid {
+                    Some(t) => e.header(TRANSACTION_HEADER, t),
+                    None => e,
+                })
+            }
+        }
     }
 }
 
-fn rate_limited(svc: &Service) -> Option<Reply> {
-    svc.limiter.take().err().map(|secs| {
-        Reply::error(StatusCode::TOO_MANY_REQUESTS, "too many requests").header(
+fn rate_limited(svc: &Service) -> Result<(), HttpError> {
+    svc.limiter.take().map_err(|secs| {
+        HttpError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests").header(
             "retry-after",
             HeaderValue::from_str(&secs.to_string()).unwrap_or(HeaderValue::from_static("1")),
         )
@@ -286,84 +288,87 @@ fn get_balance(
     req: &Request<Incoming>,
     conn: &ConnInfo,
     sim: &str,
-) -> Reply {
-    if let Some(r) = rate_limited(svc) {
-        return r;
-    }
+) -> Result<Value, HttpError> {
+    rate_limited(svc)?;
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(d) = svc.auth.caller(&conn.client_chain, authorization) {
-        return denied(svc, d);
-    }
-    let Some(iccid) = sim_id(sim) else {
-        return Reply::bad(
+    svc.auth
+        .caller(&conn.client_chain, authorization)
+        .map_err(|d| denied(svc, d))?;
+    let bad = HttpError::bad_parameter;
+    let iccid = sim_id(sim).ok_or_else(|| {
+        bad(
             "simId",
             "simId must be iccid:<ICCID> (19 digits, or 20 with a trailing F)",
-        );
-    };
+        )
+    })?;
     let q = Query::parse(req.uri().query());
     let template = match q.get("fieldsTemplate") {
         None | Some(Ok("basic")) => Template::Basic,
         Some(Ok("full")) => Template::Full,
-        Some(_) => return Reply::bad("fieldsTemplate", "fieldsTemplate must be basic or full"),
+        Some(_) => {
+            return Err(bad(
+                "fieldsTemplate",
+                "fieldsTemplate must be basic or full",
+            ))
+        }
     };
     let limit = match q.get("limit") {
         None => None,
         Some(Ok(l)) => match l.parse::<u32>() {
             Ok(n) if n >= 1 => Some(n as usize),
-            _ => return Reply::bad("limit", "limit must be a positive integer"),
+            _ => return Err(bad("limit", "limit must be a positive integer")),
         },
-        Some(Err(())) => return Reply::bad("limit", "limit must be a positive integer"),
+        Some(Err(())) => return Err(bad("limit", "limit must be a positive integer")),
     };
     let location = match q.get("location") {
         None => None,
         Some(Ok(l)) if l.len() == 2 && l.bytes().all(|b| b.is_ascii_alphabetic()) => Some(l),
-        Some(_) => return Reply::bad("location", "location must be a two-letter ISO 3166 code"),
+        Some(_) => {
+            return Err(bad(
+                "location",
+                "location must be a two-letter ISO 3166 code",
+            ))
+        }
     };
     let txid = match req.headers().get(TRANSACTION_HEADER).map(|v| v.as_bytes()) {
         Some(t) if !t.is_empty() && t.len() <= 256 => String::from_utf8_lossy(t).trim().to_owned(),
         _ => {
-            return Reply::bad(
+            return Err(bad(
                 "X-MS-DM-TransactionId",
                 "the X-MS-DM-TransactionId header (1 to 256 bytes) is required",
-            )
+            ))
         }
     };
     if !svc.seen.first_time(&txid) {
-        return Reply::error(
+        return Err(HttpError::new(
             StatusCode::CONFLICT,
             format!(
                 "X-MS-DM-TransactionId {} was already used",
                 crate::error::quote(&txid)
             ),
-        );
+        ));
     }
-    let known = app.store.sim_known(&iccid);
-    let rec = app.store.balance(&iccid);
-    match (known, rec) {
-        (Ok(false), _) => Reply::error(StatusCode::NOT_FOUND, format!("ICCID {iccid} is unknown")),
-        (Ok(true), Ok(rec)) => {
-            let list = balances(
-                &iccid,
-                rec.as_ref(),
-                crate::time::now(),
-                location,
-                limit,
-                template,
-            );
-            Reply::new(
-                StatusCode::OK,
-                json!({"balances": list.iter().map(Balance::to_json).collect::<Vec<_>>()}),
-            )
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "GetBalance: store read failed");
-            let e = crate::mobileplans::MpError::from(e.clone());
-            Reply::new(e.status(), e.body())
-        }
+    if !app.store.sim_known(&iccid).map_err(store_failed)? {
+        return Err(HttpError::not_found(format!("ICCID {iccid} is unknown")));
     }
+    let rec = app.store.balance(&iccid).map_err(store_failed)?;
+    let list = balances(
+        &iccid,
+        rec.as_ref(),
+        crate::time::now(),
+        location,
+        limit,
+        template,
+    );
+    Ok(json!({"balances": list.iter().map(Balance::to_json).collect::<Vec<_>>()}))
+}
+
+/// A store failure as the Mobile Plans APIs answer it.
+fn store_failed(e: crate::error::Error) -> HttpError {
+    crate::mobileplans::MpError::from(e).into()
 }
 
 async fn usage(
@@ -372,63 +377,48 @@ async fn usage(
     req: Request<Incoming>,
     conn: &ConnInfo,
     sim: &str,
-) -> Reply {
-    if let Some(r) = rate_limited(svc) {
-        return r;
-    }
-    let operator = match svc.auth.operator(&conn.client_chain) {
-        Ok(o) => o,
-        Err(d) => return denied(svc, d),
-    };
-    let Some(iccid) = sim_id(sim) else {
-        return Reply::bad("simId", "simId must be iccid:<ICCID>");
-    };
-    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return Reply::bad("body", e.message),
-    };
+) -> Result<Value, HttpError> {
+    rate_limited(svc)?;
+    let operator = svc
+        .auth
+        .operator(&conn.client_chain)
+        .map_err(|d| denied(svc, d))?;
+    let bad = |p: &str, m: &str| HttpError::bad_parameter(p, m);
+    let iccid = sim_id(sim).ok_or_else(|| bad("simId", "simId must be iccid:<ICCID>"))?;
+    let body = http::read_body(req.into_body(), app.config.max_body_bytes)
+        .await
+        .map_err(|e| bad("body", &e.message))?;
     let v: Value = match serde_json::from_slice(&body) {
         Ok(Value::Object(m)) => Value::Object(m),
-        _ => return Reply::bad("body", "the body must be a JSON object"),
+        _ => return Err(bad("body", "the body must be a JSON object")),
     };
     let used = match v.get("dataUsedInMB") {
-        Some(n) => match crate::mobileplans::mb_to_kb(n, "dataUsedInMB") {
-            Ok(kb) => kb,
-            Err(_) => {
-                return Reply::bad(
-                    "dataUsedInMB",
-                    "dataUsedInMB must be a number of MB from 0 to 10^12",
-                )
-            }
-        },
-        None => return Reply::bad("dataUsedInMB", "dataUsedInMB is missing"),
+        Some(n) => crate::mobileplans::mb_to_kb(n, "dataUsedInMB").map_err(|_| {
+            bad(
+                "dataUsedInMB",
+                "dataUsedInMB must be a number of MB from 0 to 10^12",
+            )
+        })?,
+        None => return Err(bad("dataUsedInMB", "dataUsedInMB is missing")),
     };
     let location = match v.get("location") {
         None | Some(Value::Null) => None,
         Some(Value::String(l)) if l.len() == 2 && l.bytes().all(|b| b.is_ascii_alphabetic()) => {
             Some(l.as_str())
         }
-        Some(_) => return Reply::bad("location", "location must be a two-letter ISO 3166 code"),
-    };
-    let now = crate::time::now();
-    let debited = match app
-        .store
-        .debit_usage(&operator, &iccid, used, location, now)
-    {
-        Ok(d) => d,
-        Err(e) => {
-            if e.is_ours() {
-                tracing::error!(error = %e.message, "usage: store write failed");
-            }
-            let e = crate::mobileplans::MpError::from(e);
-            return Reply::new(e.status(), e.body());
+        Some(_) => {
+            return Err(bad(
+                "location",
+                "location must be a two-letter ISO 3166 code",
+            ))
         }
     };
-    if let Err(e) = app.store.sync().await {
-        tracing::error!(error = %e, "usage: flush failed");
-        let e = crate::mobileplans::MpError::from(e);
-        return Reply::new(e.status(), e.body());
-    }
+    let now = crate::time::now();
+    let debited = app
+        .store
+        .debit_usage(&operator, &iccid, used, location, now)
+        .map_err(store_failed)?;
+    app.store.sync().await.map_err(store_failed)?;
     let list = balances(
         &iccid,
         Some(&debited.record),
@@ -437,15 +427,12 @@ async fn usage(
         None,
         Template::Full,
     );
-    Reply::new(
-        StatusCode::OK,
-        json!({
-            "iccid": iccid.as_str(),
-            "debitedInMB": used.saturating_sub(debited.uncovered_kb) as f64 / 1000.0,
-            "uncoveredInMB": debited.uncovered_kb as f64 / 1000.0,
-            "balances": list.iter().map(Balance::to_json).collect::<Vec<_>>(),
-        }),
-    )
+    Ok(json!({
+        "iccid": iccid.as_str(),
+        "debitedInMB": used.saturating_sub(debited.uncovered_kb) as f64 / 1000.0,
+        "uncoveredInMB": debited.uncovered_kb as f64 / 1000.0,
+        "balances": list.iter().map(Balance::to_json).collect::<Vec<_>>(),
+    }))
 }
 
 #[cfg(test)]

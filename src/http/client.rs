@@ -46,7 +46,7 @@ impl Client {
             url,
             &[
                 ("content-type", "application/json"),
-                ("x-admin-protocol", crate::http::ADMIN_PROTOCOL),
+                ("x-admin-protocol", crate::http::gsma::ADMIN_PROTOCOL),
             ],
             body,
         )

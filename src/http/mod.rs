@@ -1,12 +1,15 @@
 //! HTTP plumbing shared by every listener: TLS accept, HTTP/1.1 serving,
-//! graceful shutdown, metrics and tracing per request, and the GSMA JSON
-//! envelope (SGP.22 §6.5.1).
+//! graceful shutdown, and metrics and tracing per request. [`api`] gives
+//! every API the same shape; [`gsma`] is the JSON binding of SGP.22 §6.5.1.
 //!
 //! Handlers stay thin: they parse, call the domain, and render. This module
 //! owns everything around them.
 
+pub mod api;
 pub mod client;
+pub mod error;
 pub mod fields;
+pub mod gsma;
 pub mod listener;
 pub mod query;
 pub mod tls;
@@ -14,6 +17,7 @@ pub mod trace;
 
 use crate::error::{codes, Error};
 use crate::metrics::Metrics;
+use api::{Apis, Outcome, Served};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -22,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use listener::{
     AcceptBackoff, Activity, ConnLimiter, ListenerLimits, LogThrottle, RequestDeadline, Tracked,
 };
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,23 +36,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-/// The X-Admin-Protocol value we send (SGP.22 §6.2): the highest version we implement.
-pub const ADMIN_PROTOCOL: &str = "gsma/rsp/v2.2.0";
-
 /// A response body.
 pub type Body = Full<Bytes>;
-
-/// What a handler produced, with the labels for metrics and logs.
-pub struct Outcome {
-    /// The response.
-    pub response: Response<Body>,
-    /// Function name (metrics label), e.g. `downloadOrder`.
-    pub function: &'static str,
-    /// `Executed-Success`, `Failed` or an HTTP-level result.
-    pub status: &'static str,
-    /// The GSMA status code, `subject/reason`, or empty.
-    pub code: String,
-}
 
 /// Facts about the connection a request came on.
 #[derive(Clone, Debug)]
@@ -66,12 +55,20 @@ pub struct ConnInfo {
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
 
-/// A request handler.
-pub type Handler = Arc<
-    dyn Fn(Request<Incoming>, Arc<ConnInfo>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>
-        + Send
-        + Sync,
->;
+/// One listener: its name (the `listener` label), its socket, its TLS
+/// configuration (none: plain HTTP), the APIs it serves and its limits.
+pub struct Listener {
+    /// The name.
+    pub name: &'static str,
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// TLS, or plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What it serves.
+    pub apis: Apis,
+    /// Its caps and deadlines.
+    pub limits: ListenerLimits,
+}
 
 /// Serves one listener until `shutdown` turns true, then stops accepting,
 /// lets in-flight requests finish (up to `drain`), and returns.
@@ -79,17 +76,19 @@ pub type Handler = Arc<
 /// Every connection passes the listener's [`ListenerLimits`]: the caps on
 /// open connections are checked at accept time, before any TLS work, and
 /// a refused connection is closed at once.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
-    interface: &'static str,
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    handler: Handler,
+    l: Listener,
     metrics: Arc<Metrics>,
-    limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
+    let Listener {
+        name: interface,
+        socket: listener,
+        tls,
+        apis,
+        limits,
+    } = l;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = tls.map(TlsAcceptor::from);
     let conns = ConnLimiter::new(interface, &limits, &metrics);
@@ -147,7 +146,7 @@ pub async fn serve(
         let conn = Conn {
             interface,
             peer,
-            handler: handler.clone(),
+            apis: apis.clone(),
             metrics: metrics.clone(),
             limits: limits.clone(),
             log: conn_log.clone(),
@@ -230,7 +229,7 @@ pub async fn serve(
 struct Conn {
     interface: &'static str,
     peer: SocketAddr,
-    handler: Handler,
+    apis: Apis,
     metrics: Arc<Metrics>,
     limits: Arc<ListenerLimits>,
     log: Arc<LogThrottle>,
@@ -265,7 +264,7 @@ impl Conn {
             .max_headers(self.limits.max_headers);
         let svc = service(
             self.interface,
-            self.handler.clone(),
+            self.apis.clone(),
             self.metrics.clone(),
             info,
             activity.clone(),
@@ -298,7 +297,7 @@ impl Conn {
 
 fn service(
     interface: &'static str,
-    handler: Handler,
+    apis: Apis,
     metrics: Arc<Metrics>,
     info: Arc<ConnInfo>,
     activity: Arc<Activity>,
@@ -313,7 +312,7 @@ fn service(
         move |req: Request<Incoming>| -> Pin<
             Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>,
         > {
-            let handler = handler.clone();
+            let apis = apis.clone();
             let metrics = metrics.clone();
             let info = info.clone();
             let activity = activity.clone();
@@ -325,7 +324,7 @@ fn service(
                     let first_byte = activity.begin();
                     let path = req.uri().path().to_owned();
                     let (mut out, late) = RequestDeadline::new(first_byte + request_timeout)
-                        .run(handler(req, info.clone()))
+                        .run(apis.serve(req, info.clone()))
                         .await;
                     activity.end();
                     if late {
@@ -333,14 +332,21 @@ fn service(
                             .deadline_exceeded
                             .with_label_values(&[interface, "body"])
                             .inc();
-                        out = request_timeout_outcome(out.function, request_timeout);
+                        out = timed_out(out, request_timeout);
                     }
                     let elapsed = start.elapsed();
-                    metrics.observe(interface, out.function, out.status, &out.code, elapsed);
-                    // Interface, peer and operator are the span's.
+                    metrics.observe(
+                        out.api,
+                        out.endpoint,
+                        out.outcome.as_str(),
+                        &out.code,
+                        elapsed,
+                    );
+                    // Listener, peer and operator are the span's.
                     tracing::info!(
-                        function = out.function,
-                        status = out.status,
+                        api = out.api,
+                        endpoint = out.endpoint,
+                        outcome = out.outcome.as_str(),
                         code = %out.code,
                         http = out.response.status().as_u16(),
                         path,
@@ -362,7 +368,7 @@ fn service(
 
 /// 408 for a request whose body did not arrive by the listener's deadline;
 /// the connection is closed after it.
-fn request_timeout_outcome(function: &'static str, timeout: Duration) -> Outcome {
+fn timed_out(late: Served, timeout: Duration) -> Served {
     let mut response = text_response(
         StatusCode::REQUEST_TIMEOUT,
         "text/plain",
@@ -375,11 +381,12 @@ fn request_timeout_outcome(function: &'static str, timeout: Duration) -> Outcome
         hyper::header::CONNECTION,
         hyper::header::HeaderValue::from_static("close"),
     );
-    Outcome {
+    Served {
         response,
-        function,
-        status: "timeout",
-        code: String::new(),
+        api: late.api,
+        endpoint: late.endpoint,
+        outcome: Outcome::Timeout,
+        code: "408".into(),
     }
 }
 
@@ -411,92 +418,6 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Error> {
     }
 }
 
-/// Checks the headers every GSMA function call carries (SGP.22 §6.2):
-/// `X-Admin-Protocol: gsma/rsp/v2.*` and a JSON Content-Type (matched by
-/// prefix, so `application/json;charset=UTF-8` is fine).
-pub fn check_gsma_headers(headers: &hyper::HeaderMap) -> Result<(), Error> {
-    let proto = headers
-        .get("x-admin-protocol")
-        .ok_or_else(|| {
-            Error::invalid(codes::VERSION_MISSING, "X-Admin-Protocol header is missing")
-        })?
-        .to_str()
-        .unwrap_or("");
-    let version = proto.trim().strip_prefix("gsma/rsp/v").unwrap_or("");
-    if !version.starts_with("2.") {
-        return Err(Error::invalid(
-            codes::VERSION_UNSUPPORTED,
-            format!(
-                "unsupported X-Admin-Protocol {}: this server speaks gsma/rsp/v2.x",
-                crate::error::quote(proto)
-            ),
-        ));
-    }
-    let ct = headers
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("application/json")
-    {
-        return Err(Error::invalid(
-            codes::FORMAT_INVALID,
-            format!(
-                "Content-Type must be application/json, got {}",
-                crate::error::quote(ct)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// `header.functionExecutionStatus` for a result (SGP.22 §6.5.1.4).
-pub fn execution_status(err: Option<&Error>) -> Value {
-    match err {
-        None => json!({"status": "Executed-Success"}),
-        Some(e) => {
-            json!({"status": "Failed", "statusCodeData": {
-                "subjectCode": e.code.subject, "reasonCode": e.code.reason, "message": e.public_message()}})
-        }
-    }
-}
-
-/// A GSMA JSON response: `{"header": {...}, ...body}` with the required headers.
-pub fn gsma_response(
-    http: StatusCode,
-    err: Option<&Error>,
-    body: Map<String, Value>,
-) -> Response<Body> {
-    let mut msg = Map::new();
-    msg.insert(
-        "header".into(),
-        json!({"functionExecutionStatus": execution_status(err)}),
-    );
-    msg.extend(body);
-    gsma_bytes(
-        http,
-        serde_json::to_vec(&Value::Object(msg)).unwrap_or_default(),
-    )
-}
-
-/// A GSMA JSON response from already-rendered bytes.
-pub fn gsma_bytes(http: StatusCode, bytes: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    *r.status_mut() = http;
-    let h = r.headers_mut();
-    h.insert(
-        "x-admin-protocol",
-        hyper::header::HeaderValue::from_static(ADMIN_PROTOCOL),
-    );
-    h.insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 /// A plain JSON response for non-GSMA endpoints.
 pub fn json_response(http: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(
@@ -523,96 +444,4 @@ pub fn text_response(
         hyper::header::HeaderValue::from_static(content_type),
     );
     r
-}
-
-/// The outcome label for a GSMA error.
-pub fn code_label(err: Option<&Error>) -> String {
-    err.map(|e| e.code.to_string()).unwrap_or_default()
-}
-
-/// A GSMA function call that passed the checks every function shares.
-pub struct GsmaRequest<F> {
-    /// The function named by the path.
-    pub function: F,
-    /// The body as received (ES2+ idempotency hashes it).
-    pub body: Bytes,
-    /// The body parsed as a JSON object.
-    pub json: Map<String, Value>,
-}
-
-/// The routing and checks shared by ES2+ and ES9+ (SGP.22 §6.2, §6.5.1):
-/// the function from the path after `prefix` (404 and 1.6/3.1 otherwise),
-/// POST (405), the X-Admin-Protocol and Content-Type headers, the body size
-/// limit, and a JSON object body. A refusal comes back as the finished
-/// [`Outcome`].
-pub async fn gsma_request<F: Copy>(
-    interface: &'static str,
-    req: Request<Incoming>,
-    prefix: &str,
-    lookup: impl Fn(&str) -> Option<F>,
-    name: impl Fn(F) -> &'static str,
-    limit: usize,
-) -> Result<GsmaRequest<F>, Outcome> {
-    let path = req.uri().path().to_owned();
-    let Some(function) = path.strip_prefix(prefix).and_then(lookup) else {
-        let e = Error::invalid(
-            codes::FUNCTION_UNSUPPORTED,
-            format!("no {interface} function at {}", crate::error::quote(&path)),
-        );
-        return Err(gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e));
-    };
-    let fname = name(function);
-    if req.method() != hyper::Method::POST {
-        let e = Error::invalid(
-            codes::FUNCTION_UNSUPPORTED,
-            "GSMA functions are called with POST",
-        );
-        return Err(gsma_failed(
-            interface,
-            fname,
-            StatusCode::METHOD_NOT_ALLOWED,
-            e,
-        ));
-    }
-    let checked = async {
-        check_gsma_headers(req.headers())?;
-        let body = read_body(req.into_body(), limit).await?;
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| Error::invalid(codes::FORMAT_INVALID, format!("malformed JSON: {e}")))?;
-        match value {
-            Value::Object(json) => Ok(GsmaRequest {
-                function,
-                body,
-                json,
-            }),
-            _ => Err(Error::invalid(
-                codes::FORMAT_INVALID,
-                "the request must be a JSON object",
-            )),
-        }
-    };
-    checked
-        .await
-        .map_err(|e| gsma_failed(interface, fname, StatusCode::OK, e))
-}
-
-/// A `Failed` function execution (HTTP 200 unless routing failed), logged:
-/// our own failures as errors, refusals at info.
-pub fn gsma_failed(
-    interface: &'static str,
-    function: &'static str,
-    http: StatusCode,
-    e: Error,
-) -> Outcome {
-    if e.is_ours() {
-        tracing::error!(interface, function, error = %e.message, "call failed internally");
-    } else {
-        tracing::info!(interface, function, code = %e.code, reason = %e.message, "call refused");
-    }
-    Outcome {
-        response: gsma_response(http, Some(&e), Map::new()),
-        function,
-        status: "Failed",
-        code: e.code.to_string(),
-    }
 }

@@ -44,16 +44,16 @@ pub fn request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// The span of one request on `interface`.
+/// The span of one request on `listener`.
 pub fn span(
-    interface: &'static str,
+    listener: &'static str,
     request_id: &str,
     peer: SocketAddr,
     operator: Option<&str>,
 ) -> tracing::Span {
     tracing::info_span!(
         "request",
-        interface,
+        listener,
         request_id,
         %peer,
         operator = operator.unwrap_or("-"),

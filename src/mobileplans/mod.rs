@@ -139,6 +139,38 @@ impl From<Error> for MpError {
     }
 }
 
+/// The JSON refusal of the Mobile Plans and admin APIs.
+impl From<MpError> for crate::http::error::HttpError {
+    fn from(e: MpError) -> crate::http::error::HttpError {
+        use crate::http::error::HttpError;
+        match e {
+            MpError::BadRequest { parameter, message } if parameter.is_empty() => {
+                HttpError::bad(message)
+            }
+            MpError::BadRequest { parameter, message } => {
+                HttpError::bad_parameter(&parameter, message)
+            }
+            MpError::Forbidden(m) => HttpError::new(StatusCode::FORBIDDEN, m),
+            MpError::NotFound(m) => HttpError::not_found(m),
+            MpError::Conflict { message, decision } => {
+                let e = HttpError::new(StatusCode::CONFLICT, message);
+                match decision {
+                    Some(d) => e.with_decision(*d),
+                    None => e,
+                }
+            }
+            MpError::Internal(m) => {
+                HttpError::ours(StatusCode::INTERNAL_SERVER_ERROR, "internal error", m)
+            }
+            MpError::Unavailable(m) => HttpError::ours(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Error::unavailable("").public_message(),
+                m,
+            ),
+        }
+    }
+}
+
 /// How the decision API names the order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {

@@ -32,15 +32,17 @@ use super::text::{fill, tr, Lang, T};
 use super::{Answer, Checkout, Lookup};
 use crate::app::App;
 use crate::config::{PlanConfig, PlanKind};
+use crate::http;
+use crate::http::api::{Api, Call, Route, Unrouted};
+use crate::http::error::Rendered;
 use crate::http::query::{percent_encode, Query};
-use crate::http::{self, ConnInfo, Outcome};
 use crate::ids::{Eid, Iccid};
 use crate::store::balance::BalanceType;
 use crate::store::lifecycle::State;
 use crate::store::mobileplans::{Choice, OrderKind, PurchaseMetadata, Registration};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
 
 /// Path prefix of the portal.
@@ -1085,46 +1087,113 @@ fn info_page(lang: Lang, which: &str) -> Page {
     }
 }
 
-/// Handles `/portal` and below on the operator-web listener.
-pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
-    let peer = conn.peer.ip();
-    let lang = Lang::negotiate(
+/// The portal's pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The plans on offer.
+    Plans,
+    /// The checkout of one plan.
+    Checkout,
+    /// The purchase (form post).
+    Purchase,
+    /// The stand-in payment step (form post).
+    Confirm,
+    /// A retry after an LPA error.
+    Retry,
+    /// Support.
+    Support,
+    /// Privacy.
+    Privacy,
+    /// Terms.
+    Terms,
+}
+
+const fn page(method: Method, path: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+static ROUTES: &[Route<Endpoint>] = &[
+    page(Method::GET, "/portal", Endpoint::Plans),
+    page(Method::GET, "/portal/", Endpoint::Plans),
+    page(Method::GET, "/portal/checkout", Endpoint::Checkout),
+    page(Method::POST, "/portal/purchase", Endpoint::Purchase),
+    page(Method::POST, "/portal/confirm", Endpoint::Confirm),
+    page(Method::GET, "/portal/retry", Endpoint::Retry),
+    page(Method::GET, "/portal/support", Endpoint::Support),
+    page(Method::GET, "/portal/privacy", Endpoint::Privacy),
+    page(Method::GET, "/portal/terms", Endpoint::Terms),
+];
+
+/// The reference portal on the operator-web listener: HTML pages for the
+/// Mobile Plans app.
+pub struct Portal(pub App);
+
+fn language(req: &Request<Incoming>) -> Lang {
+    Lang::negotiate(
         req.headers()
             .get(hyper::header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),
-    );
+    )
+}
+
+impl Api for Portal {
+    const NAME: &'static str = "portal";
+    const PREFIX: &'static str = PREFIX;
+    type Endpoint = Endpoint;
+    type Error = Rendered;
+
+    fn routes() -> &'static [Route<Endpoint>] {
+        ROUTES
+    }
+
+    fn name(e: Endpoint) -> &'static str {
+        match e {
+            Endpoint::Plans => "portalPlans",
+            Endpoint::Checkout => "portalCheckout",
+            Endpoint::Purchase => "portalPurchase",
+            Endpoint::Confirm => "portalConfirm",
+            Endpoint::Retry => "portalRetry",
+            Endpoint::Support | Endpoint::Privacy | Endpoint::Terms => "portalInfo",
+        }
+    }
+
+    fn unrouted(&self, miss: &Unrouted, req: &Request<Incoming>) -> Rendered {
+        let lang = language(req);
+        let mut p = info_page(lang, "support");
+        p.status = match miss {
+            Unrouted::NotFound => StatusCode::NOT_FOUND,
+            Unrouted::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        };
+        Rendered(render(&self.0, lang, &p))
+    }
+
+    async fn handle(&self, call: Call<Endpoint>) -> Result<Response<http::Body>, Rendered> {
+        let (app, req) = (&self.0, call.req);
+        let peer = call.conn.peer.ip();
+        let lang = language(&req);
+        let page = match call.endpoint {
+            Endpoint::Plans => plans_page(app, &req, lang),
+            Endpoint::Checkout => checkout_page(app, &req, lang),
+            Endpoint::Purchase => purchase(app, req, lang, peer).await,
+            Endpoint::Confirm => confirm(app, req, lang, peer).await,
+            Endpoint::Retry => retry_page(app, &req, lang, peer),
+            Endpoint::Support => info_page(lang, "support"),
+            Endpoint::Privacy => info_page(lang, "privacy"),
+            Endpoint::Terms => info_page(lang, "terms"),
+        };
+        Ok(render(app, lang, &page))
+    }
+}
+
+/// A page as the browser gets it: inside the portal's frame, with a fresh
+/// script nonce and the security headers.
+fn render(app: &App, lang: Lang, page: &Page) -> Response<http::Body> {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let (function, page) = match (&method, path.as_str()) {
-        (&Method::GET, "/portal" | "/portal/") => ("portalPlans", plans_page(&app, &req, lang)),
-        (&Method::GET, "/portal/checkout") => ("portalCheckout", checkout_page(&app, &req, lang)),
-        (&Method::POST, "/portal/purchase") => {
-            ("portalPurchase", purchase(&app, req, lang, peer).await)
-        }
-        (&Method::POST, "/portal/confirm") => {
-            ("portalConfirm", confirm(&app, req, lang, peer).await)
-        }
-        (&Method::GET, "/portal/retry") => ("portalRetry", retry_page(&app, &req, lang, peer)),
-        (&Method::GET, "/portal/support") => ("portalInfo", info_page(lang, "support")),
-        (&Method::GET, "/portal/privacy") => ("portalInfo", info_page(lang, "privacy")),
-        (&Method::GET, "/portal/terms") => ("portalInfo", info_page(lang, "terms")),
-        (
-            _,
-            "/portal" | "/portal/" | "/portal/checkout" | "/portal/retry" | "/portal/purchase"
-            | "/portal/confirm",
-        ) => {
-            let mut p = info_page(lang, "support");
-            p.status = StatusCode::METHOD_NOT_ALLOWED;
-            ("unknown", p)
-        }
-        _ => {
-            let mut p = info_page(lang, "support");
-            p.status = StatusCode::NOT_FOUND;
-            ("unknown", p)
-        }
-    };
-    let html = wrap(&app, lang, &nonce, &page);
+    let html = wrap(app, lang, &nonce, page);
     let mut response = http::text_response(page.status, "text/html; charset=utf-8", html);
     let h = response.headers_mut();
     for (name, value) in &page.headers {
@@ -1158,15 +1227,5 @@ pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcom
         hyper::header::CONTENT_LANGUAGE,
         HeaderValue::from_static(lang.tag()),
     );
-    let ok = page.status.is_success();
-    Outcome {
-        response,
-        function,
-        status: if ok { "ok" } else { "error" },
-        code: if ok {
-            String::new()
-        } else {
-            page.status.as_u16().to_string()
-        },
-    }
+    response
 }

@@ -20,14 +20,42 @@
 use super::guard::Refusal;
 use super::{Lookup, MpError};
 use crate::app::App;
+use crate::http;
+use crate::http::api::{Api, Call, Route, Unrouted};
+use crate::http::error::HttpError;
 use crate::http::query::Query;
-use crate::http::{self, ConnInfo, Outcome};
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
-use serde_json::json;
+use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::{Method, Request, Response, StatusCode};
 
-/// Path prefix of the decision API.
-pub const PREFIX: &str = "/mobileplans/v1/";
+/// The decision API's endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The callback the portal may send now.
+    Callback,
+    /// Cancel the purchase at the SM-DP+.
+    Cancel,
+    /// Withdraw a delayed download before its release.
+    Withdraw,
+}
+
+static ROUTES: &[Route<Endpoint>] = &[
+    Route {
+        method: Method::GET,
+        path: "/mobileplans/v1/callback",
+        endpoint: Endpoint::Callback,
+    },
+    Route {
+        method: Method::POST,
+        path: "/mobileplans/v1/cancel",
+        endpoint: Endpoint::Cancel,
+    },
+    Route {
+        method: Method::POST,
+        path: "/mobileplans/v1/withdraw",
+        endpoint: Endpoint::Withdraw,
+    },
+];
 
 fn transaction(q: &Query) -> Result<String, MpError> {
     match q.get("transactionId") {
@@ -43,113 +71,74 @@ fn transaction(q: &Query) -> Result<String, MpError> {
     }
 }
 
-/// Handles a request on the operator-web listener.
-pub async fn handle(app: App, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
-    let p = req.uri().path();
-    if p == super::portal::PREFIX || p.starts_with("/portal/") {
-        return super::portal::handle(app, req, conn).await;
-    }
-    let q = Query::parse(req.uri().query());
-    let route = req
-        .uri()
-        .path()
-        .strip_prefix(PREFIX)
-        .unwrap_or("")
-        .to_owned();
-    let method = req.method().clone();
-    let function = match (route.as_str(), &method) {
-        ("callback", &Method::GET) => "callbackDecision",
-        ("cancel", &Method::POST) => "cancelPurchase",
-        ("withdraw", &Method::POST) => "withdrawDelayedDownload",
-        ("callback" | "cancel" | "withdraw", _) => {
-            let allow = if route == "callback" { "GET" } else { "POST" };
-            let mut response = http::json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": format!("use {allow}")}),
-            );
-            if let Ok(v) = hyper::header::HeaderValue::from_str(allow) {
-                response.headers_mut().insert(hyper::header::ALLOW, v);
-            }
-            return finish(response, "unknown", "error");
-        }
-        _ => {
-            let response = http::json_response(
-                StatusCode::NOT_FOUND,
-                &json!({"error": format!("no operator-web endpoint {}", req.uri().path())}),
-            );
-            return finish(response, "unknown", "error");
-        }
-    };
-    if q.has("iccid") || q.has("eid") {
-        // The lookups by line and eUICC are the operator's (admin API).
-        let response = http::json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "orders are named by transactionId here"}),
-        );
-        return finish(response, function, "error");
-    }
-    let order = match transaction(&q).and_then(|t| super::find(&app, &Lookup::Transaction(t))) {
-        Ok(o) => o,
-        Err(e) => {
-            return finish(
-                http::json_response(e.status(), &e.body()),
-                function,
-                "error",
-            )
-        }
-    };
-    if !app.mobile_plans.allowed(req.headers(), &order) {
-        app.mobile_plans
-            .refused(&app.metrics, Refusal::Capability, conn.peer.ip(), function);
-        let response = http::json_response(
-            StatusCode::FORBIDDEN,
-            &json!({"error": "this purchase's capability is missing or wrong: only the page that made the purchase may act on it"}),
-        );
-        return finish(response, function, "error");
-    }
-    let txid = order.transaction_id.clone();
-    let result = match function {
-        "cancelPurchase" => super::cancel(&app, &txid).await,
-        "withdrawDelayedDownload" => super::withdraw(&app, &txid).await,
-        _ => super::decide(&app, order),
-    };
-    match result {
-        Ok(answer) => finish(
-            http::json_response(StatusCode::OK, &answer.to_json()),
-            function,
-            "ok",
-        ),
-        Err(e) => {
-            if let MpError::Internal(m) | MpError::Unavailable(m) = &e {
-                tracing::error!(function, error = %m, "Mobile Plans call failed");
-            }
-            finish(
-                http::json_response(e.status(), &e.body()),
-                function,
-                "error",
-            )
-        }
-    }
+/// Answers of this API are about one purchase and change with it: never
+/// cached.
+fn no_store(e: HttpError) -> HttpError {
+    e.header(CACHE_CONTROL.as_str(), HeaderValue::from_static("no-store"))
 }
 
-fn finish(
-    mut response: hyper::Response<http::Body>,
-    function: &'static str,
-    status: &'static str,
-) -> Outcome {
-    response.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store"),
-    );
-    let code = if response.status().is_success() {
-        String::new()
-    } else {
-        response.status().as_u16().to_string()
-    };
-    Outcome {
-        response,
-        function,
-        status,
-        code,
+/// The Mobile Plans decision API on the operator-web listener.
+pub struct MobilePlans(pub App);
+
+impl Api for MobilePlans {
+    const NAME: &'static str = "mobileplans";
+    const PREFIX: &'static str = "/mobileplans/v1";
+    type Endpoint = Endpoint;
+    type Error = HttpError;
+
+    fn routes() -> &'static [Route<Endpoint>] {
+        ROUTES
+    }
+
+    fn name(e: Endpoint) -> &'static str {
+        match e {
+            Endpoint::Callback => "callbackDecision",
+            Endpoint::Cancel => "cancelPurchase",
+            Endpoint::Withdraw => "withdrawDelayedDownload",
+        }
+    }
+
+    fn unrouted(&self, miss: &Unrouted, req: &Request<Incoming>) -> HttpError {
+        no_store(HttpError::unrouted(miss, "operator-web", req.uri().path()))
+    }
+
+    async fn handle(&self, call: Call<Endpoint>) -> Result<Response<http::Body>, HttpError> {
+        let app = &self.0;
+        let function = Self::name(call.endpoint);
+        let q = Query::parse(call.req.uri().query());
+        if q.has("iccid") || q.has("eid") {
+            // The lookups by line and eUICC are the operator's (admin API).
+            return Err(no_store(HttpError::not_found(
+                "orders are named by transactionId here",
+            )));
+        }
+        let decided = async {
+            let order = super::find(app, &Lookup::Transaction(transaction(&q)?))?;
+            if !app.mobile_plans.allowed(call.req.headers(), &order) {
+                app.mobile_plans.refused(
+                    &app.metrics,
+                    Refusal::Capability,
+                    call.conn.peer.ip(),
+                    function,
+                );
+                return Err(HttpError::new(
+                    StatusCode::FORBIDDEN,
+                    "this purchase's capability is missing or wrong: only the page that made the purchase may act on it",
+                ));
+            }
+            let txid = order.transaction_id.clone();
+            let answer = match call.endpoint {
+                Endpoint::Cancel => super::cancel(app, &txid).await?,
+                Endpoint::Withdraw => super::withdraw(app, &txid).await?,
+                Endpoint::Callback => super::decide(app, order)?,
+            };
+            Ok::<_, HttpError>(answer)
+        };
+        let answer = decided.await.map_err(no_store)?;
+        let mut response = http::json_response(StatusCode::OK, &answer.to_json());
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
     }
 }
