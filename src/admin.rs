@@ -1,7 +1,8 @@
 //! The operator admin API on the ES2+ listener (mutual TLS, operator-scoped).
 //! Not part of SGP.22: inventory, order expiry, profile state and history,
 //! and the notification outbox. Plain HTTP status codes with a JSON
-//! `{"error": ..., "code": ...}` body.
+//! [`HttpError`] body: `{"error": ...}`, with the GSMA `code` of a store
+//! refusal and the `parameter` at fault where there is one.
 //!
 //! | method | path | what |
 //! |---|---|---|
