@@ -30,7 +30,7 @@
 //! `SMDPPLUS_BENCH_HELD` (comma-separated sizes), `SMDPPLUS_BENCH_ORDERS`
 //! and `SMDPPLUS_BENCH_DOWNLOADS` change the sizes and the counts.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use common::{status, Server, EID};

@@ -59,7 +59,7 @@ const EUM_NIST: &[u8] = include_bytes!("../../certs/sgp26/EUM/CERT_EUM_ECDSA_NIS
 const EUICC_NIST: &[u8] = include_bytes!("../../certs/sgp26/eUICC/CERT_EUICC_ECDSA_NIST.der");
 
 /// 2025-06-01, inside the validity of the SGP.26 test certificates and of
-/// the captured YggdraSIM chain (the time `tests/es9_capture.rs` uses).
+/// the captured YggdraSIM chain (the time `tests/it/es9_capture.rs` uses).
 const NOW: i64 = 1_748_736_000;
 
 fn validator() -> &'static EuiccValidator {

@@ -1,0 +1,192 @@
+//! The scheduled release of a delayed download ([MP-Callbacks]): smdpplus
+//! releases the profile itself at the release time, the schedule survives
+//! a kill -9 and a restart, withdrawing the offer (notifyOperationCancel)
+//! cancels it, and a release that can no longer be done is dropped with
+//! its reason.
+
+use crate::common;
+
+use crate::common::mobileplans::owner_call;
+use crate::common::{Operator, Server, EID};
+use hyper::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = "expiry_sweep_secs = 1\n";
+
+async fn checkout_delayed(op: &Operator, txid: &str, release_at: i64) -> String {
+    let (s, v) = op
+        .admin(
+            Method::POST,
+            "mobileplans/orders",
+            Some(json!({
+                "transactionId": txid,
+                "kind": "profile",
+                "eid": EID,
+                "profileType": "demo",
+                "planName": "Later plan",
+                "releaseAt": smdpplus::time::datetime(release_at),
+            })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["decision"]["profileState"], "Confirmed", "{v}");
+    v["decision"]["iccid"].as_str().expect("iccid").to_owned()
+}
+
+async fn wait_for_state(op: &Operator, iccid: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = op.state(iccid).await;
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{iccid} stayed {s}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn last_event(op: &Operator, iccid: &str) -> Value {
+    op.show(iccid).await["history"]
+        .as_array()
+        .and_then(|h| h.last().cloned())
+        .expect("history")
+}
+
+async fn decision(server: &Server, op: &Operator, txid: &str) -> Value {
+    let (s, v) = owner_call(
+        server,
+        op,
+        Method::GET,
+        &format!("/mobileplans/v1/callback?transactionId={txid}"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn the_profile_is_released_at_the_scheduled_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Some(CONFIG));
+    let op = server.operator();
+    let iccid = checkout_delayed(&op, "sched-1", smdpplus::time::now() + 2).await;
+    let d = decision(&server, &op, "sched-1").await;
+    assert_eq!(d["callback"]["name"], "delayedProfileDownload");
+    assert_eq!(d["callback"]["arguments"][2], 1, "{d}");
+    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    let e = last_event(&op, &iccid).await;
+    assert_eq!(e["event"], "releaseProfile");
+    assert_eq!(e["caller"], "smdpplus");
+    let d = decision(&server, &op, "sched-1").await;
+    assert_eq!(d["callback"]["name"], "inlineProfileDownload");
+    assert!(d["releasedAt"].is_string(), "{d}");
+    assert!(server.log().contains("scheduled release: profile released"));
+}
+
+#[tokio::test]
+async fn the_schedule_survives_kill_9_and_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), Some(CONFIG));
+    let op = server.operator();
+    let release_at = smdpplus::time::now() + 4;
+    let iccid = checkout_delayed(&op, "sched-restart", release_at).await;
+    server.kill9();
+    // The release time passes while nothing runs.
+    while smdpplus::time::now() <= release_at + 1 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let server = Server::start(dir.path(), Some(CONFIG));
+    let op = server.operator();
+    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    assert_eq!(last_event(&op, &iccid).await["caller"], "smdpplus");
+    let d = decision(&server, &op, "sched-restart").await;
+    assert_eq!(d["callback"]["name"], "inlineProfileDownload");
+}
+
+#[tokio::test]
+async fn withdrawing_the_offer_cancels_the_scheduled_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Some(CONFIG));
+    let op = server.operator();
+    let release_at = smdpplus::time::now() + 3;
+    let iccid = checkout_delayed(&op, "withdraw-1", release_at).await;
+    let (s, d) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/withdraw?transactionId=withdraw-1",
+    )
+    .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["status"], "withdrawn");
+    assert_eq!(d["callback"]["name"], "operationCancel");
+    assert_eq!(
+        d["callback"]["js"],
+        "MobilePlansInlineOperations.notifyOperationCancel(operationContext);"
+    );
+    assert_eq!(op.state(&iccid).await, "Available");
+    // The release time passes: nothing is released.
+    while smdpplus::time::now() <= release_at + 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(op.state(&iccid).await, "Available");
+    let history = op.show(&iccid).await["history"].clone();
+    assert!(!history.to_string().contains("releaseProfile"), "{history}");
+    // Repeating it answers the same.
+    let (s, d) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/withdraw?transactionId=withdraw-1",
+    )
+    .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(
+        decision(&server, &op, "withdraw-1").await["rule"],
+        "withdrawn"
+    );
+
+    // After the release it is too late: the app has shown its toast.
+    let iccid = checkout_delayed(&op, "withdraw-late", smdpplus::time::now() + 1).await;
+    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    let (s, v) = owner_call(
+        &server,
+        &op,
+        Method::POST,
+        "/mobileplans/v1/withdraw?transactionId=withdraw-late",
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["decision"]["callback"]["name"], "inlineProfileDownload");
+    assert_eq!(op.state(&iccid).await, "Released");
+}
+
+#[tokio::test]
+async fn a_release_that_can_no_longer_be_done_leaves_the_schedule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Some(CONFIG));
+    let op = server.operator();
+    let release_at = smdpplus::time::now() + 2;
+    let iccid = checkout_delayed(&op, "gone-1", release_at).await;
+    let matching = op.show(&iccid).await["profile"]["matchingId"].clone();
+    let (_, v) = op
+        .call(
+            "cancelOrder",
+            json!({"iccid": iccid, "eid": EID, "matchingId": matching, "finalProfileStatusIndicator": "Available"}),
+        )
+        .await;
+    assert_eq!(common::status(&v), "Executed-Success", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("scheduled release refused") {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(op.state(&iccid).await, "Available");
+    let d = decision(&server, &op, "gone-1").await;
+    assert_eq!(d["rule"], "orderGone");
+    assert_eq!(d["callback"]["name"], "cancelledPurchase");
+}
