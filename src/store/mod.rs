@@ -267,34 +267,9 @@ pub struct NewProfile {
     /// Owning operator.
     pub operator: String,
     /// The stored form of the profile package: a Protected Profile
-    /// Package record ([`NewProfile::protected`] makes one), never the
-    /// package in clear.
+    /// Package record (the profile module's `NewProfile::protected` makes
+    /// one), never the package in clear.
     pub package: Vec<u8>,
-}
-
-impl NewProfile {
-    /// A profile whose unprotected package `upp` is protected under a fresh
-    /// PPK wrapped with `master` (SGP.22 §2.5.5) before it reaches the store.
-    pub fn protected(
-        iccid: Iccid,
-        profile_type: String,
-        operator: String,
-        upp: &[u8],
-        master: &crate::profile::protect::Keyring,
-    ) -> Result<NewProfile> {
-        let p = crate::profile::protect::ProtectedPackage::protect(
-            master,
-            upp,
-            iccid.as_str().as_bytes(),
-        )
-        .map_err(|e| Error::internal(e.to_string()))?;
-        Ok(NewProfile {
-            iccid,
-            profile_type,
-            operator,
-            package: p.to_bytes(),
-        })
-    }
 }
 
 /// Filter for [`Store::list`].
