@@ -148,3 +148,30 @@ impl Store {
         Ok(out)
     }
 }
+
+/// Builds the outbox index of a store written before it existed: one
+/// atomic batch with every item's entries and the version marker. Runs
+/// once; later opens find the marker.
+pub(super) fn migrate_outbox_index(tree: &sled::Tree) -> Result<()> {
+    if tree.contains_key(OUTBOX_INDEX_KEY)? {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0u64;
+    for kv in tree.scan_prefix(b"o/") {
+        let (_, v) = kv?;
+        let item: OutboxItem = serde_json::from_slice(&v)
+            .map_err(|e| Error::internal(format!("corrupt outbox item: {e}")))?;
+        for (k, v) in outbox_index_keys(&item) {
+            batch.insert(k, v);
+        }
+        n += 1;
+    }
+    batch.insert(OUTBOX_INDEX_KEY, &OUTBOX_INDEX_VERSION.to_be_bytes()[..]);
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    if n > 0 {
+        tracing::info!(items = n, "outbox index built for existing items");
+    }
+    Ok(())
+}

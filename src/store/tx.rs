@@ -1,0 +1,49 @@
+//! The sled transaction helpers every write of the store uses: aborts
+//! with an error for the caller, records in and out.
+
+use super::*;
+use sled::transaction::ConflictableTransactionError;
+
+/// Errors inside a transaction closure.
+pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<TxAbort>>;
+
+/// More writes in the transaction of a command, given the record after it.
+pub(super) type Then<'a> = dyn Fn(&TransactionalTree, &ProfileRecord) -> TxResult<()> + 'a;
+
+/// Why a transaction was aborted.
+#[derive(Debug)]
+pub(super) enum TxAbort {
+    /// A protocol error for the caller.
+    Gsma(Error),
+    /// The chosen pool candidate was taken meanwhile: choose again.
+    Retry,
+}
+
+/// The caller's result of a transaction that does not retry.
+pub(super) fn tx_result<T>(r: std::result::Result<T, TransactionError<TxAbort>>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(TxAbort::Gsma(e))) => Err(e),
+        Err(TransactionError::Abort(TxAbort::Retry)) => {
+            Err(Error::internal("transaction asked for a retry"))
+        }
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+    }
+}
+
+/// Aborts the transaction with an error for the caller.
+pub(super) fn gsma<T>(e: Error) -> TxResult<T> {
+    abort(TxAbort::Gsma(e))
+}
+
+/// A stored record, or an aborted transaction if it is corrupt.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
+    serde_json::from_slice(bytes).or_else(|e| gsma(Error::internal(format!("corrupt record: {e}"))))
+}
+
+/// A record as it is stored (JSON).
+pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail (no maps with non-string keys).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
