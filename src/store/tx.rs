@@ -1,5 +1,6 @@
 //! The sled transaction helpers every write of the store uses: aborts
-//! with an error for the caller, records in and out.
+//! with an error for the caller, records in and out, and sled's errors as
+//! the store's.
 
 use super::*;
 use sled::transaction::ConflictableTransactionError;
@@ -47,3 +48,13 @@ pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Error {
+        match e {
+            // An I/O error (ENOSPC, EIO) leaves sled refusing every write
+            // until it is reopened: the store recovers by reopening.
+            sled::Error::Io(_) => Error::unavailable(format!("storage: {e}")),
+            _ => Error::internal(format!("storage: {e}")),
+        }
+    }
+}
