@@ -38,7 +38,8 @@ use crate::ids::{Eid, Iccid};
 use crate::store::balance::{BalanceType, Credit};
 use crate::store::lifecycle::State;
 use crate::store::mobileplans::{
-    Choice, MobilePlansOrder, NewOrder, OrderKind, OrderStatus, PurchaseMetadata, Registration,
+    Choice, MobilePlansOrder, NewOrder, OrderEvent, OrderKind, OrderStatus, PurchaseMetadata,
+    Registration,
 };
 use crate::store::{Command, Ctx, FinalStatus, Idem, ProfileRecord};
 use decision::{Action, Allowed, Decision, Facts};
@@ -198,12 +199,7 @@ impl Answer {
             "transactionId": txid,
             "orderId": o.id,
             "kind": match o.kind { OrderKind::Profile => "profile", OrderKind::Balance => "balance" },
-            "status": match o.status {
-                OrderStatus::Open => "open",
-                OrderStatus::Cancelled => "cancelled",
-                OrderStatus::Withdrawn => "withdrawn",
-                OrderStatus::Lapsed => "lapsed",
-            },
+            "status": o.status.as_str(),
             "holdUntil": o.hold_until.map(crate::time::datetime),
             "confirmedAt": o.confirmed_at.map(crate::time::datetime),
             "iccid": o.iccid,
@@ -346,14 +342,6 @@ pub async fn cancel(app: &App, txid: &str) -> Result<Answer, MpError> {
         return Err(conflict("this order cannot be cancelled now", &before));
     }
     let now = crate::time::now();
-    let still_open = |o: &MobilePlansOrder| {
-        (o.status != OrderStatus::Open).then(|| {
-            Error::refused(
-                crate::error::codes::ICCID_INVALID_TRANSITION,
-                "the order is no longer open",
-            )
-        })
-    };
     let order = &before.order;
     let ctx = Ctx {
         caller: CALLER,
@@ -367,9 +355,8 @@ pub async fn cancel(app: &App, txid: &str) -> Result<Answer, MpError> {
     };
     app.store.mp_end_order(
         order.id,
-        OrderStatus::Cancelled,
+        OrderEvent::Cancel,
         profile_cancel.as_ref().map(|c| (c, &ctx)),
-        &still_open,
         now,
     )?;
     app.store.sync().await?;
@@ -397,14 +384,6 @@ pub async fn withdraw(app: &App, txid: &str) -> Result<Answer, MpError> {
         return Err(conflict("the order has no profile", &before));
     };
     let now = crate::time::now();
-    let pending = |o: &MobilePlansOrder| {
-        (!o.release_pending()).then(|| {
-            Error::refused(
-                crate::error::codes::ICCID_INVALID_TRANSITION,
-                "the scheduled release already happened",
-            )
-        })
-    };
     let cmd = cancel_command(&before.order, profile)?;
     let ctx = Ctx {
         caller: CALLER,
@@ -413,9 +392,8 @@ pub async fn withdraw(app: &App, txid: &str) -> Result<Answer, MpError> {
     };
     app.store.mp_end_order(
         before.order.id,
-        OrderStatus::Withdrawn,
+        OrderEvent::Withdraw,
         Some((&cmd, &ctx)),
-        &pending,
         now,
     )?;
     app.store.sync().await?;
@@ -544,19 +522,10 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
             now,
             idem: None,
         };
-        let still_held = |o: &MobilePlansOrder| {
-            (!o.hold_pending()).then(|| {
-                Error::refused(
-                    crate::error::codes::ICCID_INVALID_TRANSITION,
-                    "the order was confirmed meanwhile",
-                )
-            })
-        };
         let mut result = app.store.mp_end_order(
             order.id,
-            OrderStatus::Lapsed,
+            OrderEvent::Lapse,
             cmd.as_ref().map(|c| (c, &ctx)),
-            &still_held,
             now,
         );
         if let (Err(e), Some(_)) = (&result, &cmd) {
@@ -565,7 +534,7 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
             tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold: the profile could not be returned");
             result = app
                 .store
-                .mp_end_order(order.id, OrderStatus::Lapsed, None, &still_held, now);
+                .mp_end_order(order.id, OrderEvent::Lapse, None, now);
         }
         match result {
             Ok(_) => {

@@ -18,6 +18,10 @@
 //! As for profiles, index entries derive from the record alone
 //! ([`order_index_keys`]) and each write replaces the old record's entries.
 
+pub mod status;
+
+pub use status::{OrderEvent, OrderStatus};
+
 use super::balance::{credit_tx, remove_bucket_tx, Credit};
 use super::{decode, encode, gsma, key, Command, Ctx, Store, TxResult, RECORD_VERSION};
 use crate::error::{codes, Error, Result};
@@ -49,22 +53,6 @@ pub enum Registration {
         /// Minutes.
         interval_minutes: u32,
     },
-}
-
-/// Where an order stands on the portal's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OrderStatus {
-    /// Placed.
-    Open,
-    /// The user cancelled the purchase (notifyCancelledPurchase); the order
-    /// was cancelled at the SM-DP+.
-    Cancelled,
-    /// The portal withdrew the delayed download (notifyOperationCancel)
-    /// before its release; the order was cancelled at the SM-DP+.
-    Withdrawn,
-    /// A portal order's hold ran out before the operator confirmed it
-    /// (payment); the order was cancelled at the SM-DP+ by smdpplus.
-    Lapsed,
 }
 
 /// A value of `userAccount`, `purchaseInstrument` or `line`
@@ -144,7 +132,7 @@ pub struct MobilePlansOrder {
     pub released_at: Option<i64>,
     /// Why the scheduled release could not be done.
     pub release_error: Option<String>,
-    /// Open, cancelled or withdrawn.
+    /// Open, or how it ended ([status]).
     pub status: OrderStatus,
     /// Unix time of the last status change.
     pub status_at: i64,
@@ -169,22 +157,15 @@ pub struct MobilePlansOrder {
 
 impl MobilePlansOrder {
     /// A release is scheduled and has not happened (and the order is not
-    /// waiting for its confirmation).
+    /// waiting for its confirmation): the [status] table allows it.
     pub fn release_pending(&self) -> bool {
-        self.status == OrderStatus::Open
-            && self.kind == OrderKind::Profile
-            && self.release_at.is_some()
-            && self.released_at.is_none()
-            && self.release_error.is_none()
-            && !self.hold_pending()
+        status::allows(self, OrderEvent::Release)
     }
 
-    /// A portal order held for its confirmation, not yet confirmed.
+    /// A portal order held for its confirmation, not yet confirmed: the
+    /// [status] table allows the confirmation.
     pub fn hold_pending(&self) -> bool {
-        self.status == OrderStatus::Open
-            && self.kind == OrderKind::Profile
-            && self.hold_until.is_some()
-            && self.confirmed_at.is_none()
+        status::allows(self, OrderEvent::Confirm)
     }
 }
 
@@ -320,20 +301,36 @@ fn create_order_tx(
     Ok(order)
 }
 
-/// The order's new status after a cancellation, its bucket taken back.
+/// The order after `event`, or the [status] table's refusal.
+fn load_for(
+    tx: &TransactionalTree,
+    id: u64,
+    event: OrderEvent,
+) -> TxResult<(MobilePlansOrder, OrderStatus)> {
+    let old = load_order_tx(tx, id)?;
+    match status::next(&old, event) {
+        Ok(to) => Ok((old, to)),
+        Err(e) => gsma(e),
+    }
+}
+
+/// The order ended by `event` (cancel, withdraw, lapse), its bucket taken
+/// back.
 fn end_order_tx(
     tx: &TransactionalTree,
     id: u64,
-    status: OrderStatus,
-    check: &dyn Fn(&MobilePlansOrder) -> Option<Error>,
+    event: OrderEvent,
     now: i64,
 ) -> TxResult<MobilePlansOrder> {
-    let old = load_order_tx(tx, id)?;
-    if let Some(e) = check(&old) {
-        return gsma(e);
+    let (old, to) = load_for(tx, id, event)?;
+    if to == OrderStatus::Open {
+        return gsma(Error::internal(format!(
+            "{} does not end an order",
+            event.as_str()
+        )));
     }
     let mut new = old.clone();
-    new.status = status;
+    new.status = to;
     new.status_at = now;
     new.updated_at = now;
     if let Some(b) = &old.bucket {
@@ -523,16 +520,15 @@ impl Store {
         self.watch(super::tx_result(r))
     }
 
-    /// Ends an order (`Cancelled` or `Withdrawn`) and takes back its
-    /// balance credit; with `cancel`, the profile's ES2+.CancelOrder in the
-    /// same transaction. `check` sees the order inside the transaction and
-    /// may refuse. Not yet durable.
+    /// Ends an order by `event` (cancel, withdraw or lapse; refused unless
+    /// the [status] table allows it for the order as it is in the
+    /// transaction) and takes back its balance credit; with `cancel`, the
+    /// profile's ES2+.CancelOrder in the same transaction. Not yet durable.
     pub fn mp_end_order(
         &self,
         id: u64,
-        status: OrderStatus,
+        event: OrderEvent,
         cancel: Option<(&Command, &Ctx<'_>)>,
-        check: &dyn Fn(&MobilePlansOrder) -> Option<Error>,
         now: i64,
     ) -> Result<MobilePlansOrder> {
         let ended = std::sync::Mutex::new(None);
@@ -542,7 +538,7 @@ impl Store {
                     cmd,
                     ctx,
                     Some(&|tx, _| {
-                        let o = end_order_tx(tx, id, status, check, now)?;
+                        let o = end_order_tx(tx, id, event, now)?;
                         if let Ok(mut e) = ended.lock() {
                             *e = Some(o);
                         }
@@ -553,7 +549,7 @@ impl Store {
             None => {
                 let r = self
                     .tree()?
-                    .transaction(|tx| end_order_tx(tx, id, status, check, now));
+                    .transaction(|tx| end_order_tx(tx, id, event, now));
                 self.inner.written.fetch_add(1, Ordering::SeqCst);
                 let o = self.watch(super::tx_result(r))?;
                 if let Ok(mut e) = ended.lock() {
@@ -576,13 +572,7 @@ impl Store {
             release,
             ctx,
             Some(&|tx, _| {
-                let old = load_order_tx(tx, id)?;
-                if !old.release_pending() {
-                    return gsma(Error::refused(
-                        codes::ICCID_INVALID_TRANSITION,
-                        "the order has no pending release",
-                    ));
-                }
+                let (old, _) = load_for(tx, id, OrderEvent::Release)?;
                 let mut new = old.clone();
                 new.released_at = Some(now);
                 new.updated_at = now;
@@ -605,13 +595,7 @@ impl Store {
         let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
         let done = std::sync::Mutex::new(None);
         let confirm_tx = |tx: &TransactionalTree| -> TxResult<MobilePlansOrder> {
-            let old = load_order_tx(tx, id)?;
-            if !old.hold_pending() {
-                return gsma(Error::refused(
-                    codes::ICCID_INVALID_TRANSITION,
-                    "the order is not waiting for its confirmation",
-                ));
-            }
+            let (old, _) = load_for(tx, id, OrderEvent::Confirm)?;
             let mut new = old.clone();
             new.confirmed_at = Some(now);
             new.updated_at = now;
@@ -662,7 +646,7 @@ impl Store {
     pub fn mp_release_failed(&self, id: u64, reason: &str, now: i64) -> Result<()> {
         let r = self.tree()?.transaction(|tx| {
             let old = load_order_tx(tx, id)?;
-            if !old.release_pending() {
+            if !status::allows(&old, OrderEvent::ReleaseFailed) {
                 return Ok(());
             }
             let mut new = old.clone();
