@@ -478,22 +478,8 @@ pub fn open_portal_orders(app: &App, eid: &Eid) -> Result<usize, MpError> {
 /// operator's handleDownloadProgressInfo from the outbox). Returns how
 /// many were handled.
 pub async fn lapse_due(app: &App, now: i64) -> usize {
-    let due = match app.store.mp_due_holds(now) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "portal hold scan failed");
-            return 0;
-        }
-    };
-    for id in &due {
-        let order = match app.store.mp_order(*id) {
-            Ok(Some(o)) => o,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(order = id, error = %e, "portal hold: order unreadable");
-                continue;
-            }
-        };
+    let due = app.store.mp_due_holds(now);
+    each_due(app, due, "portal hold", |order| {
         let profile = Iccid::parse(&order.iccid)
             .and_then(|i| app.store.get(&i).ok().flatten())
             .filter(|p| p.matching_id.is_some() && p.matching_id == order.matching_id);
@@ -511,7 +497,7 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
                     tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
                 }
             }
-            continue;
+            return;
         }
         let cmd = match profile.as_ref().map(|p| cancel_command(&order, p)) {
             Some(Ok(c)) => Some(c),
@@ -550,10 +536,38 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
                 tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
             }
         }
+    })
+    .await
+}
+
+/// Hands each order of a schedule's scan (`due`: the scheduled releases
+/// or the portal holds that have come due) to `handle`, loaded; one that
+/// cannot be read is logged and skipped. Then makes the changes durable
+/// and wakes the outbox worker for the notifications they caused.
+/// `schedule` names the schedule in the log. Returns how many were due.
+async fn each_due(
+    app: &App,
+    due: Result<Vec<u64>, Error>,
+    schedule: &str,
+    mut handle: impl FnMut(MobilePlansOrder),
+) -> usize {
+    let due = match due {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "{schedule}: scan failed");
+            return 0;
+        }
+    };
+    for id in &due {
+        match app.store.mp_order(*id) {
+            Ok(Some(o)) => handle(o),
+            Ok(None) => {}
+            Err(e) => tracing::error!(order = id, error = %e, "{schedule}: order unreadable"),
+        }
     }
     if !due.is_empty() {
         if let Err(e) = app.store.sync().await {
-            tracing::error!(error = %e, "flush after portal holds failed");
+            tracing::error!(error = %e, "{schedule}: flush failed");
         }
         app.outbox_wake.notify_one();
     }
@@ -966,22 +980,8 @@ fn download_order(app: &App, operator: &str, c: &Checkout, now: i64) -> Result<I
 /// through ES2+ meanwhile, or expired) leaves the schedule with its reason.
 /// Returns how many were handled.
 pub async fn release_due(app: &App, now: i64) -> usize {
-    let due = match app.store.mp_due_releases(now) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "scheduled release scan failed");
-            return 0;
-        }
-    };
-    for id in &due {
-        let order = match app.store.mp_order(*id) {
-            Ok(Some(o)) => o,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(order = id, error = %e, "scheduled release: order unreadable");
-                continue;
-            }
-        };
+    let due = app.store.mp_due_releases(now);
+    each_due(app, due, "scheduled release", |order| {
         let result = match Iccid::parse(&order.iccid) {
             Some(iccid) => {
                 let belongs =
@@ -1026,11 +1026,6 @@ pub async fn release_due(app: &App, now: i64) -> usize {
                 }
             }
         }
-    }
-    if !due.is_empty() {
-        if let Err(e) = app.store.sync().await {
-            tracing::error!(error = %e, "flush after scheduled releases failed");
-        }
-    }
-    due.len()
+    })
+    .await
 }
