@@ -23,12 +23,14 @@ pub mod status;
 pub use status::{OrderEvent, OrderStatus};
 
 use super::balance::{credit_tx, remove_bucket_tx, Credit};
-use super::{decode, encode, gsma, key, Command, Ctx, Store, TxResult, RECORD_VERSION};
+use super::{
+    decode, encode, gsma, key, reindex, Command, Ctx, ProfileRecord, Store, TxResult,
+    RECORD_VERSION,
+};
 use crate::error::{codes, Error, Result};
 use crate::ids::{Eid, Iccid};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
-use std::sync::atomic::Ordering;
 
 /// What the purchase is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,13 +234,10 @@ fn write_order(
     new: &MobilePlansOrder,
 ) -> TxResult<()> {
     let old_keys = old.map(order_index_keys).unwrap_or_default();
-    let new_keys = order_index_keys(new);
-    for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-        tx.remove(k.as_slice())?;
-    }
-    for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-        tx.insert(k.as_slice(), &new.id.to_be_bytes()[..])?;
-    }
+    let id = new.id.to_be_bytes();
+    reindex(tx, &old_keys, &order_index_keys(new), |k| {
+        (k.as_slice(), &id[..])
+    })?;
     tx.insert(order_key(new.id), encode(new))?;
     Ok(())
 }
@@ -458,6 +457,59 @@ impl Store {
             .collect()
     }
 
+    /// Runs `f` in one transaction, after `profile`'s command on the
+    /// order's profile when there is one (`f` then sees the profile's
+    /// record after it): the order and its profile change together or not
+    /// at all. Not yet durable: [`Store::sync`].
+    fn mp_tx<T>(
+        &self,
+        profile: Option<(&Command, &Ctx<'_>)>,
+        f: impl Fn(&TransactionalTree, Option<&ProfileRecord>) -> TxResult<T>,
+    ) -> Result<T> {
+        let Some((cmd, ctx)) = profile else {
+            return self.transact(|tx| f(tx, None));
+        };
+        // sled may run the transaction more than once: the last run's
+        // value is the one committed.
+        let out = std::sync::Mutex::new(None);
+        self.apply_then(
+            cmd,
+            ctx,
+            Some(&|tx, rec| {
+                let v = f(tx, Some(rec))?;
+                if let Ok(mut o) = out.lock() {
+                    *o = Some(v);
+                }
+                Ok(())
+            }),
+        )?;
+        out.into_inner()
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::internal("the order was not written"))
+    }
+
+    /// Keeps the profile's order at least until `until` (its time to live
+    /// counted from a later start than its own).
+    fn mp_keep_until(
+        &self,
+        tx: &TransactionalTree,
+        rec: &ProfileRecord,
+        until: i64,
+    ) -> TxResult<()> {
+        if rec.expires_at.is_some_and(|e| e < until) {
+            let mut longer = rec.clone();
+            longer.expires_at = Some(until);
+            self.write_record(tx, Some(rec), &longer)?;
+        }
+        Ok(())
+    }
+
+    /// The order time to live, in seconds.
+    fn mp_ttl(&self) -> i64 {
+        i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX)
+    }
+
     /// The profile purchase's ES2+.ConfirmOrder (`confirm`) and its order
     /// record, with the balance credit, in one transaction. The profile
     /// came from a downloadOrder made for the same transactionId. Not yet
@@ -473,35 +525,20 @@ impl Store {
                 "a profile order is confirmed by confirmOrder",
             ));
         };
-        let now = ctx.now;
-        let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
-        let created = std::sync::Mutex::new(None);
-        self.apply_then(
-            confirm,
-            ctx,
-            Some(&|tx, rec| {
-                // A delayed download keeps its order for the usual time to
-                // live counted from the release, not from the checkout.
-                if let Some(t) = new.release_at {
-                    let until = t.saturating_add(ttl);
-                    if rec.expires_at.is_some_and(|e| e < until) {
-                        let mut longer = rec.clone();
-                        longer.expires_at = Some(until);
-                        self.write_record(tx, Some(rec), &longer)?;
+        self.mp_tx(Some((confirm, ctx)), |tx, rec| {
+            let matching_id = match rec {
+                Some(rec) => {
+                    // A delayed download keeps its order for the usual time
+                    // to live counted from the release, not from the checkout.
+                    if let Some(t) = new.release_at {
+                        self.mp_keep_until(tx, rec, t.saturating_add(self.mp_ttl()))?;
                     }
+                    rec.matching_id.clone()
                 }
-                let o = create_order_tx(tx, new, iccid, rec.matching_id.clone(), now)?;
-                if let Ok(mut c) = created.lock() {
-                    *c = Some(o);
-                }
-                Ok(())
-            }),
-        )?;
-        created
-            .into_inner()
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::internal("the order was not written"))
+                None => None,
+            };
+            create_order_tx(tx, new, iccid, matching_id, ctx.now)
+        })
     }
 
     /// A balance purchase: the order record and its credit, in one
@@ -513,11 +550,7 @@ impl Store {
                 "a balance order names the line's iccid",
             ));
         };
-        let r = self
-            .tree()?
-            .transaction(|tx| create_order_tx(tx, new, iccid, None, now));
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        self.watch(super::tx_result(r))
+        self.transact(|tx| create_order_tx(tx, new, iccid, None, now))
     }
 
     /// Ends an order by `event` (cancel, withdraw or lapse; refused unless
@@ -531,55 +564,19 @@ impl Store {
         cancel: Option<(&Command, &Ctx<'_>)>,
         now: i64,
     ) -> Result<MobilePlansOrder> {
-        let ended = std::sync::Mutex::new(None);
-        match cancel {
-            Some((cmd, ctx)) => {
-                self.apply_then(
-                    cmd,
-                    ctx,
-                    Some(&|tx, _| {
-                        let o = end_order_tx(tx, id, event, now)?;
-                        if let Ok(mut e) = ended.lock() {
-                            *e = Some(o);
-                        }
-                        Ok(())
-                    }),
-                )?;
-            }
-            None => {
-                let r = self
-                    .tree()?
-                    .transaction(|tx| end_order_tx(tx, id, event, now));
-                self.inner.written.fetch_add(1, Ordering::SeqCst);
-                let o = self.watch(super::tx_result(r))?;
-                if let Ok(mut e) = ended.lock() {
-                    *e = Some(o);
-                }
-            }
-        }
-        ended
-            .into_inner()
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::internal("the order was not updated"))
+        self.mp_tx(cancel, |tx, _| end_order_tx(tx, id, event, now))
     }
 
     /// The scheduled release of an order: ES2+.ReleaseProfile (`release`)
     /// and the order's `released_at`, in one transaction. Not yet durable.
     pub fn mp_release(&self, id: u64, release: &Command, ctx: &Ctx<'_>) -> Result<()> {
-        let now = ctx.now;
-        self.apply_then(
-            release,
-            ctx,
-            Some(&|tx, _| {
-                let (old, _) = load_for(tx, id, OrderEvent::Release)?;
-                let mut new = old.clone();
-                new.released_at = Some(now);
-                new.updated_at = now;
-                write_order(tx, Some(&old), &new)
-            }),
-        )?;
-        Ok(())
+        self.mp_tx(Some((release, ctx)), |tx, _| {
+            let (old, _) = load_for(tx, id, OrderEvent::Release)?;
+            let mut new = old.clone();
+            new.released_at = Some(ctx.now);
+            new.updated_at = ctx.now;
+            write_order(tx, Some(&old), &new)
+        })
     }
 
     /// The confirmation of a held portal order (the payment): the order's
@@ -592,9 +589,7 @@ impl Store {
         release: Option<(&Command, &Ctx<'_>)>,
         now: i64,
     ) -> Result<MobilePlansOrder> {
-        let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
-        let done = std::sync::Mutex::new(None);
-        let confirm_tx = |tx: &TransactionalTree| -> TxResult<MobilePlansOrder> {
+        self.mp_tx(release, |tx, rec| {
             let (old, _) = load_for(tx, id, OrderEvent::Confirm)?;
             let mut new = old.clone();
             new.confirmed_at = Some(now);
@@ -604,47 +599,17 @@ impl Store {
                 new.released_at = Some(now);
             }
             write_order(tx, Some(&old), &new)?;
+            if let Some(rec) = rec {
+                self.mp_keep_until(tx, rec, now.saturating_add(self.mp_ttl()))?;
+            }
             Ok(new)
-        };
-        match release {
-            Some((cmd, ctx)) => {
-                self.apply_then(
-                    cmd,
-                    ctx,
-                    Some(&|tx, rec| {
-                        let o = confirm_tx(tx)?;
-                        let until = now.saturating_add(ttl);
-                        if rec.expires_at.is_some_and(|e| e < until) {
-                            let mut longer = rec.clone();
-                            longer.expires_at = Some(until);
-                            self.write_record(tx, Some(rec), &longer)?;
-                        }
-                        if let Ok(mut d) = done.lock() {
-                            *d = Some(o);
-                        }
-                        Ok(())
-                    }),
-                )?;
-            }
-            None => {
-                let r = self.tree()?.transaction(|tx| confirm_tx(tx));
-                self.inner.written.fetch_add(1, Ordering::SeqCst);
-                let o = self.watch(super::tx_result(r))?;
-                if let Ok(mut d) = done.lock() {
-                    *d = Some(o);
-                }
-            }
-        }
-        done.into_inner()
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::internal("the order was not confirmed"))
+        })
     }
 
     /// Takes a scheduled release that cannot be done off the schedule,
     /// with the reason. Not yet durable.
     pub fn mp_release_failed(&self, id: u64, reason: &str, now: i64) -> Result<()> {
-        let r = self.tree()?.transaction(|tx| {
+        self.transact(|tx| {
             let old = load_order_tx(tx, id)?;
             if !status::allows(&old, OrderEvent::ReleaseFailed) {
                 return Ok(());
@@ -653,8 +618,6 @@ impl Store {
             new.release_error = Some(reason.to_owned());
             new.updated_at = now;
             write_order(tx, Some(&old), &new)
-        });
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        self.watch(super::tx_result(r))
+        })
     }
 }

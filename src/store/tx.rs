@@ -21,7 +21,7 @@ pub(super) enum TxAbort {
 }
 
 /// The caller's result of a transaction that does not retry.
-pub(super) fn tx_result<T>(r: std::result::Result<T, TransactionError<TxAbort>>) -> Result<T> {
+fn tx_result<T>(r: std::result::Result<T, TransactionError<TxAbort>>) -> Result<T> {
     match r {
         Ok(v) => Ok(v),
         Err(TransactionError::Abort(TxAbort::Gsma(e))) => Err(e),
@@ -46,6 +46,37 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T
 pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail (no maps with non-string keys).
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Moves a record's index entries from those its old version implied
+/// (`old`) to those of its new version (`new`): removes the ones that
+/// went, inserts the ones that came, leaves the rest. `entry` gives an
+/// entry's key and value.
+pub(super) fn reindex<'a, E: PartialEq>(
+    tx: &TransactionalTree,
+    old: &'a [E],
+    new: &'a [E],
+    entry: impl Fn(&'a E) -> (&'a [u8], &'a [u8]),
+) -> TxResult<()> {
+    for e in old.iter().filter(|e| !new.contains(e)) {
+        tx.remove(entry(e).0)?;
+    }
+    for e in new.iter().filter(|e| !old.contains(e)) {
+        let (k, v) = entry(e);
+        tx.insert(k, v)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Runs `f` as one transaction (sled may run it more than once, so it
+    /// must only write through `tx`), counted for [`Store::sync`] and
+    /// watched for a full disk. Not yet durable.
+    pub(super) fn transact<T>(&self, f: impl Fn(&TransactionalTree) -> TxResult<T>) -> Result<T> {
+        let r = self.tree()?.transaction(|tx| f(tx));
+        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        self.watch(tx_result(r))
+    }
 }
 
 impl From<sled::Error> for Error {
