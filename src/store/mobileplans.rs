@@ -300,7 +300,8 @@ fn create_order_tx(
     Ok(order)
 }
 
-/// The order after `event`, or the [status] table's refusal.
+/// The order as the transaction sees it and its status after `event`, or
+/// the [status] table's refusal.
 fn load_for(
     tx: &TransactionalTree,
     id: u64,
