@@ -2,9 +2,6 @@
 //! (`--config`), overridden by flags and environment variables.
 //! Every key is documented in the README.
 
-use crate::asn1::rsp::{
-    NotificationConfigurationInformation, NotificationEvent, NotificationOperation,
-};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,16 +65,51 @@ pub struct NotificationConfig {
     pub address: Option<String>,
 }
 
+/// A profile management operation the eUICC reports (SGP.22 §3.5,
+/// notificationConfigurationInfo of §5.5.3), as the configuration names
+/// it; the ES9+ layer turns it into its NotificationEvent bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyOn {
+    /// `install`.
+    Install,
+    /// `enable`.
+    Enable,
+    /// `disable`.
+    Disable,
+    /// `delete`.
+    Delete,
+}
+
+impl NotifyOn {
+    /// The four operations.
+    pub const ALL: [NotifyOn; 4] = [
+        NotifyOn::Install,
+        NotifyOn::Enable,
+        NotifyOn::Disable,
+        NotifyOn::Delete,
+    ];
+}
+
+/// One checked entry of a profile type's notificationConfigurationInfo:
+/// the operations the eUICC reports, and the FQDN it sends them to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationTarget {
+    /// At least one operation, none twice, in the order configured.
+    pub operations: Vec<NotifyOn>,
+    /// The notification address.
+    pub address: String,
+}
+
 impl NotificationConfig {
     /// The operations, checked: known names, at least one, none twice.
-    pub fn parsed_operations(&self) -> Result<Vec<NotificationOperation>, String> {
+    pub fn parsed_operations(&self) -> Result<Vec<NotifyOn>, String> {
         let mut out = Vec::with_capacity(self.operations.len());
         for name in &self.operations {
             let op = match name.as_str() {
-                "install" => NotificationOperation::Install,
-                "enable" => NotificationOperation::Enable,
-                "disable" => NotificationOperation::Disable,
-                "delete" => NotificationOperation::Delete,
+                "install" => NotifyOn::Install,
+                "enable" => NotifyOn::Enable,
+                "disable" => NotifyOn::Disable,
+                "delete" => NotifyOn::Delete,
                 other => {
                     return Err(format!(
                     "unknown notification operation {other:?} (install, enable, disable, delete)"
@@ -115,19 +147,18 @@ impl ProfileTypeConfig {
         }
     }
 
-    /// The StoreMetadataRequest notificationConfigurationInfo for this
-    /// type, with `smdp_address` as the default address; `None` (the field
-    /// left out) when the type asks for no notifications.
-    pub fn notification_info(
+    /// What the StoreMetadataRequest notificationConfigurationInfo of this
+    /// type holds (SGP.22 §5.5.3), with `smdp_address` as the default
+    /// address; `None` (the field left out) when the type asks for no
+    /// notifications.
+    pub fn notification_targets(
         &self,
         smdp_address: &str,
-    ) -> Result<Option<Vec<NotificationConfigurationInformation>>, String> {
+    ) -> Result<Option<Vec<NotificationTarget>>, String> {
         let Some(entries) = &self.notifications else {
-            return Ok(Some(vec![NotificationConfigurationInformation {
-                profile_management_operation: NotificationEvent::from_operations(
-                    &NotificationOperation::ALL,
-                ),
-                notification_address: smdp_address.to_owned(),
+            return Ok(Some(vec![NotificationTarget {
+                operations: NotifyOn::ALL.to_vec(),
+                address: smdp_address.to_owned(),
             }]));
         };
         let mut out = Vec::with_capacity(entries.len());
@@ -142,9 +173,9 @@ impl ProfileTypeConfig {
             if !fqdn_ok {
                 return Err(format!("notification address {address:?} is not an FQDN"));
             }
-            out.push(NotificationConfigurationInformation {
-                profile_management_operation: NotificationEvent::from_operations(&ops),
-                notification_address: address.to_owned(),
+            out.push(NotificationTarget {
+                operations: ops,
+                address: address.to_owned(),
             });
         }
         Ok((!out.is_empty()).then_some(out))
@@ -714,7 +745,7 @@ impl Config {
     pub fn load_icons(&mut self) -> Result<(), String> {
         let smdp_address = self.smdp_address.clone();
         for (name, t) in self.profile_types.iter_mut() {
-            t.notification_info(&smdp_address)
+            t.notification_targets(&smdp_address)
                 .map_err(|e| format!("profile type {name}: {e}"))?;
             let Some(path) = &t.icon else { continue };
             let bytes = std::fs::read(path)
@@ -827,23 +858,17 @@ mod tests {
         assert!(!c.is_own_address("smdp.example.com.evil"));
     }
 
-    /// Operation bit numbers and address of each entry.
-    type Entries = Vec<(Vec<usize>, String)>;
+    /// Operations and address of each entry.
+    type Entries = Vec<(Vec<NotifyOn>, String)>;
 
     fn notifications(toml_text: &str) -> Result<Option<Entries>, String> {
         let t: ProfileTypeConfig = toml::from_str(&format!(
             "service_provider_name = \"S\"\nprofile_name = \"P\"\n{toml_text}"
         ))
         .map_err(|e| e.to_string())?;
-        Ok(t.notification_info("smdp.example.com")?.map(|list| {
+        Ok(t.notification_targets("smdp.example.com")?.map(|list| {
             list.into_iter()
-                .map(|n| {
-                    let ops = n.profile_management_operation.operations();
-                    (
-                        ops.into_iter().map(|o| o as usize).collect(),
-                        n.notification_address,
-                    )
-                })
+                .map(|n| (n.operations, n.address))
                 .collect()
         }))
     }
@@ -853,7 +878,10 @@ mod tests {
         // Default: every operation to this SM-DP+.
         assert_eq!(
             notifications(""),
-            Ok(Some(vec![(vec![0, 1, 2, 3], "smdp.example.com".into())]))
+            Ok(Some(vec![(
+                NotifyOn::ALL.to_vec(),
+                "smdp.example.com".into()
+            )]))
         );
         // Configured entries, in order, with their own addresses.
         assert_eq!(
@@ -862,8 +890,11 @@ mod tests {
                  [[notifications]]\noperations = [\"enable\"]\naddress = \"n.op.example\"\n"
             ),
             Ok(Some(vec![
-                (vec![0, 3], "smdp.example.com".into()),
-                (vec![1], "n.op.example".into())
+                (
+                    vec![NotifyOn::Delete, NotifyOn::Install],
+                    "smdp.example.com".into()
+                ),
+                (vec![NotifyOn::Enable], "n.op.example".into())
             ]))
         );
         // An empty list leaves the field out.

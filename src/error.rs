@@ -212,17 +212,6 @@ impl Error {
     }
 }
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Error {
-        match e {
-            // An I/O error (ENOSPC, EIO) leaves sled refusing every write
-            // until it is reopened: the store recovers by reopening.
-            sled::Error::Io(_) => Error::unavailable(format!("storage: {e}")),
-            _ => Error::internal(format!("storage: {e}")),
-        }
-    }
-}
-
 /// Client input as an error message may show it: quoted, at most 64
 /// characters (then `…`), quotes, backslashes, control and non-ASCII
 /// characters escaped, so that an answer never carries much of what the

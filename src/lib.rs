@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod app;
 pub mod asn1;
+pub mod b64;
 pub mod cli;
 pub mod config;
 pub mod crypto;

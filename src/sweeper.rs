@@ -47,9 +47,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
             Err(e) => tracing::error!(error = %e, "expiry scan failed"),
         }
         // Delayed downloads whose release time has come ([MP-Callbacks] delayed download).
-        if crate::mobileplans::release_due(&app, now).await > 0 {
-            app.outbox_wake.notify_one();
-        }
+        crate::mobileplans::release_due(&app, now).await;
         // Portal orders not confirmed within their hold.
         crate::mobileplans::lapse_due(&app, now).await;
         match app.store.sweep_sessions(now) {

@@ -1081,6 +1081,37 @@ fn unreachable_generate() -> Result<(), String> {
     Err("generate and import run offline".into())
 }
 
+/// The master key ring and the store of `data_dir` (made if need be), for
+/// a command that writes the store directly; `what` names it when the
+/// server holds the store.
+fn offline_store(
+    data_dir: &std::path::Path,
+    what: &str,
+) -> Result<(crate::profile::protect::Keyring, crate::store::Store), String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let (ring, _) = crate::profile::protect::Keyring::load_or_create(&data_dir.join("master.key"))
+        .map_err(|e| e.to_string())?;
+    let store =
+        crate::store::Store::open(&data_dir.join("db"), crate::store::StoreOptions::default())
+            .map_err(|e| {
+                format!("{e} (stop the server first: {what} writes its store directly)")
+            })?;
+    Ok((ring, store))
+}
+
+/// The profile package template at `path`, or the built-in one.
+fn template_or_default(
+    path: Option<&std::path::Path>,
+) -> Result<crate::profile::template::Template, String> {
+    use crate::profile::template::Template;
+    match path {
+        Some(p) => Template::load(p).map_err(|e| format!("{}: {e}", p.display())),
+        None => {
+            Template::from_toml(crate::profile::stored::DEFAULT_TEMPLATE).map_err(|e| e.to_string())
+        }
+    }
+}
+
 fn import_offline(
     data_dir: &std::path::Path,
     csv: Option<PathBuf>,
@@ -1089,23 +1120,12 @@ fn import_offline(
     profile_type: Option<String>,
     operator: &str,
 ) -> Result<ExitCode, String> {
-    use crate::profile::{import, protect::Keyring, template::Template};
+    use crate::profile::import;
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let (ring, _) =
-        Keyring::load_or_create(&data_dir.join("master.key")).map_err(|e| e.to_string())?;
-    let store =
-        crate::store::Store::open(&data_dir.join("db"), crate::store::StoreOptions::default())
-            .map_err(|e| {
-                format!("{e} (stop the server first: import writes its store directly)")
-            })?;
+    let (ring, store) = offline_store(data_dir, "import")?;
     let checked = match (csv, dir) {
         (Some(path), None) => {
-            let tpl = match &template {
-                Some(p) => Template::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
-                None => Template::from_toml(crate::profile::stored::DEFAULT_TEMPLATE)
-                    .map_err(|e| e.to_string())?,
-            };
+            let tpl = template_or_default(template.as_deref())?;
             // Every Ki and OPc of the file is in this buffer: zeroized on drop.
             let text = zeroize::Zeroizing::new(
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -1210,21 +1230,10 @@ fn generate_offline(
     operator: &str,
     csv: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
-    use crate::profile::{generate, protect::Keyring, stored::StoredPackage, template::Template};
+    use crate::profile::{generate, stored::StoredPackage};
     let started = std::time::Instant::now();
-    let tpl = match template {
-        Some(p) => Template::load(p).map_err(|e| format!("{}: {e}", p.display()))?,
-        None => Template::from_toml(crate::profile::stored::DEFAULT_TEMPLATE)
-            .map_err(|e| e.to_string())?,
-    };
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let (ring, _) =
-        Keyring::load_or_create(&data_dir.join("master.key")).map_err(|e| e.to_string())?;
-    let store =
-        crate::store::Store::open(&data_dir.join("db"), crate::store::StoreOptions::default())
-            .map_err(|e| {
-                format!("{e} (stop the server first: generation writes its store directly)")
-            })?;
+    let tpl = template_or_default(template)?;
+    let (ring, store) = offline_store(data_dir, "generation")?;
     let mut rng = crate::profile::params::secret_rng();
     // Checks both ranges before anything is written.
     let mut params = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)

@@ -3,26 +3,8 @@
 //! requests field by field (for exact status codes); the LPA driver of the
 //! software eUICC sends and reads these same structs.
 
+use crate::b64;
 use serde::{Deserialize, Serialize};
-
-/// base64 (standard alphabet, padded) for `Vec<u8>` fields.
-pub mod b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serialises bytes as base64.
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-
-    /// Parses base64 into bytes.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .map_err(serde::de::Error::custom)
-    }
-}
 
 /// Upper-case hex for transactionId.
 pub mod hexid {

@@ -14,10 +14,12 @@ use crate::asn1::der::{parse_one, DerCodec};
 use crate::asn1::rsp::{
     AuthenticateServerResponse, BoundProfilePackage, CancelSessionReason, CancelSessionResponse,
     ConfigureIsdpRequest, ControlRefTemplate, CtxParams1, EcdsaSignature, EuiccInfo1, FinalResult,
-    IccidBcd, IconType, InitialiseSecureChannelRequest, NotificationOperation, OperatorId,
-    PendingNotification, PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1,
-    SmdpSigned2, StoreMetadataRequest, TransactionId,
+    IccidBcd, IconType, InitialiseSecureChannelRequest, NotificationConfigurationInformation,
+    NotificationEvent, NotificationOperation, OperatorId, PendingNotification,
+    PrepareDownloadResponse, ProfileClass, RemoteOpId, ServerSigned1, SmdpSigned2,
+    StoreMetadataRequest, TransactionId,
 };
+use crate::config::{NotificationTarget, NotifyOn};
 use crate::crypto::bsp::Bsp;
 use crate::crypto::ecdsa::{PublicKey, Signature};
 use crate::crypto::ecka::OneTimeKeyPair;
@@ -329,8 +331,9 @@ fn profile_metadata(
         _ => None,
     };
     let notifications = t
-        .notification_info(&app.config.smdp_address)
-        .map_err(internal)?;
+        .notification_targets(&app.config.smdp_address)
+        .map_err(internal)?
+        .map(|list| list.into_iter().map(notification_info).collect());
     let profile_owner = t
         .profile_owner_mcc_mnc
         .as_deref()
@@ -355,6 +358,26 @@ fn profile_metadata(
         profile_policy_rules: (!ppr_bits.is_empty())
             .then(|| crate::asn1::der::BitString::from_named_bits(&ppr_bits)),
     })
+}
+
+/// A configured notification target as an entry of
+/// notificationConfigurationInfo (SGP.22 §5.5.3): its operations become the
+/// NotificationEvent bits.
+fn notification_info(t: NotificationTarget) -> NotificationConfigurationInformation {
+    let ops: Vec<NotificationOperation> = t
+        .operations
+        .iter()
+        .map(|op| match op {
+            NotifyOn::Install => NotificationOperation::Install,
+            NotifyOn::Enable => NotificationOperation::Enable,
+            NotifyOn::Disable => NotificationOperation::Disable,
+            NotifyOn::Delete => NotificationOperation::Delete,
+        })
+        .collect();
+    NotificationConfigurationInformation {
+        profile_management_operation: NotificationEvent::from_operations(&ops),
+        notification_address: t.address,
+    }
 }
 
 /// MCC+MNC digits as the 3 bytes of TS 24.008 (`00101` -> `00 F1 10`).

@@ -6,7 +6,7 @@
 //! [`crate::store::session`]) so that any server process and any
 //! TLS connection can continue it, and so that it survives a restart.
 
-use crate::es9plus::dto::b64;
+use crate::b64;
 use serde::{Deserialize, Serialize};
 
 /// Current session record version.

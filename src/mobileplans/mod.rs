@@ -38,7 +38,8 @@ use crate::ids::{Eid, Iccid};
 use crate::store::balance::{BalanceType, Credit};
 use crate::store::lifecycle::State;
 use crate::store::mobileplans::{
-    Choice, MobilePlansOrder, NewOrder, OrderKind, OrderStatus, PurchaseMetadata, Registration,
+    Choice, MobilePlansOrder, NewOrder, OrderEvent, OrderKind, OrderStatus, PurchaseMetadata,
+    Registration,
 };
 use crate::store::{Command, Ctx, FinalStatus, Idem, ProfileRecord};
 use decision::{Action, Allowed, Decision, Facts};
@@ -230,12 +231,7 @@ impl Answer {
             "transactionId": txid,
             "orderId": o.id,
             "kind": match o.kind { OrderKind::Profile => "profile", OrderKind::Balance => "balance" },
-            "status": match o.status {
-                OrderStatus::Open => "open",
-                OrderStatus::Cancelled => "cancelled",
-                OrderStatus::Withdrawn => "withdrawn",
-                OrderStatus::Lapsed => "lapsed",
-            },
+            "status": o.status.as_str(),
             "holdUntil": o.hold_until.map(crate::time::datetime),
             "confirmedAt": o.confirmed_at.map(crate::time::datetime),
             "iccid": o.iccid,
@@ -378,14 +374,6 @@ pub async fn cancel(app: &App, txid: &str) -> Result<Answer, MpError> {
         return Err(conflict("this order cannot be cancelled now", &before));
     }
     let now = crate::time::now();
-    let still_open = |o: &MobilePlansOrder| {
-        (o.status != OrderStatus::Open).then(|| {
-            Error::refused(
-                crate::error::codes::ICCID_INVALID_TRANSITION,
-                "the order is no longer open",
-            )
-        })
-    };
     let order = &before.order;
     let ctx = Ctx {
         caller: CALLER,
@@ -399,9 +387,8 @@ pub async fn cancel(app: &App, txid: &str) -> Result<Answer, MpError> {
     };
     app.store.mp_end_order(
         order.id,
-        OrderStatus::Cancelled,
+        OrderEvent::Cancel,
         profile_cancel.as_ref().map(|c| (c, &ctx)),
-        &still_open,
         now,
     )?;
     app.store.sync().await?;
@@ -429,14 +416,6 @@ pub async fn withdraw(app: &App, txid: &str) -> Result<Answer, MpError> {
         return Err(conflict("the order has no profile", &before));
     };
     let now = crate::time::now();
-    let pending = |o: &MobilePlansOrder| {
-        (!o.release_pending()).then(|| {
-            Error::refused(
-                crate::error::codes::ICCID_INVALID_TRANSITION,
-                "the scheduled release already happened",
-            )
-        })
-    };
     let cmd = cancel_command(&before.order, profile)?;
     let ctx = Ctx {
         caller: CALLER,
@@ -445,9 +424,8 @@ pub async fn withdraw(app: &App, txid: &str) -> Result<Answer, MpError> {
     };
     app.store.mp_end_order(
         before.order.id,
-        OrderStatus::Withdrawn,
+        OrderEvent::Withdraw,
         Some((&cmd, &ctx)),
-        &pending,
         now,
     )?;
     app.store.sync().await?;
@@ -532,22 +510,8 @@ pub fn open_portal_orders(app: &App, eid: &Eid) -> Result<usize, MpError> {
 /// operator's handleDownloadProgressInfo from the outbox). Returns how
 /// many were handled.
 pub async fn lapse_due(app: &App, now: i64) -> usize {
-    let due = match app.store.mp_due_holds(now) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "portal hold scan failed");
-            return 0;
-        }
-    };
-    for id in &due {
-        let order = match app.store.mp_order(*id) {
-            Ok(Some(o)) => o,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(order = id, error = %e, "portal hold: order unreadable");
-                continue;
-            }
-        };
+    let due = app.store.mp_due_holds(now);
+    each_due(app, due, "portal hold", |order| {
         let profile = Iccid::parse(&order.iccid)
             .and_then(|i| app.store.get(&i).ok().flatten())
             .filter(|p| p.matching_id.is_some() && p.matching_id == order.matching_id);
@@ -565,7 +529,7 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
                     tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
                 }
             }
-            continue;
+            return;
         }
         let cmd = match profile.as_ref().map(|p| cancel_command(&order, p)) {
             Some(Ok(c)) => Some(c),
@@ -576,19 +540,10 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
             now,
             idem: None,
         };
-        let still_held = |o: &MobilePlansOrder| {
-            (!o.hold_pending()).then(|| {
-                Error::refused(
-                    crate::error::codes::ICCID_INVALID_TRANSITION,
-                    "the order was confirmed meanwhile",
-                )
-            })
-        };
         let mut result = app.store.mp_end_order(
             order.id,
-            OrderStatus::Lapsed,
+            OrderEvent::Lapse,
             cmd.as_ref().map(|c| (c, &ctx)),
-            &still_held,
             now,
         );
         if let (Err(e), Some(_)) = (&result, &cmd) {
@@ -597,7 +552,7 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
             tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold: the profile could not be returned");
             result = app
                 .store
-                .mp_end_order(order.id, OrderStatus::Lapsed, None, &still_held, now);
+                .mp_end_order(order.id, OrderEvent::Lapse, None, now);
         }
         match result {
             Ok(_) => {
@@ -613,10 +568,38 @@ pub async fn lapse_due(app: &App, now: i64) -> usize {
                 tracing::warn!(transaction_id = %order.transaction_id, error = %e, "portal hold left as it is")
             }
         }
+    })
+    .await
+}
+
+/// Hands each order of a schedule's scan (`due`: the scheduled releases
+/// or the portal holds that have come due) to `handle`, loaded; one that
+/// cannot be read is logged and skipped. Then makes the changes durable
+/// and wakes the outbox worker for the notifications they caused.
+/// `schedule` names the schedule in the log. Returns how many were due.
+async fn each_due(
+    app: &App,
+    due: Result<Vec<u64>, Error>,
+    schedule: &str,
+    mut handle: impl FnMut(MobilePlansOrder),
+) -> usize {
+    let due = match due {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "{schedule}: scan failed");
+            return 0;
+        }
+    };
+    for id in &due {
+        match app.store.mp_order(*id) {
+            Ok(Some(o)) => handle(o),
+            Ok(None) => {}
+            Err(e) => tracing::error!(order = id, error = %e, "{schedule}: order unreadable"),
+        }
     }
     if !due.is_empty() {
         if let Err(e) = app.store.sync().await {
-            tracing::error!(error = %e, "flush after portal holds failed");
+            tracing::error!(error = %e, "{schedule}: flush failed");
         }
         app.outbox_wake.notify_one();
     }
@@ -1029,22 +1012,8 @@ fn download_order(app: &App, operator: &str, c: &Checkout, now: i64) -> Result<I
 /// through ES2+ meanwhile, or expired) leaves the schedule with its reason.
 /// Returns how many were handled.
 pub async fn release_due(app: &App, now: i64) -> usize {
-    let due = match app.store.mp_due_releases(now) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "scheduled release scan failed");
-            return 0;
-        }
-    };
-    for id in &due {
-        let order = match app.store.mp_order(*id) {
-            Ok(Some(o)) => o,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(order = id, error = %e, "scheduled release: order unreadable");
-                continue;
-            }
-        };
+    let due = app.store.mp_due_releases(now);
+    each_due(app, due, "scheduled release", |order| {
         let result = match Iccid::parse(&order.iccid) {
             Some(iccid) => {
                 let belongs =
@@ -1089,11 +1058,6 @@ pub async fn release_due(app: &App, now: i64) -> usize {
                 }
             }
         }
-    }
-    if !due.is_empty() {
-        if let Err(e) = app.store.sync().await {
-            tracing::error!(error = %e, "flush after scheduled releases failed");
-        }
-    }
-    due.len()
+    })
+    .await
 }

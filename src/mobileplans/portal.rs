@@ -41,7 +41,7 @@ use crate::store::balance::BalanceType;
 use crate::store::lifecycle::State;
 use crate::store::mobileplans::{Choice, OrderKind, PurchaseMetadata, Registration};
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
 
@@ -715,29 +715,11 @@ fn limited(app: &App, lang: Lang, launch: &Launch, peer: IpAddr) -> Option<Page>
 /// `confirmation = "operator"` it only shows where the order stands. Needs
 /// the CSRF token and the order's capability.
 async fn confirm(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
-    let headers = req.headers().clone();
-    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            return message_page(
-                lang,
-                StatusCode::BAD_REQUEST,
-                "error",
-                tr(lang, T::Error),
-                &e.message,
-                MoDirectStatus::ServiceError,
-            )
-        }
-    };
-    let form = Query::parse(std::str::from_utf8(&body).ok());
-    let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
-    if !Guard::csrf_ok(&headers, csrf) {
-        return refused_page(app, lang, Refusal::Csrf, peer, "portalConfirm");
-    }
-    let launch = match launch_of(&form, lang) {
-        Ok(l) => l,
+    let (headers, form, launch) = match posted(app, req, lang, peer, "portalConfirm").await {
+        Ok(p) => p,
         Err(page) => return page,
     };
+    let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
     let order = match super::find(app, &Lookup::Transaction(launch.transaction_id.clone())) {
         Ok(o) => o,
         Err(e) => return failed_page(lang, &launch, &e),
@@ -757,6 +739,38 @@ async fn confirm(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) ->
     }
 }
 
+/// A form the portal's page posted (purchase, confirm): its headers, its
+/// fields and its launch parameters, once the body is read and the form's
+/// CSRF token matches its cookie; or the page that refuses it. `what`
+/// names the request in the refusal count.
+async fn posted(
+    app: &App,
+    req: Request<Incoming>,
+    lang: Lang,
+    peer: IpAddr,
+    what: &str,
+) -> Result<(HeaderMap, Query, Launch), Page> {
+    let headers = req.headers().clone();
+    let body = http::read_body(req.into_body(), app.config.max_body_bytes)
+        .await
+        .map_err(|e| {
+            message_page(
+                lang,
+                StatusCode::BAD_REQUEST,
+                "error",
+                tr(lang, T::Error),
+                &e.message,
+                MoDirectStatus::ServiceError,
+            )
+        })?;
+    let form = Query::parse(std::str::from_utf8(&body).ok());
+    if !Guard::csrf_ok(&headers, form.get(CSRF_FIELD).and_then(Result::ok)) {
+        return Err(refused_page(app, lang, Refusal::Csrf, peer, what));
+    }
+    let launch = launch_of(&form, lang)?;
+    Ok((headers, form, launch))
+}
+
 /// How long a purchase's capability cookie lives: the order's life.
 fn capability_max_age(app: &App, order: &crate::store::mobileplans::MobilePlansOrder) -> u64 {
     let now = crate::time::now();
@@ -770,35 +784,17 @@ fn capability_max_age(app: &App, order: &crate::store::mobileplans::MobilePlansO
 }
 
 async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -> Page {
-    let headers = req.headers().clone();
-    let body = match http::read_body(req.into_body(), app.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            return message_page(
-                lang,
-                StatusCode::BAD_REQUEST,
-                "error",
-                tr(lang, T::Error),
-                &e.message,
-                MoDirectStatus::ServiceError,
-            )
-        }
-    };
-    let form = Query::parse(std::str::from_utf8(&body).ok());
-    if !Guard::csrf_ok(&headers, form.get(CSRF_FIELD).and_then(Result::ok)) {
-        return refused_page(app, lang, Refusal::Csrf, peer, "portalPurchase");
-    }
-    let launch = match launch_of(&form, lang) {
-        Ok(l) => l,
+    let (headers, form, launch) = match posted(app, req, lang, peer, "portalPurchase").await {
+        Ok(p) => p,
         Err(page) => return page,
     };
+    let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
     // A reload of the result page: only for the page that made the order.
     match app.store.mp_order_by_transaction(&launch.transaction_id) {
         Ok(Some(existing)) => {
             if !app.mobile_plans.allowed(&headers, &existing) {
                 return refused_page(app, lang, Refusal::Capability, peer, "portalPurchase");
             }
-            let csrf = form.get(CSRF_FIELD).and_then(Result::ok);
             return match super::decide(app, existing) {
                 Ok(a) => result_page(app, lang, &a, csrf),
                 Err(e) => failed_page(lang, &launch, &e),
@@ -849,10 +845,6 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -
         account,
         crate::time::now(),
     );
-    let csrf = form
-        .get(CSRF_FIELD)
-        .and_then(Result::ok)
-        .unwrap_or_default();
     let placed = match super::checkout(app, &operator(app), &c).await {
         Ok(p) => p,
         Err(e) => return failed_page(lang, &launch, &e),
@@ -867,7 +859,7 @@ async fn purchase(app: &App, req: Request<Incoming>, lang: Lang, peer: IpAddr) -
         .capability_set_cookie(&order, capability_max_age(app, &order));
     match super::decide(app, order) {
         Ok(a) => {
-            let mut page = result_page(app, lang, &a, Some(csrf));
+            let mut page = result_page(app, lang, &a, csrf);
             if created {
                 page.headers.push(("set-cookie", cookie));
             }

@@ -10,10 +10,32 @@ use super::saip::ef::Imsi;
 use super::saip::Profile;
 use super::stored::StoredPackage;
 use super::template::Template;
+use crate::error::Error;
 use crate::ids::Iccid;
 use crate::store::{NewProfile, Store};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+
+impl NewProfile {
+    /// A profile whose unprotected package `upp` is protected under a fresh
+    /// PPK wrapped with `master` (SGP.22 §2.5.5) before it reaches the store.
+    pub fn protected(
+        iccid: Iccid,
+        profile_type: String,
+        operator: String,
+        upp: &[u8],
+        master: &Keyring,
+    ) -> Result<NewProfile, Error> {
+        let p = ProtectedPackage::protect(master, upp, iccid.as_str().as_bytes())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(NewProfile {
+            iccid,
+            profile_type,
+            operator,
+            package: p.to_bytes(),
+        })
+    }
+}
 
 /// One rejected row or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,14 +301,9 @@ pub fn check_der_dir(
             fail("no profileType in the ProfileHeader and no --profile-type".into());
             continue;
         };
-        match ProtectedPackage::protect(ring, &bytes, iccid.as_str().as_bytes()) {
-            Ok(p) => out.push(NewProfile {
-                iccid,
-                profile_type,
-                operator: operator.to_owned(),
-                package: p.to_bytes(),
-            }),
-            Err(e) => fail(e.to_string()),
+        match NewProfile::protected(iccid, profile_type, operator.to_owned(), &bytes, ring) {
+            Ok(p) => out.push(p),
+            Err(e) => fail(e.message),
         }
     }
     Ok(if bad.is_empty() { Ok(out) } else { Err(bad) })

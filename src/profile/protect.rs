@@ -296,7 +296,7 @@ pub struct ProtectedPackage {
     #[serde(default)]
     pub key: u32,
     /// The PPK (initial MCV || PPK-ENC || PPK-MAC) wrapped under the master key.
-    #[serde(with = "crate::es9plus::dto::b64")]
+    #[serde(with = "crate::b64")]
     pub ppk_wrapped: Vec<u8>,
     /// The 86 segment TLVs, protected under the PPK, in order.
     pub segments: Vec<Segment>,
@@ -304,7 +304,7 @@ pub struct ProtectedPackage {
 
 /// One protected segment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Segment(#[serde(with = "crate::es9plus::dto::b64")] pub Vec<u8>);
+pub struct Segment(#[serde(with = "crate::b64")] pub Vec<u8>);
 
 fn keys_from(bytes: &[u8]) -> Result<SessionKeys, ProtectError> {
     if bytes.len() != 48 {

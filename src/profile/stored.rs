@@ -28,7 +28,7 @@ pub struct TemplateProfile {
     /// Id of the master key wrapping `params`.
     pub key: u32,
     /// The personalization values, wrapped (AES-256-GCM, bound to the ICCID).
-    #[serde(with = "crate::es9plus::dto::b64")]
+    #[serde(with = "crate::b64")]
     pub params: Vec<u8>,
 }
 

@@ -18,7 +18,6 @@ use crate::error::{codes, Error, Result};
 use crate::ids::Iccid;
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
-use std::sync::atomic::Ordering;
 
 /// The balance `type` ([MP-Account], "Enhanced account management").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +232,21 @@ pub(super) fn load_tx(tx: &TransactionalTree, iccid: &str) -> TxResult<Option<Ba
     }
 }
 
+/// The SIM's balance record for `operator`, a new one if it has none,
+/// inside a transaction; another operator's SIM is unknown (8.2.1/3.9).
+fn operators_tx(
+    tx: &TransactionalTree,
+    operator: &str,
+    iccid: &Iccid,
+    now: i64,
+) -> TxResult<BalanceRecord> {
+    match load_tx(tx, iccid.as_str())? {
+        Some(r) if r.operator != operator => gsma(super::unknown_iccid(iccid)),
+        Some(r) => Ok(r),
+        None => Ok(BalanceRecord::new(iccid, operator, now)),
+    }
+}
+
 /// Credits a bucket inside a transaction, registering the SIM on first
 /// credit. Refuses another operator's SIM.
 pub(super) fn credit_tx(
@@ -243,11 +257,7 @@ pub(super) fn credit_tx(
     order: Option<u64>,
     now: i64,
 ) -> TxResult<(BalanceRecord, String)> {
-    let mut rec = match load_tx(tx, iccid.as_str())? {
-        Some(r) if r.operator != operator => return gsma(super::unknown_iccid(iccid)),
-        Some(r) => r,
-        None => BalanceRecord::new(iccid, operator, now),
-    };
+    let mut rec = operators_tx(tx, operator, iccid, now)?;
     if credit
         .id
         .as_ref()
@@ -297,12 +307,6 @@ impl Store {
                 .contains_key(super::profile_key(iccid.as_str()))?)
     }
 
-    fn balance_tx<T>(&self, f: impl Fn(&TransactionalTree) -> TxResult<T>) -> Result<T> {
-        let r = self.tree()?.transaction(|tx| f(tx));
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        self.watch(super::tx_result(r))
-    }
-
     /// Registers a SIM for the balance API (a warm physical SIM before its
     /// first purchase answers a zero balance, not 404), or changes whether
     /// Mobile Plans is supported for it. Not yet durable: [`Store::sync`].
@@ -313,12 +317,8 @@ impl Store {
         not_supported: bool,
         now: i64,
     ) -> Result<BalanceRecord> {
-        self.balance_tx(|tx| {
-            let mut rec = match load_tx(tx, iccid.as_str())? {
-                Some(r) if r.operator != operator => return gsma(super::unknown_iccid(iccid)),
-                Some(r) => r,
-                None => BalanceRecord::new(iccid, operator, now),
-            };
+        self.transact(|tx| {
+            let mut rec = operators_tx(tx, operator, iccid, now)?;
             rec.not_supported = not_supported;
             rec.updated_at = now;
             tx.insert(balance_key(iccid.as_str()), encode(&rec))?;
@@ -334,7 +334,7 @@ impl Store {
         credit: &Credit,
         now: i64,
     ) -> Result<(BalanceRecord, String)> {
-        self.balance_tx(|tx| credit_tx(tx, operator, iccid, credit, None, now))
+        self.transact(|tx| credit_tx(tx, operator, iccid, credit, None, now))
     }
 
     /// Debits usage (`POST /v1/sims/{simId}/usage`). Refuses an unknown
@@ -351,12 +351,8 @@ impl Store {
         if !self.sim_known(iccid)? {
             return Err(super::unknown_iccid(iccid));
         }
-        self.balance_tx(|tx| {
-            let mut rec = match load_tx(tx, iccid.as_str())? {
-                Some(r) if r.operator != operator => return gsma(super::unknown_iccid(iccid)),
-                Some(r) => r,
-                None => BalanceRecord::new(iccid, operator, now),
-            };
+        self.transact(|tx| {
+            let mut rec = operators_tx(tx, operator, iccid, now)?;
             let uncovered_kb = rec.debit(used_kb, location, now);
             tx.insert(balance_key(iccid.as_str()), encode(&rec))?;
             Ok(Debited {

@@ -27,7 +27,7 @@
 //! when read and by the sweeper.
 
 use super::{key, Result, Store};
-use crate::es9plus::dto::b64;
+use crate::b64;
 use crate::ids::Iccid;
 use serde::{Deserialize, Serialize};
 

@@ -852,13 +852,9 @@ impl Store {
         new: &ProfileRecord,
     ) -> TxResult<()> {
         let old_keys = old.map(index_keys).unwrap_or_default();
-        let new_keys = index_keys(new);
-        for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-            tx.remove(k.as_slice())?;
-        }
-        for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-            tx.insert(k.as_slice(), new.iccid.as_bytes())?;
-        }
+        reindex(tx, &old_keys, &index_keys(new), |k| {
+            (k.as_slice(), new.iccid.as_bytes())
+        })?;
         tx.insert(profile_key(&new.iccid), encode(new))?;
         Ok(())
     }

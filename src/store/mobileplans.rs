@@ -18,13 +18,19 @@
 //! As for profiles, index entries derive from the record alone
 //! ([`order_index_keys`]) and each write replaces the old record's entries.
 
+pub mod status;
+
+pub use status::{OrderEvent, OrderStatus};
+
 use super::balance::{credit_tx, remove_bucket_tx, Credit};
-use super::{decode, encode, gsma, key, Command, Ctx, Store, TxResult, RECORD_VERSION};
+use super::{
+    decode, encode, gsma, key, reindex, Command, Ctx, ProfileRecord, Store, TxResult,
+    RECORD_VERSION,
+};
 use crate::error::{codes, Error, Result};
 use crate::ids::{Eid, Iccid};
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
-use std::sync::atomic::Ordering;
 
 /// What the purchase is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,22 +55,6 @@ pub enum Registration {
         /// Minutes.
         interval_minutes: u32,
     },
-}
-
-/// Where an order stands on the portal's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OrderStatus {
-    /// Placed.
-    Open,
-    /// The user cancelled the purchase (notifyCancelledPurchase); the order
-    /// was cancelled at the SM-DP+.
-    Cancelled,
-    /// The portal withdrew the delayed download (notifyOperationCancel)
-    /// before its release; the order was cancelled at the SM-DP+.
-    Withdrawn,
-    /// A portal order's hold ran out before the operator confirmed it
-    /// (payment); the order was cancelled at the SM-DP+ by smdpplus.
-    Lapsed,
 }
 
 /// A value of `userAccount`, `purchaseInstrument` or `line`
@@ -144,7 +134,7 @@ pub struct MobilePlansOrder {
     pub released_at: Option<i64>,
     /// Why the scheduled release could not be done.
     pub release_error: Option<String>,
-    /// Open, cancelled or withdrawn.
+    /// Open, or how it ended ([status]).
     pub status: OrderStatus,
     /// Unix time of the last status change.
     pub status_at: i64,
@@ -169,22 +159,15 @@ pub struct MobilePlansOrder {
 
 impl MobilePlansOrder {
     /// A release is scheduled and has not happened (and the order is not
-    /// waiting for its confirmation).
+    /// waiting for its confirmation): the [status] table allows it.
     pub fn release_pending(&self) -> bool {
-        self.status == OrderStatus::Open
-            && self.kind == OrderKind::Profile
-            && self.release_at.is_some()
-            && self.released_at.is_none()
-            && self.release_error.is_none()
-            && !self.hold_pending()
+        status::allows(self, OrderEvent::Release)
     }
 
-    /// A portal order held for its confirmation, not yet confirmed.
+    /// A portal order held for its confirmation, not yet confirmed: the
+    /// [status] table allows the confirmation.
     pub fn hold_pending(&self) -> bool {
-        self.status == OrderStatus::Open
-            && self.kind == OrderKind::Profile
-            && self.hold_until.is_some()
-            && self.confirmed_at.is_none()
+        status::allows(self, OrderEvent::Confirm)
     }
 }
 
@@ -251,13 +234,10 @@ fn write_order(
     new: &MobilePlansOrder,
 ) -> TxResult<()> {
     let old_keys = old.map(order_index_keys).unwrap_or_default();
-    let new_keys = order_index_keys(new);
-    for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
-        tx.remove(k.as_slice())?;
-    }
-    for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-        tx.insert(k.as_slice(), &new.id.to_be_bytes()[..])?;
-    }
+    let id = new.id.to_be_bytes();
+    reindex(tx, &old_keys, &order_index_keys(new), |k| {
+        (k.as_slice(), &id[..])
+    })?;
     tx.insert(order_key(new.id), encode(new))?;
     Ok(())
 }
@@ -320,20 +300,37 @@ fn create_order_tx(
     Ok(order)
 }
 
-/// The order's new status after a cancellation, its bucket taken back.
+/// The order as the transaction sees it and its status after `event`, or
+/// the [status] table's refusal.
+fn load_for(
+    tx: &TransactionalTree,
+    id: u64,
+    event: OrderEvent,
+) -> TxResult<(MobilePlansOrder, OrderStatus)> {
+    let old = load_order_tx(tx, id)?;
+    match status::next(&old, event) {
+        Ok(to) => Ok((old, to)),
+        Err(e) => gsma(e),
+    }
+}
+
+/// The order ended by `event` (cancel, withdraw, lapse), its bucket taken
+/// back.
 fn end_order_tx(
     tx: &TransactionalTree,
     id: u64,
-    status: OrderStatus,
-    check: &dyn Fn(&MobilePlansOrder) -> Option<Error>,
+    event: OrderEvent,
     now: i64,
 ) -> TxResult<MobilePlansOrder> {
-    let old = load_order_tx(tx, id)?;
-    if let Some(e) = check(&old) {
-        return gsma(e);
+    let (old, to) = load_for(tx, id, event)?;
+    if to == OrderStatus::Open {
+        return gsma(Error::internal(format!(
+            "{} does not end an order",
+            event.as_str()
+        )));
     }
     let mut new = old.clone();
-    new.status = status;
+    new.status = to;
     new.status_at = now;
     new.updated_at = now;
     if let Some(b) = &old.bucket {
@@ -461,6 +458,59 @@ impl Store {
             .collect()
     }
 
+    /// Runs `f` in one transaction, after `profile`'s command on the
+    /// order's profile when there is one (`f` then sees the profile's
+    /// record after it): the order and its profile change together or not
+    /// at all. Not yet durable: [`Store::sync`].
+    fn mp_tx<T>(
+        &self,
+        profile: Option<(&Command, &Ctx<'_>)>,
+        f: impl Fn(&TransactionalTree, Option<&ProfileRecord>) -> TxResult<T>,
+    ) -> Result<T> {
+        let Some((cmd, ctx)) = profile else {
+            return self.transact(|tx| f(tx, None));
+        };
+        // sled may run the transaction more than once: the last run's
+        // value is the one committed.
+        let out = std::sync::Mutex::new(None);
+        self.apply_then(
+            cmd,
+            ctx,
+            Some(&|tx, rec| {
+                let v = f(tx, Some(rec))?;
+                if let Ok(mut o) = out.lock() {
+                    *o = Some(v);
+                }
+                Ok(())
+            }),
+        )?;
+        out.into_inner()
+            .ok()
+            .flatten()
+            .ok_or_else(|| Error::internal("the order was not written"))
+    }
+
+    /// Keeps the profile's order at least until `until` (its time to live
+    /// counted from a later start than its own).
+    fn mp_keep_until(
+        &self,
+        tx: &TransactionalTree,
+        rec: &ProfileRecord,
+        until: i64,
+    ) -> TxResult<()> {
+        if rec.expires_at.is_some_and(|e| e < until) {
+            let mut longer = rec.clone();
+            longer.expires_at = Some(until);
+            self.write_record(tx, Some(rec), &longer)?;
+        }
+        Ok(())
+    }
+
+    /// The order time to live, in seconds.
+    fn mp_ttl(&self) -> i64 {
+        i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX)
+    }
+
     /// The profile purchase's ES2+.ConfirmOrder (`confirm`) and its order
     /// record, with the balance credit, in one transaction. The profile
     /// came from a downloadOrder made for the same transactionId. Not yet
@@ -476,35 +526,20 @@ impl Store {
                 "a profile order is confirmed by confirmOrder",
             ));
         };
-        let now = ctx.now;
-        let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
-        let created = std::sync::Mutex::new(None);
-        self.apply_then(
-            confirm,
-            ctx,
-            Some(&|tx, rec| {
-                // A delayed download keeps its order for the usual time to
-                // live counted from the release, not from the checkout.
-                if let Some(t) = new.release_at {
-                    let until = t.saturating_add(ttl);
-                    if rec.expires_at.is_some_and(|e| e < until) {
-                        let mut longer = rec.clone();
-                        longer.expires_at = Some(until);
-                        self.write_record(tx, Some(rec), &longer)?;
+        self.mp_tx(Some((confirm, ctx)), |tx, rec| {
+            let matching_id = match rec {
+                Some(rec) => {
+                    // A delayed download keeps its order for the usual time
+                    // to live counted from the release, not from the checkout.
+                    if let Some(t) = new.release_at {
+                        self.mp_keep_until(tx, rec, t.saturating_add(self.mp_ttl()))?;
                     }
+                    rec.matching_id.clone()
                 }
-                let o = create_order_tx(tx, new, iccid, rec.matching_id.clone(), now)?;
-                if let Ok(mut c) = created.lock() {
-                    *c = Some(o);
-                }
-                Ok(())
-            }),
-        )?;
-        created
-            .into_inner()
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::internal("the order was not written"))
+                None => None,
+            };
+            create_order_tx(tx, new, iccid, matching_id, ctx.now)
+        })
     }
 
     /// A balance purchase: the order record and its credit, in one
@@ -516,80 +551,33 @@ impl Store {
                 "a balance order names the line's iccid",
             ));
         };
-        let r = self
-            .tree()?
-            .transaction(|tx| create_order_tx(tx, new, iccid, None, now));
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        self.watch(super::tx_result(r))
+        self.transact(|tx| create_order_tx(tx, new, iccid, None, now))
     }
 
-    /// Ends an order (`Cancelled` or `Withdrawn`) and takes back its
-    /// balance credit; with `cancel`, the profile's ES2+.CancelOrder in the
-    /// same transaction. `check` sees the order inside the transaction and
-    /// may refuse. Not yet durable.
+    /// Ends an order by `event` (cancel, withdraw or lapse; refused unless
+    /// the [status] table allows it for the order as it is in the
+    /// transaction) and takes back its balance credit; with `cancel`, the
+    /// profile's ES2+.CancelOrder in the same transaction. Not yet durable.
     pub fn mp_end_order(
         &self,
         id: u64,
-        status: OrderStatus,
+        event: OrderEvent,
         cancel: Option<(&Command, &Ctx<'_>)>,
-        check: &dyn Fn(&MobilePlansOrder) -> Option<Error>,
         now: i64,
     ) -> Result<MobilePlansOrder> {
-        let ended = std::sync::Mutex::new(None);
-        match cancel {
-            Some((cmd, ctx)) => {
-                self.apply_then(
-                    cmd,
-                    ctx,
-                    Some(&|tx, _| {
-                        let o = end_order_tx(tx, id, status, check, now)?;
-                        if let Ok(mut e) = ended.lock() {
-                            *e = Some(o);
-                        }
-                        Ok(())
-                    }),
-                )?;
-            }
-            None => {
-                let r = self
-                    .tree()?
-                    .transaction(|tx| end_order_tx(tx, id, status, check, now));
-                self.inner.written.fetch_add(1, Ordering::SeqCst);
-                let o = self.watch(super::tx_result(r))?;
-                if let Ok(mut e) = ended.lock() {
-                    *e = Some(o);
-                }
-            }
-        }
-        ended
-            .into_inner()
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::internal("the order was not updated"))
+        self.mp_tx(cancel, |tx, _| end_order_tx(tx, id, event, now))
     }
 
     /// The scheduled release of an order: ES2+.ReleaseProfile (`release`)
     /// and the order's `released_at`, in one transaction. Not yet durable.
     pub fn mp_release(&self, id: u64, release: &Command, ctx: &Ctx<'_>) -> Result<()> {
-        let now = ctx.now;
-        self.apply_then(
-            release,
-            ctx,
-            Some(&|tx, _| {
-                let old = load_order_tx(tx, id)?;
-                if !old.release_pending() {
-                    return gsma(Error::refused(
-                        codes::ICCID_INVALID_TRANSITION,
-                        "the order has no pending release",
-                    ));
-                }
-                let mut new = old.clone();
-                new.released_at = Some(now);
-                new.updated_at = now;
-                write_order(tx, Some(&old), &new)
-            }),
-        )?;
-        Ok(())
+        self.mp_tx(Some((release, ctx)), |tx, _| {
+            let (old, _) = load_for(tx, id, OrderEvent::Release)?;
+            let mut new = old.clone();
+            new.released_at = Some(ctx.now);
+            new.updated_at = ctx.now;
+            write_order(tx, Some(&old), &new)
+        })
     }
 
     /// The confirmation of a held portal order (the payment): the order's
@@ -602,16 +590,8 @@ impl Store {
         release: Option<(&Command, &Ctx<'_>)>,
         now: i64,
     ) -> Result<MobilePlansOrder> {
-        let ttl = i64::try_from(self.inner.opts.order_ttl.as_secs()).unwrap_or(i64::MAX);
-        let done = std::sync::Mutex::new(None);
-        let confirm_tx = |tx: &TransactionalTree| -> TxResult<MobilePlansOrder> {
-            let old = load_order_tx(tx, id)?;
-            if !old.hold_pending() {
-                return gsma(Error::refused(
-                    codes::ICCID_INVALID_TRANSITION,
-                    "the order is not waiting for its confirmation",
-                ));
-            }
+        self.mp_tx(release, |tx, rec| {
+            let (old, _) = load_for(tx, id, OrderEvent::Confirm)?;
             let mut new = old.clone();
             new.confirmed_at = Some(now);
             new.updated_at = now;
@@ -620,57 +600,25 @@ impl Store {
                 new.released_at = Some(now);
             }
             write_order(tx, Some(&old), &new)?;
+            if let Some(rec) = rec {
+                self.mp_keep_until(tx, rec, now.saturating_add(self.mp_ttl()))?;
+            }
             Ok(new)
-        };
-        match release {
-            Some((cmd, ctx)) => {
-                self.apply_then(
-                    cmd,
-                    ctx,
-                    Some(&|tx, rec| {
-                        let o = confirm_tx(tx)?;
-                        let until = now.saturating_add(ttl);
-                        if rec.expires_at.is_some_and(|e| e < until) {
-                            let mut longer = rec.clone();
-                            longer.expires_at = Some(until);
-                            self.write_record(tx, Some(rec), &longer)?;
-                        }
-                        if let Ok(mut d) = done.lock() {
-                            *d = Some(o);
-                        }
-                        Ok(())
-                    }),
-                )?;
-            }
-            None => {
-                let r = self.tree()?.transaction(|tx| confirm_tx(tx));
-                self.inner.written.fetch_add(1, Ordering::SeqCst);
-                let o = self.watch(super::tx_result(r))?;
-                if let Ok(mut d) = done.lock() {
-                    *d = Some(o);
-                }
-            }
-        }
-        done.into_inner()
-            .ok()
-            .flatten()
-            .ok_or_else(|| Error::internal("the order was not confirmed"))
+        })
     }
 
     /// Takes a scheduled release that cannot be done off the schedule,
     /// with the reason. Not yet durable.
     pub fn mp_release_failed(&self, id: u64, reason: &str, now: i64) -> Result<()> {
-        let r = self.tree()?.transaction(|tx| {
+        self.transact(|tx| {
             let old = load_order_tx(tx, id)?;
-            if !old.release_pending() {
+            if !status::allows(&old, OrderEvent::ReleaseFailed) {
                 return Ok(());
             }
             let mut new = old.clone();
             new.release_error = Some(reason.to_owned());
             new.updated_at = now;
             write_order(tx, Some(&old), &new)
-        });
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        self.watch(super::tx_result(r))
+        })
     }
 }

@@ -41,25 +41,34 @@
 pub mod balance;
 pub mod bound;
 mod commands;
+mod keys;
 pub mod lifecycle;
 pub mod mobileplans;
 mod outbox;
 mod queries;
 pub mod record;
 pub mod session;
+mod tx;
 
 use crate::error::{codes, Error, Result, StatusCode};
 use crate::ids::{generate_matching_id, Eid, Iccid};
+use keys::{
+    history_key, key, matching_key, outbox_due_prefix, outbox_key, outbox_operator_prefix,
+    package_key, pool_prefix, profile_key, type_key, OUTBOX_INDEX_KEY, OUTBOX_INDEX_VERSION,
+};
+pub use keys::{index_keys, outbox_index_keys};
 use lifecycle::{Event, State};
+use outbox::migrate_outbox_index;
 pub use record::{
     HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RetryKind, RECORD_VERSION,
 };
 use sha2::{Digest, Sha256};
-use sled::transaction::{abort, ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{abort, TransactionError, TransactionalTree};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tx::{decode, encode, gsma, reindex, Then, TxAbort, TxResult};
 
 /// Options fixed when the store is opened.
 #[derive(Clone, Debug)]
@@ -267,34 +276,9 @@ pub struct NewProfile {
     /// Owning operator.
     pub operator: String,
     /// The stored form of the profile package: a Protected Profile
-    /// Package record ([`NewProfile::protected`] makes one), never the
-    /// package in clear.
+    /// Package record (the profile module's `NewProfile::protected` makes
+    /// one), never the package in clear.
     pub package: Vec<u8>,
-}
-
-impl NewProfile {
-    /// A profile whose unprotected package `upp` is protected under a fresh
-    /// PPK wrapped with `master` (SGP.22 §2.5.5) before it reaches the store.
-    pub fn protected(
-        iccid: Iccid,
-        profile_type: String,
-        operator: String,
-        upp: &[u8],
-        master: &crate::profile::protect::Keyring,
-    ) -> Result<NewProfile> {
-        let p = crate::profile::protect::ProtectedPackage::protect(
-            master,
-            upp,
-            iccid.as_str().as_bytes(),
-        )
-        .map_err(|e| Error::internal(e.to_string()))?;
-        Ok(NewProfile {
-            iccid,
-            profile_type,
-            operator,
-            package: p.to_bytes(),
-        })
-    }
 }
 
 /// Filter for [`Store::list`].
@@ -426,155 +410,6 @@ pub(crate) fn unknown_iccid(iccid: &Iccid) -> Error {
 
 fn state_index(s: State) -> usize {
     State::ALL.iter().position(|x| *x == s).unwrap_or(0)
-}
-
-fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = prefix.as_bytes().to_vec();
-    for p in parts {
-        k.extend_from_slice(p);
-    }
-    k
-}
-
-fn profile_key(iccid: &str) -> Vec<u8> {
-    key("p/", &[iccid.as_bytes()])
-}
-fn package_key(iccid: &str) -> Vec<u8> {
-    key("b/", &[iccid.as_bytes()])
-}
-fn history_key(iccid: &str, seq: u64) -> Vec<u8> {
-    key("h/", &[iccid.as_bytes(), b"/", &seq.to_be_bytes()])
-}
-fn matching_key(m: &str) -> Vec<u8> {
-    key("m/", &[m.as_bytes()])
-}
-fn pool_prefix(operator: &str, profile_type: &str) -> Vec<u8> {
-    key(
-        "a/",
-        &[operator.as_bytes(), b"\0", profile_type.as_bytes(), b"\0"],
-    )
-}
-fn type_key(profile_type: &str, operator: &str) -> Vec<u8> {
-    key("t/", &[profile_type.as_bytes(), b"\0", operator.as_bytes()])
-}
-fn outbox_key(id: u64) -> Vec<u8> {
-    key("o/", &[&id.to_be_bytes()])
-}
-fn outbox_due_prefix(operator: &str) -> Vec<u8> {
-    key("od/", &[operator.as_bytes(), b"\0"])
-}
-fn outbox_operator_prefix(operator: &str) -> Vec<u8> {
-    key("oi/", &[operator.as_bytes(), b"\0"])
-}
-/// Version of the outbox index layout, kept at [`OUTBOX_INDEX_KEY`].
-const OUTBOX_INDEX_VERSION: u32 = 1;
-/// Marks a store whose outbox items all have their index entries.
-const OUTBOX_INDEX_KEY: &[u8] = b"om/index";
-
-/// The outbox index entries an item implies, (key, value): its due-time
-/// entry (`od/`, by operator and next attempt, which the worker reads to
-/// find what is due) and its per-operator entry (`oi/`, by id, whose value
-/// is the event time: the first one is the operator's oldest item).
-pub fn outbox_index_keys(item: &OutboxItem) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut due = outbox_due_prefix(&item.operator);
-    due.extend_from_slice(&(item.next_attempt_ms.max(0) as u64).to_be_bytes());
-    due.extend_from_slice(&item.id.to_be_bytes());
-    let mut by_op = outbox_operator_prefix(&item.operator);
-    by_op.extend_from_slice(&item.id.to_be_bytes());
-    vec![
-        (due, vec![]),
-        (by_op, item.timestamp.to_be_bytes().to_vec()),
-    ]
-}
-
-/// Builds the outbox index of a store written before it existed: one
-/// atomic batch with every item's entries and the version marker. Runs
-/// once; later opens find the marker.
-fn migrate_outbox_index(tree: &sled::Tree) -> Result<()> {
-    if tree.contains_key(OUTBOX_INDEX_KEY)? {
-        return Ok(());
-    }
-    let mut batch = sled::Batch::default();
-    let mut n = 0u64;
-    for kv in tree.scan_prefix(b"o/") {
-        let (_, v) = kv?;
-        let item: OutboxItem = serde_json::from_slice(&v)
-            .map_err(|e| Error::internal(format!("corrupt outbox item: {e}")))?;
-        for (k, v) in outbox_index_keys(&item) {
-            batch.insert(k, v);
-        }
-        n += 1;
-    }
-    batch.insert(OUTBOX_INDEX_KEY, &OUTBOX_INDEX_VERSION.to_be_bytes()[..]);
-    tree.apply_batch(batch)?;
-    tree.flush()?;
-    if n > 0 {
-        tracing::info!(items = n, "outbox index built for existing items");
-    }
-    Ok(())
-}
-
-/// The index keys a record implies. Every value is the ICCID.
-pub fn index_keys(r: &ProfileRecord) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(4);
-    if r.state == State::Available {
-        let mut k = pool_prefix(&r.operator, &r.profile_type);
-        k.extend_from_slice(r.iccid.as_bytes());
-        out.push(k);
-    }
-    if let Some(m) = r.matching_id.as_deref().filter(|m| !m.is_empty()) {
-        out.push(matching_key(m));
-    }
-    if let (Some(eid), true) = (&r.eid, r.state.is_pending_order()) {
-        out.push(key("e/", &[eid.as_bytes(), b"/", r.iccid.as_bytes()]));
-    }
-    if let (Some(t), true) = (r.expires_at, r.state.can_expire()) {
-        out.push(key(
-            "x/",
-            &[&(t.max(0) as u64).to_be_bytes(), r.iccid.as_bytes()],
-        ));
-    }
-    out
-}
-
-/// Errors inside a transaction closure.
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<TxAbort>>;
-
-/// More writes in the transaction of a command, given the record after it.
-type Then<'a> = dyn Fn(&TransactionalTree, &ProfileRecord) -> TxResult<()> + 'a;
-
-/// Why a transaction was aborted.
-#[derive(Debug)]
-enum TxAbort {
-    /// A protocol error for the caller.
-    Gsma(Error),
-    /// The chosen pool candidate was taken meanwhile: choose again.
-    Retry,
-}
-
-/// The caller's result of a transaction that does not retry.
-fn tx_result<T>(r: std::result::Result<T, TransactionError<TxAbort>>) -> Result<T> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(TxAbort::Gsma(e))) => Err(e),
-        Err(TransactionError::Abort(TxAbort::Retry)) => {
-            Err(Error::internal("transaction asked for a retry"))
-        }
-        Err(TransactionError::Storage(e)) => Err(e.into()),
-    }
-}
-
-fn gsma<T>(e: Error) -> TxResult<T> {
-    abort(TxAbort::Gsma(e))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
-    serde_json::from_slice(bytes).or_else(|e| gsma(Error::internal(format!("corrupt record: {e}"))))
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Serialising these plain structs cannot fail (no maps with non-string keys).
-    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// What a command did.

@@ -86,7 +86,7 @@ impl Store {
 
     /// Removes a delivered outbox item and its index entries.
     pub fn outbox_delivered(&self, id: u64) -> Result<()> {
-        let r = self.tree()?.transaction(|tx| {
+        let removed = self.transact(|tx| {
             let Some(v) = tx.remove(outbox_key(id))? else {
                 return Ok(None);
             };
@@ -95,9 +95,7 @@ impl Store {
                 tx.remove(k)?;
             }
             Ok(Some(item.operator))
-        });
-        let removed = self.watch(tx_result(r))?;
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
+        })?;
         if let Some(op) = removed {
             self.count_outbox(&op, -1);
         }
@@ -112,7 +110,7 @@ impl Store {
         error: &str,
         next_attempt_ms: i64,
     ) -> Result<()> {
-        let r = self.tree()?.transaction(|tx| {
+        self.transact(|tx| {
             let Some(v) = tx.get(outbox_key(item.id))? else {
                 return Ok(());
             };
@@ -121,19 +119,15 @@ impl Store {
             it.attempts += 1;
             it.last_error = Some(error.to_owned());
             it.next_attempt_ms = next_attempt_ms;
-            let (old_keys, new_keys) = (outbox_index_keys(&old), outbox_index_keys(&it));
-            for (k, _) in old_keys.iter().filter(|e| !new_keys.contains(e)) {
-                tx.remove(k.as_slice())?;
-            }
-            for (k, v) in new_keys.iter().filter(|e| !old_keys.contains(e)) {
-                tx.insert(k.as_slice(), v.as_slice())?;
-            }
+            reindex(
+                tx,
+                &outbox_index_keys(&old),
+                &outbox_index_keys(&it),
+                |(k, v)| (k.as_slice(), v.as_slice()),
+            )?;
             tx.insert(outbox_key(it.id), encode(&it))?;
             Ok(())
-        });
-        self.watch(tx_result(r))?;
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        })
     }
 
     /// Every raw outbox index entry, for consistency checks: (key, value).
@@ -147,4 +141,31 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Builds the outbox index of a store written before it existed: one
+/// atomic batch with every item's entries and the version marker. Runs
+/// once; later opens find the marker.
+pub(super) fn migrate_outbox_index(tree: &sled::Tree) -> Result<()> {
+    if tree.contains_key(OUTBOX_INDEX_KEY)? {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0u64;
+    for kv in tree.scan_prefix(b"o/") {
+        let (_, v) = kv?;
+        let item: OutboxItem = serde_json::from_slice(&v)
+            .map_err(|e| Error::internal(format!("corrupt outbox item: {e}")))?;
+        for (k, v) in outbox_index_keys(&item) {
+            batch.insert(k, v);
+        }
+        n += 1;
+    }
+    batch.insert(OUTBOX_INDEX_KEY, &OUTBOX_INDEX_VERSION.to_be_bytes()[..]);
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    if n > 0 {
+        tracing::info!(items = n, "outbox index built for existing items");
+    }
+    Ok(())
 }

@@ -9,7 +9,8 @@ use smdpplus::ids::{Eid, Iccid};
 use smdpplus::store::balance::{BalanceType, Credit};
 use smdpplus::store::lifecycle::State;
 use smdpplus::store::mobileplans::{
-    order_index_keys, Choice, NewOrder, OrderKind, OrderStatus, PurchaseMetadata, Registration,
+    order_index_keys, Choice, NewOrder, OrderEvent, OrderKind, OrderStatus, PurchaseMetadata,
+    Registration,
 };
 use smdpplus::store::{Command, Ctx, FinalStatus, NewProfile, Store, StoreOptions};
 use std::collections::BTreeSet;
@@ -225,9 +226,8 @@ fn the_release_schedule_and_its_outcomes() {
     let ended = store
         .mp_end_order(
             o1.id,
-            OrderStatus::Withdrawn,
+            OrderEvent::Withdraw,
             Some((&cancel, &ctx(T0 + 1))),
-            &|_| None,
             T0 + 1,
         )
         .expect("withdraw");
@@ -241,7 +241,8 @@ fn the_release_schedule_and_its_outcomes() {
         .expect("due")
         .contains(&o1.id));
 
-    // A check that refuses rolls the cancelOrder back too.
+    // A refusal of the order's status table rolls the cancelOrder back
+    // too (an order that is not held does not lapse).
     let o2 = store.mp_order_by_transaction("R2").expect("o").expect("o");
     let p2 = store.get(&iccid(2)).expect("get").expect("p");
     let cancel = Command::CancelOrder {
@@ -251,20 +252,8 @@ fn the_release_schedule_and_its_outcomes() {
         matching_id: p2.matching_id.clone(),
         final_status: FinalStatus::Available,
     };
-    let refuse = |_: &smdpplus::store::mobileplans::MobilePlansOrder| {
-        Some(smdpplus::error::Error::refused(
-            smdpplus::error::codes::ICCID_INVALID_TRANSITION,
-            "no",
-        ))
-    };
     assert!(store
-        .mp_end_order(
-            o2.id,
-            OrderStatus::Cancelled,
-            Some((&cancel, &ctx(T0))),
-            &refuse,
-            T0
-        )
+        .mp_end_order(o2.id, OrderEvent::Lapse, Some((&cancel, &ctx(T0))), T0)
         .is_err());
     assert_eq!(state(&store, 2), State::Confirmed);
 
@@ -363,9 +352,8 @@ fn portal_holds_are_indexed_until_confirmed_or_lapsed() {
     let ended = store
         .mp_end_order(
             o1.id,
-            OrderStatus::Lapsed,
+            OrderEvent::Lapse,
             Some((&cancel, &ctx(hold + 2))),
-            &|_| None,
             hold + 2,
         )
         .expect("lapse");
