@@ -1,7 +1,8 @@
 //! The command interpreter: every change of the store is one [`Command`],
-//! applied in one sled transaction by a function of its own, then finished
-//! by [`Store::finish`]: the lifecycle table, history, outbox, record,
-//! indexes and idempotency record, written together.
+//! applied in one transaction by a function of its own, then finished by
+//! [`Store::finish`]: the lifecycle table, history, outbox, record,
+//! indexes and idempotency record, written together. The functions read
+//! and write through [`Records`], not an engine's keys.
 
 use super::*;
 
@@ -44,11 +45,14 @@ impl Store {
                 _ => None,
             };
             let result = self.tree()?.transaction(|tx| {
-                let applied = self.apply_tx(tx, cmd, ctx, candidate.as_ref())?;
-                if let (Some(then), None) = (then, &applied.refusal) {
-                    then(tx, &applied.record)?;
-                }
-                Ok(applied)
+                let run = || -> TxResult<Applied> {
+                    let applied = self.apply_tx(&SledRecords(tx), cmd, ctx, candidate.as_ref())?;
+                    if let (Some(then), None) = (then, &applied.refusal) {
+                        then(tx, &applied.record)?;
+                    }
+                    Ok(applied)
+                };
+                run().map_err(sled::transaction::ConflictableTransactionError::from)
             });
             match result {
                 Ok(mut applied) => {
@@ -67,7 +71,9 @@ impl Store {
                     };
                 }
                 Err(TransactionError::Abort(TxAbort::Retry)) => continue,
-                Err(TransactionError::Abort(TxAbort::Gsma(e))) => return Err(e),
+                // Storage errors inside the transaction arrive as aborts
+                // with the store's error; watch() acts on those.
+                Err(TransactionError::Abort(TxAbort::Gsma(e))) => return self.watch(Err(e)),
                 Err(TransactionError::Storage(e)) => return self.watch(Err(e.into())),
             }
         }
@@ -107,16 +113,16 @@ impl Store {
         }
     }
 
-    pub(super) fn load(&self, tx: &TransactionalTree, iccid: &Iccid) -> TxResult<ProfileRecord> {
-        match tx.get(profile_key(iccid.as_str()))? {
-            Some(v) => decode(&v),
+    pub(super) fn load(&self, tx: &dyn Records, iccid: &Iccid) -> TxResult<ProfileRecord> {
+        match tx.profile(iccid.as_str())? {
+            Some(r) => Ok(r),
             None => gsma(unknown_iccid(iccid)),
         }
     }
 
     pub(super) fn load_owned(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         iccid: &Iccid,
         operator: &str,
     ) -> TxResult<ProfileRecord> {
@@ -132,7 +138,7 @@ impl Store {
 
     pub(super) fn apply_tx(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         cmd: &Command,
         ctx: &Ctx<'_>,
         candidate: Option<&Iccid>,
@@ -239,7 +245,7 @@ impl Store {
     )]
     pub(super) fn download_order(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         ctx: &Ctx<'_>,
         candidate: Option<&Iccid>,
         operator: &str,
@@ -264,7 +270,7 @@ impl Store {
             (None, Some(c)) => {
                 let r = self.load(tx, c)?;
                 if r.state != State::Available {
-                    return abort(TxAbort::Retry);
+                    return retry();
                 }
                 r
             }
@@ -294,7 +300,7 @@ impl Store {
     )]
     pub(super) fn confirm_order(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         operator: &str,
         iccid: &Iccid,
         eid: &Option<Eid>,
@@ -325,7 +331,7 @@ impl Store {
             Some(m) => m.clone(),
             None => loop {
                 let m = generate_matching_id(&mut rand::thread_rng());
-                if tx.get(matching_key(&m))?.is_none() {
+                if tx.matching_owner(&m)?.is_none() {
                     break m;
                 }
             },
@@ -343,8 +349,8 @@ impl Store {
             ));
         }
         if !m.is_empty() {
-            if let Some(owner) = tx.get(matching_key(&m))? {
-                if owner.as_ref() != iccid.as_str().as_bytes() {
+            if let Some(owner) = tx.matching_owner(&m)? {
+                if owner != iccid.as_str() {
                     return gsma(Error::refused(
                         codes::MATCHING_ID_IN_USE,
                         format!("matchingId {m} is already in use"),
@@ -361,7 +367,7 @@ impl Store {
     /// Applies [`Command::ReleaseProfile`]: ES2+.ReleaseProfile (§5.3.4).
     pub(super) fn release_profile(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         operator: &str,
         iccid: &Iccid,
     ) -> TxResult<Step> {
@@ -373,7 +379,7 @@ impl Store {
     /// Applies [`Command::CancelOrder`]: ES2+.CancelOrder (§5.3.3).
     pub(super) fn cancel_order(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         operator: &str,
         iccid: &Iccid,
         eid: &Option<Eid>,
@@ -434,12 +440,7 @@ impl Store {
     }
 
     /// Applies [`Command::Expire`]: the order's time to live ran out.
-    pub(super) fn expire(
-        &self,
-        tx: &TransactionalTree,
-        ctx: &Ctx<'_>,
-        iccid: &Iccid,
-    ) -> TxResult<Step> {
+    pub(super) fn expire(&self, tx: &dyn Records, ctx: &Ctx<'_>, iccid: &Iccid) -> TxResult<Step> {
         let now = ctx.now;
         let old = self.load(tx, iccid)?;
         match old.expires_at {
@@ -460,7 +461,7 @@ impl Store {
     /// Applies [`Command::SetExpiry`]: operator admin call: set the expiry of an open order.
     pub(super) fn set_expiry(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         operator: &str,
         iccid: &Iccid,
         expires_at: &i64,
@@ -487,7 +488,7 @@ impl Store {
     )]
     pub(super) fn check_confirmation_code(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         ctx: &Ctx<'_>,
         iccid: &Iccid,
         transaction_id: &[u8],
@@ -557,7 +558,7 @@ impl Store {
     /// Applies [`Command::BppDelivered`]: a Bound Profile Package was handed to the LPA; the EID is linked.
     pub(super) fn bpp_delivered(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         ctx: &Ctx<'_>,
         iccid: &Iccid,
         eid: &Eid,
@@ -581,7 +582,6 @@ impl Store {
                 return Ok(step);
             }
         }
-        let k = bound::kept_key(iccid.as_str());
         match (keep, retry) {
             (Some(p), _) => {
                 let mut p = (**p).clone();
@@ -589,11 +589,11 @@ impl Store {
                 if let Some(t) = old.expires_at {
                     p.expires_at = p.expires_at.min(t);
                 }
-                tx.insert(k, encode(&p))?;
+                tx.put_kept(iccid.as_str(), Some(&p))?;
             }
             (None, Some(RetryKind::SameKey)) => {}
             (None, _) => {
-                tx.remove(k)?;
+                tx.put_kept(iccid.as_str(), None)?;
             }
         }
         let mut step = Step::new(old.clone(), new, Some(Event::BppDelivered));
@@ -608,7 +608,7 @@ impl Store {
     /// Applies [`Command::InstallResult`]: a verified ProfileInstallationResult (§5.6.4).
     pub(super) fn install_result(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         iccid: &Iccid,
         success: &bool,
         result_data: &[u8],
@@ -650,7 +650,7 @@ impl Store {
     /// Applies [`Command::DeviceNotification`]: a verified OtherSignedNotification about an installed profile (§3.5, §5.6.4): enable, disable or delete on the device.
     pub(super) fn device_notification(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         iccid: &Iccid,
         eid: &Eid,
         event: &Event,
@@ -674,7 +674,7 @@ impl Store {
     /// Applies [`Command::DownloadCancelled`]: a terminal ES9+.CancelSession reason ended the order (§5.6.5).
     pub(super) fn download_cancelled(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         iccid: &Iccid,
         code: &StatusCode,
         reason: &str,
@@ -694,12 +694,7 @@ impl Store {
 
     /// Applies a [`Step`]: the lifecycle table, history, outbox, record,
     /// indexes and idempotency record, in the caller's transaction.
-    pub(super) fn finish(
-        &self,
-        tx: &TransactionalTree,
-        ctx: &Ctx<'_>,
-        step: Step,
-    ) -> TxResult<Applied> {
+    pub(super) fn finish(&self, tx: &dyn Records, ctx: &Ctx<'_>, step: Step) -> TxResult<Applied> {
         let now = ctx.now;
         let Step {
             old,
@@ -724,7 +719,7 @@ impl Store {
                         caller: ctx.caller.to_owned(),
                         retry,
                     };
-                    tx.insert(history_key(&new.iccid, new.history_len), encode(&h))?;
+                    tx.put_history(&new.iccid, new.history_len, &h)?;
                     new.history_len += 1;
                 }
                 changed
@@ -740,10 +735,10 @@ impl Store {
             // installed, failed, expired or cancelled, it is erased here,
             // in the transition's own transaction.
             if new.state != State::Downloaded {
-                tx.remove(bound::kept_key(&new.iccid))?;
+                tx.put_kept(&new.iccid, None)?;
             }
             if let Some(n) = note {
-                let id = tx.generate_id()?;
+                let id = tx.outbox_id()?;
                 let item = OutboxItem {
                     v: RECORD_VERSION,
                     id,
@@ -759,16 +754,13 @@ impl Store {
                     next_attempt_ms: now.saturating_mul(1000),
                     last_error: None,
                 };
-                tx.insert(outbox_key(id), encode(&item))?;
-                for (k, v) in outbox_index_keys(&item) {
-                    tx.insert(k, v)?;
-                }
+                tx.put_outbox(&item)?;
                 enqueued = true;
             }
         }
         if new != old {
             new.updated_at = now;
-            self.write_record(tx, Some(&old), &new)?;
+            tx.put_profile(Some(&old), &new)?;
         }
         self.write_idem(tx, ctx, &new)?;
         Ok(Applied {
@@ -788,7 +780,7 @@ impl Store {
     /// refusal.
     pub(super) fn authenticate_client(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         iccid: &Iccid,
         eid: &Eid,
         matching_id: Option<&str>,
@@ -845,23 +837,9 @@ impl Store {
         Ok(Step::new(old, new, None))
     }
 
-    pub(super) fn write_record(
-        &self,
-        tx: &TransactionalTree,
-        old: Option<&ProfileRecord>,
-        new: &ProfileRecord,
-    ) -> TxResult<()> {
-        let old_keys = old.map(index_keys).unwrap_or_default();
-        reindex(tx, &old_keys, &index_keys(new), |k| {
-            (k.as_slice(), new.iccid.as_bytes())
-        })?;
-        tx.insert(profile_key(&new.iccid), encode(new))?;
-        Ok(())
-    }
-
     pub(super) fn write_idem(
         &self,
-        tx: &TransactionalTree,
+        tx: &dyn Records,
         ctx: &Ctx<'_>,
         rec: &ProfileRecord,
     ) -> TxResult<()> {
@@ -870,11 +848,7 @@ impl Store {
                 at: ctx.now,
                 response: (idem.render)(rec),
             };
-            tx.insert(key("i/", &[&idem.key]), encode(&r))?;
-            tx.insert(
-                key("j/", &[&(ctx.now.max(0) as u64).to_be_bytes(), &idem.key]),
-                &[][..],
-            )?;
+            tx.put_idempotency(&idem.key, &r)?;
         }
         Ok(())
     }

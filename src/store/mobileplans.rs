@@ -501,7 +501,7 @@ impl Store {
         if rec.expires_at.is_some_and(|e| e < until) {
             let mut longer = rec.clone();
             longer.expires_at = Some(until);
-            self.write_record(tx, Some(rec), &longer)?;
+            super::Records::put_profile(&super::SledRecords(tx), Some(rec), &longer)?;
         }
         Ok(())
     }

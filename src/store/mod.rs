@@ -63,12 +63,12 @@ pub use record::{
     HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RetryKind, RECORD_VERSION,
 };
 use sha2::{Digest, Sha256};
-use sled::transaction::{abort, TransactionError, TransactionalTree};
+use sled::transaction::{TransactionError, TransactionalTree};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tx::{decode, encode, gsma, reindex, Then, TxAbort, TxResult};
+use tx::{decode, encode, gsma, reindex, retry, Records, SledRecords, Then, TxAbort, TxResult};
 
 /// Options fixed when the store is opened.
 #[derive(Clone, Debug)]
@@ -846,17 +846,13 @@ fn expiry_refusal(old: &ProfileRecord, now: i64, eid: Option<&Eid>) -> Option<St
 
 /// Whether the last thing that happened to the order was its expiry while
 /// its delivered package waited for the installation result.
-fn expired_after_delivery(tx: &TransactionalTree, r: &ProfileRecord) -> TxResult<bool> {
+fn expired_after_delivery(tx: &dyn Records, r: &ProfileRecord) -> TxResult<bool> {
     let Some(last) = r.history_len.checked_sub(1) else {
         return Ok(false);
     };
-    Ok(match tx.get(history_key(&r.iccid, last))? {
-        Some(v) => {
-            let h: HistoryEntry = decode(&v)?;
-            h.event == Event::Expired && h.from == Some(State::Downloaded)
-        }
-        None => false,
-    })
+    Ok(tx
+        .history_entry(&r.iccid, last)?
+        .is_some_and(|h| h.event == Event::Expired && h.from == Some(State::Downloaded)))
 }
 
 /// The operator's notification of an expired order (§5.3.5): at the

@@ -1,12 +1,148 @@
-//! The sled transaction helpers every write of the store uses: aborts
-//! with an error for the caller, records in and out, and sled's errors as
-//! the store's.
+//! Transactions: the records a command reads and writes ([`Records`],
+//! which the command interpreter is written against), its sled
+//! implementation, and the helpers every write uses: aborts with an error
+//! for the caller, records in and out, and sled's errors as the store's.
 
 use super::*;
-use sled::transaction::ConflictableTransactionError;
+use sled::transaction::{ConflictableTransactionError, UnabortableTransactionError};
+
+/// Why a transaction closure stopped.
+#[derive(Debug)]
+pub(super) enum TxFail {
+    /// Stopped on purpose.
+    Abort(TxAbort),
+    /// Another transaction wrote what this one read: the engine runs it
+    /// again.
+    Conflict,
+    /// The engine failed.
+    Storage(Error),
+}
 
 /// Errors inside a transaction closure.
-pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<TxAbort>>;
+pub(super) type TxResult<T> = std::result::Result<T, TxFail>;
+
+impl From<UnabortableTransactionError> for TxFail {
+    fn from(e: UnabortableTransactionError) -> TxFail {
+        match e {
+            UnabortableTransactionError::Conflict => TxFail::Conflict,
+            UnabortableTransactionError::Storage(e) => TxFail::Storage(e.into()),
+        }
+    }
+}
+
+impl From<sled::Error> for TxFail {
+    fn from(e: sled::Error) -> TxFail {
+        TxFail::Storage(e.into())
+    }
+}
+
+impl From<TxFail> for ConflictableTransactionError<TxAbort> {
+    fn from(f: TxFail) -> ConflictableTransactionError<TxAbort> {
+        match f {
+            TxFail::Abort(a) => ConflictableTransactionError::Abort(a),
+            TxFail::Conflict => ConflictableTransactionError::Conflict,
+            // Already the store's error (its blame says whether the disk
+            // refused): carried out as an abort.
+            TxFail::Storage(e) => ConflictableTransactionError::Abort(TxAbort::Gsma(e)),
+        }
+    }
+}
+
+/// The profile records a command reads and writes, inside the one
+/// transaction that applies it. The command interpreter is written
+/// against this; an engine implements it over its own transaction.
+pub(super) trait Records {
+    /// The profile record of `iccid`.
+    fn profile(&self, iccid: &str) -> TxResult<Option<ProfileRecord>>;
+    /// The ICCID whose order holds `matching_id`.
+    fn matching_owner(&self, matching_id: &str) -> TxResult<Option<String>>;
+    /// Entry `seq` (from 0) of a profile's history.
+    fn history_entry(&self, iccid: &str, seq: u64) -> TxResult<Option<HistoryEntry>>;
+    /// Writes `new`; its index entries move from those `old` implied.
+    fn put_profile(&self, old: Option<&ProfileRecord>, new: &ProfileRecord) -> TxResult<()>;
+    /// Writes entry `seq` of a profile's history.
+    fn put_history(&self, iccid: &str, seq: u64, entry: &HistoryEntry) -> TxResult<()>;
+    /// A fresh id for an outbox item.
+    fn outbox_id(&self) -> TxResult<u64>;
+    /// Queues a notification for its operator.
+    fn put_outbox(&self, item: &OutboxItem) -> TxResult<()>;
+    /// Keeps the Bound Profile Package delivered for `iccid` (for a retry
+    /// in a later session), or erases it (`None`).
+    fn put_kept(&self, iccid: &str, kept: Option<&bound::KeptPackage>) -> TxResult<()>;
+    /// The answer to an ES2+ call, kept for a re-send of it.
+    fn put_idempotency(&self, key: &[u8; 32], record: &IdemRecord) -> TxResult<()>;
+}
+
+/// [`Records`] over one sled transaction and the key layout of
+/// [`super::keys`].
+pub(super) struct SledRecords<'a>(pub(super) &'a TransactionalTree);
+
+impl Records for SledRecords<'_> {
+    fn profile(&self, iccid: &str) -> TxResult<Option<ProfileRecord>> {
+        self.0
+            .get(profile_key(iccid))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn matching_owner(&self, matching_id: &str) -> TxResult<Option<String>> {
+        Ok(self
+            .0
+            .get(matching_key(matching_id))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn history_entry(&self, iccid: &str, seq: u64) -> TxResult<Option<HistoryEntry>> {
+        self.0
+            .get(history_key(iccid, seq))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn put_profile(&self, old: Option<&ProfileRecord>, new: &ProfileRecord) -> TxResult<()> {
+        let old_keys = old.map(index_keys).unwrap_or_default();
+        reindex(self.0, &old_keys, &index_keys(new), |k| {
+            (k.as_slice(), new.iccid.as_bytes())
+        })?;
+        self.0.insert(profile_key(&new.iccid), encode(new))?;
+        Ok(())
+    }
+
+    fn put_history(&self, iccid: &str, seq: u64, entry: &HistoryEntry) -> TxResult<()> {
+        self.0.insert(history_key(iccid, seq), encode(entry))?;
+        Ok(())
+    }
+
+    fn outbox_id(&self) -> TxResult<u64> {
+        Ok(self.0.generate_id()?)
+    }
+
+    fn put_outbox(&self, item: &OutboxItem) -> TxResult<()> {
+        self.0.insert(outbox_key(item.id), encode(item))?;
+        for (k, v) in outbox_index_keys(item) {
+            self.0.insert(k, v)?;
+        }
+        Ok(())
+    }
+
+    fn put_kept(&self, iccid: &str, kept: Option<&bound::KeptPackage>) -> TxResult<()> {
+        let k = bound::kept_key(iccid);
+        match kept {
+            Some(p) => self.0.insert(k, encode(p))?,
+            None => self.0.remove(k)?,
+        };
+        Ok(())
+    }
+
+    fn put_idempotency(&self, key: &[u8; 32], record: &IdemRecord) -> TxResult<()> {
+        self.0.insert(super::key("i/", &[key]), encode(record))?;
+        self.0.insert(
+            super::key("j/", &[&(record.at.max(0) as u64).to_be_bytes(), key]),
+            &[][..],
+        )?;
+        Ok(())
+    }
+}
 
 /// More writes in the transaction of a command, given the record after it.
 pub(super) type Then<'a> = dyn Fn(&TransactionalTree, &ProfileRecord) -> TxResult<()> + 'a;
@@ -34,7 +170,13 @@ fn tx_result<T>(r: std::result::Result<T, TransactionError<TxAbort>>) -> Result<
 
 /// Aborts the transaction with an error for the caller.
 pub(super) fn gsma<T>(e: Error) -> TxResult<T> {
-    abort(TxAbort::Gsma(e))
+    Err(TxFail::Abort(TxAbort::Gsma(e)))
+}
+
+/// Aborts the transaction: the pool candidate it chose was taken, choose
+/// again.
+pub(super) fn retry<T>() -> TxResult<T> {
+    Err(TxFail::Abort(TxAbort::Retry))
 }
 
 /// A stored record, or an aborted transaction if it is corrupt.
@@ -73,7 +215,9 @@ impl Store {
     /// must only write through `tx`), counted for [`Store::sync`] and
     /// watched for a full disk. Not yet durable.
     pub(super) fn transact<T>(&self, f: impl Fn(&TransactionalTree) -> TxResult<T>) -> Result<T> {
-        let r = self.tree()?.transaction(|tx| f(tx));
+        let r = self
+            .tree()?
+            .transaction(|tx| f(tx).map_err(ConflictableTransactionError::from));
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         self.watch(tx_result(r))
     }
