@@ -13,11 +13,10 @@
 //! |---|---|---|
 //! | `g/` | ICCID | [`BalanceRecord`] |
 
-use super::{decode, encode, gsma, key, Store, TxResult, RECORD_VERSION};
+use super::{gsma, key, Records, Store, TxResult, RECORD_VERSION};
 use crate::error::{codes, Error, Result};
 use crate::ids::Iccid;
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 /// The balance `type` ([MP-Account], "Enhanced account management").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,23 +223,15 @@ pub(super) fn balance_key(iccid: &str) -> Vec<u8> {
     key("g/", &[iccid.as_bytes()])
 }
 
-/// Reads a SIM's balance record inside a transaction.
-pub(super) fn load_tx(tx: &TransactionalTree, iccid: &str) -> TxResult<Option<BalanceRecord>> {
-    match tx.get(balance_key(iccid))? {
-        Some(v) => Ok(Some(decode(&v)?)),
-        None => Ok(None),
-    }
-}
-
 /// The SIM's balance record for `operator`, a new one if it has none,
 /// inside a transaction; another operator's SIM is unknown (8.2.1/3.9).
 fn operators_tx(
-    tx: &TransactionalTree,
+    tx: &dyn Records,
     operator: &str,
     iccid: &Iccid,
     now: i64,
 ) -> TxResult<BalanceRecord> {
-    match load_tx(tx, iccid.as_str())? {
+    match tx.balance(iccid.as_str())? {
         Some(r) if r.operator != operator => gsma(super::unknown_iccid(iccid)),
         Some(r) => Ok(r),
         None => Ok(BalanceRecord::new(iccid, operator, now)),
@@ -250,7 +241,7 @@ fn operators_tx(
 /// Credits a bucket inside a transaction, registering the SIM on first
 /// credit. Refuses another operator's SIM.
 pub(super) fn credit_tx(
-    tx: &TransactionalTree,
+    tx: &dyn Records,
     operator: &str,
     iccid: &Iccid,
     credit: &Credit,
@@ -269,21 +260,21 @@ pub(super) fn credit_tx(
         ));
     }
     let id = rec.credit(credit, order, now);
-    tx.insert(balance_key(iccid.as_str()), encode(&rec))?;
+    tx.put_balance(&rec)?;
     Ok((rec, id))
 }
 
 /// Removes the bucket a cancelled order credited, inside a transaction.
 pub(super) fn remove_bucket_tx(
-    tx: &TransactionalTree,
+    tx: &dyn Records,
     iccid: &str,
     bucket: &str,
     now: i64,
 ) -> TxResult<()> {
-    if let Some(mut rec) = load_tx(tx, iccid)? {
+    if let Some(mut rec) = tx.balance(iccid)? {
         rec.buckets.retain(|b| b.id != bucket);
         rec.updated_at = now;
-        tx.insert(balance_key(iccid), encode(&rec))?;
+        tx.put_balance(&rec)?;
     }
     Ok(())
 }
@@ -321,7 +312,7 @@ impl Store {
             let mut rec = operators_tx(tx, operator, iccid, now)?;
             rec.not_supported = not_supported;
             rec.updated_at = now;
-            tx.insert(balance_key(iccid.as_str()), encode(&rec))?;
+            tx.put_balance(&rec)?;
             Ok(rec)
         })
     }
@@ -354,7 +345,7 @@ impl Store {
         self.transact(|tx| {
             let mut rec = operators_tx(tx, operator, iccid, now)?;
             let uncovered_kb = rec.debit(used_kb, location, now);
-            tx.insert(balance_key(iccid.as_str()), encode(&rec))?;
+            tx.put_balance(&rec)?;
             Ok(Debited {
                 record: rec,
                 uncovered_kb,

@@ -45,10 +45,11 @@ impl Store {
                 _ => None,
             };
             let result = self.tree()?.transaction(|tx| {
+                let records = SledRecords(tx);
                 let run = || -> TxResult<Applied> {
-                    let applied = self.apply_tx(&SledRecords(tx), cmd, ctx, candidate.as_ref())?;
+                    let applied = self.apply_tx(&records, cmd, ctx, candidate.as_ref())?;
                     if let (Some(then), None) = (then, &applied.refusal) {
-                        then(tx, &applied.record)?;
+                        then(&records, &applied.record)?;
                     }
                     Ok(applied)
                 };
@@ -738,7 +739,7 @@ impl Store {
                 tx.put_kept(&new.iccid, None)?;
             }
             if let Some(n) = note {
-                let id = tx.outbox_id()?;
+                let id = tx.new_id()?;
                 let item = OutboxItem {
                     v: RECORD_VERSION,
                     id,
@@ -754,7 +755,7 @@ impl Store {
                     next_attempt_ms: now.saturating_mul(1000),
                     last_error: None,
                 };
-                tx.put_outbox(&item)?;
+                tx.put_outbox(None, &item)?;
                 enqueued = true;
             }
         }

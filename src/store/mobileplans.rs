@@ -23,14 +23,10 @@ pub mod status;
 pub use status::{OrderEvent, OrderStatus};
 
 use super::balance::{credit_tx, remove_bucket_tx, Credit};
-use super::{
-    decode, encode, gsma, key, reindex, Command, Ctx, ProfileRecord, Store, TxResult,
-    RECORD_VERSION,
-};
+use super::{gsma, key, Command, Ctx, ProfileRecord, Records, Store, TxResult, RECORD_VERSION};
 use crate::error::{codes, Error, Result};
 use crate::ids::{Eid, Iccid};
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 /// What the purchase is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,10 +193,10 @@ pub struct NewOrder {
     pub hold_until: Option<i64>,
 }
 
-fn order_key(id: u64) -> Vec<u8> {
+pub(super) fn order_key(id: u64) -> Vec<u8> {
     key("u/", &[&id.to_be_bytes()])
 }
-fn txid_key(transaction_id: &str) -> Vec<u8> {
+pub(super) fn txid_key(transaction_id: &str) -> Vec<u8> {
     key("k/", &[transaction_id.as_bytes()])
 }
 
@@ -227,24 +223,9 @@ fn id_of(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
-/// Writes an order and moves its index entries from `old`'s to its own.
-fn write_order(
-    tx: &TransactionalTree,
-    old: Option<&MobilePlansOrder>,
-    new: &MobilePlansOrder,
-) -> TxResult<()> {
-    let old_keys = old.map(order_index_keys).unwrap_or_default();
-    let id = new.id.to_be_bytes();
-    reindex(tx, &old_keys, &order_index_keys(new), |k| {
-        (k.as_slice(), &id[..])
-    })?;
-    tx.insert(order_key(new.id), encode(new))?;
-    Ok(())
-}
-
-fn load_order_tx(tx: &TransactionalTree, id: u64) -> TxResult<MobilePlansOrder> {
-    match tx.get(order_key(id))? {
-        Some(v) => decode(&v),
+fn load_order_tx(tx: &dyn Records, id: u64) -> TxResult<MobilePlansOrder> {
+    match tx.order(id)? {
+        Some(o) => Ok(o),
         None => gsma(Error::internal(format!(
             "Mobile Plans order {id} is missing"
         ))),
@@ -254,13 +235,13 @@ fn load_order_tx(tx: &TransactionalTree, id: u64) -> TxResult<MobilePlansOrder> 
 /// Creates the order record inside a transaction: refuses a transactionId
 /// that already has one, credits the balance if the purchase carries one.
 fn create_order_tx(
-    tx: &TransactionalTree,
+    tx: &dyn Records,
     new: &NewOrder,
     iccid: &Iccid,
     matching_id: Option<String>,
     now: i64,
 ) -> TxResult<MobilePlansOrder> {
-    if tx.get(txid_key(&new.transaction_id))?.is_some() {
+    if tx.order_exists(&new.transaction_id)? {
         return gsma(Error::refused(
             codes::ICCID_IN_USE,
             format!(
@@ -269,7 +250,7 @@ fn create_order_tx(
             ),
         ));
     }
-    let id = tx.generate_id()?;
+    let id = tx.new_id()?;
     let bucket = match &new.credit {
         Some(c) => Some(credit_tx(tx, &new.operator, iccid, c, Some(id), now)?.1),
         None => None,
@@ -296,14 +277,14 @@ fn create_order_tx(
         hold_until: new.hold_until,
         confirmed_at: None,
     };
-    write_order(tx, None, &order)?;
+    tx.put_order(None, &order)?;
     Ok(order)
 }
 
 /// The order as the transaction sees it and its status after `event`, or
 /// the [status] table's refusal.
 fn load_for(
-    tx: &TransactionalTree,
+    tx: &dyn Records,
     id: u64,
     event: OrderEvent,
 ) -> TxResult<(MobilePlansOrder, OrderStatus)> {
@@ -317,7 +298,7 @@ fn load_for(
 /// The order ended by `event` (cancel, withdraw, lapse), its bucket taken
 /// back.
 fn end_order_tx(
-    tx: &TransactionalTree,
+    tx: &dyn Records,
     id: u64,
     event: OrderEvent,
     now: i64,
@@ -336,7 +317,7 @@ fn end_order_tx(
     if let Some(b) = &old.bucket {
         remove_bucket_tx(tx, &old.iccid, b, now)?;
     }
-    write_order(tx, Some(&old), &new)?;
+    tx.put_order(Some(&old), &new)?;
     Ok(new)
 }
 
@@ -465,7 +446,7 @@ impl Store {
     fn mp_tx<T>(
         &self,
         profile: Option<(&Command, &Ctx<'_>)>,
-        f: impl Fn(&TransactionalTree, Option<&ProfileRecord>) -> TxResult<T>,
+        f: impl Fn(&dyn Records, Option<&ProfileRecord>) -> TxResult<T>,
     ) -> Result<T> {
         let Some((cmd, ctx)) = profile else {
             return self.transact(|tx| f(tx, None));
@@ -492,16 +473,11 @@ impl Store {
 
     /// Keeps the profile's order at least until `until` (its time to live
     /// counted from a later start than its own).
-    fn mp_keep_until(
-        &self,
-        tx: &TransactionalTree,
-        rec: &ProfileRecord,
-        until: i64,
-    ) -> TxResult<()> {
+    fn mp_keep_until(&self, tx: &dyn Records, rec: &ProfileRecord, until: i64) -> TxResult<()> {
         if rec.expires_at.is_some_and(|e| e < until) {
             let mut longer = rec.clone();
             longer.expires_at = Some(until);
-            super::Records::put_profile(&super::SledRecords(tx), Some(rec), &longer)?;
+            tx.put_profile(Some(rec), &longer)?;
         }
         Ok(())
     }
@@ -576,7 +552,7 @@ impl Store {
             let mut new = old.clone();
             new.released_at = Some(ctx.now);
             new.updated_at = ctx.now;
-            write_order(tx, Some(&old), &new)
+            tx.put_order(Some(&old), &new)
         })
     }
 
@@ -599,7 +575,7 @@ impl Store {
                 // The scheduled time passed during the hold: released now.
                 new.released_at = Some(now);
             }
-            write_order(tx, Some(&old), &new)?;
+            tx.put_order(Some(&old), &new)?;
             if let Some(rec) = rec {
                 self.mp_keep_until(tx, rec, now.saturating_add(self.mp_ttl()))?;
             }
@@ -618,7 +594,7 @@ impl Store {
             let mut new = old.clone();
             new.release_error = Some(reason.to_owned());
             new.updated_at = now;
-            write_order(tx, Some(&old), &new)
+            tx.put_order(Some(&old), &new)
         })
     }
 }

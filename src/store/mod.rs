@@ -68,7 +68,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tx::{decode, encode, gsma, reindex, retry, Records, SledRecords, Then, TxAbort, TxResult};
+use tx::{encode, gsma, retry, Records, SledRecords, Then, TxAbort, TxResult};
 
 /// Options fixed when the store is opened.
 #[derive(Clone, Debug)]

@@ -87,13 +87,10 @@ impl Store {
     /// Removes a delivered outbox item and its index entries.
     pub fn outbox_delivered(&self, id: u64) -> Result<()> {
         let removed = self.transact(|tx| {
-            let Some(v) = tx.remove(outbox_key(id))? else {
+            let Some(item) = tx.outbox_item(id)? else {
                 return Ok(None);
             };
-            let item: OutboxItem = decode(&v)?;
-            for (k, _) in outbox_index_keys(&item) {
-                tx.remove(k)?;
-            }
+            tx.remove_outbox(&item)?;
             Ok(Some(item.operator))
         })?;
         if let Some(op) = removed {
@@ -111,22 +108,14 @@ impl Store {
         next_attempt_ms: i64,
     ) -> Result<()> {
         self.transact(|tx| {
-            let Some(v) = tx.get(outbox_key(item.id))? else {
+            let Some(old) = tx.outbox_item(item.id)? else {
                 return Ok(());
             };
-            let old: OutboxItem = decode(&v)?;
             let mut it = old.clone();
             it.attempts += 1;
             it.last_error = Some(error.to_owned());
             it.next_attempt_ms = next_attempt_ms;
-            reindex(
-                tx,
-                &outbox_index_keys(&old),
-                &outbox_index_keys(&it),
-                |(k, v)| (k.as_slice(), v.as_slice()),
-            )?;
-            tx.insert(outbox_key(it.id), encode(&it))?;
-            Ok(())
+            tx.put_outbox(Some(&old), &it)
         })
     }
 

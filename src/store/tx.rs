@@ -62,15 +62,35 @@ pub(super) trait Records {
     fn put_profile(&self, old: Option<&ProfileRecord>, new: &ProfileRecord) -> TxResult<()>;
     /// Writes entry `seq` of a profile's history.
     fn put_history(&self, iccid: &str, seq: u64, entry: &HistoryEntry) -> TxResult<()>;
-    /// A fresh id for an outbox item.
-    fn outbox_id(&self) -> TxResult<u64>;
-    /// Queues a notification for its operator.
-    fn put_outbox(&self, item: &OutboxItem) -> TxResult<()>;
+    /// A fresh id for an outbox item or a Mobile Plans order.
+    fn new_id(&self) -> TxResult<u64>;
+    /// An outbox item.
+    fn outbox_item(&self, id: u64) -> TxResult<Option<OutboxItem>>;
+    /// Writes an outbox item (a new one when `old` is `None`); its index
+    /// entries move from those `old` implied.
+    fn put_outbox(&self, old: Option<&OutboxItem>, item: &OutboxItem) -> TxResult<()>;
+    /// Removes an outbox item with its index entries.
+    fn remove_outbox(&self, item: &OutboxItem) -> TxResult<()>;
     /// Keeps the Bound Profile Package delivered for `iccid` (for a retry
     /// in a later session), or erases it (`None`).
     fn put_kept(&self, iccid: &str, kept: Option<&bound::KeptPackage>) -> TxResult<()>;
     /// The answer to an ES2+ call, kept for a re-send of it.
     fn put_idempotency(&self, key: &[u8; 32], record: &IdemRecord) -> TxResult<()>;
+    /// A SIM's balance record.
+    fn balance(&self, iccid: &str) -> TxResult<Option<balance::BalanceRecord>>;
+    /// Writes a SIM's balance record.
+    fn put_balance(&self, record: &balance::BalanceRecord) -> TxResult<()>;
+    /// A Mobile Plans order.
+    fn order(&self, id: u64) -> TxResult<Option<mobileplans::MobilePlansOrder>>;
+    /// Whether a Mobile Plans transactionId has an order.
+    fn order_exists(&self, transaction_id: &str) -> TxResult<bool>;
+    /// Writes a Mobile Plans order; its index entries move from those `old`
+    /// implied.
+    fn put_order(
+        &self,
+        old: Option<&mobileplans::MobilePlansOrder>,
+        new: &mobileplans::MobilePlansOrder,
+    ) -> TxResult<()>;
 }
 
 /// [`Records`] over one sled transaction and the key layout of
@@ -113,14 +133,27 @@ impl Records for SledRecords<'_> {
         Ok(())
     }
 
-    fn outbox_id(&self) -> TxResult<u64> {
+    fn new_id(&self) -> TxResult<u64> {
         Ok(self.0.generate_id()?)
     }
 
-    fn put_outbox(&self, item: &OutboxItem) -> TxResult<()> {
+    fn outbox_item(&self, id: u64) -> TxResult<Option<OutboxItem>> {
+        self.0.get(outbox_key(id))?.map(|v| decode(&v)).transpose()
+    }
+
+    fn put_outbox(&self, old: Option<&OutboxItem>, item: &OutboxItem) -> TxResult<()> {
+        let old_keys = old.map(outbox_index_keys).unwrap_or_default();
+        reindex(self.0, &old_keys, &outbox_index_keys(item), |(k, v)| {
+            (k.as_slice(), v.as_slice())
+        })?;
         self.0.insert(outbox_key(item.id), encode(item))?;
-        for (k, v) in outbox_index_keys(item) {
-            self.0.insert(k, v)?;
+        Ok(())
+    }
+
+    fn remove_outbox(&self, item: &OutboxItem) -> TxResult<()> {
+        self.0.remove(outbox_key(item.id))?;
+        for (k, _) in outbox_index_keys(item) {
+            self.0.remove(k)?;
         }
         Ok(())
     }
@@ -142,10 +175,51 @@ impl Records for SledRecords<'_> {
         )?;
         Ok(())
     }
+
+    fn balance(&self, iccid: &str) -> TxResult<Option<balance::BalanceRecord>> {
+        self.0
+            .get(balance::balance_key(iccid))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn put_balance(&self, record: &balance::BalanceRecord) -> TxResult<()> {
+        self.0
+            .insert(balance::balance_key(&record.iccid), encode(record))?;
+        Ok(())
+    }
+
+    fn order(&self, id: u64) -> TxResult<Option<mobileplans::MobilePlansOrder>> {
+        self.0
+            .get(mobileplans::order_key(id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn order_exists(&self, transaction_id: &str) -> TxResult<bool> {
+        Ok(self.0.get(mobileplans::txid_key(transaction_id))?.is_some())
+    }
+
+    fn put_order(
+        &self,
+        old: Option<&mobileplans::MobilePlansOrder>,
+        new: &mobileplans::MobilePlansOrder,
+    ) -> TxResult<()> {
+        let old_keys = old.map(mobileplans::order_index_keys).unwrap_or_default();
+        let id = new.id.to_be_bytes();
+        reindex(
+            self.0,
+            &old_keys,
+            &mobileplans::order_index_keys(new),
+            |k| (k.as_slice(), &id[..]),
+        )?;
+        self.0.insert(mobileplans::order_key(new.id), encode(new))?;
+        Ok(())
+    }
 }
 
 /// More writes in the transaction of a command, given the record after it.
-pub(super) type Then<'a> = dyn Fn(&TransactionalTree, &ProfileRecord) -> TxResult<()> + 'a;
+pub(super) type Then<'a> = dyn Fn(&dyn Records, &ProfileRecord) -> TxResult<()> + 'a;
 
 /// Why a transaction was aborted.
 #[derive(Debug)]
@@ -194,7 +268,7 @@ pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// (`old`) to those of its new version (`new`): removes the ones that
 /// went, inserts the ones that came, leaves the rest. `entry` gives an
 /// entry's key and value.
-pub(super) fn reindex<'a, E: PartialEq>(
+fn reindex<'a, E: PartialEq>(
     tx: &TransactionalTree,
     old: &'a [E],
     new: &'a [E],
@@ -214,10 +288,10 @@ impl Store {
     /// Runs `f` as one transaction (sled may run it more than once, so it
     /// must only write through `tx`), counted for [`Store::sync`] and
     /// watched for a full disk. Not yet durable.
-    pub(super) fn transact<T>(&self, f: impl Fn(&TransactionalTree) -> TxResult<T>) -> Result<T> {
+    pub(super) fn transact<T>(&self, f: impl Fn(&dyn Records) -> TxResult<T>) -> Result<T> {
         let r = self
             .tree()?
-            .transaction(|tx| f(tx).map_err(ConflictableTransactionError::from));
+            .transaction(|tx| f(&SledRecords(tx)).map_err(ConflictableTransactionError::from));
         self.inner.written.fetch_add(1, Ordering::SeqCst);
         self.watch(tx_result(r))
     }
