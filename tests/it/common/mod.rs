@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod mobileplans;
 pub mod props;
+pub mod store;
 
 use hyper::body::Incoming;
 use serde_json::{json, Value};
