@@ -120,19 +120,6 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-/// Whatever a test sent, the server must not have failed internally (an
-/// internal error would hide behind a GSMA code or a 204).
-impl Drop for Env {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        let log = self.server.log();
-        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-        assert!(errors.is_empty(), "server errors:\n{}", errors.join("\n"));
-    }
-}
-
 /// A fresh server in a tempdir with `extra` top-level config keys, its
 /// notifications pointed at a real HTTPS receiver. The expiry sweep is
 /// slowed down so tests decide when an order expires.
@@ -142,7 +129,7 @@ async fn env(extra: &str) -> Env {
     let config = rx.config(&format!(
         "expiry_sweep_secs = 3600\nseed_demo_profiles = 0\n{extra}"
     ));
-    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let server = Server::start(&dir.path().join("data"), Some(&config)).refusing_errors();
     let op = server.operator();
     let lpa = Lpa::new(
         &format!("localhost:{}", server.es9.port()),
@@ -170,6 +157,15 @@ struct Order {
 }
 
 impl Env {
+    /// The eUICC installs `bpp`, which must hold `o`'s package, and
+    /// reports it: the order ends Installed.
+    async fn install(&self, euicc: &mut SoftEuicc, bpp: &[u8], o: &Order) {
+        let (pir, installed) = euicc.load_bound_profile_package(bpp).expect("load");
+        assert!(installed.expect("installed").upp == o.package);
+        assert_eq!(self.lpa.notify(pir).await.expect("notify"), 204);
+        assert_eq!(self.state(&o.iccid).await, "Installed");
+    }
+
     /// Adds a profile with a random package, orders it (linked to `eid`,
     /// or allocated), and confirms it with release (and `cc`).
     async fn order(&self, series: u32, eid: Option<&str>, cc: Option<&str>) -> Order {
@@ -689,10 +685,7 @@ async fn activation_code_order_is_linked_to_the_eid_at_bpp_time() {
     let n3 = e.notes.expect(&o.iccid, 3, None).await;
     assert_eq!(n3["eid"], EID);
 
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     let n4 = e.notes.expect(&o.iccid, 4, None).await;
     assert_eq!(n4["eid"], EID);
 }
@@ -707,10 +700,7 @@ async fn eid_linked_order_needs_no_matching_id() {
         let mut euicc = nist();
         let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, matching, None).await;
         assert_eq!(e.state(&o.iccid).await, "Downloaded");
-        let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-        assert!(installed.expect("installed").upp == o.package);
-        assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-        assert_eq!(e.state(&o.iccid).await, "Installed");
+        e.install(&mut euicc, &bpp, &o).await;
         e.notes.expect(&o.iccid, 3, None).await;
         e.notes.expect(&o.iccid, 4, None).await;
     }
@@ -764,10 +754,7 @@ async fn confirmation_code_wrong_missing_then_right() {
     // Right code: the download completes.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), Some("12345678")).await;
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
     // A wrong code under the limit is not notified (§3.1.3.2 step 8).
@@ -852,10 +839,7 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
     );
     assert_eq!(retries_metric(&e, "same_key").await, 1);
 
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp2, &o).await;
     // One point 3 (Released -> Downloaded), none for the retry.
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
@@ -867,15 +851,7 @@ async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
     let mut e = env("").await;
     let o = e.order(411, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    let first = get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    let (auth, first) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     // A new otPK.EUICC in the same session: the stored Protected Profile
     // Package is bound again (§5.6.2 allows re-binding), and the eUICC
     // installs the new BPP.
@@ -885,10 +861,7 @@ async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
         .expect("re-bound BPP");
     assert_ne!(first, second, "a new binding, not the old BPP");
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
-    let (pir, installed) = euicc.load_bound_profile_package(&second).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &second, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
 
@@ -907,10 +880,7 @@ async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
     let mut euicc = nist();
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     assert_eq!(e.profile(&o.iccid).await["downloadAttempts"], 2);
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
 }
@@ -920,15 +890,7 @@ async fn an_ended_order_cannot_be_bound_again() {
     let mut e = env("").await;
     let o = e.order(421, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    let (auth, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     e.notes.expect(&o.iccid, 3, None).await;
     let retry = prepare(&mut euicc, &auth, None, true);
     let (pir, _) = euicc.load_bound_profile_package(&bpp).expect("load");
@@ -1148,10 +1110,7 @@ async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
     assert_eq!(s1.smdp_otpk, s2.smdp_otpk, "same otPK.DP");
     assert_ne!(s1.smdp_sign, s2.smdp_sign, "BF23 signed again");
 
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp2, &o).await;
     assert!(!kept(&e, &o.iccid).await, "erased once Installed");
     let p = e.profile(&o.iccid).await;
     assert_eq!(p["downloadAttempts"], 2);
@@ -1670,10 +1629,7 @@ async fn forged_and_replayed_euicc_signatures_are_refused() {
     let bpp = get_bpp(&e.lpa, &auth2.transaction_id, pdr)
         .await
         .expect("genuine PDR");
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
 }

@@ -37,6 +37,8 @@ pub struct Server {
     pub web: SocketAddr,
     /// The GetBalance listener.
     pub balance: SocketAddr,
+    /// See [`Server::refusing_errors`].
+    no_errors: bool,
 }
 
 impl Server {
@@ -145,9 +147,19 @@ impl Server {
                     ops,
                     web,
                     balance,
+                    no_errors: false,
                 };
             }
         }
+    }
+
+    /// This server's log must have no ERROR line when it is dropped:
+    /// whatever a test sent, the server must not have failed internally (an
+    /// internal error would hide behind a GSMA code or a 204). Not checked
+    /// when the test is already failing.
+    pub fn refusing_errors(mut self) -> Server {
+        self.no_errors = true;
+        self
     }
 
     /// The dev PKI of this server's data directory.
@@ -245,6 +257,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if self.no_errors && !std::thread::panicking() {
+            let log = self.log();
+            let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+            assert!(errors.is_empty(), "server errors:\n{}", errors.join("\n"));
+        }
     }
 }
 
