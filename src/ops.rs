@@ -69,6 +69,15 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
             ),
             "readyz",
         ),
+        // Tests only: `serve --test-clock` in a debug build.
+        #[cfg(debug_assertions)]
+        "/test/clock" if crate::time::test_clock::enabled() => {
+            let (status, text) = crate::time::test_clock::request(req.method(), req.uri().query());
+            (
+                http::text_response(status, "text/plain", text),
+                "test_clock",
+            )
+        }
         other => (
             http::text_response(
                 StatusCode::NOT_FOUND,

@@ -67,6 +67,8 @@ impl Server {
     )]
     fn spawn(dir: &Path, config: Option<&str>, pin_address: bool, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
+        // `serve --test-clock`: see [`Server::advance_clock`].
+        cmd.env("SMDPPLUS_TEST_CLOCK", "true");
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -227,14 +229,36 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Moves the server's clock `secs` forward (`serve --test-clock`): the
+    /// workers that wait for a due time (expiry, holds, scheduled releases,
+    /// RSP sessions, the outbox) look again at once. Returns the new offset.
+    pub async fn advance_clock(&self, secs: i64) -> i64 {
+        let (status, body) = self
+            .ops_request("POST", &format!("/test/clock?advance={secs}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body.trim()
+            .strip_prefix("offset=")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("offset in {body}"))
+    }
+
     /// GET on the operations listener: (status, body).
     pub async fn ops_get(&self, path: &str) -> (u16, String) {
+        self.ops_request("GET", path).await
+    }
+
+    /// A request without a body on the operations listener: (status, body).
+    pub async fn ops_request(&self, method: &str, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.ops)
             .await
             .expect("connect ops");
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .expect("write");
