@@ -1454,7 +1454,7 @@ async fn cancel_session_refusals() {
 
 #[tokio::test]
 async fn expired_sessions_are_unknown() {
-    let e = env("session_ttl_secs = 2").await;
+    let e = env("session_ttl_secs = 600").await;
     let o = e.order(601, Some(EID), None).await;
     // Session A waits for AuthenticateClient, session B for the BPP.
     let mut a = nist();
@@ -1467,7 +1467,7 @@ async fn expired_sessions_are_unknown() {
         .await
         .expect("authenticate");
     let pdr = prepare(&mut b, &auth, None, false);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    e.server.advance_clock(601).await;
     let r = authenticate_client(&e.lpa, &init.transaction_id, asr).await;
     assert_eq!(refused(r), "8.10.1/3.9");
     let r = get_bpp(&e.lpa, &auth.transaction_id, pdr).await;
