@@ -551,12 +551,19 @@ async fn download_with_session_keys_only_nist_and_brainpool() {
 // ---------------------------------------------------------------------------
 // 1b. Several orders for one eUICC (§5.6.3): none blocks another.
 
-/// Loads a BPP into the eUICC and sends its installation result.
-async fn install(e: &Env, euicc: &mut SoftEuicc, bpp: &[u8], o: &Order) {
-    let (pir, installed) = euicc.load_bound_profile_package(bpp).expect("load BPP");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+/// Two bindings of one package under one otPK.DP: the 87, 88 and 86
+/// segments are equal byte for byte (only the secure channel's header may
+/// differ). The decoded packages, for more checks.
+fn same_segments(bpp1: &[u8], bpp2: &[u8]) -> (BoundProfilePackage, BoundProfilePackage) {
+    let (a, b) = (
+        BoundProfilePackage::decode(bpp1).expect("bpp1"),
+        BoundProfilePackage::decode(bpp2).expect("bpp2"),
+    );
+    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
+    assert_eq!(a.sequence_of_88, b.sequence_of_88);
+    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
+    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    (a, b)
 }
 
 #[tokio::test]
@@ -567,10 +574,10 @@ async fn an_unbound_order_downloads_beside_an_eid_linked_one() {
     let mut euicc = nist();
     // B's activation code, while A waits for this eUICC.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
     // Then A, by the default SM-DP+ flow (no matchingId).
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, None, None).await;
-    install(&e, &mut euicc, &bpp, &a).await;
+    e.install(&mut euicc, &bpp, &a).await;
 }
 
 #[tokio::test]
@@ -585,7 +592,7 @@ async fn an_interrupted_download_does_not_block_another_activation_code() {
         .await
         .expect("authenticate A");
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
     assert_eq!(e.state(&a.iccid).await, "Released");
 }
 
@@ -601,7 +608,7 @@ async fn two_downloads_back_to_back_without_a_notification_between() {
     assert_eq!(e.state(&a.iccid).await, "Downloaded");
     // B right after.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
     // A's result, sent when the LPA next can.
     assert_eq!(e.lpa.notify(pir_a).await.expect("notify A"), 204);
     assert_eq!(e.state(&a.iccid).await, "Installed");
@@ -637,10 +644,10 @@ async fn strict_order_matching_keeps_the_literal_rule() {
     let r = e.lpa.authenticate(&mut euicc, Some(&b.matching_id)).await;
     assert_eq!(refused(r), "8.2.6/3.8");
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&a.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &a).await;
+    e.install(&mut euicc, &bpp, &a).await;
     // A is installed: B is free to go.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -814,14 +821,7 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
         .await
         .expect("retried BPP");
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
-    let (a, b) = (
-        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
-        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
-    );
-    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
-    assert_eq!(a.sequence_of_88, b.sequence_of_88);
-    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
-    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    let (a, b) = same_segments(&bpp1, &bpp2);
     let (s1, s2) = (
         &a.initialise_secure_channel_request,
         &b.initialise_secure_channel_request,
@@ -1087,14 +1087,7 @@ async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
         .await
         .expect("retried BPP");
 
-    let (a, b) = (
-        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
-        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
-    );
-    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
-    assert_eq!(a.sequence_of_88, b.sequence_of_88);
-    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
-    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    let (a, b) = same_segments(&bpp1, &bpp2);
     let (s1, s2) = (
         &a.initialise_secure_channel_request,
         &b.initialise_secure_channel_request,
@@ -1148,13 +1141,8 @@ async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
     let bpp2 = get_bpp(&e.lpa, &auth.transaction_id, pdr)
         .await
         .expect("retried BPP");
-    let (a, b) = (
-        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
-        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
-    );
-    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
-    assert_eq!(a.sequence_of_86, b.sequence_of_86);
-    install(&e, &mut euicc, &bpp2, &o).await;
+    same_segments(&bpp1, &bpp2);
+    e.install(&mut euicc, &bpp2, &o).await;
     assert_eq!(retries_metric(&e, "same_key").await, 2);
 }
 
@@ -1190,7 +1178,7 @@ async fn an_euicc_without_the_kept_key_gets_a_new_binding_that_installs() {
     );
     assert_ne!(a.first_sequence_of_87, b.first_sequence_of_87);
     assert_ne!(a.second_sequence_of_87, b.second_sequence_of_87);
-    install(&e, &mut euicc, &bpp2, &o).await;
+    e.install(&mut euicc, &bpp2, &o).await;
     assert!(!kept(&e, &o.iccid).await);
     let h = history(&e, &o.iccid).await;
     assert!(
@@ -1286,7 +1274,7 @@ async fn bpp_retry_secs_zero_keeps_nothing_and_binds_anew() {
     let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
         .await
         .expect("re-bound BPP");
-    install(&e, &mut euicc, &bpp, &o).await;
+    e.install(&mut euicc, &bpp, &o).await;
     assert_eq!(retries_metric(&e, "rebind").await, 1);
 }
 

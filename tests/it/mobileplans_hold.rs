@@ -32,21 +32,6 @@ async fn order(op: &common::Operator, txid: &str) -> Value {
     v["decision"].clone()
 }
 
-async fn wait_for_state(op: &common::Operator, iccid: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = op.state(iccid).await;
-        if s == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{iccid} stayed {s}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn counter(server: &Server, name: &str) -> u64 {
     let (_, m) = server.ops_get("/metrics").await;
     m.lines()
@@ -89,7 +74,8 @@ async fn an_unconfirmed_portal_order_returns_its_profile_after_the_hold_even_acr
         "held after the restart"
     );
     server.advance_clock(HOLD_SECS + 1).await;
-    wait_for_state(&op, &iccid, "Available", Duration::from_secs(15)).await;
+    op.wait_for_state(&iccid, "Available", Duration::from_secs(15))
+        .await;
     let history = op.show(&iccid).await["history"].clone();
     let last = history
         .as_array()

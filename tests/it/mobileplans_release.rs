@@ -37,21 +37,6 @@ async fn checkout_delayed(op: &Operator, txid: &str, release_at: i64) -> String 
     v["decision"]["iccid"].as_str().expect("iccid").to_owned()
 }
 
-async fn wait_for_state(op: &Operator, iccid: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = op.state(iccid).await;
-        if s == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{iccid} stayed {s}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn last_event(op: &Operator, iccid: &str) -> Value {
     op.show(iccid).await["history"]
         .as_array()
@@ -83,7 +68,8 @@ async fn the_profile_is_released_at_the_scheduled_time() {
     server.advance_clock(HOUR - 60).await;
     assert_eq!(op.state(&iccid).await, "Confirmed", "not a minute early");
     server.advance_clock(61).await;
-    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    op.wait_for_state(&iccid, "Released", Duration::from_secs(10))
+        .await;
     let e = last_event(&op, &iccid).await;
     assert_eq!(e["event"], "releaseProfile");
     assert_eq!(e["caller"], "smdpplus");
@@ -106,7 +92,8 @@ async fn the_schedule_survives_kill_9_and_a_restart() {
     let op = server.operator();
     assert_eq!(op.state(&iccid).await, "Confirmed");
     server.advance_clock(HOUR + 1).await;
-    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    op.wait_for_state(&iccid, "Released", Duration::from_secs(10))
+        .await;
     assert_eq!(last_event(&op, &iccid).await["caller"], "smdpplus");
     let d = decision(&server, &op, "sched-restart").await;
     assert_eq!(d["callback"]["name"], "inlineProfileDownload");
@@ -158,7 +145,8 @@ async fn withdrawing_the_offer_cancels_the_scheduled_release() {
     let release_at = smdpplus::time::now() + offset + HOUR;
     let iccid = checkout_delayed(&op, "withdraw-late", release_at).await;
     server.advance_clock(HOUR + 1).await;
-    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    op.wait_for_state(&iccid, "Released", Duration::from_secs(10))
+        .await;
     let (s, v) = owner_call(
         &server,
         &op,

@@ -456,6 +456,22 @@ impl Operator {
             .unwrap_or_default()
             .to_owned()
     }
+
+    /// Waits up to `within` for the profile to reach state `want`.
+    pub async fn wait_for_state(&self, iccid: &str, want: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let s = self.state(iccid).await;
+            if s == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{iccid} stayed {s}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 /// `status` of a GSMA response header.
