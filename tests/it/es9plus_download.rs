@@ -131,12 +131,7 @@ async fn env(extra: &str) -> Env {
     ));
     let server = Server::start(&dir.path().join("data"), Some(&config)).refusing_errors();
     let op = server.operator();
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("LPA");
+    let lpa = server.lpa();
     Env {
         server,
         op,

@@ -3,9 +3,7 @@
 //! server binding them at download time: the software eUICC installs the
 //! very package `profiles export --unprotected` writes, every time the same.
 
-use crate::common::{status, Server, EID};
-use serde_json::json;
-use smdpplus::euicc::lpa::Lpa;
+use crate::common::{Server, EID};
 use smdpplus::euicc::SoftEuicc;
 use smdpplus::profile::saip::Profile;
 use std::os::unix::fs::PermissionsExt;
@@ -94,20 +92,8 @@ async fn generated_profiles_download_and_export_identically() {
 
     let server = Server::start(&data, None);
     let op = server.operator();
-    let (_, v) = op
-        .call("downloadOrder", json!({"iccid": iccid, "eid": EID}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success", "{v}");
-    let (_, v) = op
-        .call("confirmOrder", json!({"iccid": iccid, "releaseFlag": true}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("lpa");
+    op.order_released(&iccid, EID).await;
+    let lpa = server.lpa();
     let report = lpa
         .download(
             &mut SoftEuicc::sgp26_nist().expect("euicc"),

@@ -180,6 +180,18 @@ impl Server {
         )
     }
 
+    /// The software LPA, pointed at this server's ES9+ listener and
+    /// trusting the SGP.26 test roots.
+    pub fn lpa(&self) -> smdpplus::euicc::lpa::Lpa {
+        use smdpplus::euicc::lpa::Lpa;
+        Lpa::new(
+            &format!("localhost:{}", self.es9.port()),
+            Lpa::sgp26_roots(),
+            false,
+        )
+        .expect("LPA")
+    }
+
     /// An HTTPS client for the operator-web listener (server-authenticated;
     /// trusts the dev TLS certificate's CI).
     pub fn web_client(&self) -> Client {
@@ -455,6 +467,19 @@ impl Operator {
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// downloadOrder of `iccid` for `eid`, then confirmOrder with release:
+    /// the order is ready to download.
+    pub async fn order_released(&self, iccid: &str, eid: &str) {
+        let (_, v) = self
+            .call("downloadOrder", json!({"iccid": iccid, "eid": eid}))
+            .await;
+        assert_eq!(status(&v), "Executed-Success", "{v}");
+        let (_, v) = self
+            .call("confirmOrder", json!({"iccid": iccid, "releaseFlag": true}))
+            .await;
+        assert_eq!(status(&v), "Executed-Success", "{v}");
     }
 
     /// Waits up to `within` for the profile to reach state `want`.
