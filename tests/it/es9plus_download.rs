@@ -863,15 +863,7 @@ async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
     // A full new session after Downloaded re-binds too.
     let o = e.order(412, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     let mut euicc = nist();
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     assert_eq!(e.profile(&o.iccid).await["downloadAttempts"], 2);
@@ -903,15 +895,7 @@ async fn retry_in_the_same_session_still_verifies_euicc_signature2() {
     let e = env("").await;
     let o = e.order(431, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    let (auth, _) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     // Same otPK, but euiccSignature2 forged.
     let pdr = prepare(&mut euicc, &auth, None, true);
     let PrepareDownloadResponse::Ok(mut ok) = PrepareDownloadResponse::decode(&pdr).expect("pdr")
@@ -1248,15 +1232,7 @@ async fn bpp_retry_secs_zero_keeps_nothing_and_binds_anew() {
     let e = env("[es9]\nbpp_retry_secs = 0").await;
     let o = e.order(467, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     assert!(!kept(&e, &o.iccid).await);
     let auth = e
         .lpa
