@@ -174,12 +174,19 @@ fn an_interrupted_generation_leaves_no_stored_profile_without_its_row() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("generate");
-    // Wait until a few chunks (20,000 rows each) are in the file, then
-    // kill it: chunks are being stored while later rows are written.
+    // Wait until the fifth chunk (20,000 rows each) is being written, then
+    // kill it: chunks are being stored while later rows are written. The
+    // store writer is at most two chunks behind (its queue holds two), so
+    // the first chunk was applied; sled writes it out within half a second,
+    // waited for too so that a loaded machine cannot make this vacuous.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut applied = None;
     loop {
         let rows = std::fs::metadata(&csv).map(|m| m.len() / 80).unwrap_or(0);
-        if rows > 70_000 {
+        if rows > 90_000 && applied.is_none() {
+            applied = Some(std::time::Instant::now());
+        }
+        if applied.is_some_and(|t| t.elapsed() > std::time::Duration::from_millis(1500)) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "generation too slow");
