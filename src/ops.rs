@@ -19,6 +19,9 @@ pub enum Endpoint {
     Healthz,
     /// Readiness: 503 while shutting down or while the store cannot write.
     Readyz,
+    /// Moves the test clock (`serve --test-clock`, debug builds only).
+    #[cfg(debug_assertions)]
+    TestClock,
 }
 
 static ROUTES: &[Route<Endpoint>] = &[
@@ -36,6 +39,12 @@ static ROUTES: &[Route<Endpoint>] = &[
         method: Method::GET,
         path: "/readyz",
         endpoint: Endpoint::Readyz,
+    },
+    #[cfg(debug_assertions)]
+    Route {
+        method: Method::POST,
+        path: "/test/clock",
+        endpoint: Endpoint::TestClock,
     },
 ];
 
@@ -57,6 +66,8 @@ impl Api for Ops {
             Endpoint::Metrics => "metrics",
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
+            #[cfg(debug_assertions)]
+            Endpoint::TestClock => "testClock",
         }
     }
 
@@ -77,6 +88,8 @@ impl Api for Ops {
             }
             Endpoint::Readyz if app.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
             Endpoint::Readyz => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            #[cfg(debug_assertions)]
+            Endpoint::TestClock => return test_clock(call.req.uri().query()),
         })
     }
 }
@@ -107,4 +120,30 @@ fn metrics(app: &App) -> Vec<u8> {
     }
     crate::es2plus::notify::export_metrics(app);
     app.metrics.render()
+}
+
+/// `POST /test/clock?advance=SECONDS` of `serve --test-clock`: moves the
+/// clock forward (0 to 10 years; the store's due times only move
+/// forward). Without the flag there is no such endpoint.
+#[cfg(debug_assertions)]
+fn test_clock(query: Option<&str>) -> Result<Response<Body>, HttpError> {
+    if !crate::time::test_clock::enabled() {
+        return Err(HttpError::not_found(
+            "no operations endpoint \"/test/clock\"",
+        ));
+    }
+    let secs = crate::http::query::Query::parse(query)
+        .get("advance")
+        .and_then(Result::ok)
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|s| (0..=10 * 365 * 86400).contains(s))
+        .ok_or_else(|| {
+            HttpError::bad_parameter("advance", "advance=SECONDS (0 to 10 years) expected")
+        })?;
+    let offset = crate::time::test_clock::advance(secs);
+    Ok(http::text_response(
+        StatusCode::OK,
+        "text/plain",
+        format!("offset={offset}\n"),
+    ))
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 /// not confirmed in time, and prunes idempotency records.
 pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     let mut last_prune = 0i64;
+    let mut advances = crate::time::Advances::new();
     loop {
         let now = crate::time::now();
         match app.store.due_expiries(now) {
@@ -70,6 +71,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(app.config.expiry_sweep) => {}
+            _ = advances.next() => {}
             _ = shutdown.changed() => return,
         }
     }

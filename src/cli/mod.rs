@@ -153,6 +153,11 @@ pub struct ServeArgs {
     /// GetBalance API listen address.
     #[arg(long, env = "SMDPPLUS_GETBALANCE_LISTEN")]
     pub getbalance_listen: Option<SocketAddr>,
+    /// Tests only, in debug builds: the clock can be moved forward with
+    /// `POST /test/clock?advance=SECONDS` on the operations listener.
+    #[cfg(debug_assertions)]
+    #[arg(long, hide = true, env = "SMDPPLUS_TEST_CLOCK")]
+    pub test_clock: bool,
 }
 
 /// How to reach a running server's ES2+ listener.
@@ -583,6 +588,11 @@ async fn load_cmd(action: LoadCmd) -> Result<ExitCode, String> {
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode, String> {
+    #[cfg(debug_assertions)]
+    if a.test_clock {
+        crate::time::test_clock::enable();
+        tracing::info!("test clock: POST /test/clock?advance=SECONDS moves time forward");
+    }
     let file = match &a.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),

@@ -99,6 +99,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     // Operators with a batch in flight, by the id of the task delivering it.
     let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut advances = crate::time::Advances::new();
     loop {
         let now = crate::time::now_ms();
         let mut next_due: Option<i64> = None;
@@ -142,6 +143,7 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 busy.remove(&id);
             }
             _ = app.outbox_wake.notified() => {}
+            _ = advances.next() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {
                 // An attempt cut short is retried after the restart

@@ -120,19 +120,6 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-/// Whatever a test sent, the server must not have failed internally (an
-/// internal error would hide behind a GSMA code or a 204).
-impl Drop for Env {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        let log = self.server.log();
-        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-        assert!(errors.is_empty(), "server errors:\n{}", errors.join("\n"));
-    }
-}
-
 /// A fresh server in a tempdir with `extra` top-level config keys, its
 /// notifications pointed at a real HTTPS receiver. The expiry sweep is
 /// slowed down so tests decide when an order expires.
@@ -142,14 +129,9 @@ async fn env(extra: &str) -> Env {
     let config = rx.config(&format!(
         "expiry_sweep_secs = 3600\nseed_demo_profiles = 0\n{extra}"
     ));
-    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let server = Server::start(&dir.path().join("data"), Some(&config)).refusing_errors();
     let op = server.operator();
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("LPA");
+    let lpa = server.lpa();
     Env {
         server,
         op,
@@ -170,6 +152,15 @@ struct Order {
 }
 
 impl Env {
+    /// The eUICC installs `bpp`, which must hold `o`'s package, and
+    /// reports it: the order ends Installed.
+    async fn install(&self, euicc: &mut SoftEuicc, bpp: &[u8], o: &Order) {
+        let (pir, installed) = euicc.load_bound_profile_package(bpp).expect("load");
+        assert!(installed.expect("installed").upp == o.package);
+        assert_eq!(self.lpa.notify(pir).await.expect("notify"), 204);
+        assert_eq!(self.state(&o.iccid).await, "Installed");
+    }
+
     /// Adds a profile with a random package, orders it (linked to `eid`,
     /// or allocated), and confirms it with release (and `cc`).
     async fn order(&self, series: u32, eid: Option<&str>, cc: Option<&str>) -> Order {
@@ -555,12 +546,19 @@ async fn download_with_session_keys_only_nist_and_brainpool() {
 // ---------------------------------------------------------------------------
 // 1b. Several orders for one eUICC (§5.6.3): none blocks another.
 
-/// Loads a BPP into the eUICC and sends its installation result.
-async fn install(e: &Env, euicc: &mut SoftEuicc, bpp: &[u8], o: &Order) {
-    let (pir, installed) = euicc.load_bound_profile_package(bpp).expect("load BPP");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+/// Two bindings of one package under one otPK.DP: the 87, 88 and 86
+/// segments are equal byte for byte (only the secure channel's header may
+/// differ). The decoded packages, for more checks.
+fn same_segments(bpp1: &[u8], bpp2: &[u8]) -> (BoundProfilePackage, BoundProfilePackage) {
+    let (a, b) = (
+        BoundProfilePackage::decode(bpp1).expect("bpp1"),
+        BoundProfilePackage::decode(bpp2).expect("bpp2"),
+    );
+    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
+    assert_eq!(a.sequence_of_88, b.sequence_of_88);
+    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
+    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    (a, b)
 }
 
 #[tokio::test]
@@ -571,10 +569,10 @@ async fn an_unbound_order_downloads_beside_an_eid_linked_one() {
     let mut euicc = nist();
     // B's activation code, while A waits for this eUICC.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
     // Then A, by the default SM-DP+ flow (no matchingId).
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, None, None).await;
-    install(&e, &mut euicc, &bpp, &a).await;
+    e.install(&mut euicc, &bpp, &a).await;
 }
 
 #[tokio::test]
@@ -589,7 +587,7 @@ async fn an_interrupted_download_does_not_block_another_activation_code() {
         .await
         .expect("authenticate A");
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
     assert_eq!(e.state(&a.iccid).await, "Released");
 }
 
@@ -605,7 +603,7 @@ async fn two_downloads_back_to_back_without_a_notification_between() {
     assert_eq!(e.state(&a.iccid).await, "Downloaded");
     // B right after.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
     // A's result, sent when the LPA next can.
     assert_eq!(e.lpa.notify(pir_a).await.expect("notify A"), 204);
     assert_eq!(e.state(&a.iccid).await, "Installed");
@@ -641,10 +639,10 @@ async fn strict_order_matching_keeps_the_literal_rule() {
     let r = e.lpa.authenticate(&mut euicc, Some(&b.matching_id)).await;
     assert_eq!(refused(r), "8.2.6/3.8");
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&a.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &a).await;
+    e.install(&mut euicc, &bpp, &a).await;
     // A is installed: B is free to go.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&b.matching_id), None).await;
-    install(&e, &mut euicc, &bpp, &b).await;
+    e.install(&mut euicc, &bpp, &b).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -689,10 +687,7 @@ async fn activation_code_order_is_linked_to_the_eid_at_bpp_time() {
     let n3 = e.notes.expect(&o.iccid, 3, None).await;
     assert_eq!(n3["eid"], EID);
 
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     let n4 = e.notes.expect(&o.iccid, 4, None).await;
     assert_eq!(n4["eid"], EID);
 }
@@ -707,10 +702,7 @@ async fn eid_linked_order_needs_no_matching_id() {
         let mut euicc = nist();
         let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, matching, None).await;
         assert_eq!(e.state(&o.iccid).await, "Downloaded");
-        let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-        assert!(installed.expect("installed").upp == o.package);
-        assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-        assert_eq!(e.state(&o.iccid).await, "Installed");
+        e.install(&mut euicc, &bpp, &o).await;
         e.notes.expect(&o.iccid, 3, None).await;
         e.notes.expect(&o.iccid, 4, None).await;
     }
@@ -764,10 +756,7 @@ async fn confirmation_code_wrong_missing_then_right() {
     // Right code: the download completes.
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), Some("12345678")).await;
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
     // A wrong code under the limit is not notified (§3.1.3.2 step 8).
@@ -827,14 +816,7 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
         .await
         .expect("retried BPP");
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
-    let (a, b) = (
-        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
-        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
-    );
-    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
-    assert_eq!(a.sequence_of_88, b.sequence_of_88);
-    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
-    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    let (a, b) = same_segments(&bpp1, &bpp2);
     let (s1, s2) = (
         &a.initialise_secure_channel_request,
         &b.initialise_secure_channel_request,
@@ -852,10 +834,7 @@ async fn retry_with_the_same_otpk_gets_the_same_bpp_re_signed() {
     );
     assert_eq!(retries_metric(&e, "same_key").await, 1);
 
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp2, &o).await;
     // One point 3 (Released -> Downloaded), none for the retry.
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
@@ -867,15 +846,7 @@ async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
     let mut e = env("").await;
     let o = e.order(411, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    let first = get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    let (auth, first) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     // A new otPK.EUICC in the same session: the stored Protected Profile
     // Package is bound again (§5.6.2 allows re-binding), and the eUICC
     // installs the new BPP.
@@ -885,32 +856,18 @@ async fn new_otpk_in_the_same_session_is_rebound_and_a_new_session_works() {
         .expect("re-bound BPP");
     assert_ne!(first, second, "a new binding, not the old BPP");
     assert_eq!(e.state(&o.iccid).await, "Downloaded");
-    let (pir, installed) = euicc.load_bound_profile_package(&second).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &second, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
 
     // A full new session after Downloaded re-binds too.
     let o = e.order(412, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     let mut euicc = nist();
     let (_, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     assert_eq!(e.profile(&o.iccid).await["downloadAttempts"], 2);
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
 }
@@ -920,15 +877,7 @@ async fn an_ended_order_cannot_be_bound_again() {
     let mut e = env("").await;
     let o = e.order(421, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    let (auth, bpp) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     e.notes.expect(&o.iccid, 3, None).await;
     let retry = prepare(&mut euicc, &auth, None, true);
     let (pir, _) = euicc.load_bound_profile_package(&bpp).expect("load");
@@ -946,15 +895,7 @@ async fn retry_in_the_same_session_still_verifies_euicc_signature2() {
     let e = env("").await;
     let o = e.order(431, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    let (auth, _) = fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     // Same otPK, but euiccSignature2 forged.
     let pdr = prepare(&mut euicc, &auth, None, true);
     let PrepareDownloadResponse::Ok(mut ok) = PrepareDownloadResponse::decode(&pdr).expect("pdr")
@@ -1125,14 +1066,7 @@ async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
         .await
         .expect("retried BPP");
 
-    let (a, b) = (
-        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
-        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
-    );
-    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
-    assert_eq!(a.sequence_of_88, b.sequence_of_88);
-    assert_eq!(a.second_sequence_of_87, b.second_sequence_of_87);
-    assert_eq!(a.sequence_of_86, b.sequence_of_86);
+    let (a, b) = same_segments(&bpp1, &bpp2);
     let (s1, s2) = (
         &a.initialise_secure_channel_request,
         &b.initialise_secure_channel_request,
@@ -1148,10 +1082,7 @@ async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
     assert_eq!(s1.smdp_otpk, s2.smdp_otpk, "same otPK.DP");
     assert_ne!(s1.smdp_sign, s2.smdp_sign, "BF23 signed again");
 
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp2).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp2, &o).await;
     assert!(!kept(&e, &o.iccid).await, "erased once Installed");
     let p = e.profile(&o.iccid).await;
     assert_eq!(p["downloadAttempts"], 2);
@@ -1189,13 +1120,8 @@ async fn retry_in_a_new_session_reuses_the_euicc_key_and_the_same_segments() {
     let bpp2 = get_bpp(&e.lpa, &auth.transaction_id, pdr)
         .await
         .expect("retried BPP");
-    let (a, b) = (
-        BoundProfilePackage::decode(&bpp1).expect("bpp1"),
-        BoundProfilePackage::decode(&bpp2).expect("bpp2"),
-    );
-    assert_eq!(a.first_sequence_of_87, b.first_sequence_of_87);
-    assert_eq!(a.sequence_of_86, b.sequence_of_86);
-    install(&e, &mut euicc, &bpp2, &o).await;
+    same_segments(&bpp1, &bpp2);
+    e.install(&mut euicc, &bpp2, &o).await;
     assert_eq!(retries_metric(&e, "same_key").await, 2);
 }
 
@@ -1231,7 +1157,7 @@ async fn an_euicc_without_the_kept_key_gets_a_new_binding_that_installs() {
     );
     assert_ne!(a.first_sequence_of_87, b.first_sequence_of_87);
     assert_ne!(a.second_sequence_of_87, b.second_sequence_of_87);
-    install(&e, &mut euicc, &bpp2, &o).await;
+    e.install(&mut euicc, &bpp2, &o).await;
     assert!(!kept(&e, &o.iccid).await);
     let h = history(&e, &o.iccid).await;
     assert!(
@@ -1306,15 +1232,7 @@ async fn bpp_retry_secs_zero_keeps_nothing_and_binds_anew() {
     let e = env("[es9]\nbpp_retry_secs = 0").await;
     let o = e.order(467, Some(EID), None).await;
     let mut euicc = nist();
-    let auth = e
-        .lpa
-        .authenticate(&mut euicc, Some(&o.matching_id))
-        .await
-        .expect("authenticate");
-    let pdr = prepare(&mut euicc, &auth, None, false);
-    get_bpp(&e.lpa, &auth.transaction_id, pdr)
-        .await
-        .expect("first BPP");
+    fetch_bpp(&e.lpa, &mut euicc, Some(&o.matching_id), None).await;
     assert!(!kept(&e, &o.iccid).await);
     let auth = e
         .lpa
@@ -1327,7 +1245,7 @@ async fn bpp_retry_secs_zero_keeps_nothing_and_binds_anew() {
     let bpp = get_bpp(&e.lpa, &auth.transaction_id, pdr)
         .await
         .expect("re-bound BPP");
-    install(&e, &mut euicc, &bpp, &o).await;
+    e.install(&mut euicc, &bpp, &o).await;
     assert_eq!(retries_metric(&e, "rebind").await, 1);
 }
 
@@ -1495,7 +1413,7 @@ async fn cancel_session_refusals() {
 
 #[tokio::test]
 async fn expired_sessions_are_unknown() {
-    let e = env("session_ttl_secs = 2").await;
+    let e = env("session_ttl_secs = 600").await;
     let o = e.order(601, Some(EID), None).await;
     // Session A waits for AuthenticateClient, session B for the BPP.
     let mut a = nist();
@@ -1508,7 +1426,7 @@ async fn expired_sessions_are_unknown() {
         .await
         .expect("authenticate");
     let pdr = prepare(&mut b, &auth, None, false);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    e.server.advance_clock(601).await;
     let r = authenticate_client(&e.lpa, &init.transaction_id, asr).await;
     assert_eq!(refused(r), "8.10.1/3.9");
     let r = get_bpp(&e.lpa, &auth.transaction_id, pdr).await;
@@ -1670,10 +1588,7 @@ async fn forged_and_replayed_euicc_signatures_are_refused() {
     let bpp = get_bpp(&e.lpa, &auth2.transaction_id, pdr)
         .await
         .expect("genuine PDR");
-    let (pir, installed) = euicc.load_bound_profile_package(&bpp).expect("load");
-    assert!(installed.expect("installed").upp == o.package);
-    assert_eq!(e.lpa.notify(pir).await.expect("notify"), 204);
-    assert_eq!(e.state(&o.iccid).await, "Installed");
+    e.install(&mut euicc, &bpp, &o).await;
     e.notes.expect(&o.iccid, 3, None).await;
     e.notes.expect(&o.iccid, 4, None).await;
 }

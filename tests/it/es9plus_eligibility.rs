@@ -3,10 +3,8 @@
 //! profile type carries reach the eUICC in its metadata, with the type's
 //! notificationConfigurationInfo.
 
-use crate::common::{iccids, status, Server, EID};
-use serde_json::json;
+use crate::common::{iccids, Server, EID};
 use smdpplus::asn1::rsp::StoreMetadataRequest;
-use smdpplus::euicc::lpa::Lpa;
 use smdpplus::euicc::SoftEuicc;
 
 fn config(icon: &std::path::Path) -> String {
@@ -29,23 +27,8 @@ async fn forbidden_policy_rules_make_a_profile_ineligible() {
     let op = server.operator();
     let ids = iccids(31, 1);
     op.add_profiles("locked", &ids).await;
-    let (_, v) = op
-        .call("downloadOrder", json!({"iccid": ids[0], "eid": EID}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let (_, v) = op
-        .call(
-            "confirmOrder",
-            json!({"iccid": ids[0], "releaseFlag": true}),
-        )
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("lpa");
+    op.order_released(&ids[0], EID).await;
+    let lpa = server.lpa();
 
     // An eUICC that forbids ppr2 (deletion not allowed): not eligible.
     let mut strict = SoftEuicc::sgp26_nist().expect("euicc");

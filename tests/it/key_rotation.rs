@@ -2,9 +2,7 @@
 //! master key, online (the running server re-wraps while it serves) and
 //! offline, with the old key retired and every profile still usable.
 
-use crate::common::{iccids, status, Server, EID};
-use serde_json::json;
-use smdpplus::euicc::lpa::Lpa;
+use crate::common::{iccids, Server, EID};
 use smdpplus::euicc::SoftEuicc;
 use std::process::Command;
 
@@ -61,23 +59,8 @@ async fn rotation_online_then_offline_keeps_every_profile_usable() {
     assert!(server.log().contains("master key rotation complete"));
 
     // The profiles still download and decrypt to the same bytes.
-    let (_, v) = op
-        .call("downloadOrder", json!({"iccid": ids[0], "eid": EID}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let (_, v) = op
-        .call(
-            "confirmOrder",
-            json!({"iccid": ids[0], "releaseFlag": true}),
-        )
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("lpa");
+    op.order_released(&ids[0], EID).await;
+    let lpa = server.lpa();
     let report = lpa
         .download(
             &mut SoftEuicc::sgp26_nist().expect("euicc"),

@@ -47,3 +47,4 @@ mod store_es9;
 mod store_mobileplans;
 mod store_outbox;
 mod store_props;
+mod test_clock;

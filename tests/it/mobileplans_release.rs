@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const CONFIG: &str = "expiry_sweep_secs = 1\n";
+/// Releases are scheduled an hour ahead; the tests move the server's clock
+/// past them instead of waiting.
+const HOUR: i64 = 3600;
 
 async fn checkout_delayed(op: &Operator, txid: &str, release_at: i64) -> String {
     let (s, v) = op
@@ -32,21 +35,6 @@ async fn checkout_delayed(op: &Operator, txid: &str, release_at: i64) -> String 
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["decision"]["profileState"], "Confirmed", "{v}");
     v["decision"]["iccid"].as_str().expect("iccid").to_owned()
-}
-
-async fn wait_for_state(op: &Operator, iccid: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = op.state(iccid).await;
-        if s == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{iccid} stayed {s}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn last_event(op: &Operator, iccid: &str) -> Value {
@@ -73,11 +61,15 @@ async fn the_profile_is_released_at_the_scheduled_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), Some(CONFIG));
     let op = server.operator();
-    let iccid = checkout_delayed(&op, "sched-1", smdpplus::time::now() + 2).await;
+    let iccid = checkout_delayed(&op, "sched-1", smdpplus::time::now() + HOUR).await;
     let d = decision(&server, &op, "sched-1").await;
     assert_eq!(d["callback"]["name"], "delayedProfileDownload");
-    assert_eq!(d["callback"]["arguments"][2], 1, "{d}");
-    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    assert_eq!(d["callback"]["arguments"][2], 60, "{d}");
+    server.advance_clock(HOUR - 60).await;
+    assert_eq!(op.state(&iccid).await, "Confirmed", "not a minute early");
+    server.advance_clock(61).await;
+    op.wait_for_state(&iccid, "Released", Duration::from_secs(10))
+        .await;
     let e = last_event(&op, &iccid).await;
     assert_eq!(e["event"], "releaseProfile");
     assert_eq!(e["caller"], "smdpplus");
@@ -92,16 +84,16 @@ async fn the_schedule_survives_kill_9_and_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), Some(CONFIG));
     let op = server.operator();
-    let release_at = smdpplus::time::now() + 4;
-    let iccid = checkout_delayed(&op, "sched-restart", release_at).await;
+    let iccid = checkout_delayed(&op, "sched-restart", smdpplus::time::now() + HOUR).await;
     server.kill9();
-    // The release time passes while nothing runs.
-    while smdpplus::time::now() <= release_at + 1 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The restarted server's clock starts from the wall time again: it
+    // passes the release time with the schedule read back from the store.
     let server = Server::start(dir.path(), Some(CONFIG));
     let op = server.operator();
-    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    assert_eq!(op.state(&iccid).await, "Confirmed");
+    server.advance_clock(HOUR + 1).await;
+    op.wait_for_state(&iccid, "Released", Duration::from_secs(10))
+        .await;
     assert_eq!(last_event(&op, &iccid).await["caller"], "smdpplus");
     let d = decision(&server, &op, "sched-restart").await;
     assert_eq!(d["callback"]["name"], "inlineProfileDownload");
@@ -112,8 +104,7 @@ async fn withdrawing_the_offer_cancels_the_scheduled_release() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), Some(CONFIG));
     let op = server.operator();
-    let release_at = smdpplus::time::now() + 3;
-    let iccid = checkout_delayed(&op, "withdraw-1", release_at).await;
+    let iccid = checkout_delayed(&op, "withdraw-1", smdpplus::time::now() + HOUR).await;
     let (s, d) = owner_call(
         &server,
         &op,
@@ -130,9 +121,9 @@ async fn withdrawing_the_offer_cancels_the_scheduled_release() {
     );
     assert_eq!(op.state(&iccid).await, "Available");
     // The release time passes: nothing is released.
-    while smdpplus::time::now() <= release_at + 2 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // (The sweeper, woken by the advance, has had its turn.)
+    let offset = server.advance_clock(HOUR + 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(op.state(&iccid).await, "Available");
     let history = op.show(&iccid).await["history"].clone();
     assert!(!history.to_string().contains("releaseProfile"), "{history}");
@@ -151,8 +142,11 @@ async fn withdrawing_the_offer_cancels_the_scheduled_release() {
     );
 
     // After the release it is too late: the app has shown its toast.
-    let iccid = checkout_delayed(&op, "withdraw-late", smdpplus::time::now() + 1).await;
-    wait_for_state(&op, &iccid, "Released", Duration::from_secs(10)).await;
+    let release_at = smdpplus::time::now() + offset + HOUR;
+    let iccid = checkout_delayed(&op, "withdraw-late", release_at).await;
+    server.advance_clock(HOUR + 1).await;
+    op.wait_for_state(&iccid, "Released", Duration::from_secs(10))
+        .await;
     let (s, v) = owner_call(
         &server,
         &op,
@@ -170,8 +164,7 @@ async fn a_release_that_can_no_longer_be_done_leaves_the_schedule() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path(), Some(CONFIG));
     let op = server.operator();
-    let release_at = smdpplus::time::now() + 2;
-    let iccid = checkout_delayed(&op, "gone-1", release_at).await;
+    let iccid = checkout_delayed(&op, "gone-1", smdpplus::time::now() + HOUR).await;
     let matching = op.show(&iccid).await["profile"]["matchingId"].clone();
     let (_, v) = op
         .call(
@@ -180,6 +173,7 @@ async fn a_release_that_can_no_longer_be_done_leaves_the_schedule() {
         )
         .await;
     assert_eq!(common::status(&v), "Executed-Success", "{v}");
+    server.advance_clock(HOUR + 1).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !server.log().contains("scheduled release refused") {
         assert!(Instant::now() < deadline, "{}", server.log());

@@ -87,17 +87,7 @@ async fn expired_order_goes_to_error_and_is_notified() {
     let op = server.operator();
     let ids = iccids(7, 1);
     op.add_profiles("bronze", &ids).await;
-    let (_, v) = op
-        .call("downloadOrder", json!({"iccid": ids[0], "eid": EID}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let (_, v) = op
-        .call(
-            "confirmOrder",
-            json!({"iccid": ids[0], "releaseFlag": true}),
-        )
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
+    op.order_released(&ids[0], EID).await;
     // The default expiry is a week away; the operator moves it into the past.
     let shown = op.show(&ids[0]).await;
     let default_expiry =

@@ -2,9 +2,7 @@
 //! the software eUICC decrypts from a real download, and nothing without
 //! the explicit flag.
 
-use crate::common::{iccids, status, Server, EID};
-use serde_json::json;
-use smdpplus::euicc::lpa::Lpa;
+use crate::common::{iccids, Server, EID};
 use smdpplus::euicc::SoftEuicc;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -19,20 +17,8 @@ async fn export_matches_what_the_euicc_installs() {
     let package: Vec<u8> = (0..2500u32).map(|i| (i * 7 + 3) as u8).collect();
     op.add_profile_with_package("export-test", &iccid, &package)
         .await;
-    let (_, v) = op
-        .call("downloadOrder", json!({"iccid": iccid, "eid": EID}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let (_, v) = op
-        .call("confirmOrder", json!({"iccid": iccid, "releaseFlag": true}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("lpa");
+    op.order_released(&iccid, EID).await;
+    let lpa = server.lpa();
     let mut euicc = SoftEuicc::sgp26_nist().expect("euicc");
     let report = lpa
         .download(&mut euicc, None, None, &mut |_| {})

@@ -3,9 +3,7 @@
 //! server binding them at download time: the software eUICC installs the
 //! very package `profiles export --unprotected` writes, every time the same.
 
-use crate::common::{status, Server, EID};
-use serde_json::json;
-use smdpplus::euicc::lpa::Lpa;
+use crate::common::{Server, EID};
 use smdpplus::euicc::SoftEuicc;
 use smdpplus::profile::saip::Profile;
 use std::os::unix::fs::PermissionsExt;
@@ -94,20 +92,8 @@ async fn generated_profiles_download_and_export_identically() {
 
     let server = Server::start(&data, None);
     let op = server.operator();
-    let (_, v) = op
-        .call("downloadOrder", json!({"iccid": iccid, "eid": EID}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success", "{v}");
-    let (_, v) = op
-        .call("confirmOrder", json!({"iccid": iccid, "releaseFlag": true}))
-        .await;
-    assert_eq!(status(&v), "Executed-Success");
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("lpa");
+    op.order_released(&iccid, EID).await;
+    let lpa = server.lpa();
     let report = lpa
         .download(
             &mut SoftEuicc::sgp26_nist().expect("euicc"),
@@ -188,15 +174,19 @@ fn an_interrupted_generation_leaves_no_stored_profile_without_its_row() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("generate");
-    // Wait until eight chunks (20,000 rows each) are in the file, then
+    // Wait until the fifth chunk (20,000 rows each) is being written, then
     // kill it: chunks are being stored while later rows are written. The
-    // file runs up to three chunks ahead of the store, and the store
-    // flushes on its own clock, so fewer rows can leave nothing stored on
-    // a loaded machine.
+    // store writer is at most two chunks behind (its queue holds two), so
+    // the first chunk was applied; sled writes it out within half a second,
+    // waited for too so that a loaded machine cannot make this vacuous.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut applied = None;
     loop {
         let rows = std::fs::metadata(&csv).map(|m| m.len() / 80).unwrap_or(0);
-        if rows > 160_000 {
+        if rows > 90_000 && applied.is_none() {
+            applied = Some(std::time::Instant::now());
+        }
+        if applied.is_some_and(|t| t.elapsed() > std::time::Duration::from_millis(1500)) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "generation too slow");

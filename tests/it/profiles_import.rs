@@ -2,9 +2,7 @@
 //! finished packages; every bad row reported with its line or file and
 //! nothing imported from a bad batch; good batches land and download.
 
-use crate::common::{status, Server, EID};
-use serde_json::json;
-use smdpplus::euicc::lpa::Lpa;
+use crate::common::{Server, EID};
 use smdpplus::euicc::SoftEuicc;
 use smdpplus::ids::Iccid;
 use smdpplus::profile::generate::generate;
@@ -173,27 +171,12 @@ async fn csv_and_der_imports() {
         let shown = op.show(&g.params.iccid.to_string()).await;
         assert_eq!(shown["profile"]["profileType"], "bronze", "{shown}");
     }
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("lpa");
+    let lpa = server.lpa();
     for (target, expect) in [
         (iccid(2), None),
         (der_iccid.clone(), Some(generated[1].upp.to_vec())),
     ] {
-        let (_, v) = op
-            .call("downloadOrder", json!({"iccid": target, "eid": EID}))
-            .await;
-        assert_eq!(status(&v), "Executed-Success", "{v}");
-        let (_, v) = op
-            .call(
-                "confirmOrder",
-                json!({"iccid": target, "releaseFlag": true}),
-            )
-            .await;
-        assert_eq!(status(&v), "Executed-Success");
+        op.order_released(&target, EID).await;
         let report = lpa
             .download(
                 &mut SoftEuicc::sgp26_nist().expect("euicc"),

@@ -7,7 +7,6 @@
 use crate::common::{status, Server, EID};
 use hyper::Method;
 use serde_json::{json, Value};
-use smdpplus::euicc::lpa::Lpa;
 use smdpplus::euicc::SoftEuicc;
 use std::collections::BTreeSet;
 
@@ -62,12 +61,7 @@ async fn a_download_and_its_order_can_be_followed_in_the_log() {
     assert_eq!(status(&v), "Executed-Success", "{v}");
 
     // ES9+: a whole download with the software eUICC.
-    let lpa = Lpa::new(
-        &format!("localhost:{}", server.es9.port()),
-        Lpa::sgp26_roots(),
-        false,
-    )
-    .expect("LPA");
+    let lpa = server.lpa();
     let mut euicc = SoftEuicc::sgp26_nist().expect("eUICC");
     let report = lpa
         .download(&mut euicc, None, None, &mut |_| {})

@@ -11,16 +11,17 @@
 //!
 //! The tests at the end pin store bugs found by these tests and since fixed.
 
+use crate::common::store::{ctx, eid, iccid, open, Fixture, T0, TTL};
 use sha2::{Digest, Sha256};
 use smdpplus::error::{codes, Error, Result, StatusCode};
 use smdpplus::es2plus::confirmation_code_hashes;
-use smdpplus::ids::{Eid, Iccid};
+use smdpplus::ids::Iccid;
 use smdpplus::store::bound::{KeptPackage, KEPT_VERSION};
 use smdpplus::store::lifecycle::{Event, State};
 use smdpplus::store::{
-    index_keys, Applied, Command, Ctx, HistoryEntry, ListFilter, NewProfile, OutboxItem,
-    PointStatus, ProfileRecord, RetryKind, Store, StoreOptions, POINT_BPP_DOWNLOAD,
-    POINT_BPP_INSTALLATION, POINT_CONFIRMATION_FAILURE, POINT_DEVICE_DELETED, POINT_ELIGIBILITY,
+    index_keys, Applied, Command, HistoryEntry, ListFilter, OutboxItem, PointStatus, ProfileRecord,
+    RetryKind, Store, POINT_BPP_DOWNLOAD, POINT_BPP_INSTALLATION, POINT_CONFIRMATION_FAILURE,
+    POINT_DEVICE_DELETED, POINT_ELIGIBILITY,
 };
 use std::collections::BTreeMap;
 
@@ -28,8 +29,6 @@ const OP: &str = "OP-ONE";
 const TYPE: &str = "TYPE-A";
 const E1: &str = "89049032123451234512345678901235";
 const E2: &str = "89049032123451234512345678901243";
-const T0: i64 = 1_700_000_000;
-const TTL: i64 = 7 * 24 * 3600;
 const TID: &[u8] = &[0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
 /// endUserRejection(0) -> '8.8.5 Download Order - 3.8 Refused' (§5.3.5 table 32b).
 const END_USER_REJECTION: StatusCode = StatusCode {
@@ -42,41 +41,9 @@ const LOAD_BPP_ERROR: StatusCode = StatusCode {
     reason: "4.2",
 };
 
-fn iccid(i: usize) -> Iccid {
-    Iccid::with_check_digit(&format!("894400000000{i:06}")).expect("18 digits")
-}
-
-fn eid(s: &str) -> Eid {
-    Eid::parse(s).expect("32 digits")
-}
-
 /// A store in a fresh directory with `n` Available profiles of OP/TYPE.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-}
-
 fn fixture(n: usize) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
-    let items: Vec<NewProfile> = (0..n)
-        .map(|i| NewProfile {
-            iccid: iccid(i),
-            profile_type: TYPE.into(),
-            operator: OP.into(),
-            package: vec![0x30, 0x03, 0x02, 0x01, i as u8],
-        })
-        .collect();
-    store.add_profiles(&items, "admin", T0).expect("inventory");
-    Fixture { _dir: dir, store }
-}
-
-fn ctx(caller: &str, now: i64) -> Ctx<'_> {
-    Ctx {
-        caller,
-        now,
-        idem: None,
-    }
+    Fixture::with_profiles(n, OP, TYPE)
 }
 
 fn es9(store: &Store, cmd: Command, now: i64) -> Result<Applied> {
@@ -700,12 +667,9 @@ fn confirmation_code_wrong_is_counted() {
     assert_eq!(err.code, codes::CC_REFUSED);
     assert_eq!(rec(s, &id).cc_attempts, 2);
     // Survives a reopen.
-    let dir = f._dir.path().to_owned();
-    let Fixture { _dir, store } = f;
-    drop(store);
-    let s = reopen(&dir);
-    assert_eq!(rec(&s, &id).cc_attempts, 2);
-    assert_consistent(&s);
+    let f = f.reopen();
+    assert_eq!(rec(&f.store, &id).cc_attempts, 2);
+    assert_consistent(&f.store);
 }
 
 #[test]
@@ -1127,19 +1091,6 @@ fn device_notification_before_installation_is_refused() {
     assert_consistent(s);
 }
 
-fn reopen(dir: &std::path::Path) -> Store {
-    // sled releases its lock from a background thread after Drop: retry.
-    let mut last = None;
-    for _ in 0..20 {
-        match Store::open(dir, StoreOptions::default()) {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("reopen store: {last:?}");
-}
-
 // ---------------------------------------------------------------------------
 // Known store bugs, reproduced; run with `cargo test --test it store_es9:: -- --ignored`.
 
@@ -1338,7 +1289,7 @@ fn a_lowered_cap_is_caught_up_by_the_next_creations() {
 fn sessions_expire_by_phase_and_counts_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let s = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let s = open(dir.path());
         create(&s, 1, T0 + 120, 100);
         create(&s, 2, T0 + 120, 100);
         create(&s, 3, T0 + 121, 100);
@@ -1351,7 +1302,7 @@ fn sessions_expire_by_phase_and_counts_survive_a_reopen() {
         assert_eq!(s.session_counts(), counts(1, 1));
         s.flush_blocking().expect("flush");
     }
-    let s = reopen(dir.path());
+    let s = open(dir.path());
     assert_eq!(s.session_counts(), counts(1, 1), "rebuilt at open");
     assert_eq!(s.sweep_sessions(T0 + 500).expect("sweep"), 1);
     assert_eq!(s.session_counts(), counts(0, 1));

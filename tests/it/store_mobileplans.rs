@@ -5,49 +5,31 @@
 //! taken back, and after every step the raw index entries are exactly the
 //! ones the records imply.
 
-use smdpplus::ids::{Eid, Iccid};
+use crate::common::store::{self, iccid, Fixture, T0};
+use smdpplus::ids::Eid;
 use smdpplus::store::balance::{BalanceType, Credit};
 use smdpplus::store::lifecycle::State;
 use smdpplus::store::mobileplans::{
     order_index_keys, Choice, NewOrder, OrderEvent, OrderKind, OrderStatus, PurchaseMetadata,
     Registration,
 };
-use smdpplus::store::{Command, Ctx, FinalStatus, NewProfile, Store, StoreOptions};
+use smdpplus::store::{Command, Ctx, FinalStatus, Store};
 use std::collections::BTreeSet;
 
 const OP: &str = "OP-ONE";
 const E1: &str = "89049032123451234512345678901235";
-const T0: i64 = 1_700_000_000;
-
-fn iccid(i: usize) -> Iccid {
-    Iccid::with_check_digit(&format!("894400000000{i:06}")).expect("18 digits")
-}
 
 fn eid() -> Eid {
-    Eid::parse(E1).expect("eid")
+    store::eid(E1)
 }
 
 fn ctx(now: i64) -> Ctx<'static> {
-    Ctx {
-        caller: "test",
-        now,
-        idem: None,
-    }
+    store::ctx("test", now)
 }
 
-fn fixture(n: usize) -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
-    let items: Vec<NewProfile> = (0..n)
-        .map(|i| NewProfile {
-            iccid: iccid(i),
-            profile_type: "T".into(),
-            operator: OP.into(),
-            package: vec![0x04, 0x01, i as u8],
-        })
-        .collect();
-    store.add_profiles(&items, "admin", T0).expect("inventory");
-    (dir, store)
+/// A store in a fresh directory with `n` Available profiles of OP.
+fn fixture(n: usize) -> Fixture {
+    Fixture::with_profiles(n, OP, "T")
 }
 
 fn new_order(txid: &str, release_at: Option<i64>) -> NewOrder {
@@ -129,7 +111,7 @@ fn check_indexes(store: &Store) {
 
 #[test]
 fn the_order_is_written_with_its_confirm_order_or_not_at_all() {
-    let (_d, store) = fixture(2);
+    let Fixture { dir: _d, store } = fixture(2);
     link(&store, 0);
     let o = store
         .mp_confirm_profile_order(&confirm(0, true), &ctx(T0), &new_order("T1", None))
@@ -176,7 +158,7 @@ fn the_order_is_written_with_its_confirm_order_or_not_at_all() {
 
 #[test]
 fn the_release_schedule_and_its_outcomes() {
-    let (_d, store) = fixture(3);
+    let Fixture { dir: _d, store } = fixture(3);
     let at = T0 + 600;
     for i in 0..3 {
         link(&store, i);
@@ -269,7 +251,7 @@ fn the_release_schedule_and_its_outcomes() {
 
 #[test]
 fn balance_orders_credit_in_the_same_transaction() {
-    let (_d, store) = fixture(0);
+    let Fixture { dir: _d, store } = fixture(0);
     let line = iccid(900);
     let mut new = new_order("B1", None);
     new.kind = OrderKind::Balance;
@@ -303,7 +285,7 @@ fn balance_orders_credit_in_the_same_transaction() {
 
 #[test]
 fn portal_holds_are_indexed_until_confirmed_or_lapsed() {
-    let (_d, store) = fixture(3);
+    let Fixture { dir: _d, store } = fixture(3);
     let hold = T0 + 1800;
     for i in 0..3 {
         link(&store, i);

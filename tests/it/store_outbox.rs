@@ -4,35 +4,19 @@
 //! the per-operator depth and oldest item, and the one-time build of the
 //! index for a store written before it existed.
 
+use crate::common::store::{open, pool_iccid as iccid, profiles, T0};
 use smdpplus::ids::{Eid, Iccid};
-use smdpplus::store::{
-    outbox_index_keys, Command, Ctx, FinalStatus, NewProfile, OutboxItem, Store, StoreOptions,
-};
+use smdpplus::store::{outbox_index_keys, Command, Ctx, FinalStatus, OutboxItem, Store};
 use std::collections::BTreeSet;
 
-const T0: i64 = 1_700_000_000;
 const EID: &str = "89049032123451234512345678901235";
-
-fn iccid(op: usize, i: usize) -> Iccid {
-    Iccid::with_check_digit(&format!("8944000000{op:02}{i:06}")).expect("18 digits")
-}
-
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, StoreOptions::default()).expect("open store")
-}
 
 /// `n` profiles of each operator in `ops`.
 fn inventory(store: &Store, ops: &[&str], n: usize) {
     for (o, op) in ops.iter().enumerate() {
-        let items: Vec<NewProfile> = (0..n)
-            .map(|i| NewProfile {
-                iccid: iccid(o, i),
-                profile_type: "T".into(),
-                operator: (*op).into(),
-                package: vec![0x30, 0x00],
-            })
-            .collect();
-        store.add_profiles(&items, "admin", T0).expect("inventory");
+        store
+            .add_profiles(&profiles(o, 0..n, op, "T"), "admin", T0)
+            .expect("inventory");
     }
 }
 

@@ -35,6 +35,7 @@
 //! test also requires the random sequences to reach the deep states
 //! ([`MUST_COVER`]).
 
+use crate::common::store::{iccid, open as open_store, T0, TTL};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use sha2::{Digest, Sha256};
@@ -44,9 +45,8 @@ use smdpplus::ids::{Eid, Iccid};
 use smdpplus::store::lifecycle::{self, Event, State};
 use smdpplus::store::{
     index_keys, Applied, Command, Ctx, FinalStatus, HistoryEntry, ListFilter, NewProfile,
-    OutboxItem, PointStatus, ProfileRecord, Store, StoreOptions, POINT_BPP_DOWNLOAD,
-    POINT_BPP_INSTALLATION, POINT_CONFIRMATION_FAILURE, POINT_DEVICE_DELETED, POINT_ELIGIBILITY,
-    POINT_ORDER_CANCELLED,
+    OutboxItem, PointStatus, ProfileRecord, Store, POINT_BPP_DOWNLOAD, POINT_BPP_INSTALLATION,
+    POINT_CONFIRMATION_FAILURE, POINT_DEVICE_DELETED, POINT_ELIGIBILITY, POINT_ORDER_CANCELLED,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -68,8 +68,6 @@ const EIDS: [&str; 3] = [
 /// Operator-supplied MatchingIDs, few enough to collide; "" is the empty
 /// MatchingID (§5.3.2), which needs an EID.
 const MATCHING_IDS: [&str; 3] = ["MATCH-00001", "MATCH-00002", ""];
-const T0: i64 = 1_700_000_000;
-const TTL: i64 = 7 * 24 * 3600;
 /// Confirmation codes given at confirmOrder: "12345678" is also valid hex,
 /// so two hashes are stored for it (ASCII and hex-decoded).
 const CC_CODES: [&str; 2] = ["12345678", "PIN-CODE"];
@@ -115,14 +113,11 @@ const CANCEL_CODES: [(&str, StatusCode); 5] = [
     ),
 ];
 
-/// Profile `i` of the inventory; `i == INVENTORY` is a well-formed ICCID
-/// that is not in the inventory.
-fn iccid(i: usize) -> Iccid {
-    Iccid::with_check_digit(&format!("894400000000{i:06}")).expect("18 digits")
-}
+// Profile `i` of the inventory is `iccid(i)`; `iccid(INVENTORY)` is a
+// well-formed ICCID that is not in the inventory.
 
 fn eid(i: usize) -> Eid {
-    Eid::parse(EIDS[i]).expect("32 digits")
+    crate::common::store::eid(EIDS[i])
 }
 
 fn pool_of(i: usize) -> (&'static str, &'static str) {
@@ -142,26 +137,6 @@ fn inventory() -> Vec<NewProfile> {
             }
         })
         .collect()
-}
-
-fn open_store(dir: &std::path::Path) -> Store {
-    Store::open(dir, StoreOptions::default()).expect("open store")
-}
-
-/// Reopens a store that was just dropped. sled 0.34 releases its file lock
-/// from a background flusher thread, possibly after `Drop` returned
-/// (spacejam/sled#1234, #1289), so an immediate reopen can fail with
-/// `WouldBlock` under load: retry for up to a second.
-fn reopen_store(dir: &std::path::Path) -> Store {
-    let mut last = None;
-    for _ in 0..20 {
-        match Store::open(dir, StoreOptions::default()) {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("reopen store: {last:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -2426,7 +2401,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     }
     // Reopening rebuilds the in-memory counts from the records.
     drop(store);
-    let store = reopen_store(dir.path());
+    let store = open_store(dir.path());
     let reopened = snapshot(&store);
     prop_assert!(reopened == before, "reopened store differs");
     check_store(&store, &reopened, now)?;

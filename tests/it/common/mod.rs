@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod mobileplans;
 pub mod props;
+pub mod store;
 
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -36,6 +37,8 @@ pub struct Server {
     pub web: SocketAddr,
     /// The GetBalance listener.
     pub balance: SocketAddr,
+    /// See [`Server::refusing_errors`].
+    no_errors: bool,
 }
 
 impl Server {
@@ -64,6 +67,8 @@ impl Server {
     )]
     fn spawn(dir: &Path, config: Option<&str>, pin_address: bool, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
+        // `serve --test-clock`: see [`Server::advance_clock`].
+        cmd.env("SMDPPLUS_TEST_CLOCK", "true");
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -144,9 +149,19 @@ impl Server {
                     ops,
                     web,
                     balance,
+                    no_errors: false,
                 };
             }
         }
+    }
+
+    /// This server's log must have no ERROR line when it is dropped:
+    /// whatever a test sent, the server must not have failed internally (an
+    /// internal error would hide behind a GSMA code or a 204). Not checked
+    /// when the test is already failing.
+    pub fn refusing_errors(mut self) -> Server {
+        self.no_errors = true;
+        self
     }
 
     /// The dev PKI of this server's data directory.
@@ -163,6 +178,18 @@ impl Server {
             &p.operator_client_key,
             &p.ci_cert,
         )
+    }
+
+    /// The software LPA, pointed at this server's ES9+ listener and
+    /// trusting the SGP.26 test roots.
+    pub fn lpa(&self) -> smdpplus::euicc::lpa::Lpa {
+        use smdpplus::euicc::lpa::Lpa;
+        Lpa::new(
+            &format!("localhost:{}", self.es9.port()),
+            Lpa::sgp26_roots(),
+            false,
+        )
+        .expect("LPA")
     }
 
     /// An HTTPS client for the operator-web listener (server-authenticated;
@@ -214,14 +241,36 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Moves the server's clock `secs` forward (`serve --test-clock`): the
+    /// workers that wait for a due time (expiry, holds, scheduled releases,
+    /// RSP sessions, the outbox) look again at once. Returns the new offset.
+    pub async fn advance_clock(&self, secs: i64) -> i64 {
+        let (status, body) = self
+            .ops_request("POST", &format!("/test/clock?advance={secs}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body.trim()
+            .strip_prefix("offset=")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("offset in {body}"))
+    }
+
     /// GET on the operations listener: (status, body).
     pub async fn ops_get(&self, path: &str) -> (u16, String) {
+        self.ops_request("GET", path).await
+    }
+
+    /// A request without a body on the operations listener: (status, body).
+    pub async fn ops_request(&self, method: &str, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.ops)
             .await
             .expect("connect ops");
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .expect("write");
@@ -244,6 +293,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        if self.no_errors && !std::thread::panicking() {
+            let log = self.log();
+            let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+            assert!(errors.is_empty(), "server errors:\n{}", errors.join("\n"));
+        }
     }
 }
 
@@ -413,6 +467,35 @@ impl Operator {
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// downloadOrder of `iccid` for `eid`, then confirmOrder with release:
+    /// the order is ready to download.
+    pub async fn order_released(&self, iccid: &str, eid: &str) {
+        let (_, v) = self
+            .call("downloadOrder", json!({"iccid": iccid, "eid": eid}))
+            .await;
+        assert_eq!(status(&v), "Executed-Success", "{v}");
+        let (_, v) = self
+            .call("confirmOrder", json!({"iccid": iccid, "releaseFlag": true}))
+            .await;
+        assert_eq!(status(&v), "Executed-Success", "{v}");
+    }
+
+    /// Waits up to `within` for the profile to reach state `want`.
+    pub async fn wait_for_state(&self, iccid: &str, want: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let s = self.state(iccid).await;
+            if s == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{iccid} stayed {s}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
