@@ -411,7 +411,8 @@ pub struct GetBalanceConfig {
     pub rate_limit_burst: u32,
     /// How long an X-MS-DM-TransactionId is remembered for 409 (seconds).
     pub transaction_id_window_secs: u64,
-    /// How many X-MS-DM-TransactionIds are remembered at most.
+    /// How many X-MS-DM-TransactionIds are kept at most (in the store; the
+    /// oldest beyond it are pruned hourly).
     pub transaction_id_window_max: usize,
 }
 

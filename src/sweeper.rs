@@ -63,6 +63,18 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "idempotency prune failed"),
             }
+            let g = &app.config.getbalance;
+            let window = i64::try_from(g.transaction_id_window_secs).unwrap_or(i64::MAX);
+            match app
+                .store
+                .prune_uses(now.saturating_sub(window), g.transaction_id_window_max)
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(pruned = n, "GetBalance transaction ids forgotten")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "GetBalance transaction id prune failed"),
+            }
             match app.store.sweep_kept_packages(now) {
                 Ok(n) if n > 0 => tracing::info!(removed = n, "expired retry packages removed"),
                 Ok(_) => {}

@@ -18,7 +18,6 @@
 //! service and the operator need to reach it.
 
 pub mod auth;
-pub mod limits;
 
 use crate::app::App;
 use crate::config::{Config, GetBalanceAuth};
@@ -33,7 +32,6 @@ use auth::{Authenticator, Denied};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
-use limits::TransactionWindow;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -44,7 +42,9 @@ pub const TRANSACTION_HEADER: &str = "x-ms-dm-transactionid";
 pub struct Service {
     auth: Authenticator,
     limiter: RateLimiter,
-    seen: TransactionWindow,
+    /// How long an `X-MS-DM-TransactionId` is remembered (409 for a
+    /// repeat; the uses are kept in the store).
+    window: Duration,
     basic_challenge: bool,
 }
 
@@ -55,10 +55,7 @@ impl Service {
         Ok(Service {
             auth: Authenticator::from_config(c)?,
             limiter: RateLimiter::new(g.rate_limit_per_sec, g.rate_limit_burst),
-            seen: TransactionWindow::new(
-                Duration::from_secs(g.transaction_id_window_secs),
-                g.transaction_id_window_max,
-            ),
+            window: Duration::from_secs(g.transaction_id_window_secs),
             basic_challenge: g.auth == GetBalanceAuth::Basic,
         })
     }
@@ -342,7 +339,12 @@ fn get_balance(
             ))
         }
     };
-    if !svc.seen.first_time(&txid) {
+    let window = i64::try_from(svc.window.as_secs()).unwrap_or(i64::MAX);
+    let first = app
+        .store
+        .first_use(&format!("getbalance:{txid}"), crate::time::now(), window)
+        .map_err(store_failed)?;
+    if !first {
         return Err(HttpError::new(
             StatusCode::CONFLICT,
             format!(

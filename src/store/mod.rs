@@ -47,6 +47,7 @@ pub mod mobileplans;
 mod outbox;
 mod queries;
 pub mod record;
+mod seen;
 pub mod session;
 mod tx;
 

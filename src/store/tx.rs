@@ -80,6 +80,10 @@ pub(super) trait Records {
     fn balance(&self, iccid: &str) -> TxResult<Option<balance::BalanceRecord>>;
     /// Writes a SIM's balance record.
     fn put_balance(&self, record: &balance::BalanceRecord) -> TxResult<()>;
+    /// When `id` was last recorded as used ([`Store::first_use`]).
+    fn use_of(&self, id: &str) -> TxResult<Option<i64>>;
+    /// Records a use of `id` at `at`, replacing the one at `old`.
+    fn put_use(&self, id: &str, old: Option<i64>, at: i64) -> TxResult<()>;
     /// A Mobile Plans order.
     fn order(&self, id: u64) -> TxResult<Option<mobileplans::MobilePlansOrder>>;
     /// Whether a Mobile Plans transactionId has an order.
@@ -186,6 +190,24 @@ impl Records for SledRecords<'_> {
     fn put_balance(&self, record: &balance::BalanceRecord) -> TxResult<()> {
         self.0
             .insert(balance::balance_key(&record.iccid), encode(record))?;
+        Ok(())
+    }
+
+    fn use_of(&self, id: &str) -> TxResult<Option<i64>> {
+        Ok(self
+            .0
+            .get(seen::use_key(id))?
+            .as_deref()
+            .and_then(seen::use_at))
+    }
+
+    fn put_use(&self, id: &str, old: Option<i64>, at: i64) -> TxResult<()> {
+        if let Some(t) = old {
+            self.0.remove(seen::use_age_key(t, id))?;
+        }
+        self.0
+            .insert(seen::use_key(id), &(at.max(0) as u64).to_be_bytes()[..])?;
+        self.0.insert(seen::use_age_key(at, id), &[][..])?;
         Ok(())
     }
 

@@ -47,4 +47,5 @@ mod store_es9;
 mod store_mobileplans;
 mod store_outbox;
 mod store_props;
+mod store_seen;
 mod test_clock;

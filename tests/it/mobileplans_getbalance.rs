@@ -432,6 +432,14 @@ async fn a_repeated_transaction_id_is_a_409() {
     assert_eq!(s, 409, "{v}");
     let (s, _, _) = ms.get(sim, "").await;
     assert_eq!(s, 200);
+
+    // The window is in the store: a restart does not forget it.
+    let mut server = server;
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), None);
+    let ms = Caller::new(&server, Some(&microsoft(&server)));
+    let (s, v, _) = ms.get_with(sim, "", &h).await;
+    assert_eq!(s, 409, "after a restart: {v}");
 }
 
 #[tokio::test]
