@@ -8,7 +8,8 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use std::sync::atomic::Ordering;
 
-/// `GET /metrics`, `/healthz`, `/readyz` (503 while shutting down or while
+/// `GET /metrics`, `/healthz`, `/openapi.json` (the API description),
+/// `/readyz` (503 while shutting down or while
 /// the store cannot write).
 pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
     let (response, function) = match req.uri().path() {
@@ -45,6 +46,10 @@ pub async fn handle(app: App, req: Request<Incoming>) -> Outcome {
                 "metrics",
             )
         }
+        "/openapi.json" => (
+            http::text_response(StatusCode::OK, "application/json", http::routes::OPENAPI),
+            "openapi",
+        ),
         "/healthz" => (
             http::text_response(StatusCode::OK, "text/plain", "ok\n"),
             "healthz",

@@ -34,6 +34,14 @@ pub enum Function {
 }
 
 impl Function {
+    /// Every ES2+ function the SM-DP+ provides, in the order of table 57.
+    pub const ALL: [Function; 4] = [
+        Function::DownloadOrder,
+        Function::ConfirmOrder,
+        Function::CancelOrder,
+        Function::ReleaseProfile,
+    ];
+
     /// The path segment after `/gsma/rsp2/es2plus/`.
     pub fn name(self) -> &'static str {
         match self {
@@ -46,14 +54,7 @@ impl Function {
 
     /// Looks a function up by its path segment.
     pub fn from_name(s: &str) -> Option<Function> {
-        [
-            Function::DownloadOrder,
-            Function::ConfirmOrder,
-            Function::CancelOrder,
-            Function::ReleaseProfile,
-        ]
-        .into_iter()
-        .find(|f| f.name() == s)
+        Function::ALL.into_iter().find(|f| f.name() == s)
     }
 
     /// The full path.

@@ -37,7 +37,8 @@ pub enum Function {
 }
 
 impl Function {
-    const ALL: [Function; 5] = [
+    /// Every ES9+ function, in the order of table 57.
+    pub const ALL: [Function; 5] = [
         Function::InitiateAuthentication,
         Function::AuthenticateClient,
         Function::GetBoundProfilePackage,

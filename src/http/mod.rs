@@ -9,6 +9,7 @@ pub mod client;
 pub mod fields;
 pub mod listener;
 pub mod query;
+pub mod routes;
 pub mod tls;
 pub mod trace;
 
