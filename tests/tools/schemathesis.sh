@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Property-based tests of every HTTP API against its OpenAPI description:
+# starts the real server (target/debug/smdpplus, built if missing) on
+# ephemeral loopback ports with a fresh data directory, fetches the
+# document from GET /openapi.json on the operations listener, and runs
+# schemathesis against each listener with its own credentials. A 5xx, a
+# response the document does not describe, or a request that hangs fails
+# the run. The server is always stopped. Usage: tests/tools/schemathesis.sh
+# [max examples per operation, default 25].
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+examples=${1:-25}
+bin=${SMDPPLUS_BIN:-target/debug/smdpplus}
+if ! command -v st >/dev/null 2>&1; then
+  echo "schemathesis.sh: schemathesis (st) is missing: pip install schemathesis==4.32.5" >&2
+  exit 2
+fi
+if [ ! -x "$bin" ]; then
+  cargo build -q --bin smdpplus
+fi
+
+work=$(mktemp -d)
+pid=
+stop() {
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap stop EXIT
+
+# GetBalance with basic auth, so that one run can reach both GetBalance
+# (basic credentials) and usage reports (the operator's certificate).
+password=schemathesis-$$
+hash=$(printf %s "$password" | sha256sum | cut -d' ' -f1)
+cat >"$work/config.toml" <<TOML
+seed_demo_profiles = 10
+
+[getbalance]
+auth = "basic"
+basic_user = "schemathesis"
+basic_password_sha256 = "$hash"
+TOML
+
+"$bin" serve --data-dir "$work/data" --config "$work/config.toml" \
+  --smdp-address localhost \
+  --es9-listen 127.0.0.1:0 --es2-listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
+  --operator-web-listen 127.0.0.1:0 --getbalance-listen 127.0.0.1:0 \
+  >"$work/stdout" 2>"$work/server.log" &
+pid=$!
+
+ready=
+for _ in $(seq 1 600); do
+  ready=$(grep -m1 '^ready ' "$work/stdout" || true)
+  [ -n "$ready" ] && break
+  if ! kill -0 "$pid" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then
+  echo "schemathesis.sh: the server did not report ready" >&2
+  cat "$work/server.log" >&2
+  exit 1
+fi
+addr() { tr ' ' '\n' <<<"$ready" | sed -n "s/^$1=//p"; }
+es9=$(addr es9) es2=$(addr es2) ops=$(addr ops) web=$(addr web) balance=$(addr balance)
+port() { echo "${1##*:}"; }
+
+pki="$work/data/pki"
+schema="$work/openapi.json"
+python3 -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1], timeout=10).read())' \
+  "http://$ops/openapi.json" "$schema"
+
+# Only what the server itself must never do: answer 5xx, or answer
+# something the document does not describe. Each request has 10 s; each
+# listener's run is cut at 120 s.
+common=(--checks not_a_server_error,response_schema_conformance
+  --max-examples "$examples" --request-timeout 10 --workers 2 --seed 1
+  --phases coverage,fuzzing --no-color)
+failed=()
+run() {
+  local name=$1
+  shift
+  echo "== schemathesis: $name"
+  local start=$SECONDS
+  if ! timeout 120 st run "$schema" "${common[@]}" "$@"; then
+    failed+=("$name")
+  fi
+  echo "== $name: $((SECONDS - start)) s"
+}
+
+operator=(--request-cert "$pki/operator-client.crt" --request-cert-key "$pki/operator-client.key")
+run "ES9+" --url "https://localhost:$(port "$es9")" --include-tag 'ES9+' --tls-verify "$pki/ci.crt"
+run "ES2+ and admin" --url "https://localhost:$(port "$es2")" --include-tag 'ES2+' --include-tag Admin \
+  --tls-verify "$pki/ci.crt" "${operator[@]}"
+run "Mobile Plans and portal" --url "https://localhost:$(port "$web")" --include-tag 'Mobile Plans' \
+  --include-tag Portal --tls-verify "$pki/ci.crt"
+run "GetBalance" --url "https://localhost:$(port "$balance")" --include-tag GetBalance \
+  --tls-verify "$pki/ci.crt" --auth "schemathesis:$password" "${operator[@]}"
+run "operations" --url "http://$ops" --include-tag Operations
+
+if grep -q ' ERROR ' "$work/server.log"; then
+  echo "== server errors:" >&2
+  grep ' ERROR ' "$work/server.log" | head -20 >&2
+  failed+=("server log")
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "schemathesis.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "schemathesis.sh: every API passed"
