@@ -6,11 +6,11 @@
 # schemathesis against each listener with its own credentials. A 5xx, a
 # response the document does not describe, or a request that hangs fails
 # the run. The server is always stopped. Usage: tests/tools/schemathesis.sh
-# [max examples per operation, default 25].
+# [max examples per operation, default 100].
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-examples=${1:-25}
+examples=${1:-100}
 bin=${SMDPPLUS_BIN:-target/debug/smdpplus}
 if ! command -v st >/dev/null 2>&1; then
   echo "schemathesis.sh: schemathesis (st) is missing: pip install schemathesis==4.32.5" >&2
@@ -26,6 +26,9 @@ stop() {
   if [ -n "$pid" ]; then
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+  fi
+  if [ -n "${SMDPPLUS_ST_LOG:-}" ] && [ -f "$work/server.log" ]; then
+    cp "$work/server.log" "$SMDPPLUS_ST_LOG"
   fi
   rm -rf "$work"
 }
@@ -72,11 +75,32 @@ schema="$work/openapi.json"
 python3 -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1], timeout=10).read())' \
   "http://$ops/openapi.json" "$schema"
 
+# A Mobile Plans order (and its capability) for the decision API runs; see
+# schemathesis_hooks.py.
+order=$(python3 - "$(port "$es2")" "$pki" <<'PY'
+import json, ssl, sys, urllib.request
+port, pki = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=f"{pki}/ci.crt")
+ctx.load_cert_chain(f"{pki}/operator-client.crt", f"{pki}/operator-client.key")
+body = {"transactionId": "schemathesis-1", "kind": "profile", "profileType": "demo",
+        "eid": "89049032123451234512345678901235", "planName": "schemathesis",
+        "releaseAt": "2099-01-01T00:00:00Z"}
+req = urllib.request.Request(f"https://localhost:{port}/smdpplus/admin/v1/mobileplans/orders",
+                             data=json.dumps(body).encode(), method="POST",
+                             headers={"content-type": "application/json"})
+answer = json.load(urllib.request.urlopen(req, context=ctx, timeout=10))
+print(answer["decision"]["transactionId"], answer["capability"])
+PY
+)
+export SCHEMATHESIS_HOOKS=tests/tools/schemathesis_hooks.py
+export SMDPPLUS_ST_REQUESTER=dev-operator
+export SMDPPLUS_ST_ORDER=${order% *} SMDPPLUS_ST_CAPABILITY=${order#* }
+
 # Only what the server itself must never do: answer 5xx, or answer
 # something the document does not describe. Each request has 10 s; each
 # listener's run is cut at 120 s.
 common=(--checks not_a_server_error,response_schema_conformance
-  --max-examples "$examples" --request-timeout 10 --workers 2 --seed 1
+  --max-examples "$examples" --request-timeout 10 --workers 1 --seed 1
   --phases coverage,fuzzing --no-color)
 failed=()
 run() {
@@ -106,6 +130,9 @@ if grep -q ' ERROR ' "$work/server.log"; then
   failed+=("server log")
 fi
 if [ ${#failed[@]} -gt 0 ]; then
+  echo "== server log (connection events, warnings, errors):" >&2
+  grep -E ' (WARN|ERROR) |TLS handshake|connection refused|not received in time' "$work/server.log" |
+    grep -v 'Mobile Plans request refused' | tail -40 >&2 || true
   echo "schemathesis.sh: failed: ${failed[*]}" >&2
   exit 1
 fi
