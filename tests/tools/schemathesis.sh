@@ -124,6 +124,10 @@ run "GetBalance" --url "https://localhost:$(port "$balance")" --include-tag GetB
   --tls-verify "$pki/ci.crt" --auth "schemathesis:$password" "${operator[@]}"
 run "operations" --url "http://$ops" --include-tag Operations
 
+# What the listeners saw of the connections (a failure's first clue).
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+  "http://$ops/metrics" | grep -E '^smdpplus_(open_connections|connections_refused_total|tls_handshake_failures_total|deadline_exceeded_total|request_headers_too_large_total)' |
+  grep -v ' 0$' || true
 if grep -q ' ERROR ' "$work/server.log"; then
   echo "== server errors:" >&2
   grep ' ERROR ' "$work/server.log" | head -20 >&2
