@@ -1083,3 +1083,69 @@ async fn authenticate(
     assert_eq!((s, status(&v)), (200, "Executed-Success"), "{v}");
     serde_json::from_value(v).expect("authenticateClient")
 }
+
+/// Found by schemathesis: a refused GSMA call (a wrong Content-Type, no
+/// X-Admin-Protocol) was answered before its body was read, and the server
+/// then closed the keep-alive connection without saying so: the client's
+/// next call on it failed with a TLS EOF. The body is now read first, and a
+/// body too large to read is answered with `Connection: close`.
+#[tokio::test]
+async fn a_refused_call_leaves_the_keep_alive_connection_usable() {
+    use http_body_util::{BodyExt, Full};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Some("seed_demo_profiles = 0\n"));
+    let cfg = tls::client(&[server.pki().ci_cert.as_path()], None, false).expect("client config");
+    let tcp = tokio::net::TcpStream::connect(server.es9)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("HTTP/1.1");
+    tokio::spawn(conn);
+    let path = "/gsma/rsp2/es9plus/cancelSession";
+    let big =
+        json!({"transactionId": "00", "cancelSessionResponse": "A".repeat(60_000)}).to_string();
+    let too_big = "A".repeat(70_000);
+    for (ctype, protocol, body, closes) in [
+        ("text/plain", "gsma/rsp/v2.2.0", big.as_str(), false),
+        ("application/json", "", big.as_str(), false),
+        ("application/json", "gsma/rsp/v2.2.0", "{}", false),
+        (
+            "application/json",
+            "gsma/rsp/v2.2.0",
+            too_big.as_str(),
+            true,
+        ),
+    ] {
+        let mut req = hyper::Request::post(path)
+            .header("host", "localhost")
+            .header("content-type", ctype);
+        if !protocol.is_empty() {
+            req = req.header("x-admin-protocol", protocol);
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(body.to_owned())))
+            .expect("request");
+        sender
+            .ready()
+            .await
+            .expect("the connection is still usable");
+        let r = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{ctype} {protocol:?} {} bytes: {e}", body.len()));
+        assert_eq!(r.status(), 200);
+        let close = r.headers().get("connection").is_some_and(|v| v == "close");
+        assert_eq!(close, closes, "{ctype} {protocol:?} {} bytes", body.len());
+        let v: Value =
+            serde_json::from_slice(&r.into_body().collect().await.expect("body").to_bytes())
+                .expect("JSON");
+        assert_eq!(status(&v), "Failed", "{v}");
+    }
+}

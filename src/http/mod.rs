@@ -555,20 +555,30 @@ pub async fn gsma_request<F: Copy>(
     limit: usize,
 ) -> Result<GsmaRequest<F>, Outcome> {
     let path = req.uri().path().to_owned();
-    let Some(function) = path.strip_prefix(prefix).and_then(lookup) else {
+    let function = path.strip_prefix(prefix).and_then(lookup);
+    let method_ok = req.method() == hyper::Method::POST;
+    let headers = check_gsma_headers(req.headers());
+    // The body is read (within the size limit and the request deadline)
+    // before any refusal is answered: a refusal that left it unread would
+    // make the server close a keep-alive connection the client, told
+    // nothing, goes on using for its next call.
+    let body = read_body(req.into_body(), limit).await;
+    let keep_alive = body.is_ok();
+    let refused = |outcome: Outcome| Err(closing_unless(keep_alive, outcome));
+    let Some(function) = function else {
         let e = Error::invalid(
             codes::FUNCTION_UNSUPPORTED,
             format!("no {interface} function at {}", crate::error::quote(&path)),
         );
-        return Err(gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e));
+        return refused(gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e));
     };
     let fname = name(function);
-    if req.method() != hyper::Method::POST {
+    if !method_ok {
         let e = Error::invalid(
             codes::FUNCTION_UNSUPPORTED,
             "GSMA functions are called with POST",
         );
-        return Err(gsma_failed(
+        return refused(gsma_failed(
             interface,
             fname,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -576,8 +586,8 @@ pub async fn gsma_request<F: Copy>(
         ));
     }
     let checked = async {
-        check_gsma_headers(req.headers())?;
-        let body = read_body(req.into_body(), limit).await?;
+        headers?;
+        let body = body?;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| Error::invalid(codes::FORMAT_INVALID, format!("malformed JSON: {e}")))?;
         match value {
@@ -594,7 +604,20 @@ pub async fn gsma_request<F: Copy>(
     };
     checked
         .await
-        .map_err(|e| gsma_failed(interface, fname, StatusCode::OK, e))
+        .map_err(|e| closing_unless(keep_alive, gsma_failed(interface, fname, StatusCode::OK, e)))
+}
+
+/// Marks a response `Connection: close` unless the connection stays usable
+/// (a request body that could not be read whole leaves it unusable, and the
+/// client must not send its next request on it).
+fn closing_unless(keep_alive: bool, mut outcome: Outcome) -> Outcome {
+    if !keep_alive {
+        outcome.response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    outcome
 }
 
 /// A `Failed` function execution (HTTP 200 unless routing failed), logged:
