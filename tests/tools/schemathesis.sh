@@ -97,8 +97,10 @@ export SMDPPLUS_ST_REQUESTER=dev-operator
 export SMDPPLUS_ST_ORDER=${order% *} SMDPPLUS_ST_CAPABILITY=${order#* }
 
 # Only what the server itself must never do: answer 5xx, or answer
-# something the document does not describe. Each request has 10 s; each
-# listener's run is cut at 120 s.
+# something the document does not describe. Each request has 10 s (a
+# slower answer is a failure schemathesis reports); each listener's run is
+# cut at 120 s, a backstop (at 200 examples and more schemathesis 4.32.5
+# has been seen to stop generating GetBalance cases, the server idle).
 common=(--checks not_a_server_error,response_schema_conformance
   --max-examples "$examples" --request-timeout 10 --workers 1 --seed 1
   --phases coverage,fuzzing --generation-database none --no-color)
@@ -109,7 +111,12 @@ run() {
   echo "== schemathesis: $name"
   local start=$SECONDS
   # From the scratch directory: schemathesis leaves a .schemathesis/ cache.
-  if ! (cd "$work" && timeout 120 st run "$schema" "${common[@]}" "$@"); then
+  local rc=0
+  (cd "$work" && timeout 120 st run "$schema" "${common[@]}" "$@") || rc=$?
+  if [ "$rc" -eq 124 ]; then
+    echo "== $name: cut at 120 s" >&2
+  fi
+  if [ "$rc" -ne 0 ]; then
     failed+=("$name")
   fi
   echo "== $name: $((SECONDS - start)) s"
@@ -137,7 +144,7 @@ fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "== server log (connection events, warnings, errors):" >&2
   grep -E ' (WARN|ERROR) |TLS handshake|connection refused|not received in time' "$work/server.log" |
-    grep -v 'Mobile Plans request refused' | tail -40 >&2 || true
+    grep -Ev 'Mobile Plans request refused|package exported|check digit|Luhn digit' | tail -40 >&2 || true
   echo "schemathesis.sh: failed: ${failed[*]}" >&2
   exit 1
 fi
