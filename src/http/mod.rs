@@ -564,13 +564,13 @@ pub async fn gsma_request<F: Copy>(
     // nothing, goes on using for its next call.
     let body = read_body(req.into_body(), limit).await;
     let keep_alive = body.is_ok();
-    let refused = |outcome: Outcome| Err(closing_unless(keep_alive, outcome));
     let Some(function) = function else {
         let e = Error::invalid(
             codes::FUNCTION_UNSUPPORTED,
             format!("no {interface} function at {}", crate::error::quote(&path)),
         );
-        return refused(gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e));
+        let refusal = gsma_failed(interface, "unknown", StatusCode::NOT_FOUND, e);
+        return Err(closing_unless(keep_alive, refusal));
     };
     let fname = name(function);
     if !method_ok {
@@ -578,12 +578,8 @@ pub async fn gsma_request<F: Copy>(
             codes::FUNCTION_UNSUPPORTED,
             "GSMA functions are called with POST",
         );
-        return refused(gsma_failed(
-            interface,
-            fname,
-            StatusCode::METHOD_NOT_ALLOWED,
-            e,
-        ));
+        let refusal = gsma_failed(interface, fname, StatusCode::METHOD_NOT_ALLOWED, e);
+        return Err(closing_unless(keep_alive, refusal));
     }
     let checked = async {
         headers?;
