@@ -1,4 +1,5 @@
-//! The operations listener: Prometheus metrics, liveness and readiness.
+//! The operations listener: Prometheus metrics, liveness and readiness,
+//! and the API description.
 //! Plain HTTP with no authentication, so it serves read-only counters and
 //! health only; bind it to loopback or a private network.
 
@@ -10,6 +11,13 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::atomic::Ordering;
 
+/// The OpenAPI 3.1 description of every HTTP API (ES2+ and ES9+ per the
+/// SGP.22 §6.5 JSON binding, the admin API, Mobile Plans, the portal,
+/// GetBalance and operations), with ES2+.HandleDownloadProgressInfo
+/// (SGP.22 §5.3.5) as a webhook. Kept by hand; the drift test checks it
+/// against the routing tables and real answers.
+pub const OPENAPI: &str = include_str!("http/openapi.json");
+
 /// The operations endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -19,6 +27,8 @@ pub enum Endpoint {
     Healthz,
     /// Readiness: 503 while shutting down or while the store cannot write.
     Readyz,
+    /// The OpenAPI 3.1 description of every API the server offers.
+    OpenApi,
     /// Moves the test clock (`serve --test-clock`, debug builds only).
     #[cfg(debug_assertions)]
     TestClock,
@@ -39,6 +49,11 @@ static ROUTES: &[Route<Endpoint>] = &[
         method: Method::GET,
         path: "/readyz",
         endpoint: Endpoint::Readyz,
+    },
+    Route {
+        method: Method::GET,
+        path: "/openapi.json",
+        endpoint: Endpoint::OpenApi,
     },
     #[cfg(debug_assertions)]
     Route {
@@ -66,6 +81,7 @@ impl Api for Ops {
             Endpoint::Metrics => "metrics",
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
+            Endpoint::OpenApi => "openapi",
             #[cfg(debug_assertions)]
             Endpoint::TestClock => "testClock",
         }
@@ -88,6 +104,7 @@ impl Api for Ops {
             }
             Endpoint::Readyz if app.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
             Endpoint::Readyz => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            Endpoint::OpenApi => http::text_response(StatusCode::OK, "application/json", OPENAPI),
             #[cfg(debug_assertions)]
             Endpoint::TestClock => return test_clock(call.req.uri().query()),
         })

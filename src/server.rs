@@ -16,6 +16,22 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+/// Every route the listeners serve: the routing tables of their APIs, for
+/// the API description (`GET /openapi.json`) and its drift test.
+pub fn routes() -> Vec<http::api::RouteInfo> {
+    use crate::http::api::routes_of;
+    [
+        routes_of::<crate::es9plus::Es9plus>(),
+        routes_of::<crate::es2plus::Es2plus>(),
+        routes_of::<crate::admin::Admin>(),
+        routes_of::<crate::ops::Ops>(),
+        routes_of::<crate::mobileplans::web::MobilePlans>(),
+        routes_of::<crate::mobileplans::portal::Portal>(),
+        routes_of::<crate::getbalance::GetBalance>(),
+    ]
+    .concat()
+}
+
 /// Seeds `n` placeholder profiles of type [`DEMO_PROFILE_TYPE`] for `operator`
 /// when the store holds no profile at all.
 fn seed_demo(

@@ -138,6 +138,7 @@ impl Es9plus {
             http: StatusCode::OK,
             error: e,
             logged: true,
+            close: false,
         }
     }
 

@@ -203,6 +203,7 @@ pub struct Served {
 /// Routes and serves one request of `api`.
 pub async fn call<A: Api>(api: &A, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Served {
     let routed = route(A::routes(), req.method(), req.uri().path(), A::name);
+    let mut close = false;
     let (endpoint, result) = match routed {
         Ok((endpoint, params)) => {
             let call = Call {
@@ -213,8 +214,36 @@ pub async fn call<A: Api>(api: &A, req: Request<Incoming>, conn: Arc<ConnInfo>) 
             };
             (A::name(endpoint), api.handle(call).await)
         }
-        Err(miss) => (miss.endpoint(), Err(api.unrouted(&miss, &req))),
+        Err(miss) => {
+            let refusal = api.unrouted(&miss, &req);
+            // The body is read before the refusal is answered, so that the
+            // keep-alive connection stays usable; one too large to read
+            // closes it.
+            close = super::read_body(req.into_body(), UNROUTED_BODY_MAX)
+                .await
+                .is_err();
+            (miss.endpoint(), Err(refusal))
+        }
     };
+    let mut served = served(A::NAME, endpoint, result);
+    if close {
+        served.response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    served
+}
+
+/// The most of a request body read for a request no route names.
+const UNROUTED_BODY_MAX: usize = 64 * 1024;
+
+/// The response and labels of a handled call; refusals are logged here.
+fn served<E: ApiError>(
+    api: &'static str,
+    endpoint: &'static str,
+    result: Result<Response<Body>, E>,
+) -> Served {
     match result {
         Ok(response) => {
             let status = response.status();
@@ -227,7 +256,7 @@ pub async fn call<A: Api>(api: &A, req: Request<Incoming>, conn: Arc<ConnInfo>) 
             };
             Served {
                 response,
-                api: A::NAME,
+                api,
                 endpoint,
                 outcome,
                 code,
@@ -237,7 +266,7 @@ pub async fn call<A: Api>(api: &A, req: Request<Incoming>, conn: Arc<ConnInfo>) 
             let (outcome, code) = (e.outcome(), e.code());
             if outcome == Outcome::Error {
                 tracing::error!(
-                    api = A::NAME,
+                    api,
                     endpoint,
                     %code,
                     error = e.detail(),
@@ -245,7 +274,7 @@ pub async fn call<A: Api>(api: &A, req: Request<Incoming>, conn: Arc<ConnInfo>) 
                 );
             } else if !e.logged() {
                 tracing::info!(
-                    api = A::NAME,
+                    api,
                     endpoint,
                     %code,
                     reason = e.detail(),
@@ -254,7 +283,7 @@ pub async fn call<A: Api>(api: &A, req: Request<Incoming>, conn: Arc<ConnInfo>) 
             }
             Served {
                 response: e.into_response(),
-                api: A::NAME,
+                api,
                 endpoint,
                 outcome,
                 code,

@@ -63,19 +63,23 @@ pub struct CallBody {
     pub json: Map<String, Value>,
 }
 
-/// Reads a function call (SGP.22 §6.5.1): the X-Admin-Protocol and
-/// Content-Type headers, the body size limit, and a JSON object body.
-pub async fn read_call(req: Request<Incoming>, limit: usize) -> Result<CallBody, Error> {
-    check_headers(req.headers())?;
-    let bytes = read_body(req.into_body(), limit).await?;
+/// Reads a function call (SGP.22 §6.5.1): the body within the size limit
+/// and a JSON object, with the X-Admin-Protocol and Content-Type headers.
+/// The body is read before any refusal is answered: one left unread would
+/// make the server close a keep-alive connection the client, told nothing,
+/// goes on using. A body that cannot be read whole is refused with
+/// `Connection: close`.
+pub async fn read_call(req: Request<Incoming>, limit: usize) -> Result<CallBody, GsmaError> {
+    let headers = check_headers(req.headers());
+    let bytes = read_body(req.into_body(), limit)
+        .await
+        .map_err(|e| GsmaError::from(e).closing())?;
+    headers?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(codes::FORMAT_INVALID, format!("malformed JSON: {e}")))?;
     match value {
         Value::Object(json) => Ok(CallBody { bytes, json }),
-        _ => Err(Error::invalid(
-            codes::FORMAT_INVALID,
-            "the request must be a JSON object",
-        )),
+        _ => Err(Error::invalid(codes::FORMAT_INVALID, "the request must be a JSON object").into()),
     }
 }
 
@@ -133,6 +137,9 @@ pub struct GsmaError {
     pub error: Error,
     /// Logged already, at a throttled rate.
     pub logged: bool,
+    /// The connection cannot serve another request (its request body was
+    /// not read whole): answered with `Connection: close`.
+    pub close: bool,
 }
 
 impl GsmaError {
@@ -153,7 +160,14 @@ impl GsmaError {
             http,
             error: Error::invalid(codes::FUNCTION_UNSUPPORTED, message),
             logged: false,
+            close: false,
         }
+    }
+
+    /// The same refusal, closing the connection after it.
+    pub fn closing(mut self) -> GsmaError {
+        self.close = true;
+        self
     }
 }
 
@@ -163,6 +177,7 @@ impl From<Error> for GsmaError {
             http: StatusCode::OK,
             error,
             logged: false,
+            close: false,
         }
     }
 }
@@ -190,6 +205,12 @@ impl super::api::ApiError for GsmaError {
 
     fn into_response(self) -> Response<Body> {
         let mut r = response(self.http, message(Some(&self.error), Map::new()));
+        if self.close {
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
         if self.http == StatusCode::METHOD_NOT_ALLOWED {
             r.headers_mut().insert(
                 hyper::header::ALLOW,

@@ -1110,7 +1110,6 @@ const fn page(method: Method, path: &'static str, endpoint: Endpoint) -> Route<E
 
 static ROUTES: &[Route<Endpoint>] = &[
     page(Method::GET, "/portal", Endpoint::Plans),
-    page(Method::GET, "/portal/", Endpoint::Plans),
     page(Method::GET, "/portal/checkout", Endpoint::Checkout),
     page(Method::POST, "/portal/purchase", Endpoint::Purchase),
     page(Method::POST, "/portal/confirm", Endpoint::Confirm),
