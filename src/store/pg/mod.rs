@@ -21,13 +21,19 @@ pub mod migrate;
 use crate::config::PostgresConfig;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use migrate::{Applied, SchemaStatus, MIGRATIONS};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{IsolationLevel, Transaction};
+pub use tokio_postgres::IsolationLevel;
+use tokio_postgres::Transaction;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The future a transaction body of [`Postgres::retry`] returns.
+pub type TxFuture<'t, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 't>>;
 
 /// Attempts [`Postgres::retry`] makes of a transaction at most.
 pub const RETRY_ATTEMPTS: u32 = 8;
@@ -284,14 +290,24 @@ impl Postgres {
         migrate::status(&**client, MIGRATIONS).await
     }
 
-    /// Runs `f` in a SERIALIZABLE transaction and commits it; when `f` or
-    /// the commit fails on a conflict ([`Conflict`]), the transaction is
-    /// rolled back and run again, up to [`RETRY_ATTEMPTS`] times in all,
-    /// after a jittered, doubling wait. Any other error is returned at
-    /// once (the transaction rolled back).
-    pub async fn retry<T, E, F>(&self, mut f: F) -> Result<T, E>
+    /// Runs `f` in a transaction of the given isolation level and commits
+    /// it; when `f` or the commit fails on a conflict ([`Conflict`]), the
+    /// transaction is rolled back and run again, up to [`RETRY_ATTEMPTS`]
+    /// times in all, after a jittered, doubling wait. Any other error is
+    /// returned at once (the transaction rolled back). `f` must have no
+    /// effect outside the transaction: it may run more than once.
+    ///
+    /// SERIALIZABLE suits read-modify-write commands (the sled store's
+    /// transactions are serializable); pool allocation with `FOR UPDATE
+    /// SKIP LOCKED` works under READ COMMITTED, where concurrent
+    /// allocators do not abort each other.
+    ///
+    /// `f` returns a boxed future (`|tx| Box::pin(async move { ... })`)
+    /// so that the whole call is `Send` and can run in spawned tasks;
+    /// values it uses from outside are moved or cloned into the future.
+    pub async fn retry<T, E, F>(&self, isolation: IsolationLevel, mut f: F) -> Result<T, E>
     where
-        F: AsyncFnMut(&Transaction<'_>) -> Result<T, E>,
+        F: for<'t> FnMut(&'t Transaction<'_>) -> TxFuture<'t, T, E>,
         E: From<PgError> + From<tokio_postgres::Error> + Conflict,
     {
         let mut attempt = 1;
@@ -300,7 +316,7 @@ impl Postgres {
                 let mut client = self.client().await?;
                 let tx = client
                     .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
+                    .isolation_level(isolation)
                     .start()
                     .await?;
                 let value = f(&tx).await?;
