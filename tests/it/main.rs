@@ -46,4 +46,5 @@ mod storage_faults;
 mod store_es9;
 mod store_mobileplans;
 mod store_outbox;
+mod store_postgres;
 mod store_props;
