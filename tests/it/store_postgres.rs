@@ -4,7 +4,7 @@
 //! binary, pool allocation with `FOR UPDATE SKIP LOCKED`, and the
 //! conflict retry.
 
-use crate::common::postgres::TestSchema;
+use crate::common::postgres::{postgres_config, TestSchema, TEST_POSTGRES_CA_ENV};
 use smdpplus::store::pg::migrate::{self, Migration, MIGRATIONS};
 use smdpplus::store::pg::{IsolationLevel, PgError, Postgres};
 use std::process::{Command, Output};
@@ -431,5 +431,65 @@ async fn retry_runs_a_serialization_failure_again() {
         attempts.load(Ordering::SeqCst) >= 3,
         "a conflict was retried"
     );
+    schema.drop().await;
+}
+
+/// Whether the pool's connections are encrypted (`pg_stat_ssl`).
+async fn encrypted(pg: &Postgres) -> bool {
+    let client = pg.client().await.expect("client");
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_the_url_asks_for_it() {
+    let Some(schema) = TestSchema::create("tls").await else {
+        return;
+    };
+    let Some(ca) = std::env::var_os(TEST_POSTGRES_CA_ENV) else {
+        eprintln!("SKIP tls: {TEST_POSTGRES_CA_ENV} is not set (tests/tools/postgres.sh sets it)");
+        schema.drop().await;
+        return;
+    };
+    let ca = ca.to_string_lossy().into_owned();
+    // Without sslmode: plain TCP.
+    assert!(!encrypted(&schema.connect(1).await).await);
+    // verify-full against the cluster's CA: TLS, channel binding and all.
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let url = format!("{}&sslmode={mode}&sslrootcert={ca}", schema.url);
+        let pg = Postgres::connect(&postgres_config(&url, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(encrypted(&pg).await, "{mode}");
+        assert_eq!(
+            pg.check_schema().await.expect("schema").version,
+            0,
+            "{mode}: the connection works"
+        );
+    }
+    // Another CA: the server's certificate is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other-ca.crt");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key).expect("ca").pem()).expect("write");
+    let url = format!(
+        "{}&sslmode=verify-full&sslrootcert={}",
+        schema.url,
+        other.display()
+    );
+    let err = Postgres::connect(&postgres_config(&url, 1))
+        .await
+        .expect_err("a certificate from another CA is refused");
+    let text = err.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(!text.contains(&password_of(&url)) || password_of(&url).is_empty());
     schema.drop().await;
 }

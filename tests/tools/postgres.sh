@@ -8,7 +8,10 @@
 # on a free TCP port of 127.0.0.1 only (its Unix socket is inside DIR), with
 # a database and a role `smdpplus` whose password is random. It prints
 #   export SMDPPLUS_TEST_POSTGRES=postgres://smdpplus:PASSWORD@127.0.0.1:PORT/smdpplus
+#   export SMDPPLUS_TEST_POSTGRES_CA=DIR/ca.crt
 # on stdout (everything else goes to stderr) and writes the URL to DIR/url.
+# The server also accepts TLS, with a certificate for 127.0.0.1 and
+# localhost from a throw-away CA (DIR/ca.crt, made with openssl).
 # `stop` stops the cluster and removes DIR.
 #
 # initdb refuses to run as root: as root the cluster runs as the `postgres`
@@ -75,11 +78,31 @@ start() {
     cat "$dir/initdb.log" >&2
     exit 1
   }
+  # A throw-away CA and the server's certificate, for the TLS tests.
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+      -subj "/CN=smdpplus test PostgreSQL CA" -keyout ca.key -out ca.crt \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    rm -f ca.key ca.srl server.csr server.ext
+    chmod 0600 server.key
+    chmod 0644 ca.crt server.crt
+  )
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$dir/server.key" "$dir/server.crt" "$dir/ca.crt"
+  fi
   # A port taken between free_port and the start makes pg_ctl fail: retry.
   for _ in 1 2 3 4 5; do
     port=$(free_port)
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300" start >&2; then
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >&2; then
       break
     fi
     port=
@@ -96,6 +119,7 @@ SQL
   (umask 077 && echo "$url" >"$dir/url")
   echo "postgres.sh: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, data in $dir" >&2
   echo "export SMDPPLUS_TEST_POSTGRES=$url"
+  echo "export SMDPPLUS_TEST_POSTGRES_CA=$dir/ca.crt"
 }
 
 stop() {

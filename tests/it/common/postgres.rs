@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The variable naming the test database.
 pub const TEST_POSTGRES_ENV: &str = "SMDPPLUS_TEST_POSTGRES";
 
+/// The variable naming the PEM file of the CA of the test database's TLS
+/// certificate (for 127.0.0.1).
+pub const TEST_POSTGRES_CA_ENV: &str = "SMDPPLUS_TEST_POSTGRES_CA";
+
 /// The test database's URL, or `None` after printing why the test skips.
 pub fn test_postgres(test: &str) -> Option<String> {
     match std::env::var(TEST_POSTGRES_ENV) {
