@@ -186,6 +186,9 @@ pub async fn apply(
     let mut done = Vec::new();
     loop {
         let tx = client.transaction().await?;
+        // A migration may outlast `[store] statement_timeout_secs`, and so
+        // may the wait for another node's.
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await?;
         if !table_exists(&tx).await? {
