@@ -194,13 +194,14 @@ pub async fn apply(
         if !table_exists(&tx).await? {
             tx.batch_execute(CREATE_TABLE).await?;
         }
-        let status = compare(&applied(&tx).await?, migrations)?;
-        let Some(&(version, _)) = status.pending.first() else {
+        let recorded = applied(&tx).await?;
+        compare(&recorded, migrations)?;
+        let Some(m) = migrations
+            .iter()
+            .find(|m| !recorded.contains_key(&m.version))
+        else {
             tx.commit().await?;
             return Ok(done);
-        };
-        let Some(m) = migrations.iter().find(|m| m.version == version) else {
-            return Err(PgError::Schema(format!("migration {version} vanished")));
         };
         tx.batch_execute(m.sql).await.map_err(|e| {
             PgError::Schema(format!(
