@@ -439,6 +439,176 @@ impl Default for GetBalanceConfig {
     }
 }
 
+/// Which storage engine holds the state.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The embedded sled database in `<data_dir>/db` (the default).
+    #[default]
+    Sled,
+    /// A PostgreSQL database shared by several nodes.
+    Postgres,
+}
+
+/// The environment variable that gives the PostgreSQL store URL (with its
+/// password); it wins over `[store] url_file` and `[store] url`.
+pub const STORE_URL_ENV: &str = "SMDPPLUS_STORE_URL";
+
+/// The `[store]` table as written in the file.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreFile {
+    /// `sled` (default) or `postgres`.
+    pub engine: Engine,
+    /// PostgreSQL URL, `postgres://user:password@host:port/db`
+    /// (`sslmode=verify-full&sslrootcert=FILE` for TLS). Postgres only.
+    pub url: Option<String>,
+    /// A file holding the URL (so the password stays out of the
+    /// configuration). Postgres only.
+    pub url_file: Option<PathBuf>,
+    /// Most connections to the database per node. Default 16.
+    pub pool_size: Option<usize>,
+    /// Seconds to wait for a connection, new or from the pool. Default 10.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds a statement may run before the database cancels it; 0: no
+    /// limit. Default 30.
+    pub statement_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for StoreFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreFile")
+            .field("engine", &self.engine)
+            .field("url", &self.url.as_ref().map(|_| "(hidden)"))
+            .field("url_file", &self.url_file)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("statement_timeout_secs", &self.statement_timeout_secs)
+            .finish()
+    }
+}
+
+/// A database URL, which may carry a password: its `Debug` form hides it,
+/// and nothing logs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL itself, for the database driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreUrl(hidden)")
+    }
+}
+
+/// The resolved PostgreSQL settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// Where the database is.
+    pub url: StoreUrl,
+    /// Most connections per node (at least 1).
+    pub pool_size: usize,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// How long a statement may run; `None`: no limit.
+    pub statement_timeout: Option<Duration>,
+}
+
+/// The resolved `[store]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded sled database.
+    Sled,
+    /// A PostgreSQL database.
+    Postgres(PostgresConfig),
+}
+
+impl StoreFile {
+    /// Checks the section and finds the URL: `env_url` (the value of
+    /// [`STORE_URL_ENV`]) wins over `url_file`, which wins over `url`.
+    /// A bad combination is refused with the reason; no message holds
+    /// the URL.
+    pub fn resolve(&self, env_url: Option<String>) -> Result<StoreConfig, String> {
+        let env_url = env_url.filter(|u| !u.trim().is_empty());
+        match self.engine {
+            Engine::Sled => {
+                let mut postgres_only = vec![];
+                for (set, key) in [
+                    (self.url.is_some(), "url"),
+                    (self.url_file.is_some(), "url_file"),
+                    (self.pool_size.is_some(), "pool_size"),
+                    (self.connect_timeout_secs.is_some(), "connect_timeout_secs"),
+                    (
+                        self.statement_timeout_secs.is_some(),
+                        "statement_timeout_secs",
+                    ),
+                ] {
+                    if set {
+                        postgres_only.push(key);
+                    }
+                }
+                if !postgres_only.is_empty() {
+                    return Err(format!(
+                        "[store] {} only apply to engine = \"postgres\" (the engine is sled)",
+                        postgres_only.join(", ")
+                    ));
+                }
+                if env_url.is_some() {
+                    return Err(format!(
+                        "{STORE_URL_ENV} is set but [store] engine is sled: set engine = \"postgres\" or unset it"
+                    ));
+                }
+                Ok(StoreConfig::Sled)
+            }
+            Engine::Postgres => {
+                if self.url.is_some() && self.url_file.is_some() {
+                    return Err("[store] give one of url and url_file, not both".into());
+                }
+                let url = match (env_url, &self.url_file, &self.url) {
+                    (Some(u), _, _) => u,
+                    (None, Some(path), _) => std::fs::read_to_string(path)
+                        .map_err(|e| format!("[store] url_file {}: {e}", path.display()))?,
+                    (None, None, Some(u)) => u.clone(),
+                    (None, None, None) => {
+                        return Err(format!(
+                            "[store] engine = \"postgres\" needs the database URL: \
+                             {STORE_URL_ENV}, [store] url_file or [store] url"
+                        ))
+                    }
+                };
+                let url = url.trim().to_owned();
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(
+                        "[store] the database URL must start with postgres:// or postgresql://"
+                            .into(),
+                    );
+                }
+                let pool_size = self.pool_size.unwrap_or(16);
+                if pool_size == 0 {
+                    return Err("[store] pool_size must be at least 1".into());
+                }
+                let statement_timeout = match self.statement_timeout_secs.unwrap_or(30) {
+                    0 => None,
+                    s => Some(Duration::from_secs(s)),
+                };
+                Ok(StoreConfig::Postgres(PostgresConfig {
+                    url: StoreUrl(url),
+                    pool_size,
+                    connect_timeout: Duration::from_secs(
+                        self.connect_timeout_secs.unwrap_or(10).max(1),
+                    ),
+                    statement_timeout,
+                }))
+            }
+        }
+    }
+}
+
 /// The TOML file. Every key is optional.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -505,6 +675,8 @@ pub struct FileConfig {
     pub templates: Option<Vec<PathBuf>>,
     /// See [`Config::listeners`].
     pub listeners: Option<crate::http::listener::ListenersFile>,
+    /// See [`Config::store`].
+    pub store: Option<StoreFile>,
 }
 
 impl FileConfig {
@@ -594,6 +766,9 @@ pub struct Config {
     pub templates: Vec<PathBuf>,
     /// Connection caps, deadlines and header caps of each listener.
     pub listeners: crate::http::listener::Listeners,
+    /// The storage engine, as written: [`Config::store_config`] checks it
+    /// and finds the database URL.
+    pub store: StoreFile,
 }
 
 /// Values given on the command line or in the environment.
@@ -692,6 +867,7 @@ impl Config {
             ci_certs: file.ci_certs.clone().unwrap_or_default(),
             credentials: file.credentials.clone().unwrap_or_default(),
             templates: file.templates.clone().unwrap_or_default(),
+            store: file.store.clone().unwrap_or_default(),
             listeners: crate::http::listener::Listeners::resolve(
                 &file.listeners.clone().unwrap_or_default(),
             ),
@@ -709,6 +885,13 @@ impl Config {
                 [("demo".to_owned(), demo)].into_iter().collect()
             }),
         }
+    }
+
+    /// The storage engine and its settings, with the database URL from
+    /// [`STORE_URL_ENV`] when it is set; a bad `[store]` section is an
+    /// error that says what is wrong.
+    pub fn store_config(&self) -> Result<StoreConfig, String> {
+        self.store.resolve(std::env::var(STORE_URL_ENV).ok())
     }
 
     /// The sled database directory.
@@ -925,6 +1108,113 @@ mod tests {
         ] {
             let err = notifications(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    fn store(toml_text: &str, env_url: Option<&str>) -> Result<StoreConfig, String> {
+        let file: FileConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        file.store
+            .unwrap_or_default()
+            .resolve(env_url.map(str::to_owned))
+    }
+
+    #[test]
+    fn store_section_rules() {
+        // No section, or engine sled alone: sled.
+        assert_eq!(store("", None), Ok(StoreConfig::Sled));
+        assert_eq!(
+            store("[store]\nengine = \"sled\"\n", None),
+            Ok(StoreConfig::Sled)
+        );
+        // Postgres with a URL in the file, defaults for the rest.
+        let url = "postgres://u:secret@127.0.0.1:5432/db";
+        let Ok(StoreConfig::Postgres(pg)) = store(
+            &format!("[store]\nengine = \"postgres\"\nurl = \"{url}\"\n"),
+            None,
+        ) else {
+            panic!("postgres with a url")
+        };
+        assert_eq!(pg.url.expose(), url);
+        assert_eq!(pg.pool_size, 16);
+        assert_eq!(pg.connect_timeout, Duration::from_secs(10));
+        assert_eq!(pg.statement_timeout, Some(Duration::from_secs(30)));
+        // The Debug form (logged with the configuration) hides the URL.
+        assert!(!format!("{pg:?}").contains("secret"));
+        let file: FileConfig = toml::from_str(&format!(
+            "[store]\nengine = \"postgres\"\nurl = \"{url}\"\n"
+        ))
+        .expect("toml");
+        assert!(!format!("{file:?}").contains("secret"));
+        // The environment wins over the file; 0 turns the statement timeout off.
+        let Ok(StoreConfig::Postgres(pg)) = store(
+            &format!(
+                "[store]\nengine = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n\
+                 connect_timeout_secs = 3\nstatement_timeout_secs = 0\n"
+            ),
+            Some("postgresql://env@db.example/x"),
+        ) else {
+            panic!("postgres with the environment")
+        };
+        assert_eq!(pg.url.expose(), "postgresql://env@db.example/x");
+        assert_eq!(pg.pool_size, 4);
+        assert_eq!(pg.connect_timeout, Duration::from_secs(3));
+        assert_eq!(pg.statement_timeout, None);
+        // The URL from a file, trimmed.
+        let dir = std::env::temp_dir().join(format!("smdpplus-store-url-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("url");
+        std::fs::write(&path, format!("{url}\n")).expect("write");
+        let Ok(StoreConfig::Postgres(pg)) = store(
+            &format!(
+                "[store]\nengine = \"postgres\"\nurl_file = \"{}\"\n",
+                path.display()
+            ),
+            None,
+        ) else {
+            panic!("postgres with url_file")
+        };
+        assert_eq!(pg.url.expose(), url);
+        std::fs::remove_dir_all(&dir).ok();
+        // Bad combinations say what is wrong, and never echo the URL.
+        for (text, env, why) in [
+            ("[store]\nengine = \"postgres\"\n", None, "needs the database URL"),
+            (
+                "[store]\nurl = \"postgres://u:secret@h/d\"\n",
+                None,
+                "url only apply to engine = \"postgres\"",
+            ),
+            (
+                "[store]\nengine = \"sled\"\npool_size = 3\n",
+                None,
+                "pool_size only apply",
+            ),
+            ("", Some("postgres://u:secret@h/d"), "SMDPPLUS_STORE_URL is set"),
+            (
+                "[store]\nengine = \"postgres\"\nurl = \"postgres://u:secret@h/d\"\nurl_file = \"/x\"\n",
+                None,
+                "not both",
+            ),
+            (
+                "[store]\nengine = \"postgres\"\nurl = \"mysql://u:secret@h/d\"\n",
+                None,
+                "must start with postgres://",
+            ),
+            (
+                "[store]\nengine = \"postgres\"\nurl = \"postgres://u:secret@h/d\"\npool_size = 0\n",
+                None,
+                "pool_size must be at least 1",
+            ),
+            (
+                "[store]\nengine = \"postgres\"\nurl_file = \"/nonexistent/smdpplus-url\"\n",
+                None,
+                "url_file /nonexistent/smdpplus-url",
+            ),
+            ("[store]\nengine = \"mysql\"\n", None, "unknown variant"),
+            ("[store]\npassword = \"x\"\n", None, "unknown field"),
+        ] {
+            let err = store(text, env).expect_err(text);
+            assert!(err.contains(why), "{text}: {err}");
+            assert!(!err.contains("secret"), "{text}: {err}");
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The `smdpplus` command line: `serve`; operator tooling that talks to a
 //! running server over mutual TLS (`es2`, `profiles`, `outbox`) or writes
 //! the store of a stopped one (`profiles generate`, `profiles import`,
-//! `keys`); the software eUICC (`euicc`); and a load generator (`load`).
+//! `keys`); `store migrate`, which brings a PostgreSQL store's schema up
+//! to date; the software eUICC (`euicc`); and a load generator (`load`).
 
 mod health;
 mod load;
 
-use crate::config::{Config, FileConfig, Overrides};
+use crate::config::{Config, FileConfig, Overrides, PostgresConfig, StoreConfig};
 use crate::es2plus::{self, Function};
 use crate::http::client::Client;
 use crate::http::tls;
 use crate::pki::dev::DevPki;
+use crate::store::pg::Postgres;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -112,6 +114,12 @@ pub enum Cmd {
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
+    },
+    /// Manage the PostgreSQL store's schema (`[store] engine = "postgres"`).
+    Store {
+        /// The action.
+        #[command(subcommand)]
+        action: StoreCmd,
     },
     /// Inspect the ES2+ notification outbox of a running server.
     Outbox {
@@ -469,6 +477,24 @@ pub enum OutboxCmd {
     },
 }
 
+/// Store actions.
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Apply the PostgreSQL schema migrations this build has and the
+    /// database lacks, and print what was applied. The database URL comes
+    /// from SMDPPLUS_STORE_URL or the config's `[store]` section, never
+    /// from a flag.
+    Migrate(StoreMigrateArgs),
+}
+
+/// `store migrate` options.
+#[derive(Args, Debug)]
+pub struct StoreMigrateArgs {
+    /// TOML config file (its `[store]` section).
+    #[arg(long, env = "SMDPPLUS_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -480,6 +506,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             action: OutboxCmd::List { json },
         } => outbox(conn, json).await,
         Cmd::Euicc { action } => euicc(action).await,
+        Cmd::Store {
+            action: StoreCmd::Migrate(a),
+        } => store_migrate(a).await,
         Cmd::Keys { action } => keys(action).await,
         Cmd::Load { action } => load_cmd(action).await,
         Cmd::Health { url, timeout_secs } => {
@@ -609,9 +638,62 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             getbalance_listen: a.getbalance_listen,
         },
     );
+    if let StoreConfig::Postgres(pg) = config.store_config()? {
+        return refuse_postgres(&pg).await;
+    }
     crate::server::run(config)
         .await
         .map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `serve` with `[store] engine = "postgres"`: connects, brings the
+/// schema up to date (or refuses a schema this build does not know), then
+/// stops, since this build does not serve from PostgreSQL yet.
+async fn refuse_postgres(pg: &PostgresConfig) -> Result<ExitCode, String> {
+    let db = Postgres::connect(pg).await.map_err(|e| e.to_string())?;
+    let applied = db.migrate().await.map_err(|e| e.to_string())?;
+    let status = db.check_schema().await.map_err(|e| e.to_string())?;
+    tracing::info!(
+        applied = applied.len(),
+        version = status.version,
+        "PostgreSQL store reachable, schema up to date"
+    );
+    Err(format!(
+        "[store] engine = \"postgres\" is not yet served by this build (the database is \
+         reachable and its schema is at version {}); use engine = \"sled\"",
+        status.version
+    ))
+}
+
+/// `smdpplus store migrate`.
+async fn store_migrate(a: StoreMigrateArgs) -> Result<ExitCode, String> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let config = Config::resolve(file, Overrides::default());
+    let StoreConfig::Postgres(pg) = config.store_config()? else {
+        return Err(
+            "store migrate applies the PostgreSQL schema: set [store] engine = \"postgres\" \
+             (and the URL in SMDPPLUS_STORE_URL, [store] url_file or [store] url)"
+                .into(),
+        );
+    };
+    let db = Postgres::connect(&pg).await.map_err(|e| e.to_string())?;
+    let applied = db.migrate().await.map_err(|e| e.to_string())?;
+    let status = db.check_schema().await.map_err(|e| e.to_string())?;
+    for m in &applied {
+        println!("applied V{}__{}", m.version, m.name);
+    }
+    if applied.is_empty() {
+        println!(
+            "nothing to apply: the schema is at version {}",
+            status.version
+        );
+    } else {
+        println!("the schema is at version {}", status.version);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -45,6 +45,7 @@ mod keys;
 pub mod lifecycle;
 pub mod mobileplans;
 mod outbox;
+pub mod pg;
 mod queries;
 pub mod record;
 mod seen;

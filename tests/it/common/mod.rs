@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod mobileplans;
+pub mod postgres;
 pub mod props;
 pub mod store;
 
