@@ -271,7 +271,11 @@ fn snapshot(store: &Store) -> Snapshot {
                 .expect("history")
         })
         .collect();
-    let mut index = store.index_entries().expect("index");
+    let mut index = store
+        .as_sled()
+        .expect("sled")
+        .index_entries()
+        .expect("index");
     index.sort();
     Snapshot {
         records,
@@ -295,7 +299,11 @@ fn assert_consistent(store: &Store) {
         })
         .collect();
     want.sort();
-    let mut got = store.index_entries().expect("index");
+    let mut got = store
+        .as_sled()
+        .expect("sled")
+        .index_entries()
+        .expect("index");
     got.sort();
     assert_eq!(got, want, "index entries differ from the records");
     // The outbox index is exactly what the items imply, and the depth per
@@ -306,7 +314,11 @@ fn assert_consistent(store: &Store) {
         .flat_map(smdpplus::store::outbox_index_keys)
         .collect();
     want.sort();
-    let mut got = store.outbox_index_entries().expect("outbox index");
+    let mut got = store
+        .as_sled()
+        .expect("sled")
+        .outbox_index_entries()
+        .expect("outbox index");
     got.sort();
     assert_eq!(got, want, "outbox index differs from the items");
     let mut per_op: BTreeMap<String, i64> = BTreeMap::new();

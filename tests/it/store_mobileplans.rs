@@ -102,6 +102,8 @@ fn check_indexes(store: &Store) {
         })
         .collect();
     let have: BTreeSet<(Vec<u8>, Vec<u8>)> = store
+        .as_sled()
+        .expect("sled")
         .mp_index_entries()
         .expect("entries")
         .into_iter()

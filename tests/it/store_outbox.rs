@@ -63,6 +63,8 @@ fn assert_index_consistent(store: &Store) {
         .flat_map(outbox_index_keys)
         .collect();
     let have: BTreeSet<(Vec<u8>, Vec<u8>)> = store
+        .as_sled()
+        .expect("sled")
         .outbox_index_entries()
         .expect("entries")
         .into_iter()

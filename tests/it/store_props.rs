@@ -983,7 +983,11 @@ fn snapshot(store: &Store) -> Snapshot {
         histories.insert(r.iccid.clone(), store.history(&i).expect("history"));
         records.insert(r.iccid.clone(), r);
     }
-    let mut index = store.index_entries().expect("index entries");
+    let mut index = store
+        .as_sled()
+        .expect("sled")
+        .index_entries()
+        .expect("index entries");
     index.sort();
     Snapshot {
         records,

@@ -338,7 +338,7 @@ impl Postgres {
 
 /// The wait before attempt `attempt + 1`: a random time between half and
 /// all of the doubling bound.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     use rand::Rng;
     let bound = RETRY_BASE_BACKOFF
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
