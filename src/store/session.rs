@@ -28,7 +28,7 @@ const AUTHENTICATED: &str = "y/";
 
 /// Evictions done by one creation at most (more are needed only when the
 /// cap was lowered across a restart; the next creations continue).
-const MAX_EVICTIONS_PER_CREATE: u64 = 16;
+pub(crate) const MAX_EVICTIONS_PER_CREATE: u64 = 16;
 
 /// Sessions removed per batch by [`Store::sweep_sessions`] (the lock is
 /// released between batches).
