@@ -1018,6 +1018,10 @@ async fn due_expiries_releases_and_holds() {
     }
     let client = pg.client().await.expect("client");
     let c = &**client;
+    for (n, state) in (1..).zip(State::ALL) {
+        let got = sql::get_profile(c, &iccid(n)).await.expect("get");
+        assert_eq!(got.map(|r| r.state), Some(state), "every state reads back");
+    }
     let want = |now: i64| -> Vec<String> {
         let mut due: Vec<(i64, String)> = (1..)
             .zip(State::ALL)
@@ -1193,5 +1197,50 @@ async fn a_concurrent_insert_of_one_key_is_a_conflict() {
         .expect_err("the second insert loses");
     assert!(err.is_conflict(), "23505 counts as a conflict: {err}");
     drop(first);
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_share_the_outbox_without_overlap() {
+    let Some((schema, pg)) = setup("pgsql_claimers", 9).await else {
+        return;
+    };
+    const ITEMS: usize = 200;
+    {
+        let client = pg.client().await.expect("client");
+        for _ in 0..ITEMS {
+            let id = sql::new_id(&**client).await.expect("id");
+            sql::put_outbox(&**client, &outbox_item(id, "op", 10))
+                .await
+                .expect("put");
+        }
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut nodes = vec![];
+    for n in 0..8 {
+        let (pg, start) = (pg.clone(), start.clone());
+        nodes.push(tokio::spawn(async move {
+            let client = pg.client().await.expect("client");
+            let node = format!("node-{n}");
+            start.wait().await;
+            let mut got = vec![];
+            loop {
+                let (items, _) = sql::outbox_claim_due(&**client, "op", 1_000, 7, &node, 60_000)
+                    .await
+                    .expect("claim");
+                if items.is_empty() {
+                    return got;
+                }
+                got.extend(items.into_iter().map(|i| i.id));
+            }
+        }));
+    }
+    let mut all = vec![];
+    for n in nodes {
+        all.extend(n.await.expect("node"));
+    }
+    let distinct: std::collections::BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(all.len(), ITEMS, "every item claimed once");
+    assert_eq!(distinct.len(), ITEMS);
     schema.drop().await;
 }

@@ -1,7 +1,9 @@
 //! The PostgreSQL storage engine's groundwork: a connection pool (TLS
 //! through rustls when the URL asks for it), the schema migrations
-//! ([`migrate`]) and [`Postgres::retry`], which re-runs a transaction that
-//! lost a conflict. The server does not serve from it yet.
+//! ([`migrate`]), [`Postgres::retry`], which re-runs a transaction that
+//! lost a conflict, the store's record operations in SQL ([`sql`], whose
+//! documentation gives the isolation design) and the mapping between rows
+//! and records ([`rows`]). The server does not serve from it yet.
 //!
 //! # The URL
 //! `postgres://user:password@host:port/database?param=value&...`, with the

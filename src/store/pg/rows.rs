@@ -96,7 +96,7 @@ pub fn parse_retry(s: &str) -> Result<RetryKind, PgError> {
         .ok_or_else(|| PgError::Data(format!("unknown retry kind {s:?}")))
 }
 
-/// The ICCIDs of rows whose first column is one.
+/// The `iccid` column of each row.
 pub fn iccids(rows: &[Row]) -> Result<Vec<String>, PgError> {
     rows.iter().map(|r| get(r, "iccid")).collect()
 }

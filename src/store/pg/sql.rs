@@ -1552,5 +1552,7 @@ mod tests {
         assert!(v1.contains(&squash(concat!("AND state IN ", expiring_states!()))));
         assert!(v1.contains(&squash(release_pending!())));
         assert!(v1.contains(&squash(hold_pending!())));
+        let v2 = squash(super::super::migrate::MIGRATIONS[1].sql);
+        assert!(v2.contains(&squash(concat!("AND state IN ", pending_states!()))));
     }
 }
