@@ -577,7 +577,7 @@ async fn other_records_round_trip() {
         created_at: 1,
         updated_at: 2,
     };
-    sql::put_balance(c, &balance).await.expect("balance");
+    sql::put_balance(c, &balance, true).await.expect("balance");
     assert_eq!(
         sql::balance_for_update(c, &iccid(5))
             .await
@@ -590,20 +590,31 @@ async fn other_records_round_trip() {
         updated_at: 3,
         ..balance.clone()
     };
-    sql::put_balance(c, &emptied).await.expect("balance");
+    sql::put_balance(c, &emptied, false).await.expect("balance");
     assert_eq!(
         sql::balance(c, &iccid(5)).await.expect("balance"),
         Some(emptied)
     );
     assert!(sql::sim_known(c, &iccid(5)).await.expect("known"));
+    assert!(sql::put_balance(c, &balance, true)
+        .await
+        .expect_err("twice")
+        .is_conflict());
+    let missing = BalanceRecord {
+        iccid: iccid(6),
+        ..balance.clone()
+    };
+    assert!(sql::put_balance(c, &missing, false).await.is_err());
 
     // GetBalance transaction ids.
     assert_eq!(sql::use_of(c, "t1").await.expect("use"), None);
-    sql::put_use(c, "t1", 10).await.expect("use");
-    sql::put_use(c, "t1", 20).await.expect("use again");
+    sql::put_use(c, "t1", None, 10).await.expect("use");
+    sql::put_use(c, "t1", Some(10), 20)
+        .await
+        .expect("use again");
     assert_eq!(sql::use_of(c, "t1").await.expect("use"), Some(20));
     for (id, at) in [("t2", 30), ("t3", 40), ("t4", 50), ("t0", 5)] {
-        sql::put_use(c, id, at).await.expect("use");
+        sql::put_use(c, id, None, at).await.expect("use");
     }
     // Older than 10: t0; then beyond 2 left: the oldest, t1 and t2.
     assert_eq!(sql::prune_uses(c, 10, 2).await.expect("prune"), 3);
@@ -1242,5 +1253,70 @@ async fn concurrent_claimers_share_the_outbox_without_overlap() {
     let distinct: std::collections::BTreeSet<u64> = all.iter().copied().collect();
     assert_eq!(all.len(), ITEMS, "every item claimed once");
     assert_eq!(distinct.len(), ITEMS);
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_writes_after_a_missing_read_conflict() {
+    let Some((schema, pg)) = setup("pgsql_first_writes", 3).await else {
+        return;
+    };
+    // Two transactions both find no balance for a SIM and no use of a
+    // GetBalance transaction id, and both write one: the second to commit
+    // its write loses with a conflict instead of overwriting the first.
+    let record = |operator: &str| BalanceRecord {
+        v: RECORD_VERSION,
+        iccid: iccid(7),
+        operator: operator.into(),
+        not_supported: false,
+        buckets: vec![],
+        next_bucket: 1,
+        created_at: 1,
+        updated_at: 1,
+    };
+    let mut first = pg.client().await.expect("client");
+    let tx1 = first.transaction().await.expect("tx");
+    assert_eq!(
+        sql::balance_for_update(&*tx1, &iccid(7))
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(sql::use_of(&*tx1, "X1").await.expect("read"), None);
+    let pg2 = pg.clone();
+    let second = tokio::spawn(async move {
+        let mut client = pg2.client().await.expect("client");
+        let tx2 = client.transaction().await.expect("tx");
+        assert_eq!(
+            sql::balance_for_update(&*tx2, &iccid(7))
+                .await
+                .expect("read"),
+            None
+        );
+        assert_eq!(sql::use_of(&*tx2, "X1").await.expect("read"), None);
+        let balance = sql::put_balance(&*tx2, &record("two"), true).await;
+        let used = sql::put_use(&*tx2, "X1", None, 2).await;
+        (balance, used)
+    });
+    sql::put_use(&*tx1, "X1", None, 1).await.expect("use");
+    sql::put_balance(&*tx1, &record("one"), true)
+        .await
+        .expect("balance");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx1.commit().await.expect("commit");
+    let (balance, used) = second.await.expect("task");
+    let err = match (balance, used) {
+        (Err(e), _) | (Ok(()), Err(e)) => e,
+        (Ok(()), Ok(())) => panic!("both transactions wrote a first record"),
+    };
+    assert!(err.is_conflict(), "{err}");
+    let client = pg.client().await.expect("client");
+    assert_eq!(
+        sql::balance(&**client, &iccid(7)).await.expect("read"),
+        Some(record("one"))
+    );
+    assert_eq!(sql::use_of(&**client, "X1").await.expect("read"), Some(1));
+    drop(client);
+    drop(first);
     schema.drop().await;
 }

@@ -18,8 +18,13 @@
 //! GetBalance transaction id), the second meets the unique index and fails
 //! with SQLSTATE 23505, which the caller treats like a serialization
 //! failure ([`super::Conflict`]) and runs the command again; the new
-//! attempt sees the winner's row. History rows are written once and never
-//! changed, so [`history_entry`] reads without a lock.
+//! attempt sees the winner's row. That is why a write that follows a read
+//! which found nothing is a plain insert, never an upsert that would
+//! overwrite the other transaction's row ([`put_balance`] and [`put_use`]
+//! are told which it is; new outbox items and orders have fresh ids, and
+//! kept packages are written under their profile's lock). History rows are
+//! written once and never changed, so [`history_entry`] reads without a
+//! lock.
 //!
 //! Pool allocation ([`pool_candidate`]) takes `FOR UPDATE SKIP LOCKED`:
 //! concurrent allocators, on one node or many, never take the same row and
@@ -466,32 +471,45 @@ pub async fn balance_for_update<C: GenericClient + Sync>(
         .transpose()
 }
 
-const PUT_BALANCE: &str = "INSERT INTO balances \
+const INSERT_BALANCE: &str = "INSERT INTO balances \
      (iccid, operator, not_supported, buckets, next_bucket, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (iccid) DO UPDATE SET operator = EXCLUDED.operator, \
-     not_supported = EXCLUDED.not_supported, buckets = EXCLUDED.buckets, \
-     next_bucket = EXCLUDED.next_bucket, created_at = EXCLUDED.created_at, \
-     updated_at = EXCLUDED.updated_at";
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-/// Writes a SIM's balance record, buckets whole.
+const UPDATE_BALANCE: &str = "UPDATE balances SET operator = $2, not_supported = $3, \
+     buckets = $4, next_bucket = $5, created_at = $6, updated_at = $7 WHERE iccid = $1";
+
+/// Writes a SIM's balance record, buckets whole. `new`: the transaction
+/// found no record for the SIM ([`balance_for_update`] gave `None`), so
+/// the row is inserted, and a transaction that registered the same SIM
+/// meanwhile makes the insert fail with a unique violation (a conflict:
+/// the command runs again and credits the record the other one wrote,
+/// where an upsert would overwrite that credit). Otherwise the row, locked
+/// by the read, is updated.
 pub async fn put_balance<C: GenericClient + Sync>(
     c: &C,
     record: &BalanceRecord,
+    new: bool,
 ) -> Result<(), PgError> {
-    c.execute(
-        PUT_BALANCE,
-        &[
-            &record.iccid,
-            &record.operator,
-            &record.not_supported,
-            &Json(&record.buckets),
-            &bigint(record.next_bucket, "next_bucket")?,
-            &record.created_at,
-            &record.updated_at,
-        ],
-    )
-    .await?;
+    let n = c
+        .execute(
+            if new { INSERT_BALANCE } else { UPDATE_BALANCE },
+            &[
+                &record.iccid,
+                &record.operator,
+                &record.not_supported,
+                &Json(&record.buckets),
+                &bigint(record.next_bucket, "next_bucket")?,
+                &record.created_at,
+                &record.updated_at,
+            ],
+        )
+        .await?;
+    if n != 1 {
+        return Err(PgError::Data(format!(
+            "the balance record of {} is not in the store",
+            record.iccid
+        )));
+    }
     Ok(())
 }
 
@@ -507,14 +525,22 @@ pub async fn use_of<C: GenericClient + Sync>(c: &C, id: &str) -> Result<Option<i
     .transpose()?)
 }
 
-/// Records a use of `id` at `at`, replacing the one before.
-pub async fn put_use<C: GenericClient + Sync>(c: &C, id: &str, at: i64) -> Result<(), PgError> {
-    c.execute(
-        "INSERT INTO balance_transaction_ids (id, at) VALUES ($1, $2) \
-         ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
-        &[&id, &at],
-    )
-    .await?;
+/// Records a use of `id` at `at`, replacing the one at `old` ([`use_of`]
+/// in the same transaction). A first use (`old` is `None`) is an insert:
+/// two transactions recording the first use of one id at once meet at the
+/// primary key (a conflict, and the new attempt sees the other's use), so
+/// only one of them is the first.
+pub async fn put_use<C: GenericClient + Sync>(
+    c: &C,
+    id: &str,
+    old: Option<i64>,
+    at: i64,
+) -> Result<(), PgError> {
+    let sql = match old {
+        None => "INSERT INTO balance_transaction_ids (id, at) VALUES ($1, $2)",
+        Some(_) => "UPDATE balance_transaction_ids SET at = $2 WHERE id = $1",
+    };
+    c.execute(sql, &[&id, &at]).await?;
     Ok(())
 }
 
