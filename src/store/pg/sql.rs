@@ -139,6 +139,10 @@ macro_rules! hold_pending {
 /// Rows one statement of [`insert_profiles`] inserts at most.
 pub const INSERT_BATCH: usize = 1000;
 
+/// Package bytes one statement of [`insert_profiles`] carries at most
+/// (beyond a single package that is larger on its own).
+pub const INSERT_BATCH_BYTES: usize = 16 << 20;
+
 /// Rows one statement of a bulk delete removes at most.
 pub const DELETE_BATCH: i64 = 1024;
 
@@ -682,7 +686,8 @@ const INSERT_TYPES: &str = "INSERT INTO profile_types (profile_type, operator) \
 /// Adds profiles to the inventory, Available, imported by `caller` at
 /// `now` (the import is history entry 0, carried by the row as in the sled
 /// store: `history_len` 1, `imported_by`), and their profile types. In
-/// statements of [`INSERT_BATCH`] rows. `Ok(Err(iccid))`: the first item,
+/// statements of at most [`INSERT_BATCH`] rows and [`INSERT_BATCH_BYTES`]
+/// of packages. `Ok(Err(iccid))`: the first item,
 /// in order, that was not inserted because its ICCID is already in the
 /// inventory (or earlier in `items`); the rows of earlier statements stay
 /// written, so the caller runs this in one transaction and rolls it back
@@ -694,7 +699,7 @@ pub async fn insert_profiles<C: GenericClient + Sync>(
     caller: &str,
     now: i64,
 ) -> Result<Result<usize, String>, PgError> {
-    for batch in items.chunks(INSERT_BATCH) {
+    for batch in batches(items) {
         let iccids: Vec<&str> = batch.iter().map(|p| p.iccid.as_str()).collect();
         let operators: Vec<&str> = batch.iter().map(|p| p.operator.as_str()).collect();
         let types: Vec<&str> = batch.iter().map(|p| p.profile_type.as_str()).collect();
@@ -723,6 +728,26 @@ pub async fn insert_profiles<C: GenericClient + Sync>(
     let (types, operators): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
     c.execute(INSERT_TYPES, &[&types, &operators]).await?;
     Ok(Ok(items.len()))
+}
+
+/// `items` cut into the batches of [`insert_profiles`]: consecutive runs
+/// of at most [`INSERT_BATCH`] items and [`INSERT_BATCH_BYTES`] of
+/// packages, each at least one item.
+fn batches(items: &[NewProfile]) -> Vec<&[NewProfile]> {
+    let mut out = vec![];
+    let (mut start, mut bytes) = (0, 0);
+    for (i, p) in items.iter().enumerate() {
+        if i > start && (i - start >= INSERT_BATCH || bytes + p.package.len() > INSERT_BATCH_BYTES)
+        {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += p.package.len();
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
 }
 
 const GET_PROFILE: &str = concat!(
@@ -1562,6 +1587,30 @@ mod tests {
                 "{s} in {sql}"
             );
         }
+    }
+
+    #[test]
+    fn imports_are_cut_by_rows_and_bytes() {
+        let item = |n: usize, size: usize| NewProfile {
+            iccid: crate::ids::Iccid::parse(&format!("8944000000{n:09}")).expect("iccid"),
+            profile_type: "t".into(),
+            operator: "o".into(),
+            package: vec![0; size],
+        };
+        let lens =
+            |items: &[NewProfile]| batches(items).iter().map(|b| b.len()).collect::<Vec<_>>();
+        assert!(batches(&[]).is_empty());
+        let small: Vec<NewProfile> = (0..2 * INSERT_BATCH + 1).map(|n| item(n, 10)).collect();
+        assert_eq!(lens(&small), vec![INSERT_BATCH, INSERT_BATCH, 1]);
+        let half = INSERT_BATCH_BYTES / 2;
+        let big = [
+            item(1, half),
+            item(2, half),
+            item(3, 1),
+            item(4, 3 * half),
+            item(5, 1),
+        ];
+        assert_eq!(lens(&big), vec![2, 1, 1, 1]);
     }
 
     #[test]
