@@ -1320,3 +1320,70 @@ async fn first_writes_after_a_missing_read_conflict() {
     drop(first);
     schema.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integer_columns_of_eight_bytes_work_too() {
+    let Some((schema, pg)) = setup("pgsql_int8", 2).await else {
+        return;
+    };
+    // CockroachDB makes `integer` an INT8: the same schema with 8-byte
+    // integer columns.
+    let client = pg.client().await.expect("client");
+    let c = &**client;
+    c.batch_execute(
+        "ALTER TABLE profiles ALTER COLUMN download_attempts TYPE bigint, \
+             ALTER COLUMN cc_attempts TYPE bigint; \
+         ALTER TABLE outbox ALTER COLUMN point TYPE bigint, \
+             ALTER COLUMN attempts TYPE bigint; \
+         ALTER TABLE mobileplans_orders \
+             ALTER COLUMN registration_interval_minutes TYPE bigint",
+    )
+    .await
+    .expect("alter");
+    import(&pg, [1], "op", "demo").await;
+    let rec = ProfileRecord {
+        state: State::Linked,
+        download_attempts: 7,
+        cc_attempts: u32::MAX >> 1,
+        ..imported(1, "op", "demo")
+    };
+    put(&pg, &rec).await;
+    assert_eq!(
+        sql::get_profile(c, &iccid(1)).await.expect("get"),
+        Some(rec)
+    );
+    let item = OutboxItem {
+        point: 101,
+        attempts: 9,
+        ..outbox_item(5, "op", 1)
+    };
+    sql::put_outbox(c, &item).await.expect("put");
+    assert_eq!(sql::outbox_all(c).await.expect("all"), vec![item]);
+    for registration in [
+        Registration::Now,
+        Registration::Later {
+            interval_minutes: 30,
+        },
+    ] {
+        let o = MobilePlansOrder {
+            registration,
+            ..order(sql::new_id(c).await.expect("id"), "T", &iccid(1), None)
+        };
+        sql::put_order(c, &o).await.expect("order");
+        assert_eq!(
+            sql::mp_order(c, o.id).await.expect("order"),
+            Some(o.clone())
+        );
+        sql::put_order(
+            c,
+            &MobilePlansOrder {
+                transaction_id: format!("T{}", o.id),
+                ..o
+            },
+        )
+        .await
+        .expect("rename");
+    }
+    drop(client);
+    schema.drop().await;
+}

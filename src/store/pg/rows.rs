@@ -51,8 +51,26 @@ pub fn bigint(v: u64, what: &str) -> Result<i64, PgError> {
 }
 
 /// An `integer` column as a `u32`.
-pub fn uint(v: i32, what: &str) -> Result<u32, PgError> {
-    u32::try_from(v).map_err(|_| PgError::Data(format!("{what} {v} is negative")))
+pub fn uint(v: i64, what: &str) -> Result<u32, PgError> {
+    u32::try_from(v).map_err(|_| PgError::Data(format!("{what} {v} does not fit a u32")))
+}
+
+/// An `integer` column, NULL or not, as 4 or 8 bytes: CockroachDB makes
+/// `integer` an 8-byte INT8 where PostgreSQL and YugabyteDB keep 4 bytes.
+/// (Writes cast their parameter to `int4`, which both accept.)
+fn get_int(row: &Row, column: &str) -> Result<Option<i64>, PgError> {
+    match row.try_get::<_, Option<i32>>(column) {
+        Ok(v) => Ok(v.map(i64::from)),
+        Err(_) => get(row, column),
+    }
+}
+
+/// A NOT NULL `integer` column as a `u32`.
+fn get_u32(row: &Row, column: &str) -> Result<u32, PgError> {
+    match get_int(row, column)? {
+        Some(v) => uint(v, column),
+        None => Err(PgError::Data(format!("column {column} is NULL"))),
+    }
 }
 
 /// A `bigint` column as a `u64`.
@@ -116,8 +134,8 @@ pub fn profile(row: &Row) -> Result<ProfileRecord, PgError> {
         matching_id: get(row, "matching_id")?,
         cc_hashes: get(row, "cc_hashes")?,
         smds_address: get(row, "smds_address")?,
-        download_attempts: uint(get(row, "download_attempts")?, "download_attempts")?,
-        cc_attempts: uint(get(row, "cc_attempts")?, "cc_attempts")?,
+        download_attempts: get_u32(row, "download_attempts")?,
+        cc_attempts: get_u32(row, "cc_attempts")?,
         expires_at: get(row, "expires_at")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
@@ -186,10 +204,10 @@ pub fn outbox(row: &Row) -> Result<OutboxItem, PgError> {
         iccid: get(row, "iccid")?,
         profile_type: get(row, "profile_type")?,
         timestamp: get(row, "event_at")?,
-        point: uint(get(row, "point")?, "point")?,
+        point: get_u32(row, "point")?,
         status,
         result_data: get(row, "result_data")?,
-        attempts: uint(get(row, "attempts")?, "attempts")?,
+        attempts: get_u32(row, "attempts")?,
         next_attempt_ms: get(row, "next_attempt_ms")?,
         last_error: get(row, "last_error")?,
     })
@@ -271,7 +289,7 @@ pub fn registration_minutes(r: Registration) -> Result<Option<i32>, PgError> {
 
 /// A `mobileplans_orders` row.
 pub fn order(row: &Row) -> Result<MobilePlansOrder, PgError> {
-    let minutes: Option<i32> = get(row, "registration_interval_minutes")?;
+    let minutes = get_int(row, "registration_interval_minutes")?;
     let registration = match minutes {
         None => Registration::Now,
         Some(m) => Registration::Later {
@@ -342,5 +360,7 @@ mod tests {
         assert!(int(u32::MAX, "x").is_err());
         assert!(bigint(u64::MAX, "x").is_err());
         assert!(ubig(-1, "x").is_err());
+        assert!(uint(-1, "x").is_err());
+        assert!(uint(i64::from(u32::MAX) + 1, "x").is_err());
     }
 }

@@ -35,7 +35,9 @@
 //! The SQL also runs on the PostgreSQL-compatible distributed databases
 //! (CockroachDB, YugabyteDB): no advisory locks, triggers or functions;
 //! `ON CONFLICT`, `SKIP LOCKED`, sequences and partial indexes only. Bulk
-//! deletes go in batches, which keeps each statement short there.
+//! deletes go in batches, which keeps each statement short there. The
+//! `integer` columns are 8 bytes on CockroachDB: writes cast their
+//! parameter to `int4` and reads take either width ([`rows`]).
 
 use super::rows::{self, bigint, int, point_status, registration_minutes, state_name, ubig};
 use super::PgError;
@@ -245,8 +247,9 @@ pub async fn history_entry<C: GenericClient + Sync>(
 }
 
 const PUT_PROFILE: &str = "UPDATE profiles SET operator = $2, profile_type = $3, state = $4, \
-     eid = $5, matching_id = $6, cc_hashes = $7, smds_address = $8, download_attempts = $9, \
-     cc_attempts = $10, expires_at = $11, created_at = $12, updated_at = $13, \
+     eid = $5, matching_id = $6, cc_hashes = $7, smds_address = $8, \
+     download_attempts = $9::int4, cc_attempts = $10::int4, expires_at = $11, \
+     created_at = $12, updated_at = $13, \
      history_len = $14, error_reason = $15, imported_by = $16 WHERE iccid = $1";
 
 /// Writes a profile record over its row (every column but the package,
@@ -350,7 +353,8 @@ pub async fn outbox_item_for_update<C: GenericClient + Sync>(
 const PUT_OUTBOX: &str = "INSERT INTO outbox (id, operator, eid, iccid, profile_type, event_at, \
      point, status, failed_subject, failed_reason, failed_message, result_data, attempts, \
      next_attempt_ms, last_error, leased_until, leased_by) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL, NULL) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7::int4, $8, $9, $10, $11, $12, $13::int4, $14, $15, \
+     NULL, NULL) \
      ON CONFLICT (id) DO UPDATE SET operator = EXCLUDED.operator, eid = EXCLUDED.eid, \
      iccid = EXCLUDED.iccid, profile_type = EXCLUDED.profile_type, \
      event_at = EXCLUDED.event_at, point = EXCLUDED.point, status = EXCLUDED.status, \
@@ -583,8 +587,8 @@ pub async fn order_exists<C: GenericClient + Sync>(
 const PUT_ORDER: &str = concat!(
     "INSERT INTO mobileplans_orders (",
     order_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21, $22) \
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8::int4, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20, $21, $22) \
      ON CONFLICT (id) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
      operator = EXCLUDED.operator, kind = EXCLUDED.kind, eid = EXCLUDED.eid, \
      iccid = EXCLUDED.iccid, matching_id = EXCLUDED.matching_id, \
