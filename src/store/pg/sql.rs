@@ -411,7 +411,9 @@ const PUT_KEPT: &str = "INSERT INTO kept_packages \
      expires_at = EXCLUDED.expires_at";
 
 /// Keeps the Bound Profile Package delivered for `iccid` for a retry in a
-/// later session (SGP.22 §5.6.2), or erases it (`None`).
+/// later RSP session (SGP.22 §5.6.2, §5.6.3), or erases it (`None`). Kept
+/// packages change only with their profile's transitions, under its row
+/// lock: an upsert is safe.
 pub async fn put_kept<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
@@ -691,12 +693,13 @@ const INSERT_TYPES: &str = "INSERT INTO profile_types (profile_type, operator) \
 /// `now` (the import is history entry 0, carried by the row as in the sled
 /// store: `history_len` 1, `imported_by`), and their profile types. In
 /// statements of at most [`INSERT_BATCH`] rows and [`INSERT_BATCH_BYTES`]
-/// of packages. `Ok(Err(iccid))`: the first item,
-/// in order, that was not inserted because its ICCID is already in the
-/// inventory (or earlier in `items`); the rows of earlier statements stay
-/// written, so the caller runs this in one transaction and rolls it back
-/// then. The caller has checked the items (Luhn digit, labels, duplicates)
-/// as the sled store's import does.
+/// of packages. `Ok(Err(iccid))`: the first item, in order, that was not
+/// inserted because its ICCID is already in the inventory (or earlier in
+/// `items`); the rows of earlier statements stay written, so the caller
+/// runs this in one transaction and rolls it back then. The caller has
+/// checked the items (Luhn digit, labels, duplicates) as the sled store's
+/// import does. An import running at the same time with one of these
+/// ICCIDs is waited for: whichever commits first has it.
 pub async fn insert_profiles<C: GenericClient + Sync>(
     c: &C,
     items: &[NewProfile],
