@@ -373,6 +373,36 @@ impl Store {
         Ok(Store::with_engine(Box::new(engine), opts))
     }
 
+    /// Opens the store the configuration names: sled in the data
+    /// directory, or PostgreSQL, whose schema is brought up to date first
+    /// when `migrate` is set (a schema this build does not know is
+    /// refused either way).
+    pub fn open_configured(
+        config: &crate::config::Config,
+        migrate: bool,
+    ) -> std::result::Result<Store, String> {
+        let opts = StoreOptions {
+            order_ttl: config.order_ttl,
+        };
+        match config.store_config()? {
+            crate::config::StoreConfig::Sled => {
+                Store::open(&config.db_path(), opts).map_err(|e| e.to_string())
+            }
+            crate::config::StoreConfig::Postgres(pg) => {
+                let engine = pg::engine::PgEngine::connect(
+                    &pg,
+                    pg::engine::PgOptions {
+                        outbox_lease: Duration::from_secs(config.outbox.lease_secs.max(1)),
+                        ..Default::default()
+                    },
+                    migrate,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(Store::with_engine(Box::new(engine), opts))
+            }
+        }
+    }
+
     /// A store on an opened engine.
     pub fn with_engine(engine: Box<dyn Engine>, opts: StoreOptions) -> Store {
         Store {

@@ -7,6 +7,10 @@
 
 use super::{Result, Store};
 
+/// Evictions done by one creation at most (more are needed only when the
+/// cap was lowered across a restart; the next creations continue).
+pub(crate) const MAX_EVICTIONS_PER_CREATE: u64 = 16;
+
 /// Live sessions by phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionCounts {

@@ -36,9 +36,7 @@ use crate::store::lifecycle::State;
 use crate::store::mobileplans::MobilePlansOrder;
 use crate::store::session::{Admission, SessionCounts};
 use crate::store::tx::{Records, TxAbort, TxFail, TxResult};
-use crate::store::{
-    HistoryEntry, IdemRecord, ListFilter, NewProfile, OutboxItem, ProfileRecord,
-};
+use crate::store::{HistoryEntry, IdemRecord, ListFilter, NewProfile, OutboxItem, ProfileRecord};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::future::Future;
@@ -79,7 +77,11 @@ pub fn default_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "node".into());
-    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// The counts the metrics read, with when they were read.
@@ -323,8 +325,8 @@ fn outside_runtime<T>(f: impl FnOnce() -> T) -> Result<T> {
 }
 
 /// [`Records`] over one PostgreSQL transaction.
-struct PgRecords<'a> {
-    tx: &'a tokio_postgres::Transaction<'a>,
+struct PgRecords<'a, 'c> {
+    tx: &'a tokio_postgres::Transaction<'c>,
     rt: &'a tokio::runtime::Handle,
     engine: &'a PgEngine,
     /// SIMs whose balance this transaction read and found missing: their
@@ -333,13 +335,13 @@ struct PgRecords<'a> {
     missing_balances: RefCell<HashSet<String>>,
 }
 
-impl PgRecords<'_> {
+impl PgRecords<'_, '_> {
     fn run<T>(&self, f: impl Future<Output = std::result::Result<T, PgError>>) -> TxResult<T> {
         self.rt.block_on(f).map_err(|e| self.engine.tx_fail(e))
     }
 }
 
-impl Records for PgRecords<'_> {
+impl Records for PgRecords<'_, '_> {
     fn profile(&self, iccid: &str) -> TxResult<Option<ProfileRecord>> {
         self.run(sql::profile_for_update(self.tx, iccid))
     }
@@ -413,11 +415,7 @@ impl Records for PgRecords<'_> {
         self.run(sql::order_exists(self.tx, transaction_id))
     }
 
-    fn put_order(
-        &self,
-        _old: Option<&MobilePlansOrder>,
-        new: &MobilePlansOrder,
-    ) -> TxResult<()> {
+    fn put_order(&self, _old: Option<&MobilePlansOrder>, new: &MobilePlansOrder) -> TxResult<()> {
         self.run(sql::put_order(self.tx, new))
     }
 
@@ -480,7 +478,7 @@ impl Engine for PgEngine {
     ) -> Result<std::result::Result<usize, usize>> {
         let r = self.call(|mut c| async move {
             let tx = c.transaction().await?;
-            match sql::insert_profiles(&tx, items, caller, now).await? {
+            match sql::insert_profiles(&*tx, items, caller, now).await? {
                 Ok(n) => {
                     tx.commit().await?;
                     Ok(Ok(n))
@@ -516,9 +514,8 @@ impl Engine for PgEngine {
             after = Some(last.clone());
             for (iccid, old) in &batch {
                 if let Some(new) = f(old, iccid)? {
-                    let swapped = self.call(|c| async move {
-                        sql::swap_package(&**c, iccid, old, &new).await
-                    })?;
+                    let swapped = self
+                        .call(|c| async move { sql::swap_package(&**c, iccid, old, &new).await })?;
                     if swapped {
                         changed += 1;
                     }
@@ -583,10 +580,11 @@ impl Engine for PgEngine {
         max_sessions: u64,
     ) -> Result<Admission> {
         let now = crate::time::now();
-        self.call(|c| async move {
-            sql::create_session(&**c, transaction_id, expires_at, session, max_sessions, now)
-                .await
-        })
+        let r = self.call(|c| async move {
+            sql::create_session(&**c, transaction_id, expires_at, session, max_sessions, now).await
+        });
+        self.invalidate();
+        r
     }
 
     fn update_session(
@@ -595,9 +593,11 @@ impl Engine for PgEngine {
         expires_at: i64,
         session: &[u8],
     ) -> Result<bool> {
-        self.call(|c| async move {
+        let r = self.call(|c| async move {
             sql::update_session(&**c, transaction_id, expires_at, session).await
-        })
+        });
+        self.invalidate();
+        r
     }
 
     fn get_session(&self, transaction_id: &[u8], now: i64) -> Result<Option<Vec<u8>>> {
@@ -609,12 +609,15 @@ impl Engine for PgEngine {
     }
 
     fn remove_session(&self, transaction_id: &[u8]) -> Result<()> {
-        self.call(|c| async move { sql::remove_session(&**c, transaction_id).await })
-            .map(|_| ())
+        let r = self.call(|c| async move { sql::remove_session(&**c, transaction_id).await });
+        self.invalidate();
+        r.map(|_| ())
     }
 
     fn sweep_sessions(&self, now: i64) -> Result<usize> {
-        self.call(|c| async move { sql::sweep_sessions(&**c, now).await })
+        let r = self.call(|c| async move { sql::sweep_sessions(&**c, now).await });
+        self.invalidate();
+        r
     }
 
     fn session_counts(&self) -> SessionCounts {

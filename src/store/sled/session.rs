@@ -22,16 +22,12 @@
 use super::keys::key;
 use super::Sled;
 use crate::error::{Error, Result};
-use crate::store::session::{Admission, SessionCounts};
+use crate::store::session::{Admission, SessionCounts, MAX_EVICTIONS_PER_CREATE};
 use std::sync::MutexGuard;
 
 const RECORD: &str = "s/";
 const PENDING: &str = "q/";
 const AUTHENTICATED: &str = "y/";
-
-/// Evictions done by one creation at most (more are needed only when the
-/// cap was lowered across a restart; the next creations continue).
-const MAX_EVICTIONS_PER_CREATE: u64 = 16;
 
 /// Sessions removed per batch by [`Store::sweep_sessions`] (the lock is
 /// released between batches).
