@@ -17,6 +17,7 @@ use std::path::Path;
 /// `<test>::postgres`. The PostgreSQL run skips with a message when no
 /// test database is configured ([`super::postgres::TEST_POSTGRES_ENV`];
 /// CI always sets it).
+#[allow(unused_macros, reason = "the benches share these fixtures")]
 macro_rules! engine_tests {
     ($( $(#[$meta:meta])* fn $name:ident() $body:block )*) => {
         $(
@@ -42,6 +43,7 @@ macro_rules! engine_tests {
         )*
     };
 }
+#[allow(unused_imports, reason = "the benches share these fixtures")]
 pub(crate) use engine_tests;
 
 thread_local! {
