@@ -1175,7 +1175,14 @@ fn offline_store(
     data_dir: &std::path::Path,
     config: Option<&std::path::Path>,
     what: &str,
-) -> Result<(crate::profile::protect::Keyring, crate::store::Store, PathBuf), String> {
+) -> Result<
+    (
+        crate::profile::protect::Keyring,
+        crate::store::Store,
+        PathBuf,
+    ),
+    String,
+> {
     if let Some(path) = config {
         let config = Config::resolve(FileConfig::load(path)?, Overrides::default());
         std::fs::create_dir_all(&config.data_dir)

@@ -127,9 +127,20 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => tracing::error!(error = %e, %operator, "outbox read failed"),
             }
         }
+        // Alone on its store, a transition wakes the worker; on a store
+        // shared by several nodes another node's items (enqueued there, or
+        // left by a node that died) are found by looking again, at the
+        // latest after a lease.
+        let idle_ms = if app.store.shared() {
+            app.config.outbox.lease_secs.clamp(1, 60) * 1000
+        } else {
+            60_000
+        };
         let wait = next_due
-            .map(|d| Duration::from_millis((d - crate::time::now_ms()).clamp(0, 60_000) as u64))
-            .unwrap_or(Duration::from_secs(60));
+            .map(|d| {
+                Duration::from_millis((d - crate::time::now_ms()).clamp(0, idle_ms as i64) as u64)
+            })
+            .unwrap_or(Duration::from_millis(idle_ms));
         tokio::select! {
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 // Its attempts rescheduled its items: look at that operator again.

@@ -176,6 +176,12 @@ pub trait Engine: Send + Sync {
     /// Held portal orders whose hold ran out at `now`.
     fn mp_due_holds(&self, now: i64) -> Result<Vec<u64>>;
 
+    /// Whether other processes share this store: their writes are not
+    /// announced here, so whoever waits for them polls.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// The sled engine, for its own consistency checks.
     fn as_sled(&self) -> Option<&super::sled::Sled> {
         None

@@ -420,6 +420,12 @@ impl Store {
         self.engine().name()
     }
 
+    /// Whether other nodes share this store (their writes wake nothing
+    /// here: a worker waiting for them polls).
+    pub fn shared(&self) -> bool {
+        self.engine().shared()
+    }
+
     /// The sled engine, for its consistency checks; `None` on another.
     pub fn as_sled(&self) -> Option<&sled::Sled> {
         self.engine().as_sled()

@@ -445,6 +445,10 @@ impl Engine for PgEngine {
         Box::pin(async { Ok(()) })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn flush_blocking(&self) -> Result<()> {
         Ok(())
     }
