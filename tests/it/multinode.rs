@@ -576,7 +576,10 @@ async fn outbox_of_a_killed_node_is_delivered_by_another() {
         .map(|it| {
             (
                 it["iccid"].as_str().expect("iccid").to_owned(),
-                format!("smdpplus-{}", it["id"]),
+                match &it["id"] {
+                    Value::String(id) => format!("smdpplus-{id}"),
+                    id => format!("smdpplus-{id}"),
+                },
             )
         })
         .collect();
