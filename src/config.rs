@@ -223,6 +223,10 @@ pub struct OutboxConfig {
     pub batch_size: usize,
     /// Most deliveries in flight to one operator.
     pub max_in_flight_per_operator: usize,
+    /// How long a node holds the items it took for delivery, seconds, on
+    /// a store shared by several nodes: a node that dies mid-delivery
+    /// leaves its items to the others after this.
+    pub lease_secs: u64,
 }
 
 impl Default for OutboxConfig {
@@ -233,6 +237,7 @@ impl Default for OutboxConfig {
             request_timeout_ms: 10_000,
             batch_size: 64,
             max_in_flight_per_operator: 8,
+            lease_secs: 60,
         }
     }
 }

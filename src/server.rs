@@ -4,12 +4,13 @@
 
 use crate::app::{pid_file, App, DEMO_PROFILE_TYPE};
 use crate::config::Config;
+use crate::error::codes;
 use crate::http::api::{Apis, Mounted};
 use crate::http::{self, tls, Listener};
 use crate::metrics::Metrics;
 use crate::pki::dev;
 use crate::profile::protect::Keyring;
-use crate::store::{NewProfile, Store, StoreOptions};
+use crate::store::{NewProfile, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,9 +73,14 @@ fn seed_demo(
         })
     })
     .collect::<Result<_, String>>()?;
-    store
-        .add_profiles(&items, "smdpplus", crate::time::now())
-        .map_err(|e| e.to_string())
+    match store.add_profiles(&items, "smdpplus", crate::time::now()) {
+        Ok(n) => Ok(n),
+        // Another node sharing the store seeded it meanwhile.
+        Err(e) if e.code == codes::ICCID_INVALID && e.message.contains("already in inventory") => {
+            Ok(0)
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn shutdown_signal() {
@@ -175,12 +181,7 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
             pki.operator_client_key.display()
         );
     }
-    let store = Store::open(
-        &config.db_path(),
-        StoreOptions {
-            order_ttl: config.order_ttl,
-        },
-    )?;
+    let store = Store::open_configured(&config, true)?;
     let master = match std::env::var("SMDPPLUS_MASTER_KEY") {
         Ok(text) => Keyring::parse(&text).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
         Err(_) => {

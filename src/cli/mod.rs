@@ -7,7 +7,7 @@
 mod health;
 mod load;
 
-use crate::config::{Config, FileConfig, Overrides, PostgresConfig, StoreConfig};
+use crate::config::{Config, FileConfig, Overrides, StoreConfig};
 use crate::es2plus::{self, Function};
 use crate::http::client::Client;
 use crate::http::tls;
@@ -187,6 +187,11 @@ pub struct ConnArgs {
         default_value = "./smdpplus-data"
     )]
     pub data_dir: PathBuf,
+    /// Configuration file: `profiles generate` and `profiles import` write
+    /// to the store and use the master key it names (a PostgreSQL store is
+    /// written beside running servers).
+    #[arg(long, global = true, env = "SMDPPLUS_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Client certificate (default: `<data-dir>/pki/operator-client.crt`).
     #[arg(long, global = true)]
     pub cert: Option<PathBuf>,
@@ -638,32 +643,10 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             getbalance_listen: a.getbalance_listen,
         },
     );
-    if let StoreConfig::Postgres(pg) = config.store_config()? {
-        return refuse_postgres(&pg).await;
-    }
     crate::server::run(config)
         .await
         .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `serve` with `[store] engine = "postgres"`: connects, brings the
-/// schema up to date (or refuses a schema this build does not know), then
-/// stops, since this build does not serve from PostgreSQL yet.
-async fn refuse_postgres(pg: &PostgresConfig) -> Result<ExitCode, String> {
-    let db = Postgres::connect(pg).await.map_err(|e| e.to_string())?;
-    let applied = db.migrate().await.map_err(|e| e.to_string())?;
-    let status = db.check_schema().await.map_err(|e| e.to_string())?;
-    tracing::info!(
-        applied = applied.len(),
-        version = status.version,
-        "PostgreSQL store reachable, schema up to date"
-    );
-    Err(format!(
-        "[store] engine = \"postgres\" is not yet served by this build (the database is \
-         reachable and its schema is at version {}); use engine = \"sled\"",
-        status.version
-    ))
 }
 
 /// `smdpplus store migrate`.
@@ -852,9 +835,11 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
     } = action
     {
         let data_dir = conn.data_dir.clone();
+        let config = conn.config.clone();
         return tokio::task::spawn_blocking(move || {
             generate_offline(
                 &data_dir,
+                config.as_deref(),
                 template.as_deref(),
                 count,
                 &iccid_start,
@@ -876,8 +861,17 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
     } = action
     {
         let data_dir = conn.data_dir.clone();
+        let config = conn.config.clone();
         return tokio::task::spawn_blocking(move || {
-            import_offline(&data_dir, csv, dir, template, profile_type, &operator)
+            import_offline(
+                &data_dir,
+                config.as_deref(),
+                csv,
+                dir,
+                template,
+                profile_type,
+                &operator,
+            )
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -1173,13 +1167,26 @@ fn unreachable_generate() -> Result<(), String> {
     Err("generate and import run offline".into())
 }
 
-/// The master key ring and the store of `data_dir` (made if need be), for
-/// a command that writes the store directly; `what` names it when the
-/// server holds the store.
+/// The master key ring and the store for a command that writes the store
+/// directly: those the configuration file names, else the sled store and
+/// key of `data_dir` (made if need be; `what` names the command when a
+/// running server holds that store).
 fn offline_store(
     data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
     what: &str,
 ) -> Result<(crate::profile::protect::Keyring, crate::store::Store), String> {
+    if let Some(path) = config {
+        let config = Config::resolve(FileConfig::load(path)?, Overrides::default());
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+        let (ring, _) = crate::profile::protect::Keyring::load_or_create(&config.master_key_file)
+            .map_err(|e| e.to_string())?;
+        let store = crate::store::Store::open_configured(&config, true).map_err(|e| {
+            format!("{e} (with the sled store, stop the server first: {what} writes its store directly)")
+        })?;
+        return Ok((ring, store));
+    }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let (ring, _) = crate::profile::protect::Keyring::load_or_create(&data_dir.join("master.key"))
         .map_err(|e| e.to_string())?;
@@ -1206,6 +1213,7 @@ fn template_or_default(
 
 fn import_offline(
     data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
     csv: Option<PathBuf>,
     dir: Option<PathBuf>,
     template: Option<PathBuf>,
@@ -1214,7 +1222,7 @@ fn import_offline(
 ) -> Result<ExitCode, String> {
     use crate::profile::import;
     let started = std::time::Instant::now();
-    let (ring, store) = offline_store(data_dir, "import")?;
+    let (ring, store) = offline_store(data_dir, config, "import")?;
     let checked = match (csv, dir) {
         (Some(path), None) => {
             let tpl = template_or_default(template.as_deref())?;
@@ -1314,6 +1322,7 @@ impl Progress {
 )]
 fn generate_offline(
     data_dir: &std::path::Path,
+    config: Option<&std::path::Path>,
     template: Option<&std::path::Path>,
     count: u64,
     iccid_start: &str,
@@ -1325,7 +1334,7 @@ fn generate_offline(
     use crate::profile::{generate, stored::StoredPackage};
     let started = std::time::Instant::now();
     let tpl = template_or_default(template)?;
-    let (ring, store) = offline_store(data_dir, "generation")?;
+    let (ring, store) = offline_store(data_dir, config, "generation")?;
     let mut rng = crate::profile::params::secret_rng();
     // Checks both ranges before anything is written.
     let mut params = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)

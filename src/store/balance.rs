@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `g/` | ICCID | [`BalanceRecord`] |
 
-use super::{gsma, key, Records, Store, TxResult, RECORD_VERSION};
+use super::{gsma, Records, Store, TxResult, RECORD_VERSION};
 use crate::error::{codes, Error, Result};
 use crate::ids::Iccid;
 use serde::{Deserialize, Serialize};
@@ -219,10 +219,6 @@ impl BalanceRecord {
     }
 }
 
-pub(super) fn balance_key(iccid: &str) -> Vec<u8> {
-    key("g/", &[iccid.as_bytes()])
-}
-
 /// The SIM's balance record for `operator`, a new one if it has none,
 /// inside a transaction; another operator's SIM is unknown (8.2.1/3.9).
 fn operators_tx(
@@ -282,20 +278,12 @@ pub(super) fn remove_bucket_tx(
 impl Store {
     /// A SIM's balance record.
     pub fn balance(&self, iccid: &Iccid) -> Result<Option<BalanceRecord>> {
-        match self.tree()?.get(balance_key(iccid.as_str()))? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-                Error::internal(format!("corrupt balance record: {e}"))
-            })?)),
-            None => Ok(None),
-        }
+        self.engine().balance(iccid.as_str())
     }
 
     /// Whether the ICCID names a profile or a registered SIM.
     pub fn sim_known(&self, iccid: &Iccid) -> Result<bool> {
-        Ok(self.tree()?.contains_key(balance_key(iccid.as_str()))?
-            || self
-                .tree()?
-                .contains_key(super::profile_key(iccid.as_str()))?)
+        self.engine().sim_known(iccid.as_str())
     }
 
     /// Registers a SIM for the balance API (a warm physical SIM before its

@@ -1,10 +1,6 @@
 //! Bound Profile Packages kept for a retry in a later RSP session (SGP.22
 //! §3.1.3, §5.6.2, §5.6.3, §5.7.5).
 //!
-//! | prefix | key | value |
-//! |---|---|---|
-//! | `n/` | ICCID | [`KeptPackage`] |
-//!
 //! When the eUICC keeps an unused one-time key pair after an interrupted
 //! download (§3.1.3, §5.7.14, §5.7.15), the SM-DP+ can name its otPK in
 //! `smdpSigned2.bppEuiccOtpk` of the next session's AuthenticateClient
@@ -26,7 +22,7 @@
 //! order's time to live): past it, it is never served, and it is removed
 //! when read and by the sweeper.
 
-use super::{key, Result, Store};
+use super::{Result, Store};
 use crate::b64;
 use crate::ids::Iccid;
 use serde::{Deserialize, Serialize};
@@ -70,66 +66,22 @@ impl std::fmt::Debug for KeptPackage {
     }
 }
 
-pub(super) fn kept_key(iccid: &str) -> Vec<u8> {
-    key("n/", &[iccid.as_bytes()])
-}
-
 impl Store {
     /// The package kept for a retry of this order, if any and not expired
     /// at `now`. An expired one is removed (unless it was replaced
     /// meanwhile).
     pub fn kept_package(&self, iccid: &Iccid, now: i64) -> Result<Option<KeptPackage>> {
-        let k = kept_key(iccid.as_str());
-        let Some(bytes) = self.tree()?.get(&k)? else {
-            return Ok(None);
-        };
-        let kept: Option<KeptPackage> = serde_json::from_slice(&bytes).ok();
-        match kept {
-            Some(p) if p.v == KEPT_VERSION && p.expires_at > now => Ok(Some(p)),
-            // Expired, or unreadable: never served; gone unless replaced.
-            _ => {
-                let _ = self
-                    .tree()?
-                    .compare_and_swap(&k, Some(bytes), None::<&[u8]>)?;
-                self.inner
-                    .written
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok(None)
-            }
-        }
+        self.engine().kept_package(iccid.as_str(), now)
     }
 
     /// Removes every kept package expired at `now` (the sweeper runs it
     /// hourly; a read removes an expired one too). Returns how many.
     pub fn sweep_kept_packages(&self, now: i64) -> Result<usize> {
-        #[derive(Deserialize)]
-        struct Expiry {
-            expires_at: i64,
-        }
-        let mut n = 0;
-        for kv in self.tree()?.scan_prefix(b"n/") {
-            let (k, v) = kv?;
-            let expired =
-                serde_json::from_slice::<Expiry>(&v).map_or(true, |e| e.expires_at <= now);
-            if expired
-                && self
-                    .tree()?
-                    .compare_and_swap(&k, Some(&v), None::<&[u8]>)?
-                    .is_ok()
-            {
-                n += 1;
-            }
-        }
-        if n > 0 {
-            self.inner
-                .written
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        Ok(n)
+        self.engine().sweep_kept_packages(now)
     }
 
     /// Whether a package is kept for this order (expired or not).
     pub fn has_kept_package(&self, iccid: &Iccid) -> Result<bool> {
-        Ok(self.tree()?.contains_key(kept_key(iccid.as_str()))?)
+        self.engine().has_kept_package(iccid.as_str())
     }
 }

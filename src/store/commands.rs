@@ -16,80 +16,67 @@ impl Store {
 
     /// Like [`Store::apply`], and when the command succeeds, `then` writes
     /// more records in the same transaction (a Mobile Plans order beside its
-    /// profile's transition). `then` may run more than once (sled retries
-    /// conflicting transactions), so it must only write through `tx`.
+    /// profile's transition). `then` may run more than once (an engine
+    /// retries conflicting transactions), so it must only write through `tx`.
     pub(super) fn apply_then(
         &self,
         cmd: &Command,
         ctx: &Ctx<'_>,
         then: Option<&Then<'_>>,
     ) -> Result<Applied> {
-        // Pool allocation picks its candidate outside the transaction.
-        let alloc_guard = match cmd {
-            Command::DownloadOrder { iccid: None, .. } => Some(
-                self.inner
-                    .alloc
-                    .lock()
-                    .map_err(|_| Error::internal("allocation lock poisoned"))?,
-            ),
+        let pool = match cmd {
+            Command::DownloadOrder {
+                operator,
+                iccid: None,
+                profile_type: Some(t),
+                ..
+            } => Some((operator.as_str(), t.as_str())),
             _ => None,
         };
         for _ in 0..16 {
-            let candidate = match cmd {
-                Command::DownloadOrder {
-                    operator,
-                    iccid: None,
-                    profile_type: Some(t),
-                    ..
-                } => Some(self.pick_from_pool(operator, t)?),
-                _ => None,
-            };
-            let result = self.tree()?.transaction(|tx| {
-                let records = SledRecords(tx);
-                let run = || -> TxResult<Applied> {
-                    let applied = self.apply_tx(&records, cmd, ctx, candidate.as_ref())?;
-                    if let (Some(then), None) = (then, &applied.refusal) {
-                        then(&records, &applied.record)?;
-                    }
-                    Ok(applied)
+            let run = |tx: &dyn Records| -> TxResult<Applied> {
+                let candidate = match cmd {
+                    Command::DownloadOrder {
+                        operator,
+                        iccid: None,
+                        profile_type: Some(t),
+                        ..
+                    } => Some(self.pick_from_pool(tx, operator, t)?),
+                    _ => None,
                 };
-                run().map_err(sled::transaction::ConflictableTransactionError::from)
-            });
-            match result {
-                Ok(mut applied) => {
-                    drop(alloc_guard);
-                    // Any committed transaction may have written: count it for sync().
-                    self.inner.written.fetch_add(1, Ordering::SeqCst);
-                    if applied.changed {
-                        self.count_transition(applied.from, &applied.record);
-                    }
-                    if applied.enqueued {
-                        self.count_outbox(&applied.record.operator, 1);
-                    }
+                let applied = self.apply_tx(tx, cmd, ctx, candidate.as_ref())?;
+                if let (Some(then), None) = (then, &applied.refusal) {
+                    then(tx, &applied.record)?;
+                }
+                Ok(applied)
+            };
+            match self.transact_with(pool, run)? {
+                Some(mut applied) => {
                     return match applied.refusal.take() {
                         Some(e) => Err(e),
                         None => Ok(applied),
-                    };
+                    }
                 }
-                Err(TransactionError::Abort(TxAbort::Retry)) => continue,
-                // Storage errors inside the transaction arrive as aborts
-                // with the store's error; watch() acts on those.
-                Err(TransactionError::Abort(TxAbort::Gsma(e))) => return self.watch(Err(e)),
-                Err(TransactionError::Storage(e)) => return self.watch(Err(e.into())),
+                // The pool candidate was taken meanwhile: choose again.
+                None => continue,
             }
         }
         Err(Error::internal("allocation kept conflicting"))
     }
 
-    pub(super) fn pick_from_pool(&self, operator: &str, profile_type: &str) -> Result<Iccid> {
+    /// The profile an allocation takes from the pool of (operator, type)
+    /// (SGP.22 §5.3.1), inside the allocating transaction.
+    pub(super) fn pick_from_pool(
+        &self,
+        tx: &dyn Records,
+        operator: &str,
+        profile_type: &str,
+    ) -> TxResult<Iccid> {
         // Another operator's type answers as unknown: SGP.22 (§5.3.1) lets
         // 8.2.5/1.2 exist but does not require it, and telling the two apart
         // would let operators probe each other's inventory.
-        if !self
-            .tree()?
-            .contains_key(type_key(profile_type, operator))?
-        {
-            return Err(Error::refused(
+        if !tx.type_known(profile_type, operator)? {
+            return gsma(Error::refused(
                 codes::TYPE_UNKNOWN,
                 format!(
                     "profile type {} is unknown",
@@ -97,17 +84,12 @@ impl Store {
                 ),
             ));
         }
-        match self
-            .tree()?
-            .scan_prefix(pool_prefix(operator, profile_type))
-            .next()
-        {
-            Some(kv) => {
-                let (_, v) = kv?;
-                let s = String::from_utf8_lossy(&v);
-                Iccid::parse(&s).ok_or_else(|| Error::internal("corrupt pool entry"))
-            }
-            None => Err(Error::refused(
+        match tx.pool_candidate(operator, profile_type)? {
+            Some(s) => match Iccid::parse(&s) {
+                Some(i) => Ok(i),
+                None => gsma(Error::internal("corrupt pool entry")),
+            },
+            None => gsma(Error::refused(
                 codes::TYPE_EXHAUSTED,
                 format!("no more profiles of type {profile_type}"),
             )),

@@ -20,10 +20,11 @@
 
 pub mod status;
 
+pub use super::sled::order_index_keys;
 pub use status::{OrderEvent, OrderStatus};
 
 use super::balance::{credit_tx, remove_bucket_tx, Credit};
-use super::{gsma, key, Command, Ctx, ProfileRecord, Records, Store, TxResult, RECORD_VERSION};
+use super::{gsma, Command, Ctx, ProfileRecord, Records, Store, TxResult, RECORD_VERSION};
 use crate::error::{codes, Error, Result};
 use crate::ids::{Eid, Iccid};
 use serde::{Deserialize, Serialize};
@@ -193,36 +194,6 @@ pub struct NewOrder {
     pub hold_until: Option<i64>,
 }
 
-pub(super) fn order_key(id: u64) -> Vec<u8> {
-    key("u/", &[&id.to_be_bytes()])
-}
-pub(super) fn txid_key(transaction_id: &str) -> Vec<u8> {
-    key("k/", &[transaction_id.as_bytes()])
-}
-
-/// The index keys an order implies; every value is the order id (u64 BE).
-pub fn order_index_keys(o: &MobilePlansOrder) -> Vec<Vec<u8>> {
-    let id = o.id.to_be_bytes();
-    let mut out = vec![
-        txid_key(&o.transaction_id),
-        key("l/", &[o.iccid.as_bytes(), b"/", &id]),
-    ];
-    if let Some(eid) = &o.eid {
-        out.push(key("d/", &[eid.as_bytes(), b"/", &id]));
-    }
-    if let (true, Some(t)) = (o.release_pending(), o.release_at) {
-        out.push(key("r/", &[&(t.max(0) as u64).to_be_bytes(), &id]));
-    }
-    if let (true, Some(t)) = (o.hold_pending(), o.hold_until) {
-        out.push(key("w/", &[&(t.max(0) as u64).to_be_bytes(), &id]));
-    }
-    out
-}
-
-fn id_of(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.try_into().ok()?))
-}
-
 fn load_order_tx(tx: &dyn Records, id: u64) -> TxResult<MobilePlansOrder> {
     match tx.order(id)? {
         Some(o) => Ok(o),
@@ -324,12 +295,7 @@ fn end_order_tx(
 impl Store {
     /// One order.
     pub fn mp_order(&self, id: u64) -> Result<Option<MobilePlansOrder>> {
-        match self.tree()?.get(order_key(id))? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-                Error::internal(format!("corrupt Mobile Plans order: {e}"))
-            })?)),
-            None => Ok(None),
-        }
+        self.engine().mp_order(id)
     }
 
     /// The order of a Mobile Plans transactionId.
@@ -337,106 +303,42 @@ impl Store {
         &self,
         transaction_id: &str,
     ) -> Result<Option<MobilePlansOrder>> {
-        match self.tree()?.get(txid_key(transaction_id))? {
-            Some(v) => match id_of(&v) {
-                Some(id) => self.mp_order(id),
-                None => Err(Error::internal("corrupt transactionId index")),
-            },
-            None => Ok(None),
-        }
-    }
-
-    fn mp_latest(&self, prefix: Vec<u8>) -> Result<Option<MobilePlansOrder>> {
-        match self.tree()?.scan_prefix(prefix).next_back() {
-            Some(kv) => {
-                let (_, v) = kv?;
-                match id_of(&v) {
-                    Some(id) => self.mp_order(id),
-                    None => Err(Error::internal("corrupt Mobile Plans index")),
-                }
-            }
-            None => Ok(None),
-        }
+        self.engine().mp_order_by_transaction(transaction_id)
     }
 
     /// The latest order of a line.
     pub fn mp_latest_for_iccid(&self, iccid: &Iccid) -> Result<Option<MobilePlansOrder>> {
-        self.mp_latest(key("l/", &[iccid.as_str().as_bytes(), b"/"]))
+        Ok(self.mp_orders_for_iccid(iccid)?.pop())
     }
 
     /// The latest order of an eUICC.
     pub fn mp_latest_for_eid(&self, eid: &Eid) -> Result<Option<MobilePlansOrder>> {
-        self.mp_latest(key("d/", &[eid.as_str().as_bytes(), b"/"]))
-    }
-
-    fn mp_orders_under(&self, prefix: Vec<u8>) -> Result<Vec<MobilePlansOrder>> {
-        let mut out = vec![];
-        for kv in self.tree()?.scan_prefix(prefix) {
-            let (_, v) = kv?;
-            let id = id_of(&v).ok_or_else(|| Error::internal("corrupt Mobile Plans index"))?;
-            if let Some(o) = self.mp_order(id)? {
-                out.push(o);
-            }
-        }
-        Ok(out)
+        Ok(self.mp_orders_for_eid(eid)?.pop())
     }
 
     /// The orders of a line, oldest first.
     pub fn mp_orders_for_iccid(&self, iccid: &Iccid) -> Result<Vec<MobilePlansOrder>> {
-        self.mp_orders_under(key("l/", &[iccid.as_str().as_bytes(), b"/"]))
+        self.engine().mp_orders_for_iccid(iccid.as_str())
     }
 
     /// The orders of an eUICC, oldest first.
     pub fn mp_orders_for_eid(&self, eid: &Eid) -> Result<Vec<MobilePlansOrder>> {
-        self.mp_orders_under(key("d/", &[eid.as_str().as_bytes(), b"/"]))
+        self.engine().mp_orders_for_eid(eid.as_str())
     }
 
     /// Every order, oldest first.
     pub fn mp_orders(&self) -> Result<Vec<MobilePlansOrder>> {
-        self.tree()?
-            .scan_prefix(b"u/")
-            .map(|kv| {
-                let (_, v) = kv?;
-                serde_json::from_slice(&v)
-                    .map_err(|e| Error::internal(format!("corrupt Mobile Plans order: {e}")))
-            })
-            .collect()
-    }
-
-    /// Every raw Mobile Plans index entry, for consistency checks.
-    pub fn mp_index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = vec![];
-        for p in ["k/", "l/", "d/", "r/", "w/"] {
-            for kv in self.tree()?.scan_prefix(p.as_bytes()) {
-                let (k, v) = kv?;
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        }
-        Ok(out)
+        self.engine().mp_orders()
     }
 
     /// Orders whose scheduled release is at or before `now`.
     pub fn mp_due_releases(&self, now: i64) -> Result<Vec<u64>> {
-        self.mp_due("r/", now)
+        self.engine().mp_due_releases(now)
     }
 
     /// Held portal orders whose hold ran out at or before `now`.
     pub fn mp_due_holds(&self, now: i64) -> Result<Vec<u64>> {
-        self.mp_due("w/", now)
-    }
-
-    fn mp_due(&self, prefix: &str, now: i64) -> Result<Vec<u64>> {
-        let end = key(
-            prefix,
-            &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
-        );
-        self.tree()?
-            .range(prefix.as_bytes().to_vec()..end)
-            .map(|kv| {
-                let (_, v) = kv?;
-                id_of(&v).ok_or_else(|| Error::internal("corrupt release schedule"))
-            })
-            .collect()
+        self.engine().mp_due_holds(now)
     }
 
     /// Runs `f` in one transaction, after `profile`'s command on the

@@ -1,47 +1,24 @@
-//! The durable store: profiles, their lifecycle, indexes, history and the
-//! ES2+ notification outbox, in one sled tree.
+//! The durable store: profiles, their lifecycle, history, the ES2+
+//! notification outbox, the ES9+ sessions, Mobile Plans orders and
+//! balances, behind one API whose every state change is one atomic
+//! command.
 //!
-//! # Layout
-//! All keys live in one tree, so that one sled transaction covers a record,
-//! its indexes, its history entry, any outbox item and the idempotency record
-//! of the call that caused it:
-//!
-//! | prefix | key | value |
-//! |---|---|---|
-//! | `p/` | ICCID | [`ProfileRecord`] |
-//! | `h/` | ICCID `/` seq (u64 BE) | [`HistoryEntry`] |
-//! | `b/` | ICCID | stored profile package |
-//! | `m/` | MatchingID | ICCID |
-//! | `e/` | EID `/` ICCID | ICCID (open orders of an EID) |
-//! | `a/` | operator `\0` type `\0` ICCID | ICCID (available pool) |
-//! | `t/` | type `\0` operator | - (known profile types) |
-//! | `x/` | expiry (u64 BE) ICCID | ICCID (orders that can expire) |
-//! | `o/` | seq (u64 BE) | [`OutboxItem`] |
-//! | `od/` | operator `\0` next attempt (ms, u64 BE) seq | - (outbox items by due time, per operator) |
-//! | `oi/` | operator `\0` seq | event time (i64 BE) (outbox items per operator, oldest first) |
-//! | `om/index` | | outbox index version (u32 BE): the `od/` and `oi/` entries exist |
-//! | `i/` | SHA-256 | [`IdemRecord`] |
-//! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
-//! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
-//! | `y/` | expiry (u64 BE) transactionId | - (authenticated session expiry) |
-//! | `q/` | expiry (u64 BE) transactionId | - (pending session expiry; [`session`]) |
-//! | `u/` `k/` `l/` `d/` `r/` `w/` | | Mobile Plans orders and their indexes ([`mobileplans`]) |
-//! | `g/` | ICCID | SIM balance ([`balance`]) |
-//! | `n/` | ICCID | Bound Profile Package kept for a retry ([`bound`]) |
-//!
-//! Index entries are derived from the record alone ([`index_keys`],
-//! [`outbox_index_keys`]), and every write replaces the old record's entries
-//! with the new one's, so indexes cannot drift from the records.
+//! # Engines
+//! The domain code here is written once, against [`engine::Engine`] and
+//! the [`tx::Records`] of its transactions. [`sled`](self::sled) is the
+//! embedded default (one process); [`pg`] is PostgreSQL, which several
+//! nodes share.
 //!
 //! # Durability
-//! A transaction only reaches sled's page cache. [`Store::sync`] makes every
-//! transaction committed before the call durable; concurrent callers share
-//! one fsync (group commit). Callers acknowledge a transition only after it.
+//! A command's transaction is committed when [`Store::apply`] returns, but
+//! only [`Store::sync`] makes it durable on every engine; callers
+//! acknowledge a transition only after it. Concurrent callers share one
+//! flush (group commit).
 
 pub mod balance;
 pub mod bound;
 mod commands;
-mod keys;
+pub mod engine;
 pub mod lifecycle;
 pub mod mobileplans;
 mod outbox;
@@ -50,27 +27,21 @@ mod queries;
 pub mod record;
 mod seen;
 pub mod session;
-mod tx;
+pub mod sled;
+pub mod tx;
 
 use crate::error::{codes, Error, Result, StatusCode};
 use crate::ids::{generate_matching_id, Eid, Iccid};
-use keys::{
-    history_key, key, matching_key, outbox_due_prefix, outbox_key, outbox_operator_prefix,
-    package_key, pool_prefix, profile_key, type_key, OUTBOX_INDEX_KEY, OUTBOX_INDEX_VERSION,
-};
-pub use keys::{index_keys, outbox_index_keys};
+use engine::Engine;
 use lifecycle::{Event, State};
-use outbox::migrate_outbox_index;
 pub use record::{
     HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RetryKind, RECORD_VERSION,
 };
 use sha2::{Digest, Sha256};
-use sled::transaction::{TransactionError, TransactionalTree};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+pub use sled::{index_keys, outbox_index_keys};
+use std::sync::Arc;
 use std::time::Duration;
-use tx::{encode, gsma, retry, Records, SledRecords, Then, TxAbort, TxResult};
+use tx::{gsma, retry, Records, Then, TxResult};
 
 /// Options fixed when the store is opened.
 #[derive(Clone, Debug)]
@@ -303,115 +274,13 @@ pub struct Store {
 }
 
 struct Inner {
-    /// The open sled database; `None` only while it is being reopened.
-    engine: std::sync::RwLock<Option<Engine>>,
-    /// Where the database lives (for reopening).
-    path: std::path::PathBuf,
-    /// False from a write that failed for lack of space or an I/O error
-    /// until a reopened database has taken a write again (`/readyz`).
-    writable: AtomicBool,
+    engine: Box<dyn Engine>,
     opts: StoreOptions,
-    /// Serialises pool allocation and inventory writes: the choice of a free
-    /// ICCID happens outside the transaction (sled transactions cannot scan),
-    /// so two allocators would race for the same candidate and retry.
-    alloc: Mutex<()>,
-    /// Transactions committed so far (group commit bookkeeping).
-    written: AtomicU64,
-    /// Highest `written` value known to be on disk.
-    flushed: tokio::sync::Mutex<u64>,
-    /// Profiles per state, kept in memory for metrics.
-    counts: [AtomicI64; 9],
-    /// Available profiles per (operator, profile type), for metrics: what
-    /// an operator alerts on before a pool runs dry.
-    pools: Mutex<BTreeMap<(String, String), i64>>,
-    /// Live ES9+ sessions by phase; held by every session write.
-    sessions: Mutex<session::SessionCounts>,
-    /// Outbox items per operator, for metrics (rebuilt at open from `oi/`).
-    outbox: Mutex<BTreeMap<String, i64>>,
-}
-
-/// An open sled database and the tree that holds everything.
-#[derive(Clone)]
-struct Engine {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
-/// What opening the database finds: the engine and the in-memory counts.
-struct Opened {
-    engine: Engine,
-    counts: [i64; 9],
-    pools: BTreeMap<(String, String), i64>,
-    sessions: session::SessionCounts,
-    outbox: BTreeMap<String, i64>,
-}
-
-impl Opened {
-    fn open(path: &std::path::Path) -> Result<Opened> {
-        let db = open_db(path)?;
-        let tree = db.open_tree("smdpplus")?;
-        let mut counts = [0i64; 9];
-        let mut pools = BTreeMap::new();
-        for kv in tree.scan_prefix(b"p/") {
-            let (_, v) = kv?;
-            let r: ProfileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
-            counts[state_index(r.state)] += 1;
-            if r.state == State::Available {
-                *pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;
-            }
-        }
-        let sessions = session::count(&tree)?;
-        migrate_outbox_index(&tree)?;
-        let mut outbox = BTreeMap::new();
-        for kv in tree.scan_prefix(b"oi/") {
-            let (k, _) = kv?;
-            let op = k[3..].split(|b| *b == 0).next().unwrap_or_default();
-            *outbox
-                .entry(String::from_utf8_lossy(op).into_owned())
-                .or_insert(0) += 1;
-        }
-        Ok(Opened {
-            engine: Engine { db, tree },
-            counts,
-            pools,
-            sessions,
-            outbox,
-        })
-    }
-}
-
-/// Opens the sled database. sled locks its files until the last handle of
-/// a previous opening is gone, and its background flusher lets go a moment
-/// after the database is dropped: a lock held elsewhere is waited for up to
-/// two seconds (a reopen in this process, or a server still exiting), then
-/// reported.
-fn open_db(path: &std::path::Path) -> Result<sled::Db> {
-    let mut waited = 0;
-    loop {
-        match sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-        {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && waited < 40 =>
-            {
-                waited += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            r => return Ok(r?),
-        }
-    }
 }
 
 /// 8.2.1/3.9: the ICCID is unknown to this caller.
 pub(crate) fn unknown_iccid(iccid: &Iccid) -> Error {
     Error::refused(codes::ICCID_UNKNOWN, format!("ICCID {iccid} is unknown"))
-}
-
-fn state_index(s: State) -> usize {
-    State::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
 /// What a command did.
@@ -498,289 +367,131 @@ impl Note {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the embedded sled store at `path`.
     pub fn open(path: &std::path::Path, opts: StoreOptions) -> Result<Store> {
-        let opened = Opened::open(path)?;
-        restrict_permissions(path);
-        Ok(Store {
-            inner: Arc::new(Inner {
-                sessions: Mutex::new(opened.sessions),
-                engine: std::sync::RwLock::new(Some(opened.engine)),
-                path: path.to_owned(),
-                writable: AtomicBool::new(true),
-                opts,
-                alloc: Mutex::new(()),
-                written: AtomicU64::new(0),
-                flushed: tokio::sync::Mutex::new(0),
-                counts: opened.counts.map(AtomicI64::new),
-                pools: Mutex::new(opened.pools),
-                outbox: Mutex::new(opened.outbox),
-            }),
-        })
+        let engine = sled::Sled::open(path, &opts)?;
+        Ok(Store::with_engine(Box::new(engine), opts))
     }
 
-    fn engine(&self) -> Result<Engine> {
-        // A poisoned lock still holds a usable engine.
-        self.inner
-            .engine
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| Error::unavailable("the store is being reopened"))
-    }
-
-    fn tree(&self) -> Result<sled::Tree> {
-        Ok(self.engine()?.tree)
-    }
-
-    /// Notes a failed write: after a full disk or an I/O error, sled
-    /// refuses every write until it is reopened, so the store says it is
-    /// not writable (`/readyz`) until [`Store::recover`] has reopened it.
-    fn watch<T>(&self, r: Result<T>) -> Result<T> {
-        if let Err(e) = &r {
-            if e.blame == crate::error::Blame::Unavailable
-                && self.inner.writable.swap(false, Ordering::SeqCst)
-            {
-                tracing::error!(error = %e.message, "store write failed: refusing writes until the store recovers");
-            }
-        }
-        r
-    }
-
-    /// False while writes fail for lack of space or an I/O error.
-    pub fn writable(&self) -> bool {
-        self.inner.writable.load(Ordering::SeqCst)
-    }
-
-    /// After a failed write: once the disk takes a write again, reopens the
-    /// database (sled refuses every write after an I/O error until it is
-    /// reopened), recounts the profiles, and checks that a write reaches
-    /// the disk. Returns whether the store is writable. Everything that
-    /// was acknowledged was flushed before, so reopening loses nothing of
-    /// it; reads go on from the old database until the swap.
-    pub fn recover(&self) -> Result<bool> {
-        if self.writable() {
-            return Ok(true);
-        }
-        // Cheap test first: can the filesystem take a small synced file?
-        if let Err(e) = disk_takes_writes(&self.inner.path) {
-            tracing::debug!(error = %e, "store still cannot write");
-            return Ok(false);
-        }
-        let _alloc = self
-            .inner
-            .alloc
-            .lock()
-            .map_err(|_| Error::internal("allocation lock poisoned"))?;
-        // Readers meanwhile get a quick "unavailable" rather than waiting.
-        let old = self
-            .inner
-            .engine
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        // sled holds an exclusive lock on its files until every handle of
-        // the old database is gone; handles in flight end within moments.
-        drop(old);
-        let mut opened = None;
-        for _ in 0..3 {
-            match Opened::open(&self.inner.path) {
-                Ok(o) => {
-                    opened = Some(o);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e.message, "store reopen: retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-            }
-        }
-        let Some(opened) = opened else {
-            tracing::warn!("store reopen failed; trying again later");
-            return Ok(false);
+    /// Opens the store the configuration names: sled in the data
+    /// directory, or PostgreSQL, whose schema is brought up to date first
+    /// when `migrate` is set (a schema this build does not know is
+    /// refused either way).
+    pub fn open_configured(
+        config: &crate::config::Config,
+        migrate: bool,
+    ) -> std::result::Result<Store, String> {
+        let opts = StoreOptions {
+            order_ttl: config.order_ttl,
         };
-        let probe = opened
-            .engine
-            .tree
-            .insert(b"h/probe", &crate::time::now().to_be_bytes()[..])
-            .and_then(|_| opened.engine.db.flush());
-        for (c, n) in self.inner.counts.iter().zip(opened.counts) {
-            c.store(n, Ordering::Relaxed);
-        }
-        *self.inner.pools.lock().unwrap_or_else(|e| e.into_inner()) = opened.pools;
-        *self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = opened.sessions;
-        *self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner()) = opened.outbox;
-        *self.inner.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(opened.engine);
-        match probe {
-            Ok(_) => {
-                self.inner.writable.store(true, Ordering::SeqCst);
-                tracing::info!("store reopened and writable again");
-                Ok(true)
+        match config.store_config()? {
+            crate::config::StoreConfig::Sled => {
+                Store::open(&config.db_path(), opts).map_err(|e| e.to_string())
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "store reopened but still cannot write");
-                Ok(false)
+            crate::config::StoreConfig::Postgres(pg) => {
+                let engine = pg::engine::PgEngine::connect(
+                    &pg,
+                    pg::engine::PgOptions {
+                        outbox_lease: Duration::from_secs(config.outbox.lease_secs.max(1)),
+                        ..Default::default()
+                    },
+                    migrate,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(Store::with_engine(Box::new(engine), opts))
             }
         }
     }
 
-    /// Makes every transaction committed before this call durable (fsync).
+    /// A store on an opened engine.
+    pub fn with_engine(engine: Box<dyn Engine>, opts: StoreOptions) -> Store {
+        Store {
+            inner: Arc::new(Inner { engine, opts }),
+        }
+    }
+
+    /// The engine.
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        self.inner.engine.as_ref()
+    }
+
+    /// The engine's name: `sled` or `postgres`.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine().name()
+    }
+
+    /// The sled engine, for its consistency checks; `None` on another.
+    pub fn as_sled(&self) -> Option<&sled::Sled> {
+        self.engine().as_sled()
+    }
+
+    /// False while writes fail (a full disk, a lost database).
+    pub fn writable(&self) -> bool {
+        self.engine().writable()
+    }
+
+    /// After a failed write: tries to make the store writable again (the
+    /// sled engine reopens its database once the disk takes writes).
+    /// Returns whether the store is writable.
+    pub fn recover(&self) -> Result<bool> {
+        self.engine().recover()
+    }
+
+    /// Makes every transaction committed before this call durable.
     /// Concurrent callers share one flush.
     pub async fn sync(&self) -> Result<()> {
-        let mine = self.inner.written.load(Ordering::SeqCst);
-        let mut flushed = self.inner.flushed.lock().await;
-        if *flushed >= mine {
-            return Ok(());
-        }
-        // Everything committed up to here is covered by the flush below,
-        // including the transactions of callers queued behind this lock.
-        let target = self.inner.written.load(Ordering::SeqCst);
-        let db = self.engine()?.db.clone();
-        let r = tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| Error::internal(format!("flush task: {e}")))
-            .and_then(|r| r.map_err(Error::from));
-        self.watch(r)?;
-        *flushed = target;
-        Ok(())
+        self.engine().sync().await
     }
 
     /// Flushes synchronously (shutdown, CLI).
     pub fn flush_blocking(&self) -> Result<()> {
-        let r = self.engine()?.db.flush().map_err(Error::from);
-        self.watch(r).map(|_| ())
-    }
-
-    fn count_transition(&self, old: State, new: &ProfileRecord) {
-        self.inner.counts[state_index(old)].fetch_sub(1, Ordering::Relaxed);
-        self.inner.counts[state_index(new.state)].fetch_add(1, Ordering::Relaxed);
-        let delta = match (old == State::Available, new.state == State::Available) {
-            (true, false) => -1,
-            (false, true) => 1,
-            _ => return,
-        };
-        self.count_pool(&new.operator, &new.profile_type, delta);
-    }
-
-    fn count_pool(&self, operator: &str, profile_type: &str, delta: i64) {
-        // A poisoned lock still holds usable counts.
-        let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
-        *pools
-            .entry((operator.to_owned(), profile_type.to_owned()))
-            .or_insert(0) += delta;
+        self.engine().flush_blocking()
     }
 
     /// Available profiles per (operator, profile type).
     pub fn available_by_pool(&self) -> Vec<((String, String), i64)> {
-        let pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.iter().map(|(k, n)| (k.clone(), *n)).collect()
+        self.engine().available_by_pool()
     }
 
     /// Profiles per state.
     pub fn counts(&self) -> Vec<(State, i64)> {
-        State::ALL
-            .iter()
-            .map(|s| {
-                (
-                    *s,
-                    self.inner.counts[state_index(*s)].load(Ordering::Relaxed),
-                )
-            })
-            .collect()
+        self.engine().counts()
     }
 
     /// Adds profiles to the inventory as one atomic batch. Every ICCID must
     /// carry a valid Luhn digit and be new; the first bad one fails the
     /// whole batch with its position.
     pub fn add_profiles(&self, items: &[NewProfile], caller: &str, now: i64) -> Result<usize> {
-        let _guard = self
-            .inner
-            .alloc
-            .lock()
-            .map_err(|_| Error::internal("allocation lock poisoned"))?;
-        let mut batch = sled::Batch::default();
         let mut seen = std::collections::HashSet::new();
-        let mut types = std::collections::BTreeSet::new();
+        let bad = |i: usize, why: &str| {
+            Error::invalid(
+                codes::ICCID_INVALID,
+                format!("item {}: ICCID {}: {why}", i + 1, items[i].iccid.as_str()),
+            )
+        };
         for (i, p) in items.iter().enumerate() {
-            let iccid = p.iccid.as_str();
-            let bad = |why: &str| {
-                Error::invalid(
-                    codes::ICCID_INVALID,
-                    format!("item {}: ICCID {iccid}: {why}", i + 1),
-                )
-            };
             if !p.iccid.luhn_ok() {
-                return Err(bad("bad Luhn check digit"));
+                return Err(bad(i, "bad Luhn check digit"));
             }
-            if !seen.insert(iccid.to_owned()) {
-                return Err(bad("duplicate in batch"));
-            }
-            if self.tree()?.contains_key(profile_key(iccid))? {
-                return Err(bad("already in inventory"));
+            if !seen.insert(p.iccid.as_str()) {
+                return Err(bad(i, "duplicate in batch"));
             }
             if !valid_label(&p.profile_type) || !valid_label(&p.operator) {
                 return Err(bad(
+                    i,
                     "profile type and operator must be 1-64 printable characters",
                 ));
             }
-            let rec = ProfileRecord {
-                v: RECORD_VERSION,
-                iccid: iccid.to_owned(),
-                profile_type: p.profile_type.clone(),
-                operator: p.operator.clone(),
-                state: State::Available,
-                eid: None,
-                matching_id: None,
-                cc_hashes: vec![],
-                smds_address: None,
-                download_attempts: 0,
-                cc_attempts: 0,
-                expires_at: None,
-                created_at: now,
-                updated_at: now,
-                package_ref: String::from_utf8_lossy(&package_key(iccid)).into_owned(),
-                history_len: 1,
-                error_reason: None,
-                imported_by: Some(caller.to_owned()),
-            };
-            batch.insert(package_key(iccid), p.package.as_slice());
-            for k in index_keys(&rec) {
-                batch.insert(k, iccid.as_bytes());
-            }
-            types.insert(type_key(&rec.profile_type, &rec.operator));
-            batch.insert(profile_key(iccid), encode(&rec));
         }
-        for k in types {
-            batch.insert(k, &[][..]);
+        match self.engine().insert_profiles(items, caller, now)? {
+            Ok(n) => Ok(n),
+            Err(i) => Err(bad(i, "already in inventory")),
         }
-        self.watch(self.tree()?.apply_batch(batch).map_err(Error::from))?;
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        self.inner.counts[state_index(State::Available)]
-            .fetch_add(items.len() as i64, Ordering::Relaxed);
-        let mut added: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for p in items {
-            *added
-                .entry((p.operator.as_str(), p.profile_type.as_str()))
-                .or_insert(0) += 1;
-        }
-        for ((operator, profile_type), n) in added {
-            self.count_pool(operator, profile_type, n);
-        }
-        Ok(items.len())
     }
 
     /// A stored response for an idempotent re-send, if any.
     pub fn idempotent_response(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        Ok(match self.tree()?.get(crate::store::key("i/", &[key]))? {
-            Some(v) => serde_json::from_slice::<IdemRecord>(&v)
-                .ok()
-                .map(|r| r.response),
-            None => None,
-        })
+        self.engine().idempotent_response(key)
     }
 
     /// Rewrites stored profile packages one by one: `f` gets the stored
@@ -792,35 +503,12 @@ impl Store {
         mut f: impl FnMut(&[u8], &str) -> Result<Option<Vec<u8>>>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<usize> {
-        let total = self.tree()?.scan_prefix(b"b/").count();
-        let mut changed = 0;
-        for (done, kv) in self.tree()?.scan_prefix(b"b/").enumerate() {
-            let (k, v) = kv?;
-            let iccid = String::from_utf8_lossy(&k[2..]).into_owned();
-            if let Some(new) = f(&v, &iccid)? {
-                let swapped = self.tree()?.compare_and_swap(&k, Some(&v), Some(new))?;
-                if swapped.is_ok() {
-                    changed += 1;
-                }
-            }
-            progress(done + 1, total);
-        }
-        self.inner.written.fetch_add(1, Ordering::SeqCst);
-        Ok(changed)
+        self.engine().rewrite_packages(&mut f, &mut progress)
     }
 
     /// Drops idempotency records older than `cutoff` (Unix seconds).
     pub fn prune_idempotency(&self, cutoff: i64) -> Result<usize> {
-        let end = key("j/", &[&(cutoff.max(0) as u64).to_be_bytes()]);
-        let mut n = 0;
-        for kv in self.tree()?.range(b"j/".to_vec()..end) {
-            let (k, _) = kv?;
-            let hash = &k[k.len() - 32..];
-            self.tree()?.remove(key("i/", &[hash]))?;
-            self.tree()?.remove(&k)?;
-            n += 1;
-        }
-        Ok(n)
+        self.engine().prune_idempotency(cutoff)
     }
 }
 
@@ -876,48 +564,4 @@ fn expiry_note(old: &ProfileRecord) -> Note {
 /// Operator ids and profile types: 1-64 printable ASCII characters.
 pub fn valid_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b))
-}
-
-/// Makes the database folder and everything in it readable by the owner
-/// only: the store holds EIDs, matchingIds and confirmation-code hashes.
-/// sled creates its files with the process umask; this tightens them.
-fn restrict_permissions(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let set = |p: &std::path::Path, mode: u32| {
-        if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
-            tracing::warn!(path = %p.display(), error = %e, "could not restrict permissions");
-        }
-    };
-    set(path, 0o700);
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => {
-                    set(&p, 0o700);
-                    stack.push(p);
-                }
-                Ok(t) if t.is_file() => set(&p, 0o600),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Writes, syncs and removes a small file beside the database: whether
-/// the filesystem takes writes again after running out of space.
-fn disk_takes_writes(path: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let probe = path.join("space-probe");
-    let result = (|| {
-        let mut f = std::fs::File::create(&probe)?;
-        f.write_all(&[0u8; 64 * 1024])?;
-        f.sync_all()
-    })();
-    let _ = std::fs::remove_file(&probe);
-    result
 }

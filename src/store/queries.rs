@@ -73,132 +73,62 @@ impl Store {
     /// that lies between them (inclusive), if any: one range scan that
     /// tells whether a block of consecutive ICCIDs is still free.
     pub fn first_taken_in(&self, first: &Iccid, last: &Iccid) -> Result<Option<String>> {
-        let width = first.as_str().len();
-        let range = profile_key(first.as_str())..=profile_key(last.as_str());
-        for kv in self.tree()?.range(range) {
-            let (k, _) = kv?;
-            let iccid = k.get(2..).unwrap_or_default();
-            if iccid.len() == width {
-                return Ok(Some(String::from_utf8_lossy(iccid).into_owned()));
-            }
-        }
-        Ok(None)
+        self.engine().first_taken_in(first.as_str(), last.as_str())
     }
 
     /// One profile.
     pub fn get(&self, iccid: &Iccid) -> Result<Option<ProfileRecord>> {
-        match self.tree()?.get(profile_key(iccid.as_str()))? {
-            Some(v) => {
-                Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-                    Error::internal(format!("corrupt record: {e}"))
-                })?))
-            }
-            None => Ok(None),
-        }
+        self.engine().profile(iccid.as_str())
     }
 
     /// The stored package of a profile.
     pub fn package(&self, rec: &ProfileRecord) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .tree()?
-            .get(rec.package_ref.as_bytes())?
-            .map(|v| v.to_vec()))
+        self.engine().package(rec)
     }
 
     /// A profile's history, oldest first.
     pub fn history(&self, iccid: &Iccid) -> Result<Vec<HistoryEntry>> {
         let first = self.get(iccid)?.and_then(|r| r.import_entry());
-        let stored = self
-            .tree()?
-            .scan_prefix(key("h/", &[iccid.as_str().as_bytes(), b"/"]))
-            .map(|kv| {
-                let (_, v) = kv?;
-                serde_json::from_slice(&v)
-                    .map_err(|e| Error::internal(format!("corrupt history: {e}")))
-            });
-        first.map(Ok).into_iter().chain(stored).collect()
+        let mut out: Vec<HistoryEntry> = first.into_iter().collect();
+        out.extend(self.engine().history(iccid.as_str())?);
+        Ok(out)
     }
 
     /// Profiles matching a filter, in ICCID order.
     pub fn list(&self, f: &ListFilter) -> Result<Vec<ProfileRecord>> {
-        let mut out = vec![];
-        for kv in self.tree()?.scan_prefix(b"p/") {
-            let (_, v) = kv?;
-            let r: ProfileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
-            if f.operator.as_ref().is_some_and(|o| *o != r.operator)
-                || f.state.is_some_and(|s| s != r.state)
-                || f.profile_type
-                    .as_ref()
-                    .is_some_and(|t| *t != r.profile_type)
-            {
-                continue;
-            }
-            out.push(r);
-            if f.limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-        }
-        Ok(out)
+        self.engine().list(f)
     }
 
     /// The ICCID an active MatchingID names.
     pub fn by_matching_id(&self, m: &str) -> Result<Option<Iccid>> {
+        if m.is_empty() {
+            return Ok(None);
+        }
         Ok(self
-            .tree()?
-            .get(matching_key(m))?
-            .and_then(|v| Iccid::parse(&String::from_utf8_lossy(&v))))
+            .engine()
+            .by_matching_id(m)?
+            .and_then(|i| Iccid::parse(&i)))
     }
 
     /// ICCIDs of the open orders linked to an EID.
     pub fn pending_for_eid(&self, eid: &Eid) -> Result<Vec<Iccid>> {
-        self.tree()?
-            .scan_prefix(key("e/", &[eid.as_str().as_bytes(), b"/"]))
-            .map(|kv| {
-                let (_, v) = kv?;
-                Iccid::parse(&String::from_utf8_lossy(&v))
-                    .ok_or_else(|| Error::internal("corrupt EID index"))
-            })
-            .collect()
+        iccids(self.engine().pending_for_eid(eid.as_str())?)
     }
 
     /// ICCIDs in the available pool of (operator, type).
     pub fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<Iccid>> {
-        self.tree()?
-            .scan_prefix(pool_prefix(operator, profile_type))
-            .map(|kv| {
-                let (_, v) = kv?;
-                Iccid::parse(&String::from_utf8_lossy(&v))
-                    .ok_or_else(|| Error::internal("corrupt pool entry"))
-            })
-            .collect()
+        iccids(self.engine().pool(operator, profile_type)?)
     }
 
     /// Orders whose expiry is at or before `now`.
     pub fn due_expiries(&self, now: i64) -> Result<Vec<Iccid>> {
-        let end = key(
-            "x/",
-            &[&((now.max(0) as u64).saturating_add(1)).to_be_bytes()],
-        );
-        self.tree()?
-            .range(b"x/".to_vec()..end)
-            .map(|kv| {
-                let (_, v) = kv?;
-                Iccid::parse(&String::from_utf8_lossy(&v))
-                    .ok_or_else(|| Error::internal("corrupt expiry index"))
-            })
-            .collect()
+        iccids(self.engine().due_expiries(now)?)
     }
+}
 
-    /// Every raw index entry, for consistency checks: (key, value).
-    pub fn index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = vec![];
-        for p in ["a/", "m/", "e/", "x/"] {
-            for kv in self.tree()?.scan_prefix(p.as_bytes()) {
-                let (k, v) = kv?;
-                out.push((k.to_vec(), v.to_vec()));
-            }
-        }
-        Ok(out)
-    }
+/// ICCIDs as an engine returns them, checked.
+fn iccids(raw: Vec<String>) -> Result<Vec<Iccid>> {
+    raw.iter()
+        .map(|s| Iccid::parse(s).ok_or_else(|| Error::internal("corrupt ICCID in an index")))
+        .collect()
 }

@@ -55,6 +55,31 @@ pub struct ProfileRecord {
 }
 
 impl ProfileRecord {
+    /// The record of a profile as it enters the inventory: Available, its
+    /// import entry carried by the record itself.
+    pub fn imported(p: &super::NewProfile, caller: &str, now: i64) -> ProfileRecord {
+        ProfileRecord {
+            v: RECORD_VERSION,
+            iccid: p.iccid.as_str().to_owned(),
+            profile_type: p.profile_type.clone(),
+            operator: p.operator.clone(),
+            state: State::Available,
+            eid: None,
+            matching_id: None,
+            cc_hashes: vec![],
+            smds_address: None,
+            download_attempts: 0,
+            cc_attempts: 0,
+            expires_at: None,
+            created_at: now,
+            updated_at: now,
+            package_ref: format!("b/{}", p.iccid.as_str()),
+            history_len: 1,
+            error_reason: None,
+            imported_by: Some(caller.to_owned()),
+        }
+    }
+
     /// History entry 0 when the record carries it (see
     /// [`ProfileRecord::imported_by`]).
     pub fn import_entry(&self) -> Option<HistoryEntry> {

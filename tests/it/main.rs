@@ -48,6 +48,7 @@ mod storage_faults;
 mod store_es9;
 mod store_mobileplans;
 mod store_outbox;
+mod store_pg_sql;
 mod store_postgres;
 mod store_props;
 mod store_seen;

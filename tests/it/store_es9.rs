@@ -11,6 +11,7 @@
 //!
 //! The tests at the end pin store bugs found by these tests and since fixed.
 
+use crate::common::store::engine_tests;
 use crate::common::store::{ctx, eid, iccid, open, Fixture, T0, TTL};
 use sha2::{Digest, Sha256};
 use smdpplus::error::{codes, Error, Result, StatusCode};
@@ -271,7 +272,10 @@ fn snapshot(store: &Store) -> Snapshot {
                 .expect("history")
         })
         .collect();
-    let mut index = store.index_entries().expect("index");
+    let mut index = store
+        .as_sled()
+        .map(|s| s.index_entries().expect("index"))
+        .unwrap_or_default();
     index.sort();
     Snapshot {
         records,
@@ -295,9 +299,12 @@ fn assert_consistent(store: &Store) {
         })
         .collect();
     want.sort();
-    let mut got = store.index_entries().expect("index");
-    got.sort();
-    assert_eq!(got, want, "index entries differ from the records");
+    if let Some(sled) = store.as_sled() {
+        let mut got = sled.index_entries().expect("index");
+        got.sort();
+        assert_eq!(got, want, "index entries differ from the records");
+    }
+    crate::common::store::check_lookups(store).expect("lookups agree with the records");
     // The outbox index is exactly what the items imply, and the depth per
     // operator is their number.
     let items = store.outbox().expect("outbox");
@@ -306,9 +313,11 @@ fn assert_consistent(store: &Store) {
         .flat_map(smdpplus::store::outbox_index_keys)
         .collect();
     want.sort();
-    let mut got = store.outbox_index_entries().expect("outbox index");
-    got.sort();
-    assert_eq!(got, want, "outbox index differs from the items");
+    if let Some(sled) = store.as_sled() {
+        let mut got = sled.outbox_index_entries().expect("outbox index");
+        got.sort();
+        assert_eq!(got, want, "outbox index differs from the items");
+    }
     let mut per_op: BTreeMap<String, i64> = BTreeMap::new();
     for i in &items {
         *per_op.entry(i.operator.clone()).or_insert(0) += 1;
@@ -341,7 +350,7 @@ fn assert_consistent(store: &Store) {
 // ---------------------------------------------------------------------------
 // resolve_order (§5.6.3, p.170)
 
-#[test]
+engine_tests! {
 fn resolve_order_linked_to_the_eid() {
     let f = fixture(3);
     let s = &f.store;
@@ -391,8 +400,9 @@ fn resolve_order_linked_to_the_eid() {
     );
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn resolve_order_prefers_the_released_order_of_the_eid() {
     let f = fixture(3);
     let s = &f.store;
@@ -404,8 +414,9 @@ fn resolve_order_prefers_the_released_order_of_the_eid() {
     );
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn resolve_order_without_an_eid_order() {
     let f = fixture(3);
     let s = &f.store;
@@ -430,11 +441,12 @@ fn resolve_order_without_an_eid_order() {
     );
     assert_consistent(s);
 }
+}
 
 // ---------------------------------------------------------------------------
 // AuthenticateClient
 
-#[test]
+engine_tests! {
 fn authenticate_client_counts_attempts_on_a_released_order() {
     let f = fixture(2);
     let s = &f.store;
@@ -456,8 +468,9 @@ fn authenticate_client_counts_attempts_on_a_released_order() {
     assert!(s.outbox().expect("outbox").is_empty());
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn authenticate_client_refuses_an_order_not_released() {
     let f = fixture(3);
     let s = &f.store;
@@ -485,8 +498,9 @@ fn authenticate_client_refuses_an_order_not_released() {
     assert_eq!(snapshot(s), before, "a plain refusal changes nothing");
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn authenticate_client_rechecks_the_match_inside_the_transaction() {
     let f = fixture(2);
     let s = &f.store;
@@ -514,8 +528,9 @@ fn authenticate_client_rechecks_the_match_inside_the_transaction() {
     authenticate(s, &a, E1, Some(""), 3, T0).expect("linked, empty matchingId");
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn authenticate_client_on_an_expired_order_ends_it() {
     let f = fixture(2);
     let s = &f.store;
@@ -560,8 +575,9 @@ fn authenticate_client_on_an_expired_order_ends_it() {
     );
     assert_eq!(snapshot(s), before);
 }
+}
 
-#[test]
+engine_tests! {
 fn authenticate_client_over_the_attempt_limit_ends_the_order() {
     let f = fixture(2);
     let s = &f.store;
@@ -594,8 +610,9 @@ fn authenticate_client_over_the_attempt_limit_ends_the_order() {
     assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn authenticate_client_limit_on_a_matching_id_order_names_the_eid() {
     let f = fixture(1);
     let s = &f.store;
@@ -609,11 +626,12 @@ fn authenticate_client_limit_on_a_matching_id_order_names_the_eid() {
     assert_eq!(out[0].eid.as_deref(), Some(E2));
     assert_consistent(s);
 }
+}
 
 // ---------------------------------------------------------------------------
 // CheckConfirmationCode (§5.6.2)
 
-#[test]
+engine_tests! {
 fn confirmation_code_not_required() {
     let f = fixture(1);
     let s = &f.store;
@@ -626,8 +644,9 @@ fn confirmation_code_not_required() {
     assert_eq!(snapshot(s), before);
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn confirmation_code_missing() {
     let f = fixture(1);
     let s = &f.store;
@@ -644,8 +663,9 @@ fn confirmation_code_missing() {
     assert_eq!(rec(s, &id).cc_attempts, 0);
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn confirmation_code_wrong_is_counted() {
     let f = fixture(1);
     let s = &f.store;
@@ -671,8 +691,9 @@ fn confirmation_code_wrong_is_counted() {
     assert_eq!(rec(&f.store, &id).cc_attempts, 2);
     assert_consistent(&f.store);
 }
+}
 
-#[test]
+engine_tests! {
 fn confirmation_code_right_in_both_encodings() {
     let f = fixture(2);
     let s = &f.store;
@@ -691,8 +712,9 @@ fn confirmation_code_right_in_both_encodings() {
     check_cc(s, &other, TID, Some(hash_cc(b"PIN-CODE", TID)), 3, T0 + 1).expect("ASCII code");
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn confirmation_code_limit_ends_the_order() {
     let f = fixture(1);
     let s = &f.store;
@@ -725,11 +747,12 @@ fn confirmation_code_limit_ends_the_order() {
     );
     assert_consistent(s);
 }
+}
 
 // ---------------------------------------------------------------------------
 // BppDelivered
 
-#[test]
+engine_tests! {
 fn bpp_delivered_links_the_eid_and_notifies_once() {
     let f = fixture(2);
     let s = &f.store;
@@ -791,8 +814,9 @@ fn bpp_delivered_links_the_eid_and_notifies_once() {
     assert_eq!(snapshot(s), before);
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn bpp_delivered_needs_a_released_order() {
     let f = fixture(2);
     let s = &f.store;
@@ -809,6 +833,7 @@ fn bpp_delivered_needs_a_released_order() {
     assert_eq!(snapshot(s), before);
     assert_consistent(s);
 }
+}
 
 // ---------------------------------------------------------------------------
 // InstallResult (§5.6.4, notification point 4)
@@ -820,7 +845,7 @@ fn downloaded(s: &Store, i: usize, e: &str) -> Iccid {
     id
 }
 
-#[test]
+engine_tests! {
 fn install_result_success() {
     let f = fixture(1);
     let s = &f.store;
@@ -849,8 +874,9 @@ fn install_result_success() {
     assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn install_result_failure() {
     let f = fixture(1);
     let s = &f.store;
@@ -886,8 +912,9 @@ fn install_result_failure() {
     assert_eq!(out[1].result_data.as_deref(), Some(&data[..]));
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn install_result_needs_a_downloaded_order() {
     let f = fixture(1);
     let s = &f.store;
@@ -900,11 +927,12 @@ fn install_result_needs_a_downloaded_order() {
     assert_eq!(snapshot(s), before);
     assert_consistent(s);
 }
+}
 
 // ---------------------------------------------------------------------------
 // DownloadCancelled (§5.6.5, §5.3.5 table 32b)
 
-#[test]
+engine_tests! {
 fn download_cancelled_on_a_released_order() {
     let f = fixture(1);
     let s = &f.store;
@@ -931,10 +959,11 @@ fn download_cancelled_on_a_released_order() {
     assert!(s.pending_for_eid(&eid(E1)).expect("pending").is_empty());
     assert_consistent(s);
 }
+}
 
+engine_tests! {
 /// An order by matchingId alone names no EID; the eUICC that
 /// authenticated does, and the notification carries it (§5.3.5).
-#[test]
 fn download_cancelled_notifies_the_authenticated_eid() {
     let f = fixture(1);
     let s = &f.store;
@@ -956,10 +985,11 @@ fn download_cancelled_notifies_the_authenticated_eid() {
     assert_eq!(out[0].eid.as_deref(), Some(E1));
     assert_consistent(s);
 }
+}
 
+engine_tests! {
 /// The confirmation-code limit of an order by matchingId alone: the
 /// notification (point 2) carries the authenticated EID.
-#[test]
 fn confirmation_code_limit_notifies_the_authenticated_eid() {
     let f = fixture(1);
     let s = &f.store;
@@ -983,8 +1013,9 @@ fn confirmation_code_limit_notifies_the_authenticated_eid() {
     assert_eq!(out[0].eid.as_deref(), Some(E1));
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn download_cancelled_on_a_downloaded_order() {
     let f = fixture(1);
     let s = &f.store;
@@ -1002,8 +1033,9 @@ fn download_cancelled_on_a_downloaded_order() {
     assert_eq!(out[1].eid.as_deref(), Some(E1));
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn download_cancelled_after_installation_is_refused() {
     let f = fixture(1);
     let s = &f.store;
@@ -1015,6 +1047,7 @@ fn download_cancelled_after_installation_is_refused() {
     assert_eq!(code.to_string(), "8.2.1/3.5");
     assert_eq!(snapshot(s), before, "nothing changed");
     assert_consistent(s);
+}
 }
 
 // ---------------------------------------------------------------------------
@@ -1032,7 +1065,7 @@ fn device(s: &Store, id: &Iccid, e: &str, event: Event, now: i64) -> Result<Appl
     )
 }
 
-#[test]
+engine_tests! {
 fn device_notifications_on_an_installed_profile() {
     let f = fixture(1);
     let s = &f.store;
@@ -1076,8 +1109,9 @@ fn device_notifications_on_an_installed_profile() {
     assert!(s.pool(OP, TYPE).expect("pool").is_empty(), "not reused");
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn device_notification_before_installation_is_refused() {
     let f = fixture(1);
     let s = &f.store;
@@ -1090,15 +1124,16 @@ fn device_notification_before_installation_is_refused() {
     assert_eq!(snapshot(s), before);
     assert_consistent(s);
 }
+}
 
 // ---------------------------------------------------------------------------
 // Known store bugs, reproduced; run with `cargo test --test it store_es9:: -- --ignored`.
 
+engine_tests! {
 /// §5.6.2: "If the SM-DP+ determines that the related Profile download order
 /// has expired, the relevant status code is 8.8.5/4.10" - also at
 /// GetBoundProfilePackage. An order that expires between AuthenticateClient
 /// and GetBoundProfilePackage (before the sweeper ran) is still delivered.
-#[test]
 fn get_bpp_on_an_expired_order_is_refused() {
     let f = fixture(1);
     let s = &f.store;
@@ -1112,11 +1147,12 @@ fn get_bpp_on_an_expired_order_is_refused() {
     assert_ne!(rec(s, &id).state, State::Downloaded);
     assert_consistent(s);
 }
+}
 
+engine_tests! {
 /// A confirmation-code attempt is only counted on an open order (Released
 /// or Downloaded). Here the sweeper ended the order between
 /// AuthenticateClient and GetBoundProfilePackage.
-#[test]
 fn confirmation_code_on_an_ended_order_is_not_counted() {
     let f = fixture(1);
     let s = &f.store;
@@ -1135,11 +1171,12 @@ fn confirmation_code_on_an_ended_order_is_not_counted() {
     let right = Some(hash_cc(b"12345678", TID));
     check_cc(s, &id, TID, right, 3, T0 + TTL + 1).expect_err("the order has ended");
 }
+}
 
+engine_tests! {
 /// §5.3.5 table 32a: the EID "SHALL be set if available to the SM-DP+".
 /// AuthenticateClient knows the authenticated EID and sets it when the
 /// attempt limit ends a matchingId-only order, but not when expiry does.
-#[test]
 fn authenticate_client_expiry_notification_names_the_eid() {
     let f = fixture(1);
     let s = &f.store;
@@ -1150,10 +1187,11 @@ fn authenticate_client_expiry_notification_names_the_eid() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].eid.as_deref(), Some(E2));
 }
+}
 
+engine_tests! {
 /// The free-range check behind `profiles generate`: one scan finds any
 /// stored ICCID of the same width inside the range, ends included.
-#[test]
 fn first_taken_in_finds_any_stored_iccid_in_a_range() {
     let f = fixture(3); // 894400000000000000.. 894400000000000002, with Luhn digits
     let s = &f.store;
@@ -1177,6 +1215,7 @@ fn first_taken_in_finds_any_stored_iccid_in_a_range() {
     });
     assert!(inside.count() > 0, "the case is real");
     assert_eq!(taken(&wide_a, &wide_b), None);
+}
 }
 
 // ---------------------------------------------------------------------------
@@ -1205,10 +1244,10 @@ fn live(s: &Store, i: u8) -> bool {
     s.get_session(&tid(i), T0).expect("get").is_some()
 }
 
+engine_tests! {
 /// Past the cap the oldest pending session goes first, never an
 /// authenticated one, and with only authenticated sessions left a new one
 /// is refused with nothing stored.
-#[test]
 fn session_cap_evicts_the_oldest_pending_session_first() {
     let f = fixture(0);
     let s = &f.store;
@@ -1255,9 +1294,10 @@ fn session_cap_evicts_the_oldest_pending_session_first() {
     }
     assert_eq!(s.session_counts(), counts(11, 2));
 }
+}
 
+engine_tests! {
 /// A cap lowered below the live count is restored a few evictions at a time.
-#[test]
 fn a_lowered_cap_is_caught_up_by_the_next_creations() {
     let f = fixture(0);
     let s = &f.store;
@@ -1282,10 +1322,11 @@ fn a_lowered_cap_is_caught_up_by_the_next_creations() {
     assert!((0..33).all(|i| !live(s, i)));
     assert!((33..40).all(|i| live(s, i)));
 }
+}
 
+engine_tests! {
 /// Pending and authenticated sessions expire each at their own time; the
 /// sweeper removes both kinds, and the counts survive a reopen.
-#[test]
 fn sessions_expire_by_phase_and_counts_survive_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -1314,11 +1355,12 @@ fn sessions_expire_by_phase_and_counts_survive_a_reopen() {
     assert_eq!(s.session_counts(), counts(0, 0));
     assert!(!s.session_exists(&tid(2)).expect("exists"));
 }
+}
 
 // ---------------------------------------------------------------------------
 // Several orders for one eUICC, and a delivered order that never reports.
 
-#[test]
+engine_tests! {
 fn a_delivered_order_does_not_block_the_euiccs_other_orders() {
     let f = fixture(3);
     let s = &f.store;
@@ -1366,8 +1408,9 @@ fn a_delivered_order_does_not_block_the_euiccs_other_orders() {
     );
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn a_delivered_order_expires_and_a_late_result_still_counts() {
     let f = fixture(2);
     let s = &f.store;
@@ -1407,6 +1450,7 @@ fn a_delivered_order_expires_and_a_late_result_still_counts() {
         codes::ICCID_INVALID_TRANSITION
     );
     assert_consistent(s);
+}
 }
 
 // ---------------------------------------------------------------------------
@@ -1466,7 +1510,7 @@ fn downloaded_keeping(s: &Store, i: usize) -> Iccid {
     id
 }
 
-#[test]
+engine_tests! {
 fn a_kept_package_is_written_with_the_delivery_and_replaced_or_kept_by_retries() {
     let f = fixture(2);
     let s = &f.store;
@@ -1534,8 +1578,9 @@ fn a_kept_package_is_written_with_the_delivery_and_replaced_or_kept_by_retries()
     assert!(!s.has_kept_package(&other).expect("kept?"));
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn a_kept_package_expires_with_its_own_time_and_never_outlives_the_order() {
     let f = fixture(3);
     let s = &f.store;
@@ -1579,8 +1624,9 @@ fn a_kept_package_expires_with_its_own_time_and_never_outlives_the_order() {
     assert!(s.has_kept_package(&late).expect("kept?"));
     assert_consistent(s);
 }
+}
 
-#[test]
+engine_tests! {
 fn a_kept_package_is_erased_on_every_exit_from_downloaded() {
     let f = fixture(6);
     let s = &f.store;
@@ -1652,4 +1698,5 @@ fn a_kept_package_is_erased_on_every_exit_from_downloaded() {
     }
     gone(&id, State::Error);
     assert_consistent(s);
+}
 }

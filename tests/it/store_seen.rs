@@ -1,9 +1,10 @@
 //! Identifiers used once within a window (GetBalance's
 //! `X-MS-DM-TransactionId`), kept in the real store.
 
+use crate::common::store::engine_tests;
 use crate::common::store::{open, Fixture, T0};
 
-#[test]
+engine_tests! {
 fn a_use_is_refused_within_its_window_and_accepted_after_it() {
     let f = Fixture::empty();
     let s = &f.store;
@@ -22,8 +23,9 @@ fn a_use_is_refused_within_its_window_and_accepted_after_it() {
         "the window starts again from the accepted use"
     );
 }
+}
 
-#[test]
+engine_tests! {
 fn uses_survive_a_reopen() {
     let f = Fixture::empty();
     assert!(f.store.first_use("kept", T0, 3600).expect("use"));
@@ -33,8 +35,9 @@ fn uses_survive_a_reopen() {
     let store = open(dir.path());
     assert!(!store.first_use("kept", T0 + 10, 3600).expect("use"));
 }
+}
 
-#[test]
+engine_tests! {
 fn pruning_forgets_old_uses_then_the_oldest_beyond_the_cap() {
     let f = Fixture::empty();
     let s = &f.store;
@@ -55,4 +58,5 @@ fn pruning_forgets_old_uses_then_the_oldest_beyond_the_cap() {
     for kept in ["id7", "id8", "id9"] {
         assert!(!s.first_use(kept, T0 + 3602, 3600).expect("use"), "{kept}");
     }
+}
 }

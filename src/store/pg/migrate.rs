@@ -40,11 +40,18 @@ impl Migration<'_> {
 }
 
 /// The migrations of this build, in version order.
-pub const MIGRATIONS: &[Migration<'static>] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/V1__initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration<'static>] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/V1__initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "records",
+        sql: include_str!("migrations/V2__records.sql"),
+    },
+];
 
 /// The key of the advisory lock the runner holds while it applies a file
 /// (the bytes of "smdpmigr").

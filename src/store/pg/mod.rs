@@ -1,7 +1,9 @@
 //! The PostgreSQL storage engine's groundwork: a connection pool (TLS
 //! through rustls when the URL asks for it), the schema migrations
-//! ([`migrate`]) and [`Postgres::retry`], which re-runs a transaction that
-//! lost a conflict. The server does not serve from it yet.
+//! ([`migrate`]), [`Postgres::retry`], which re-runs a transaction that
+//! lost a conflict, the store's record operations in SQL ([`sql`], whose
+//! documentation gives the isolation design) and the mapping between rows
+//! and records ([`rows`]). The server does not serve from it yet.
 //!
 //! # The URL
 //! `postgres://user:password@host:port/database?param=value&...`, with the
@@ -16,7 +18,10 @@
 //!
 //! The URL carries the password: no error message or log line holds it.
 
+pub mod engine;
 pub mod migrate;
+pub mod rows;
+pub mod sql;
 
 use crate::config::PostgresConfig;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -63,6 +68,10 @@ pub enum PgError {
     /// The schema cannot be used by this build, or a migration failed.
     #[error("store schema: {0}")]
     Schema(String),
+    /// A value does not fit its column, or a stored value does not map
+    /// back to its record (an unknown name, a negative counter).
+    #[error("store data: {0}")]
+    Data(String),
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
@@ -98,18 +107,28 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
 }
 
 /// Whether an error is a transaction conflict that a new attempt may not
-/// meet: a serialization failure (SQLSTATE 40001) or a deadlock (40P01).
+/// meet: a serialization failure (SQLSTATE 40001), a deadlock (40P01), or
+/// a unique violation (23505).
 pub trait Conflict {
-    /// The error is a serialization failure or a deadlock.
+    /// The error is a serialization failure, a deadlock or a unique
+    /// violation.
     fn is_conflict(&self) -> bool;
 }
 
 impl Conflict for tokio_postgres::Error {
     fn is_conflict(&self) -> bool {
+        // Commands run under READ COMMITTED and lock every row they read
+        // (`SELECT ... FOR UPDATE`, see [`sql`]), but a row that does not
+        // exist yet cannot be locked: two transactions that both found a
+        // key missing and both insert it meet at the unique index, and the
+        // second one fails with 23505. That is the same lost race as a
+        // serialization failure, and a new attempt reads the row the winner
+        // committed and decides again.
         matches!(
             self.code(),
             Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::UNIQUE_VIOLATION
         )
     }
 }
@@ -338,7 +357,7 @@ impl Postgres {
 
 /// The wait before attempt `attempt + 1`: a random time between half and
 /// all of the doubling bound.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     use rand::Rng;
     let bound = RETRY_BASE_BACKOFF
         .saturating_mul(1 << attempt.saturating_sub(1).min(16))
