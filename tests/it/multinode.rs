@@ -16,9 +16,8 @@
 //! directory before it starts. Demo profiles are seeded once: every node has
 //! the same `seed_demo_profiles`, and only node A finds the store empty.
 //!
-//! Each test skips with the fixture's message when `SMDPPLUS_TEST_POSTGRES`
-//! is unset, and with a message of its own while the binary refuses to
-//! serve from PostgreSQL (it then migrates the schema and exits).
+//! Each test on PostgreSQL skips with the fixture's message when
+//! `SMDPPLUS_TEST_POSTGRES` is unset; the harness's own test runs on sled.
 
 use crate::common::postgres::TestSchema;
 use crate::common::{code, iccids, status, Operator, Receiver, Server, EID};
@@ -34,9 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What the binary says when it refuses to serve from PostgreSQL.
-const NOT_SERVED: &str = "is not yet served by this build";
 
 /// The nodes of a test cluster, the files they share and their schema.
 pub struct Cluster {
@@ -58,43 +54,22 @@ impl Cluster {
     /// Starts `n` nodes on a fresh schema, each with
     /// `seed_demo_profiles = seed` and `extra` in its configuration (top
     /// level keys first, then tables; not `[store]` nor `[mobile_plans]`).
-    /// `None` (the test skips, with a message) without a test database or
-    /// while the binary does not serve from PostgreSQL.
+    /// `None` (the test skips, with the fixture's message) without a test
+    /// database.
     pub async fn start(test: &str, n: usize, seed: usize, extra: &str) -> Option<Cluster> {
         let schema = TestSchema::create(test).await?;
-        match Cluster::launch(Some(schema), n, seed, extra) {
-            Ok(c) => Some(c),
-            Err(schema) => {
-                eprintln!(
-                    "SKIP {test}: this build does not serve from PostgreSQL yet \
-                     (serve migrates the schema and exits)"
-                );
-                if let Some(s) = schema {
-                    s.drop().await;
-                }
-                None
-            }
-        }
+        Some(Cluster::launch(Some(schema), n, seed, extra))
     }
 
     /// Starts `n` nodes, each on a sled store of its own: the file sharing
     /// without PostgreSQL.
     fn start_sled(n: usize, extra: &str) -> Cluster {
-        match Cluster::launch(None, n, 0, extra) {
-            Ok(c) => c,
-            Err(_) => panic!("a sled node refused to serve from PostgreSQL"),
-        }
+        Cluster::launch(None, n, 0, extra)
     }
 
-    /// Starts the nodes one after the other. `Err` gives the schema back
-    /// when node A refuses to serve from PostgreSQL; any other failure to
-    /// start is a panic with the node's log.
-    fn launch(
-        schema: Option<TestSchema>,
-        n: usize,
-        seed: usize,
-        extra: &str,
-    ) -> Result<Cluster, Option<TestSchema>> {
+    /// Starts the nodes one after the other; a node that does not start
+    /// is a panic with its log.
+    fn launch(schema: Option<TestSchema>, n: usize, seed: usize, extra: &str) -> Cluster {
         assert!(n >= 1, "a cluster has a node");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("shared")).expect("shared dir");
@@ -109,15 +84,12 @@ impl Cluster {
             write_secret(&cluster.url_file(), &s.url);
         }
         for i in 0..n {
-            match cluster.start_node(i) {
-                Ok(server) => cluster.nodes.push(server),
-                Err(log) if i == 0 && log.contains(NOT_SERVED) => {
-                    return Err(cluster.schema.take());
-                }
-                Err(log) => panic!("node {} did not report ready; log:\n{log}", name(i)),
-            }
+            let server = cluster
+                .start_node(i)
+                .unwrap_or_else(|log| panic!("node {} did not report ready; log:\n{log}", name(i)));
+            cluster.nodes.push(server);
         }
-        Ok(cluster)
+        cluster
     }
 
     /// The folder of the files every node shares.
@@ -503,9 +475,16 @@ async fn kill_9_of_one_node_during_load_loses_nothing_acknowledged() {
     cluster.finish().await;
 }
 
+/// `[outbox] lease_secs` of the nodes: a killed node's items are free
+/// again this long after it took them.
+const LEASE_SECS: u64 = 4;
+
 /// How long the notifications of a killed node may take to arrive through
-/// another one: the dead node's leases on its items must expire first.
-const DEAD_NODE_DELIVERY: Duration = Duration::from_secs(120);
+/// another one: the dead node's leases on its items expire
+/// ([`LEASE_SECS`]), and a node with nothing of its own to deliver looks at
+/// the shared outbox again after at most 60 s (another node's transitions
+/// do not wake it); then a few retries.
+const DEAD_NODE_DELIVERY: Duration = Duration::from_secs(60 + LEASE_SECS + 26);
 
 /// Node A enqueues notifications while the operator endpoint hangs (it
 /// accepts connections and never answers, so A's deliveries are in flight
@@ -534,6 +513,7 @@ async fn outbox_of_a_killed_node_is_delivered_by_another() {
     let ca = Receiver::prepare_identity(receiver_dir.path());
     let extra = format!(
         "[outbox]\ninitial_backoff_ms = 100\nmax_backoff_ms = 500\nrequest_timeout_ms = 3000\n\
+         lease_secs = {LEASE_SECS}\n\
          [[operators]]\nid = \"dev-operator\"\nnotification_url = \"https://localhost:{}\"\n\
          notification_ca = \"{}\"\n",
         addr.port(),
@@ -598,6 +578,7 @@ async fn outbox_of_a_killed_node_is_delivered_by_another() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.nodes[0].kill9();
+    let killed = Instant::now();
     hole.abort();
     let _ = hole.await;
     let mut rx = Receiver::start_on(receiver_dir.path(), addr, 0).await;
@@ -620,6 +601,7 @@ async fn outbox_of_a_killed_node_is_delivered_by_another() {
         );
         *delivered.entry(iccid).or_default() += 1;
     }
+    let all_delivered = killed.elapsed();
     // The outbox drains; a redelivery still carries the item's identifier.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -639,7 +621,8 @@ async fn outbox_of_a_killed_node_is_delivered_by_another() {
         );
     }
     eprintln!(
-        "delivered {} items, {} of them more than once; the hanging endpoint took {} connections",
+        "delivered {} items within {all_delivered:?} of the kill, {} of them more than once; \
+         the hanging endpoint took {} connections",
         delivered.len(),
         delivered.values().filter(|n| **n > 1).count(),
         accepted.load(Ordering::SeqCst)
