@@ -4,6 +4,7 @@
 //! records, and the store's own recovery after a full disk.
 
 use crate::app::App;
+use crate::error::codes;
 use crate::store::{Command, Ctx};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -34,6 +35,11 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                         Ok(_) => {
                             app.metrics.orders_expired.inc();
                             tracing::info!(%iccid, "download order expired");
+                        }
+                        // Another node sharing the store expired it first (the
+                        // command locks the record and checks it again).
+                        Err(e) if e.code == codes::ORDER_EXPIRED => {
+                            tracing::debug!(%iccid, "order no longer expiring")
                         }
                         Err(e) => tracing::warn!(%iccid, error = %e, "could not expire order"),
                     }

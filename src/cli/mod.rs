@@ -1167,15 +1167,15 @@ fn unreachable_generate() -> Result<(), String> {
     Err("generate and import run offline".into())
 }
 
-/// The master key ring and the store for a command that writes the store
-/// directly: those the configuration file names, else the sled store and
-/// key of `data_dir` (made if need be; `what` names the command when a
+/// The master key ring, the store and the data directory for a command
+/// that writes the store directly: those the configuration file names,
+/// else the sled store and key of `data_dir` (made if need be; `what` names the command when a
 /// running server holds that store).
 fn offline_store(
     data_dir: &std::path::Path,
     config: Option<&std::path::Path>,
     what: &str,
-) -> Result<(crate::profile::protect::Keyring, crate::store::Store), String> {
+) -> Result<(crate::profile::protect::Keyring, crate::store::Store, PathBuf), String> {
     if let Some(path) = config {
         let config = Config::resolve(FileConfig::load(path)?, Overrides::default());
         std::fs::create_dir_all(&config.data_dir)
@@ -1185,7 +1185,7 @@ fn offline_store(
         let store = crate::store::Store::open_configured(&config, true).map_err(|e| {
             format!("{e} (with the sled store, stop the server first: {what} writes its store directly)")
         })?;
-        return Ok((ring, store));
+        return Ok((ring, store, config.data_dir));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let (ring, _) = crate::profile::protect::Keyring::load_or_create(&data_dir.join("master.key"))
@@ -1195,7 +1195,7 @@ fn offline_store(
             .map_err(|e| {
                 format!("{e} (stop the server first: {what} writes its store directly)")
             })?;
-    Ok((ring, store))
+    Ok((ring, store, data_dir.to_owned()))
 }
 
 /// The profile package template at `path`, or the built-in one.
@@ -1222,7 +1222,7 @@ fn import_offline(
 ) -> Result<ExitCode, String> {
     use crate::profile::import;
     let started = std::time::Instant::now();
-    let (ring, store) = offline_store(data_dir, config, "import")?;
+    let (ring, store, _) = offline_store(data_dir, config, "import")?;
     let checked = match (csv, dir) {
         (Some(path), None) => {
             let tpl = template_or_default(template.as_deref())?;
@@ -1334,7 +1334,8 @@ fn generate_offline(
     use crate::profile::{generate, stored::StoredPackage};
     let started = std::time::Instant::now();
     let tpl = template_or_default(template)?;
-    let (ring, store) = offline_store(data_dir, config, "generation")?;
+    let (ring, store, data_dir) = offline_store(data_dir, config, "generation")?;
+    let data_dir = data_dir.as_path();
     let mut rng = crate::profile::params::secret_rng();
     // Checks both ranges before anything is written.
     let mut params = generate::params_iter(&tpl, count, iccid_start, imsi_start, &mut rng)

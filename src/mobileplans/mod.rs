@@ -512,6 +512,10 @@ pub fn open_portal_orders(app: &App, eid: &Eid) -> Result<usize, MpError> {
 pub async fn lapse_due(app: &App, now: i64) -> usize {
     let due = app.store.mp_due_holds(now);
     each_due(app, due, "portal hold", |order| {
+        if !order.hold_pending() {
+            // Another node sharing the store took care of it.
+            return;
+        }
         let profile = Iccid::parse(&order.iccid)
             .and_then(|i| app.store.get(&i).ok().flatten())
             .filter(|p| p.matching_id.is_some() && p.matching_id == order.matching_id);
@@ -1014,6 +1018,10 @@ fn download_order(app: &App, operator: &str, c: &Checkout, now: i64) -> Result<I
 pub async fn release_due(app: &App, now: i64) -> usize {
     let due = app.store.mp_due_releases(now);
     each_due(app, due, "scheduled release", |order| {
+        if !order.release_pending() {
+            // Another node sharing the store took care of it.
+            return;
+        }
         let result = match Iccid::parse(&order.iccid) {
             Some(iccid) => {
                 let belongs =

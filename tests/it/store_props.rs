@@ -2425,26 +2425,42 @@ fn lifecycle_invariants_hold() {
         ..crate::common::props::config(96)
     };
     let cases = config.cases;
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&proptest::collection::vec(step(), 8..80), |steps| {
-        run(&steps)
-    });
-    if let Err(e) = result {
-        panic!("{e}");
+    let missing = || -> Vec<&&[&str]> {
+        let seen = COVERAGE.lock().expect("coverage");
+        MUST_COVER
+            .iter()
+            .filter(|group| !group.iter().any(|l| seen.contains_key(*l)))
+            .collect()
+    };
+    // With the default number of cases every deep state is reached; the
+    // rarest paths may need a few more cases, which run until they are
+    // (at most three more rounds of 32). A run with fewer cases
+    // (PROPTEST_CASES) is not held to it.
+    let mut round = 0;
+    loop {
+        let mut c = config.clone();
+        if round > 0 {
+            c.cases = 32;
+        }
+        let mut runner = TestRunner::new(c);
+        let result = runner.run(&proptest::collection::vec(step(), 8..80), |steps| {
+            run(&steps)
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        round += 1;
+        if cases < 96 || missing().is_empty() || round > 3 {
+            break;
+        }
     }
-    let seen = COVERAGE.lock().expect("coverage").clone();
     if std::env::var_os("STORE_PROPS_COVERAGE").is_some() {
-        for (label, n) in &seen {
+        for (label, n) in COVERAGE.lock().expect("coverage").iter() {
             eprintln!("{n:6} {label}");
         }
     }
-    // With the default number of cases every deep state is reached; a run
-    // with fewer cases (PROPTEST_CASES) is not held to it.
     if cases >= 96 {
-        let missing: Vec<&&[&str]> = MUST_COVER
-            .iter()
-            .filter(|group| !group.iter().any(|l| seen.contains_key(*l)))
-            .collect();
+        let missing = missing();
         assert!(missing.is_empty(), "never reached: {missing:?}");
     }
 }
