@@ -1,14 +1,17 @@
 //! The deployment files against the code and the real binary: the example
 //! configuration names every key the configuration accepts and starts the
 //! server; every metric the Grafana dashboard and the Prometheus alerts use
-//! is in a real `/metrics` scrape; the compose file, the Dockerfile, the
-//! Prometheus and Grafana provisioning agree with each other; the systemd
-//! unit is hardened, and its reload signal rotates the master key; the
-//! `health` command follows `/readyz`.
+//! is in a real `/metrics` scrape; the compose file (two nodes on
+//! PostgreSQL behind haproxy), its node configurations, haproxy's, the
+//! Dockerfile, the Prometheus and Grafana provisioning agree with each
+//! other; the systemd unit is hardened, and its reload signal rotates the
+//! master key; the `health` command follows `/readyz`.
 //!
 //! `promtool` and `systemd-analyze` check the PromQL, the alert rules and
 //! the unit where they are installed; `SMDPPLUS_DEPLOY_TOOLS=require` (set
-//! by CI) makes a missing one a failure instead of a skip.
+//! by CI) makes a missing one a failure instead of a skip. `haproxy -c`
+//! checks docker/haproxy.cfg where haproxy is installed, and skips where it
+//! is not.
 
 use crate::common::{status, Receiver, Server, EID};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
@@ -940,50 +943,94 @@ fn strings(v: &Yaml) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn compose_services_ports_health_checks_and_volumes() {
-    let c = compose();
-    let services = c["services"].as_mapping().expect("services");
-    let names: BTreeSet<&str> = services.keys().filter_map(Yaml::as_str).collect();
-    for s in ["smdpplus", "prometheus", "grafana"] {
-        assert!(names.contains(s), "no {s} service: {names:?}");
-    }
-    let docker = repo("docker");
-    // Built from this repository's Dockerfile.
-    let smdp = &c["services"]["smdpplus"];
-    let context = docker.join(smdp["build"]["context"].as_str().expect("context"));
-    assert_eq!(
-        context.canonicalize().expect("context"),
-        repo("").canonicalize().expect("repo")
-    );
-    assert!(context
-        .join(smdp["build"]["dockerfile"].as_str().expect("dockerfile"))
-        .is_file());
+/// The smdpplus nodes of the compose file.
+const NODES: [&str; 2] = ["smdpplus-a", "smdpplus-b"];
 
-    // Every listener published; the operations listener on loopback only.
-    let env = dockerfile_env(&dockerfile_final_stage());
-    let published: Vec<(String, u16)> = strings(&smdp["ports"])
+/// A service's mounts: (source, target, read-only).
+fn mounts_of(service: &Yaml) -> Vec<(String, String, bool)> {
+    strings(&service["volumes"])
+        .iter()
+        .map(|v| {
+            let mut parts = v.split(':');
+            let source = parts.next().expect("source").to_owned();
+            let target = parts.next().expect("target").to_owned();
+            (source, target, parts.next() == Some("ro"))
+        })
+        .collect()
+}
+
+/// A service's published ports: (host part, container port).
+fn published(service: &Yaml) -> Vec<(String, u16)> {
+    strings(&service["ports"])
         .iter()
         .map(|p| {
             let (host, container) = p.rsplit_once(':').expect("host:container");
             (host.to_owned(), container.parse().expect("container port"))
         })
-        .collect();
-    for var in listener_env_vars() {
-        let port = port_of(&env[&var]);
-        let (host, _) = published
-            .iter()
-            .find(|(_, c)| *c == port)
-            .unwrap_or_else(|| panic!("{var} port {port} not published: {published:?}"));
-        if var == OPS_ENV {
-            assert!(
-                host.starts_with("127.0.0.1:"),
-                "operations published on {host}"
-            );
-        }
-    }
+        .collect()
+}
 
-    // The same health check as the image's; every service has one.
+/// The repository file a service mounts at `target`.
+fn mounted_file(service: &Yaml, target: &str) -> PathBuf {
+    let (source, _, _) = mounts_of(service)
+        .into_iter()
+        .find(|(_, t, _)| t == target)
+        .unwrap_or_else(|| panic!("nothing mounted at {target}"));
+    repo("docker").join(source)
+}
+
+/// The configuration file a node's `serve --config` reads, parsed.
+fn node_config(node: &Yaml) -> (PathBuf, toml::Table) {
+    let command = strings(&node["command"]);
+    let at = command
+        .iter()
+        .position(|a| a == "--config")
+        .expect("serve --config");
+    let path = mounted_file(node, &command[at + 1]);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let table = text
+        .parse::<toml::Table>()
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    (path, table)
+}
+
+/// The secrets a service is given, by name.
+fn secrets_of(service: &Yaml) -> BTreeSet<String> {
+    service["secrets"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|s| match s.as_str() {
+            Some(name) => name.to_owned(),
+            None => s["source"].as_str().expect("secret source").to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn compose_services_ports_health_checks_and_volumes() {
+    let c = compose();
+    let services = c["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(Yaml::as_str).collect();
+    for s in NODES
+        .iter()
+        .copied()
+        .chain(["postgres", "haproxy", "prometheus", "grafana"])
+    {
+        assert!(names.contains(s), "no {s} service: {names:?}");
+    }
+    let docker = repo("docker");
+    let env = dockerfile_env(&dockerfile_final_stage());
+    let ops_port = port_of(&env[OPS_ENV]);
+    let public_ports: BTreeSet<u16> = listener_env_vars()
+        .iter()
+        .filter(|v| *v != OPS_ENV)
+        .map(|v| port_of(&env[v]))
+        .collect();
+
+    // Every node built from this repository's Dockerfile, publishing only
+    // its operations listener, on loopback; the same health check as the
+    // image's.
     let image_check = dockerfile_final_stage()
         .into_iter()
         .find(|(i, _)| i == "HEALTHCHECK")
@@ -991,7 +1038,41 @@ fn compose_services_ports_health_checks_and_volumes() {
         .1;
     let image_cmd: Vec<String> =
         serde_json::from_str(image_check.split_once("CMD ").expect("CMD").1).expect("exec form");
-    assert_eq!(strings(&smdp["healthcheck"]["test"])[1..], image_cmd[..]);
+    for node in NODES {
+        let s = &c["services"][node];
+        let context = docker.join(s["build"]["context"].as_str().expect("context"));
+        assert_eq!(
+            context.canonicalize().expect("context"),
+            repo("").canonicalize().expect("repo"),
+            "{node}"
+        );
+        assert!(context
+            .join(s["build"]["dockerfile"].as_str().expect("dockerfile"))
+            .is_file());
+        let ports = published(s);
+        assert_eq!(ports.len(), 1, "{node} publishes {ports:?}");
+        assert_eq!(ports[0].1, ops_port, "{node} publishes {ports:?}");
+        assert!(
+            ports[0].0.starts_with("127.0.0.1:"),
+            "{node}: operations published on {}",
+            ports[0].0
+        );
+        assert_eq!(
+            strings(&s["healthcheck"]["test"])[1..],
+            image_cmd[..],
+            "{node}"
+        );
+        assert_eq!(
+            s["depends_on"]["postgres"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{node} starts before the database is ready"
+        );
+    }
+    // Node B starts when node A has created the files it shares.
+    assert_eq!(
+        c["services"]["smdpplus-b"]["depends_on"]["smdpplus-a"]["condition"].as_str(),
+        Some("service_healthy")
+    );
     for (name, s) in services {
         let test = strings(&s["healthcheck"]["test"]);
         assert!(
@@ -999,10 +1080,6 @@ fn compose_services_ports_health_checks_and_volumes() {
             "{name:?}: no health check"
         );
     }
-    assert_eq!(
-        c["services"]["prometheus"]["depends_on"]["smdpplus"]["condition"].as_str(),
-        Some("service_healthy")
-    );
 
     // Volumes: named ones declared (and each declared one used), bind
     // mounts of files that exist in the repository.
@@ -1015,35 +1092,40 @@ fn compose_services_ports_health_checks_and_volumes() {
     let mut used = BTreeSet::new();
     let mut mounts = BTreeMap::new();
     for (name, s) in services {
-        for v in strings(&s["volumes"]) {
-            let mut parts = v.split(':');
-            let (source, target) = (parts.next().expect("source"), parts.next().expect("target"));
+        for (source, target, _) in mounts_of(s) {
             if source.starts_with('.') {
-                let path = docker.join(source);
+                let path = docker.join(&source);
                 assert!(
                     path.exists(),
                     "{name:?} mounts {source}, which does not exist"
                 );
-                mounts.insert(target.to_owned(), path.canonicalize().expect("path"));
+                mounts.insert(target, path.canonicalize().expect("path"));
             } else {
                 assert!(
-                    declared.contains(source),
+                    declared.contains(&source),
                     "{name:?}: volume {source} not declared"
                 );
-                used.insert(source.to_owned());
+                used.insert(source);
             }
         }
     }
     assert_eq!(used, declared, "declared volumes that no service uses");
-    assert!(
-        strings(&smdp["volumes"])
-            .iter()
-            .any(|v| v.ends_with(":/data")),
-        "the data directory is not on a volume"
-    );
+    // Each node's data directory on a volume of its own.
+    let data_volumes: Vec<String> = NODES
+        .iter()
+        .map(|node| {
+            let (source, _, ro) = mounts_of(&c["services"][node])
+                .into_iter()
+                .find(|(_, t, _)| t == "/data")
+                .unwrap_or_else(|| panic!("{node}: the data directory is not on a volume"));
+            assert!(!ro, "{node}: read-only data directory");
+            source
+        })
+        .collect();
+    assert_ne!(data_volumes[0], data_volumes[1], "the nodes share /data");
 
     // Prometheus: its configuration and the alerts side by side (rule_files
-    // is relative), scraping the smdpplus service's operations port.
+    // is relative), scraping every node's operations port.
     let prom_config = mounts
         .get("/etc/prometheus/prometheus.yml")
         .expect("prometheus.yml mounted");
@@ -1067,8 +1149,37 @@ fn compose_services_ports_health_checks_and_volumes() {
         Some("smdpplus"),
         "the alerts' job label"
     );
-    let target = format!("smdpplus:{}", port_of(&env[OPS_ENV]));
-    assert_eq!(strings(&job["static_configs"][0]["targets"]), [target]);
+    let targets: Vec<String> = NODES.iter().map(|n| format!("{n}:{ops_port}")).collect();
+    assert_eq!(strings(&job["static_configs"][0]["targets"]), targets);
+    for node in NODES {
+        assert!(
+            c["services"]["prometheus"]["depends_on"][node]["condition"]
+                .as_str()
+                .is_some(),
+            "Prometheus does not wait for {node}"
+        );
+    }
+
+    // haproxy publishes every public listener on every address.
+    let lb = &c["services"]["haproxy"];
+    let lb_ports: BTreeMap<u16, String> = published(lb)
+        .into_iter()
+        .map(|(host, port)| (port, host))
+        .collect();
+    for port in &public_ports {
+        let host = lb_ports
+            .get(port)
+            .unwrap_or_else(|| panic!("haproxy does not publish {port}: {lb_ports:?}"));
+        assert_eq!(*host, port.to_string(), "port {port} published on {host}");
+    }
+    assert_eq!(
+        mounts.get("/usr/local/etc/haproxy/haproxy.cfg"),
+        Some(
+            &repo("docker/haproxy.cfg")
+                .canonicalize()
+                .expect("haproxy.cfg")
+        )
+    );
 
     // Grafana: the provisioned data source is the prometheus service, and
     // the dashboard lies where the provider looks.
@@ -1100,6 +1211,229 @@ fn compose_services_ports_health_checks_and_volumes() {
     );
 }
 
+/// PostgreSQL and the nodes' store: the password and the URL are compose
+/// secrets (files in the containers), in no environment variable or
+/// command line; the database is not published and is health-checked with
+/// pg_isready.
+#[test]
+fn compose_database_and_its_secrets() {
+    let c = compose();
+    let declared: BTreeSet<String> = c["secrets"]
+        .as_mapping()
+        .expect("secrets")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let mut used = BTreeSet::new();
+    for (name, s) in c["services"].as_mapping().expect("services") {
+        for secret in secrets_of(s) {
+            assert!(
+                declared.contains(&secret),
+                "{name:?}: secret {secret} not declared"
+            );
+            used.insert(secret);
+        }
+        // Nothing that looks like a password or a database URL inline.
+        let text = serde_yaml::to_string(&s["environment"]).expect("yaml")
+            + &serde_yaml::to_string(&s["command"]).expect("yaml");
+        assert!(
+            !text.contains("postgres://") && !text.contains("POSTGRES_PASSWORD:"),
+            "{name:?}: a database secret inline: {text}"
+        );
+    }
+    assert_eq!(used, declared, "declared secrets that no service uses");
+
+    let pg = &c["services"]["postgres"];
+    assert!(
+        pg["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("postgres:")),
+        "the official image"
+    );
+    assert!(pg["ports"].is_null(), "PostgreSQL is published");
+    let password_file = pg["environment"]["POSTGRES_PASSWORD_FILE"]
+        .as_str()
+        .expect("POSTGRES_PASSWORD_FILE");
+    let secret = password_file
+        .strip_prefix("/run/secrets/")
+        .expect("a secret's file");
+    assert!(secrets_of(pg).contains(secret), "{password_file}");
+    let test = strings(&pg["healthcheck"]["test"]);
+    assert_eq!(
+        test.get(1).map(String::as_str),
+        Some("pg_isready"),
+        "{test:?}"
+    );
+    assert!(
+        mounts_of(pg)
+            .iter()
+            .any(|(source, target, _)| !source.starts_with('.')
+                && target == "/var/lib/postgresql/data"),
+        "the database is not on a named volume"
+    );
+
+    // Each node reads the URL from its secret's file.
+    for node in NODES {
+        let s = &c["services"][node];
+        let (path, table) = node_config(s);
+        let store = &table["store"];
+        assert_eq!(store["engine"].as_str(), Some("postgres"), "{path:?}");
+        let url_file = store["url_file"].as_str().expect("url_file");
+        let secret = url_file
+            .strip_prefix("/run/secrets/")
+            .expect("a secret's file");
+        assert!(secrets_of(s).contains(secret), "{node}: {url_file}");
+    }
+}
+
+/// Both node configurations are valid, and node B's is node A's plus the
+/// keys that name node A's files, which lie in node A's data volume,
+/// mounted read-only in node B.
+#[test]
+fn compose_nodes_share_one_configuration_and_node_a_files() {
+    let c = compose();
+    let (a_path, a) = node_config(&c["services"]["smdpplus-a"]);
+    let (b_path, mut b) = node_config(&c["services"]["smdpplus-b"]);
+    for path in [&a_path, &b_path] {
+        let file = FileConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::resolve(file, Overrides::default());
+        config
+            .store
+            .resolve(Some("postgres://smdpplus@postgres/smdpplus".into()))
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    }
+
+    // Node A's data volume, as node B sees it.
+    let a_data = mounts_of(&c["services"]["smdpplus-a"])
+        .into_iter()
+        .find(|(_, t, _)| t == "/data")
+        .expect("node A's /data")
+        .0;
+    let (_, cluster, ro) = mounts_of(&c["services"]["smdpplus-b"])
+        .into_iter()
+        .find(|(s, t, _)| *s == a_data && t != "/data")
+        .expect("node A's data volume mounted in node B");
+    assert!(ro, "node B may write node A's files");
+    // Node A's files (its defaults under /data) and B's keys for them.
+    let shared = [
+        ("tls_cert", "pki/dptls.crt"),
+        ("tls_key", "pki/dptls.key"),
+        ("master_key_file", "master.key"),
+    ];
+    for (key, file) in shared {
+        assert_eq!(
+            b.remove(key).and_then(|v| v.as_str().map(str::to_owned)),
+            Some(format!("{cluster}/{file}")),
+            "node B's {key}"
+        );
+    }
+    let ca = toml::Value::Array(vec![toml::Value::String(format!(
+        "{cluster}/pki/operator-ca.crt"
+    ))]);
+    assert_eq!(
+        b.remove("operator_ca"),
+        Some(ca.clone()),
+        "node B's operator_ca"
+    );
+    let section = |t: &mut toml::Table, name: &str| -> toml::Table {
+        t.get_mut(name)
+            .and_then(toml::Value::as_table_mut)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut mp = section(&mut b, "mobile_plans");
+    assert_eq!(
+        mp.remove("capability_key_file")
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        Some(format!("{cluster}/mobileplans.key")),
+        "node B's capability key"
+    );
+    b.insert("mobile_plans".into(), toml::Value::Table(mp));
+    let mut gb = section(&mut b, "getbalance");
+    assert_eq!(gb.remove("client_ca"), Some(ca), "node B's GetBalance CA");
+    if gb.is_empty() {
+        b.remove("getbalance");
+    } else {
+        b.insert("getbalance".into(), toml::Value::Table(gb));
+    }
+    assert_eq!(
+        a, b,
+        "node B's configuration is not node A's plus the shared files"
+    );
+}
+
+/// docker/haproxy.cfg: each public listener balanced over every node's
+/// same port, TLS passed through (TCP mode), each node checked on
+/// `/readyz` of its operations port.
+#[test]
+fn haproxy_balances_every_public_listener_over_the_nodes() {
+    let cfg = read("docker/haproxy.cfg");
+    let env = dockerfile_env(&dockerfile_final_stage());
+    let ops_port = port_of(&env[OPS_ENV]);
+    // Sections: header line, then their lines (comments dropped).
+    let mut sections: Vec<(String, Vec<String>)> = vec![];
+    for line in cfg.lines() {
+        let t = line.split('#').next().unwrap_or_default().trim();
+        if t.is_empty() {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            let (_, body) = sections.last_mut().expect("a line outside a section");
+            body.push(t.to_owned());
+        } else {
+            sections.push((t.to_owned(), vec![]));
+        }
+    }
+    let body = |header: &str| -> Vec<String> {
+        sections
+            .iter()
+            .find(|(h, _)| h == header)
+            .unwrap_or_else(|| panic!("no `{header}` in docker/haproxy.cfg"))
+            .1
+            .clone()
+    };
+    let defaults = body("defaults");
+    assert!(defaults.contains(&"mode tcp".to_owned()), "{defaults:?}");
+    let server_defaults = defaults
+        .iter()
+        .find(|l| l.starts_with("default-server "))
+        .expect("default-server");
+    assert!(
+        server_defaults.contains(&format!("check port {ops_port}")),
+        "{server_defaults}"
+    );
+    for var in listener_env_vars().iter().filter(|v| *v != OPS_ENV) {
+        let port = port_of(&env[var]);
+        let frontend = sections
+            .iter()
+            .find(|(h, b)| h.starts_with("frontend ") && b.contains(&format!("bind :{port}")))
+            .unwrap_or_else(|| panic!("no frontend binds {port} ({var})"));
+        let backend = frontend
+            .1
+            .iter()
+            .find_map(|l| l.strip_prefix("default_backend "))
+            .expect("default_backend");
+        let lines = body(&format!("backend {backend}"));
+        assert!(
+            !lines.iter().any(|l| l.starts_with("mode http")),
+            "{backend}: TLS must pass through"
+        );
+        assert!(lines.contains(&"option httpchk".to_owned()), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("http-check send meth GET uri /readyz")),
+            "{lines:?}"
+        );
+        for node in NODES {
+            assert!(
+                lines.contains(&format!("server {node} {node}:{port}")),
+                "{backend} does not reach {node}:{port}: {lines:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn container_files_pass_their_linters() {
     if let Some(mut hadolint) = tool("hadolint") {
@@ -1113,6 +1447,49 @@ fn container_files_pass_their_linters() {
             .arg(repo("docker/compose.yaml"));
         run_clean(schema, "check-jsonschema compose-spec");
     }
+}
+
+/// `haproxy -c -f docker/haproxy.cfg` where haproxy (Debian's `haproxy`
+/// package) is installed; a skip with a message where it is not, whatever
+/// `SMDPPLUS_DEPLOY_TOOLS` says. The servers' names resolve only on the
+/// compose network: the warnings that they do not are the only ones allowed.
+#[test]
+fn haproxy_config_passes_haproxy_check() {
+    let installed = Command::new("haproxy")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("skipped: haproxy is not installed (apt-get install haproxy)");
+        return;
+    }
+    let out = Command::new("haproxy")
+        .args(["-c", "-f"])
+        .arg(repo("docker/haproxy.cfg"))
+        .output()
+        .expect("haproxy -c");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("Configuration file is valid"),
+        "haproxy -c: {}\n{text}",
+        out.status
+    );
+    let complaints: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[WARNING]") || l.contains("[ALERT]"))
+        .filter(|l| !l.contains("could not resolve address"))
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "haproxy -c:\n{}",
+        complaints.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -69,7 +69,7 @@ fn nist_key() -> SigningKey {
     SigningKey::from_pem(SK_EUICC_NIST).expect("SGP.26 eUICC NIST key")
 }
 
-fn nist() -> SoftEuicc {
+pub(crate) fn nist() -> SoftEuicc {
     SoftEuicc::sgp26_nist().expect("NIST eUICC")
 }
 
@@ -92,7 +92,7 @@ fn brainpool_only() -> SoftEuicc {
     .expect("brainpool-only eUICC")
 }
 
-fn random_package(len: usize) -> Vec<u8> {
+pub(crate) fn random_package(len: usize) -> Vec<u8> {
     (0..len).map(|_| rand::random::<u8>()).collect()
 }
 
@@ -279,6 +279,8 @@ impl Notes {
 
 // ---------------------------------------------------------------------------
 // The protocol steps, one call each, so tests can stop or tamper anywhere.
+// Each takes the LPA it goes through: `multinode` sends each step of one
+// download to another node.
 
 /// `subject/reason` of a refused call; panics on success or on a failure
 /// that is not a GSMA status.
@@ -291,7 +293,7 @@ fn refused<T>(r: Result<T, LpaError>) -> String {
     }
 }
 
-async fn initiate(lpa: &Lpa, euicc: &mut SoftEuicc) -> InitiateAuthenticationResponse {
+pub(crate) async fn initiate(lpa: &Lpa, euicc: &mut SoftEuicc) -> InitiateAuthenticationResponse {
     let challenge = euicc.get_euicc_challenge();
     lpa.call(
         Function::InitiateAuthentication,
@@ -306,7 +308,7 @@ async fn initiate(lpa: &Lpa, euicc: &mut SoftEuicc) -> InitiateAuthenticationRes
 }
 
 /// ES10b.AuthenticateServer on the eUICC: the AuthenticateServerResponse.
-fn authenticate_server(
+pub(crate) fn authenticate_server(
     euicc: &mut SoftEuicc,
     lpa: &Lpa,
     init: &InitiateAuthenticationResponse,
@@ -324,7 +326,7 @@ fn authenticate_server(
         .expect("ES10b.AuthenticateServer")
 }
 
-async fn authenticate_client(
+pub(crate) async fn authenticate_client(
     lpa: &Lpa,
     transaction_id: &[u8],
     asr: Vec<u8>,
@@ -340,7 +342,7 @@ async fn authenticate_client(
 }
 
 /// ES10b.PrepareDownload on the eUICC.
-fn prepare(
+pub(crate) fn prepare(
     euicc: &mut SoftEuicc,
     auth: &AuthenticateClientResponse,
     cc: Option<&str>,
@@ -358,7 +360,11 @@ fn prepare(
         .expect("ES10b.PrepareDownload")
 }
 
-async fn get_bpp(lpa: &Lpa, transaction_id: &[u8], pdr: Vec<u8>) -> Result<Vec<u8>, LpaError> {
+pub(crate) async fn get_bpp(
+    lpa: &Lpa,
+    transaction_id: &[u8],
+    pdr: Vec<u8>,
+) -> Result<Vec<u8>, LpaError> {
     let r: GetBoundProfilePackageResponse = lpa
         .call(
             Function::GetBoundProfilePackage,

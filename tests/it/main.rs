@@ -31,6 +31,7 @@ mod mobileplans_hold;
 mod mobileplans_portal;
 mod mobileplans_release;
 mod mobileplans_walled_garden;
+mod multinode;
 mod openapi;
 mod outbox;
 mod pki_euicc;

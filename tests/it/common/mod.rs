@@ -62,11 +62,33 @@ impl Server {
         Self::spawn(dir, config, false, &[])
     }
 
+    /// Like [`Server::start_with_env`], but a server that exits or does
+    /// not report ready within 60 s is an `Err` with its log, not a panic:
+    /// the caller can tell a refusal it expects from a failure.
+    pub fn try_start_with_env(
+        dir: &Path,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
+        let pin = !config.is_some_and(|c| c.contains("smdp_address"));
+        Self::try_spawn(dir, config, pin, env)
+    }
+
+    fn spawn(dir: &Path, config: Option<&str>, pin_address: bool, env: &[(&str, &str)]) -> Server {
+        Self::try_spawn(dir, config, pin_address, env)
+            .unwrap_or_else(|log| panic!("server did not report ready; log:\n{log}"))
+    }
+
     #[allow(
         clippy::zombie_processes,
         reason = "the child is killed and waited for in Drop"
     )]
-    fn spawn(dir: &Path, config: Option<&str>, pin_address: bool, env: &[(&str, &str)]) -> Server {
+    fn try_spawn(
+        dir: &Path,
+        config: Option<&str>,
+        pin_address: bool,
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smdpplus"));
         // `serve --test-clock`: see [`Server::advance_clock`].
         cmd.env("SMDPPLUS_TEST_CLOCK", "true");
@@ -121,8 +143,7 @@ impl Server {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                    panic!("server did not report ready; log:\n{log}");
+                    return Err(std::fs::read_to_string(dir.join("server.log")).unwrap_or_default());
                 }
             };
             if let Some(rest) = line.strip_prefix("ready ") {
@@ -142,7 +163,7 @@ impl Server {
                 );
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || while rx.recv().is_ok() {});
-                return Server {
+                return Ok(Server {
                     child: Some(child),
                     dir: dir.to_owned(),
                     es9,
@@ -151,7 +172,7 @@ impl Server {
                     web,
                     balance,
                     no_errors: false,
-                };
+                });
             }
         }
     }
@@ -543,15 +564,38 @@ impl Receiver {
         Self::start_on(dir, "127.0.0.1:0".parse().expect("addr"), fail_first).await
     }
 
-    pub async fn start_on(dir: &Path, addr: SocketAddr, fail_first: usize) -> Receiver {
+    /// Creates the receiver's key and self-signed certificate in `dir`
+    /// (`receiver.key`, `receiver.crt`) before it starts, so that a server
+    /// can be configured to trust it while the endpoint is still down:
+    /// [`Receiver::start_on`] on the same `dir` uses them. Returns the
+    /// certificate's file.
+    pub fn prepare_identity(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).expect("dir");
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
         let params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .expect("params");
         let cert = params.self_signed(&key).expect("cert");
+        std::fs::write(dir.join("receiver.key"), key.serialize_pem()).expect("write receiver key");
         let ca_file = dir.join("receiver.crt");
         std::fs::write(&ca_file, cert.pem()).expect("write receiver cert");
+        ca_file
+    }
+
+    /// Starts the endpoint on `addr`, with the identity that
+    /// [`Receiver::prepare_identity`] left in `dir` or a new one.
+    pub async fn start_on(dir: &Path, addr: SocketAddr, fail_first: usize) -> Receiver {
+        let ca_file = dir.join("receiver.crt");
+        if !(ca_file.is_file() && dir.join("receiver.key").is_file()) {
+            Self::prepare_identity(dir);
+        }
+        let key = rcgen::KeyPair::from_pem(
+            &std::fs::read_to_string(dir.join("receiver.key")).expect("read receiver key"),
+        )
+        .expect("receiver key");
+        let cert_der = smdpplus::pki::load_certs(&ca_file)
+            .expect("receiver cert")
+            .remove(0);
         let ci = dir.join("receiver-trusts-ci.crt");
         std::fs::write(&ci, smdpplus::pki::dev::SGP26_CI_CERT_PEM).expect("write ci");
         let mut roots = rustls::RootCertStore::empty();
@@ -571,7 +615,7 @@ impl Receiver {
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![cert.der().clone()], key_der)
+            .with_single_cert(vec![cert_der], key_der)
             .expect("server config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = tokio::net::TcpListener::bind(addr)
