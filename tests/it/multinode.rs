@@ -482,9 +482,9 @@ const LEASE_SECS: u64 = 4;
 /// How long the notifications of a killed node may take to arrive through
 /// another one: the dead node's leases on its items expire
 /// ([`LEASE_SECS`]), and a node with nothing of its own to deliver looks at
-/// the shared outbox again after at most 60 s (another node's transitions
-/// do not wake it); then a few retries.
-const DEAD_NODE_DELIVERY: Duration = Duration::from_secs(60 + LEASE_SECS + 26);
+/// the shared outbox again within one lease (another node's transitions do
+/// not wake it); then a few retries.
+const DEAD_NODE_DELIVERY: Duration = Duration::from_secs(2 * LEASE_SECS + 20);
 
 /// Node A enqueues notifications while the operator endpoint hangs (it
 /// accepts connections and never answers, so A's deliveries are in flight
