@@ -186,7 +186,7 @@ impl PgEngine {
     fn seen<T>(&self, r: std::result::Result<T, PgError>) -> Result<T> {
         match r {
             Ok(v) => {
-                self.healthy.store(true, Ordering::Relaxed);
+                self.answered();
                 Ok(v)
             }
             Err(e) => Err(self.error(e)),
@@ -208,6 +208,13 @@ impl PgEngine {
             Error::unavailable(e.to_string())
         } else {
             Error::internal(e.to_string())
+        }
+    }
+
+    /// Notes that the database answered.
+    fn answered(&self) {
+        if !self.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!("the PostgreSQL store is reachable again");
         }
     }
 
@@ -278,7 +285,7 @@ impl PgEngine {
             })();
             match outcome {
                 Ok(()) => {
-                    self.healthy.store(true, Ordering::Relaxed);
+                    self.answered();
                     self.invalidate();
                     return Ok(());
                 }
