@@ -20,6 +20,7 @@ pub mod bound;
 mod commands;
 pub mod engine;
 pub mod lifecycle;
+pub mod migrate;
 pub mod mobileplans;
 mod outbox;
 pub mod pg;
