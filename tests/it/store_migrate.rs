@@ -566,3 +566,46 @@ fn a_password_on_the_command_line_is_refused_unechoed() {
     }
     assert!(!data.exists(), "nothing was created");
 }
+
+/// The time to move 10,000 profiles of 8 KB packages (1,000 of them with
+/// an order: two history entries each). Run by hand:
+/// `cargo test --release --test it store_migrate::timing -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn timing_10000_profiles() {
+    let Some(schema) = TestSchema::create("store_migrate_timing").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    {
+        let s = Store::open(&data.join("db"), StoreOptions::default()).expect("sled store");
+        for chunk in 0..10 {
+            let mut items = profiles(0, chunk * 1000..(chunk + 1) * 1000, OP, TYPE);
+            for (i, p) in items.iter_mut().enumerate() {
+                p.package = (0..8192u32).map(|b| (b as usize ^ i) as u8).collect();
+            }
+            s.add_profiles(&items, "admin", T0).expect("inventory");
+        }
+        for i in 0..1000 {
+            order(&s, i, false, true);
+        }
+        s.flush_blocking().expect("flush");
+    }
+    let from = format!("sled:{}", data.display());
+    let start = std::time::Instant::now();
+    let out = migrate(
+        dir.path(),
+        Some(&schema.url),
+        &["--from", &from, "--to", "postgres"],
+    );
+    let elapsed = start.elapsed();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
+    println!(
+        "store migrate of 10,000 profiles: {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    schema.drop().await;
+}
