@@ -2,7 +2,8 @@
 //! running server over mutual TLS (`es2`, `profiles`, `outbox`) or writes
 //! the store of a stopped one (`profiles generate`, `profiles import`,
 //! `keys`); `store migrate`, which brings a PostgreSQL store's schema up
-//! to date; the software eUICC (`euicc`); and a load generator (`load`).
+//! to date and moves a stopped server's sled store into it; the software
+//! eUICC (`euicc`); and a load generator (`load`).
 
 mod health;
 mod load;

@@ -44,7 +44,7 @@ fn ids(keys: &[Key]) -> Result<Vec<i64>> {
 
 /// Inserts one record (and a profile's history and kept package, only
 /// when the profile itself was inserted). Whether it was inserted.
-async fn insert_one(c: &tokio_postgres::Transaction<'_>, r: &Record) -> Result<bool, PgError> {
+async fn insert_one(c: &sql::Tx<'_>, r: &Record) -> Result<bool, PgError> {
     Ok(match r {
         Record::Profile(p) => {
             let iccid = p.record.iccid.as_str();

@@ -52,6 +52,10 @@ use std::collections::{BTreeSet, HashSet};
 use tokio_postgres::types::Json;
 use tokio_postgres::GenericClient;
 
+/// A transaction on a pooled connection, whose statements are prepared
+/// once per connection (the copy functions run many of the same).
+pub type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
 /// The columns of a profile select: every column but the package.
 macro_rules! profile_columns {
     () => {
@@ -1603,14 +1607,14 @@ const IMPORT_PROFILE: &str = "INSERT INTO profiles (iccid, operator, profile_typ
 
 /// Inserts a whole profile record with its stored package (the bytes as
 /// given). Whether it was inserted.
-pub async fn import_profile<C: GenericClient + Sync>(
-    c: &C,
+pub async fn import_profile(
+    c: &Tx<'_>,
     r: &ProfileRecord,
     package: &[u8],
 ) -> Result<bool, PgError> {
     let n = c
         .execute(
-            IMPORT_PROFILE,
+            &c.prepare_cached(IMPORT_PROFILE).await?,
             &[
                 &r.iccid,
                 &r.operator,
@@ -1636,18 +1640,19 @@ pub async fn import_profile<C: GenericClient + Sync>(
 }
 
 /// Inserts history entry `seq` of a profile. Whether it was inserted.
-pub async fn import_history<C: GenericClient + Sync>(
-    c: &C,
+pub async fn import_history(
+    c: &Tx<'_>,
     iccid: &str,
     seq: u64,
     entry: &HistoryEntry,
 ) -> Result<bool, PgError> {
     let n = c
         .execute(
-            concat!(
+            &c.prepare_cached(concat!(
                 "INSERT INTO profile_history (iccid, seq, at, event, from_state, to_state, ",
                 "caller, retry) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
-            ),
+            ))
+            .await?,
             &[
                 &iccid,
                 &bigint(seq, "history seq")?,
@@ -1665,17 +1670,14 @@ pub async fn import_history<C: GenericClient + Sync>(
 
 /// Inserts the package kept for a retry of `iccid`. Whether it was
 /// inserted.
-pub async fn import_kept<C: GenericClient + Sync>(
-    c: &C,
-    iccid: &str,
-    p: &KeptPackage,
-) -> Result<bool, PgError> {
+pub async fn import_kept(c: &Tx<'_>, iccid: &str, p: &KeptPackage) -> Result<bool, PgError> {
     let n = c
         .execute(
-            concat!(
+            &c.prepare_cached(concat!(
                 "INSERT INTO kept_packages (iccid, eid, dp_ci, euicc_otpk, metadata, bpp, ",
                 "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
-            ),
+            ))
+            .await?,
             &[
                 &iccid,
                 &p.eid,
@@ -1691,15 +1693,18 @@ pub async fn import_kept<C: GenericClient + Sync>(
 }
 
 /// Inserts a known (profile type, operator). Whether it was inserted.
-pub async fn import_profile_type<C: GenericClient + Sync>(
-    c: &C,
+pub async fn import_profile_type(
+    c: &Tx<'_>,
     profile_type: &str,
     operator: &str,
 ) -> Result<bool, PgError> {
     let n = c
         .execute(
-            "INSERT INTO profile_types (profile_type, operator) VALUES ($1, $2) \
+            &c.prepare_cached(
+                "INSERT INTO profile_types (profile_type, operator) VALUES ($1, $2) \
              ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[&profile_type, &operator],
         )
         .await?;
@@ -1708,17 +1713,17 @@ pub async fn import_profile_type<C: GenericClient + Sync>(
 
 /// Inserts an outbox item under its id, free of any lease. Whether it was
 /// inserted.
-pub async fn import_outbox<C: GenericClient + Sync>(
-    c: &C,
-    item: &OutboxItem,
-) -> Result<bool, PgError> {
+pub async fn import_outbox(c: &Tx<'_>, item: &OutboxItem) -> Result<bool, PgError> {
     let (status, subject, reason, message) = point_status(&item.status);
     let n = c
         .execute(
-            "INSERT INTO outbox (id, operator, eid, iccid, profile_type, event_at, point, \
+            &c.prepare_cached(
+                "INSERT INTO outbox (id, operator, eid, iccid, profile_type, event_at, point, \
              status, failed_subject, failed_reason, failed_message, result_data, attempts, \
              next_attempt_ms, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7::int4, $8, $9, \
              $10, $11, $12, $13::int4, $14, $15) ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[
                 &bigint(item.id, "outbox id")?,
                 &item.operator,
@@ -1743,15 +1748,18 @@ pub async fn import_outbox<C: GenericClient + Sync>(
 
 /// Inserts an idempotency record (its time is also the one pruning
 /// compares, as [`put_idempotency`] writes it). Whether it was inserted.
-pub async fn import_idempotency<C: GenericClient + Sync>(
-    c: &C,
+pub async fn import_idempotency(
+    c: &Tx<'_>,
     key: &[u8; 32],
     record: &IdemRecord,
 ) -> Result<bool, PgError> {
     let n = c
         .execute(
-            "INSERT INTO idempotency (key, at, expires_at, response) VALUES ($1, $2, $2, $3) \
+            &c.prepare_cached(
+                "INSERT INTO idempotency (key, at, expires_at, response) VALUES ($1, $2, $2, $3) \
              ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[&key.as_slice(), &record.at, &record.response],
         )
         .await?;
@@ -1759,17 +1767,15 @@ pub async fn import_idempotency<C: GenericClient + Sync>(
 }
 
 /// Inserts a SIM's balance record. Whether it was inserted.
-pub async fn import_balance<C: GenericClient + Sync>(
-    c: &C,
-    record: &BalanceRecord,
-) -> Result<bool, PgError> {
+pub async fn import_balance(c: &Tx<'_>, record: &BalanceRecord) -> Result<bool, PgError> {
     let n = c
         .execute(
-            concat!(
+            &c.prepare_cached(concat!(
                 "INSERT INTO balances (iccid, operator, not_supported, buckets, next_bucket, ",
                 "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ",
                 "ON CONFLICT DO NOTHING"
-            ),
+            ))
+            .await?,
             &[
                 &record.iccid,
                 &record.operator,
@@ -1786,14 +1792,10 @@ pub async fn import_balance<C: GenericClient + Sync>(
 
 /// Inserts a GetBalance transaction id's last use. Whether it was
 /// inserted.
-pub async fn import_use<C: GenericClient + Sync>(
-    c: &C,
-    id: &str,
-    at: i64,
-) -> Result<bool, PgError> {
+pub async fn import_use(c: &Tx<'_>, id: &str, at: i64) -> Result<bool, PgError> {
     let n = c
         .execute(
-            "INSERT INTO balance_transaction_ids (id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &c.prepare_cached("INSERT INTO balance_transaction_ids (id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING").await?,
             &[&id, &at],
         )
         .await?;
@@ -1808,13 +1810,10 @@ const IMPORT_ORDER: &str = concat!(
 );
 
 /// Inserts a Mobile Plans order under its id. Whether it was inserted.
-pub async fn import_order<C: GenericClient + Sync>(
-    c: &C,
-    o: &MobilePlansOrder,
-) -> Result<bool, PgError> {
+pub async fn import_order(c: &Tx<'_>, o: &MobilePlansOrder) -> Result<bool, PgError> {
     let n = c
         .execute(
-            IMPORT_ORDER,
+            &c.prepare_cached(IMPORT_ORDER).await?,
             &[
                 &bigint(o.id, "order id")?,
                 &o.transaction_id,
