@@ -38,6 +38,14 @@
 //! compares, per table, the row count and checksum of what it read from
 //! the source with those the destination computes from its own rows, read
 //! back through its row mapping into the same record types.
+//!
+//! # Threads
+//! The run is synchronous, like the store's API: the sled engine reads
+//! its tree directly, and the PostgreSQL engine keeps the bridge of
+//! `store::pg::engine` (each call blocks on the engine's own runtime), so
+//! the same engine objects the server uses do the work and no second
+//! async path over the SQL exists. The command line runs it on a blocking
+//! thread (`spawn_blocking`), outside the runtime's workers.
 
 use super::balance::BalanceRecord;
 use super::bound::KeptPackage;
