@@ -103,7 +103,13 @@ pub(super) async fn copy(a: StoreMigrateArgs) -> Result<ExitCode, String> {
             ));
         }
     }
-    println!("source: the sled store in {}", db.display());
+    let given = match &data_dir {
+        Some(d) if db.parent() == Some(d.as_path()) && db.file_name() == Some("db".as_ref()) => {
+            "the data directory's db folder"
+        }
+        _ => "the sled folder given",
+    };
+    println!("source: the sled store in {} ({given})", db.display());
     let source = {
         let db = db.clone();
         tokio::task::spawn_blocking(move || Sled::open_existing(&db))
