@@ -151,7 +151,16 @@ impl Source for Sled {
         let entries = self.after(prefix, after, limit)?;
         let mut out = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let at = text(&k, prefix.len());
+            let at = match table {
+                Table::Outbox | Table::MobilePlansOrders => k
+                    .get(prefix.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or_else(
+                        || text(&k, prefix.len()),
+                        |b| u64::from_be_bytes(b).to_string(),
+                    ),
+                _ => text(&k, prefix.len()),
+            };
             out.push(match table {
                 Table::Profiles => {
                     let r: ProfileRecord = decode(&v, "profile", &at)?;
