@@ -2,10 +2,12 @@
 //! running server over mutual TLS (`es2`, `profiles`, `outbox`) or writes
 //! the store of a stopped one (`profiles generate`, `profiles import`,
 //! `keys`); `store migrate`, which brings a PostgreSQL store's schema up
-//! to date; the software eUICC (`euicc`); and a load generator (`load`).
+//! to date and moves a stopped server's sled store into it; the software
+//! eUICC (`euicc`); and a load generator (`load`).
 
 mod health;
 mod load;
+mod store;
 
 use crate::config::{Config, FileConfig, Overrides, StoreConfig};
 use crate::es2plus::{self, Function};
@@ -115,7 +117,8 @@ pub enum Cmd {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
-    /// Manage the PostgreSQL store's schema (`[store] engine = "postgres"`).
+    /// Manage the PostgreSQL store's schema (`[store] engine = "postgres"`)
+    /// and move a sled store into it.
     Store {
         /// The action.
         #[command(subcommand)]
@@ -486,9 +489,14 @@ pub enum OutboxCmd {
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
     /// Apply the PostgreSQL schema migrations this build has and the
-    /// database lacks, and print what was applied. The database URL comes
-    /// from SMDPPLUS_STORE_URL or the config's `[store]` section, never
-    /// from a flag.
+    /// database lacks, and print what was applied; with `--from sled:PATH
+    /// --to postgres`, then copy everything from that sled store into
+    /// PostgreSQL (profiles with their packages as stored, history, outbox,
+    /// kept packages, idempotency records, balances, GetBalance transaction
+    /// ids, Mobile Plans orders; not the short-lived RSP sessions) in
+    /// resumable batches, and verify counts and checksums per table. The
+    /// database URL comes from SMDPPLUS_STORE_URL or the config's `[store]`
+    /// section (`url_file`), never with a password on the command line.
     Migrate(StoreMigrateArgs),
 }
 
@@ -498,6 +506,23 @@ pub struct StoreMigrateArgs {
     /// TOML config file (its `[store]` section).
     #[arg(long, env = "SMDPPLUS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Copy from this sled store: `sled:PATH`, where PATH is a data
+    /// directory (its `db` folder holds the store) or that `db` folder
+    /// itself. The server using it must be stopped.
+    #[arg(long, value_name = "sled:PATH", requires = "to")]
+    pub from: Option<String>,
+    /// Where to copy: `postgres`, the PostgreSQL store the configuration
+    /// names (`[store]` with `url_file`, or SMDPPLUS_STORE_URL). A
+    /// `postgres://` URL is accepted only without a password in it.
+    #[arg(long, value_name = "postgres", requires = "from")]
+    pub to: Option<String>,
+    /// Profiles (each with its history) or other records per batch; each
+    /// batch is one transaction.
+    #[arg(long, default_value_t = 1000, requires = "from")]
+    pub batch_size: usize,
+    /// For tests of resuming: stop with an error after this many batches.
+    #[arg(long, hide = true)]
+    pub stop_after_batches: Option<usize>,
 }
 
 /// Runs a parsed command line.
@@ -651,6 +676,9 @@ async fn serve(a: ServeArgs) -> Result<ExitCode, String> {
 
 /// `smdpplus store migrate`.
 async fn store_migrate(a: StoreMigrateArgs) -> Result<ExitCode, String> {
+    if a.from.is_some() {
+        return store::copy(a).await;
+    }
     let file = match &a.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -663,7 +691,13 @@ async fn store_migrate(a: StoreMigrateArgs) -> Result<ExitCode, String> {
                 .into(),
         );
     };
-    let db = Postgres::connect(&pg).await.map_err(|e| e.to_string())?;
+    apply_schema(&pg).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies the pending schema migrations and prints what it did.
+async fn apply_schema(pg: &crate::config::PostgresConfig) -> Result<(), String> {
+    let db = Postgres::connect(pg).await.map_err(|e| e.to_string())?;
     let applied = db.migrate().await.map_err(|e| e.to_string())?;
     let status = db.check_schema().await.map_err(|e| e.to_string())?;
     for m in &applied {
@@ -677,7 +711,7 @@ async fn store_migrate(a: StoreMigrateArgs) -> Result<ExitCode, String> {
     } else {
         println!("the schema is at version {}", status.version);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 struct Remote {

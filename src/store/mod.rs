@@ -7,7 +7,7 @@
 //! The domain code here is written once, against [`engine::Engine`] and
 //! the [`tx::Records`] of its transactions. [`sled`](self::sled) is the
 //! embedded default (one process); [`pg`] is PostgreSQL, which several
-//! nodes share.
+//! nodes share. [`migrate`] moves a whole store from sled to PostgreSQL.
 //!
 //! # Durability
 //! A command's transaction is committed when [`Store::apply`] returns, but
@@ -20,6 +20,7 @@ pub mod bound;
 mod commands;
 pub mod engine;
 pub mod lifecycle;
+pub mod migrate;
 pub mod mobileplans;
 mod outbox;
 pub mod pg;

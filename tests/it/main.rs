@@ -46,6 +46,7 @@ mod saip_roundtrip;
 mod smdp_address;
 mod storage_faults;
 mod store_es9;
+mod store_migrate;
 mod store_mobileplans;
 mod store_outbox;
 mod store_pg_sql;

@@ -168,7 +168,7 @@ impl PgEngine {
     }
 
     /// Runs one query future on a pooled connection.
-    fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    pub(super) fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(deadpool_postgres::Object) -> Fut,
         Fut: Future<Output = std::result::Result<T, PgError>>,

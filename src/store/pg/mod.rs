@@ -19,6 +19,7 @@
 //! The URL carries the password: no error message or log line holds it.
 
 pub mod engine;
+mod import;
 pub mod migrate;
 pub mod rows;
 pub mod sql;

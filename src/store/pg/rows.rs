@@ -28,7 +28,7 @@ use crate::store::mobileplans::{
     Choice, MobilePlansOrder, OrderKind, OrderStatus, PurchaseMetadata, Registration,
 };
 use crate::store::record::{
-    HistoryEntry, OutboxItem, PointStatus, ProfileRecord, RetryKind, RECORD_VERSION,
+    HistoryEntry, IdemRecord, OutboxItem, PointStatus, ProfileRecord, RetryKind, RECORD_VERSION,
 };
 use tokio_postgres::types::{FromSql, Json};
 use tokio_postgres::Row;
@@ -238,6 +238,20 @@ pub fn balance(row: &Row) -> Result<BalanceRecord, PgError> {
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
     })
+}
+
+/// An `idempotency` row (`key`, `at`, `response`).
+pub fn idempotency(row: &Row) -> Result<([u8; 32], IdemRecord), PgError> {
+    let key: Vec<u8> = get(row, "key")?;
+    let key = <[u8; 32]>::try_from(key.as_slice())
+        .map_err(|_| PgError::Data("an idempotency key that is not 32 bytes".into()))?;
+    Ok((
+        key,
+        IdemRecord {
+            at: get(row, "at")?,
+            response: get(row, "response")?,
+        },
+    ))
 }
 
 /// An order kind as stored: its variant name.

@@ -52,6 +52,10 @@ use std::collections::{BTreeSet, HashSet};
 use tokio_postgres::types::Json;
 use tokio_postgres::GenericClient;
 
+/// A transaction on a pooled connection, whose statements are prepared
+/// once per connection (the copy functions run many of the same).
+pub type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
 /// The columns of a profile select: every column but the package.
 macro_rules! profile_columns {
     () => {
@@ -1585,6 +1589,482 @@ pub async fn available_by_pool<C: GenericClient + Sync>(
             ))
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------
+// Copying a whole store in (store::migrate): whole records, inserted
+// only where nothing holds their key or another of their unique values
+// (`ON CONFLICT DO NOTHING`), so a copy never overwrites and can run
+// again; the reads by key it compares with; and the scans in key order
+// it digests.
+// ---------------------------------------------------------------------
+
+const IMPORT_PROFILE: &str = "INSERT INTO profiles (iccid, operator, profile_type, state, eid, \
+     matching_id, cc_hashes, smds_address, download_attempts, cc_attempts, expires_at, \
+     created_at, updated_at, history_len, error_reason, imported_by, package) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::int4, $10::int4, $11, $12, $13, $14, $15, $16, \
+     $17) ON CONFLICT DO NOTHING";
+
+/// Inserts a whole profile record with its stored package (the bytes as
+/// given). Whether it was inserted.
+pub async fn import_profile(
+    c: &Tx<'_>,
+    r: &ProfileRecord,
+    package: &[u8],
+) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(IMPORT_PROFILE).await?,
+            &[
+                &r.iccid,
+                &r.operator,
+                &r.profile_type,
+                &state_name(r.state),
+                &r.eid,
+                &r.matching_id,
+                &r.cc_hashes,
+                &r.smds_address,
+                &int(r.download_attempts, "download_attempts")?,
+                &int(r.cc_attempts, "cc_attempts")?,
+                &r.expires_at,
+                &r.created_at,
+                &r.updated_at,
+                &bigint(r.history_len, "history_len")?,
+                &r.error_reason,
+                &r.imported_by,
+                &package,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts history entry `seq` of a profile. Whether it was inserted.
+pub async fn import_history(
+    c: &Tx<'_>,
+    iccid: &str,
+    seq: u64,
+    entry: &HistoryEntry,
+) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(concat!(
+                "INSERT INTO profile_history (iccid, seq, at, event, from_state, to_state, ",
+                "caller, retry) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+            ))
+            .await?,
+            &[
+                &iccid,
+                &bigint(seq, "history seq")?,
+                &entry.at,
+                &rows::event_name(entry.event)?,
+                &entry.from.map(state_name),
+                &state_name(entry.to),
+                &entry.caller,
+                &entry.retry.map(|r| r.as_str()),
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts the package kept for a retry of `iccid`. Whether it was
+/// inserted.
+pub async fn import_kept(c: &Tx<'_>, iccid: &str, p: &KeptPackage) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(concat!(
+                "INSERT INTO kept_packages (iccid, eid, dp_ci, euicc_otpk, metadata, bpp, ",
+                "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+            ))
+            .await?,
+            &[
+                &iccid,
+                &p.eid,
+                &p.dp_ci,
+                &p.euicc_otpk,
+                &p.metadata,
+                &p.bpp,
+                &p.expires_at,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts a known (profile type, operator). Whether it was inserted.
+pub async fn import_profile_type(
+    c: &Tx<'_>,
+    profile_type: &str,
+    operator: &str,
+) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(
+                "INSERT INTO profile_types (profile_type, operator) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            &[&profile_type, &operator],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts an outbox item under its id, free of any lease. Whether it was
+/// inserted.
+pub async fn import_outbox(c: &Tx<'_>, item: &OutboxItem) -> Result<bool, PgError> {
+    let (status, subject, reason, message) = point_status(&item.status);
+    let n = c
+        .execute(
+            &c.prepare_cached(
+                "INSERT INTO outbox (id, operator, eid, iccid, profile_type, event_at, point, \
+             status, failed_subject, failed_reason, failed_message, result_data, attempts, \
+             next_attempt_ms, last_error) VALUES ($1, $2, $3, $4, $5, $6, $7::int4, $8, $9, \
+             $10, $11, $12, $13::int4, $14, $15) ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            &[
+                &bigint(item.id, "outbox id")?,
+                &item.operator,
+                &item.eid,
+                &item.iccid,
+                &item.profile_type,
+                &item.timestamp,
+                &int(item.point, "point")?,
+                &status,
+                &subject,
+                &reason,
+                &message,
+                &item.result_data,
+                &int(item.attempts, "attempts")?,
+                &item.next_attempt_ms,
+                &item.last_error,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts an idempotency record (its time is also the one pruning
+/// compares, as [`put_idempotency`] writes it). Whether it was inserted.
+pub async fn import_idempotency(
+    c: &Tx<'_>,
+    key: &[u8; 32],
+    record: &IdemRecord,
+) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(
+                "INSERT INTO idempotency (key, at, expires_at, response) VALUES ($1, $2, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            )
+            .await?,
+            &[&key.as_slice(), &record.at, &record.response],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts a SIM's balance record. Whether it was inserted.
+pub async fn import_balance(c: &Tx<'_>, record: &BalanceRecord) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(concat!(
+                "INSERT INTO balances (iccid, operator, not_supported, buckets, next_bucket, ",
+                "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ",
+                "ON CONFLICT DO NOTHING"
+            ))
+            .await?,
+            &[
+                &record.iccid,
+                &record.operator,
+                &record.not_supported,
+                &Json(&record.buckets),
+                &bigint(record.next_bucket, "next_bucket")?,
+                &record.created_at,
+                &record.updated_at,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Inserts a GetBalance transaction id's last use. Whether it was
+/// inserted.
+pub async fn import_use(c: &Tx<'_>, id: &str, at: i64) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached("INSERT INTO balance_transaction_ids (id, at) VALUES ($1, $2) ON CONFLICT DO NOTHING").await?,
+            &[&id, &at],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+const IMPORT_ORDER: &str = concat!(
+    "INSERT INTO mobileplans_orders (",
+    order_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8::int4, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20, $21, $22) ON CONFLICT DO NOTHING"
+);
+
+/// Inserts a Mobile Plans order under its id. Whether it was inserted.
+pub async fn import_order(c: &Tx<'_>, o: &MobilePlansOrder) -> Result<bool, PgError> {
+    let n = c
+        .execute(
+            &c.prepare_cached(IMPORT_ORDER).await?,
+            &[
+                &bigint(o.id, "order id")?,
+                &o.transaction_id,
+                &o.operator,
+                &rows::kind_name(o.kind),
+                &o.eid,
+                &o.iccid,
+                &o.matching_id,
+                &registration_minutes(o.registration)?,
+                &o.release_at,
+                &o.released_at,
+                &o.release_error,
+                &o.status.as_str(),
+                &o.status_at,
+                &o.metadata.user_account.as_str(),
+                &o.metadata.purchase_instrument.as_str(),
+                &o.metadata.line.as_str(),
+                &o.metadata.plan_name,
+                &o.bucket,
+                &o.created_at,
+                &o.updated_at,
+                &o.hold_until,
+                &o.confirmed_at,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Moves the id sequence of outbox items and Mobile Plans orders so that
+/// the next id is above `above` (never back).
+pub async fn raise_record_ids<C: GenericClient + Sync>(c: &C, above: u64) -> Result<(), PgError> {
+    let above = bigint(above, "record id")?;
+    if above < 1 {
+        return Ok(());
+    }
+    c.execute(
+        "SELECT setval('record_ids', GREATEST($1::bigint, \
+         (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM record_ids), 1))",
+        &[&above],
+    )
+    .await?;
+    Ok(())
+}
+
+const PROFILES_BY_ICCIDS: &str = concat!(
+    "SELECT ",
+    profile_columns!(),
+    ", package FROM profiles WHERE iccid = ANY($1)"
+);
+
+/// The profiles (with their packages) among `iccids`.
+pub async fn profiles_by_iccids<C: GenericClient + Sync>(
+    c: &C,
+    iccids: &[String],
+) -> Result<Vec<(ProfileRecord, Vec<u8>)>, PgError> {
+    map_rows(c.query(PROFILES_BY_ICCIDS, &[&iccids]).await?, |r| {
+        Ok((rows::profile(r)?, r.try_get("package")?))
+    })
+}
+
+const HISTORY_BY_ICCIDS: &str = concat!(
+    "SELECT iccid, seq, ",
+    history_columns!(),
+    " FROM profile_history WHERE iccid = ANY($1) ORDER BY iccid, seq"
+);
+
+/// The history entries of the profiles among `iccids`: (ICCID, seq, entry).
+pub async fn history_by_iccids<C: GenericClient + Sync>(
+    c: &C,
+    iccids: &[String],
+) -> Result<Vec<(String, u64, HistoryEntry)>, PgError> {
+    map_rows(c.query(HISTORY_BY_ICCIDS, &[&iccids]).await?, |r| {
+        Ok((
+            r.try_get("iccid")?,
+            ubig(r.try_get("seq")?, "history seq")?,
+            rows::history(r)?,
+        ))
+    })
+}
+
+const KEPT_BY_ICCIDS: &str = concat!(
+    "SELECT iccid, ",
+    kept_columns!(),
+    " FROM kept_packages WHERE iccid = ANY($1)"
+);
+
+/// The kept packages (expired or not) of the profiles among `iccids`.
+pub async fn kept_by_iccids<C: GenericClient + Sync>(
+    c: &C,
+    iccids: &[String],
+) -> Result<Vec<(String, KeptPackage)>, PgError> {
+    map_rows(c.query(KEPT_BY_ICCIDS, &[&iccids]).await?, |r| {
+        Ok((r.try_get("iccid")?, rows::kept(r)?))
+    })
+}
+
+/// The (profile type, operator) pairs among those given.
+pub async fn profile_types_in<C: GenericClient + Sync>(
+    c: &C,
+    types: &[String],
+    operators: &[String],
+) -> Result<Vec<(String, String)>, PgError> {
+    map_rows(
+        c.query(
+            "SELECT t.profile_type, t.operator FROM profile_types t \
+             JOIN UNNEST($1::text[], $2::text[]) AS u (pt, op) \
+             ON t.profile_type = u.pt AND t.operator = u.op",
+            &[&types, &operators],
+        )
+        .await?,
+        |r| Ok((r.try_get("profile_type")?, r.try_get("operator")?)),
+    )
+}
+
+const OUTBOX_BY_IDS: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM outbox WHERE id = ANY($1)"
+);
+
+/// The outbox items among `ids`.
+pub async fn outbox_by_ids<C: GenericClient + Sync>(
+    c: &C,
+    ids: &[i64],
+) -> Result<Vec<OutboxItem>, PgError> {
+    map_rows(c.query(OUTBOX_BY_IDS, &[&ids]).await?, rows::outbox)
+}
+
+/// The idempotency records among `keys`.
+pub async fn idempotency_by_keys<C: GenericClient + Sync>(
+    c: &C,
+    keys: &[Vec<u8>],
+) -> Result<Vec<([u8; 32], IdemRecord)>, PgError> {
+    map_rows(
+        c.query(
+            "SELECT key, at, response FROM idempotency WHERE key = ANY($1)",
+            &[&keys],
+        )
+        .await?,
+        rows::idempotency,
+    )
+}
+
+const BALANCES_BY_ICCIDS: &str = concat!(
+    "SELECT ",
+    balance_columns!(),
+    " FROM balances WHERE iccid = ANY($1)"
+);
+
+/// The balance records among `iccids`.
+pub async fn balances_by_iccids<C: GenericClient + Sync>(
+    c: &C,
+    iccids: &[String],
+) -> Result<Vec<BalanceRecord>, PgError> {
+    map_rows(
+        c.query(BALANCES_BY_ICCIDS, &[&iccids]).await?,
+        rows::balance,
+    )
+}
+
+/// The GetBalance transaction ids among `ids`, with their last use.
+pub async fn uses_by_ids<C: GenericClient + Sync>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<(String, i64)>, PgError> {
+    map_rows(
+        c.query(
+            "SELECT id, at FROM balance_transaction_ids WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?,
+        |r| Ok((r.try_get("id")?, r.try_get("at")?)),
+    )
+}
+
+const ORDERS_BY_IDS: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM mobileplans_orders WHERE id = ANY($1)"
+);
+
+/// The Mobile Plans orders among `ids`.
+pub async fn orders_by_ids<C: GenericClient + Sync>(
+    c: &C,
+    ids: &[i64],
+) -> Result<Vec<MobilePlansOrder>, PgError> {
+    map_rows(c.query(ORDERS_BY_IDS, &[&ids]).await?, rows::order)
+}
+
+/// Every row of a table in the order a store migration digests it (the
+/// source's key order: text in byte order, `COLLATE "C"`), with the
+/// columns the row mapping of [`rows`] reads.
+pub fn scan_query(table: crate::store::migrate::Table) -> &'static str {
+    use crate::store::migrate::Table;
+    match table {
+        Table::Profiles => concat!(
+            "SELECT ",
+            profile_columns!(),
+            ", package FROM profiles ORDER BY iccid COLLATE \"C\""
+        ),
+        Table::ProfileHistory => concat!(
+            "SELECT iccid, seq, ",
+            history_columns!(),
+            " FROM profile_history ORDER BY iccid COLLATE \"C\", seq"
+        ),
+        Table::KeptPackages => concat!(
+            "SELECT iccid, ",
+            kept_columns!(),
+            " FROM kept_packages ORDER BY iccid COLLATE \"C\""
+        ),
+        Table::ProfileTypes => {
+            "SELECT profile_type, operator FROM profile_types \
+             ORDER BY profile_type COLLATE \"C\", operator COLLATE \"C\""
+        }
+        Table::Outbox => concat!("SELECT ", outbox_columns!(), " FROM outbox ORDER BY id"),
+        Table::Idempotency => "SELECT key, at, response FROM idempotency ORDER BY key",
+        Table::Balances => concat!(
+            "SELECT ",
+            balance_columns!(),
+            " FROM balances ORDER BY iccid COLLATE \"C\""
+        ),
+        Table::BalanceTransactionIds => {
+            "SELECT id, at FROM balance_transaction_ids ORDER BY id COLLATE \"C\""
+        }
+        Table::MobilePlansOrders => concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM mobileplans_orders ORDER BY id"
+        ),
+    }
+}
+
+/// Runs `sql` (no parameters) in the transaction and hands its rows to
+/// `f` in pages of `page` rows, so that a large table is never held whole.
+pub async fn scan(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    page: i32,
+    f: &mut dyn FnMut(&tokio_postgres::Row) -> Result<(), PgError>,
+) -> Result<(), PgError> {
+    let portal = tx.bind(sql, &[]).await?;
+    loop {
+        let rows = tx.query_portal(&portal, page).await?;
+        for r in &rows {
+            f(r)?;
+        }
+        if rows.len() < usize::try_from(page).unwrap_or(0) || rows.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@
 //! transaction committed before the call durable; concurrent callers share
 //! one fsync (group commit). Callers acknowledge a transition only after it.
 
+mod export;
 mod keys;
 mod reads;
 mod records;
