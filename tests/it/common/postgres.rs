@@ -1,6 +1,7 @@
 //! The test PostgreSQL database: `SMDPPLUS_TEST_POSTGRES` names it
 //! (`tests/tools/postgres.sh start` prints it; `.ci/run` sets it). Without
-//! it the PostgreSQL tests skip with a message.
+//! it the PostgreSQL tests skip with a message, or fail under
+//! `SMDPPLUS_POSTGRES_TESTS=require` (set by `.ci/run`).
 
 use smdpplus::config::{Engine, PostgresConfig, StoreConfig, StoreFile};
 use smdpplus::store::pg::Postgres;
@@ -18,6 +19,10 @@ pub fn test_postgres(test: &str) -> Option<String> {
     match std::env::var(TEST_POSTGRES_ENV) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
         _ => {
+            assert!(
+                std::env::var("SMDPPLUS_POSTGRES_TESTS").as_deref() != Ok("require"),
+                "{test}: {TEST_POSTGRES_ENV} is required (SMDPPLUS_POSTGRES_TESTS=require)"
+            );
             eprintln!(
                 "SKIP {test}: {TEST_POSTGRES_ENV} is not set \
                  (eval \"$(tests/tools/postgres.sh start DIR)\" sets it)"
