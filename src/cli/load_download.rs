@@ -1200,7 +1200,7 @@ fn print_text(r: &Value) {
         println!(
             "{:<24} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             name,
-            p["count"],
+            p["count"].as_u64().unwrap_or(0),
             f(&p["p50_ms"]),
             f(&p["p90_ms"]),
             f(&p["p99_ms"]),
