@@ -370,3 +370,24 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn process_cpu_time_from_proc() {
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        let own = super::process_cpu_seconds("self").expect("/proc/self/stat");
+        assert!(own >= 0.0);
+        assert!(super::process_cpu_seconds(&std::process::id().to_string()).is_some());
+        assert!(super::process_cpu_seconds("0").is_none());
+        let scrape = String::from_utf8(super::Metrics::new().render()).expect("utf-8");
+        assert!(
+            scrape.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total "),
+            "{scrape}"
+        );
+    }
+}

@@ -795,10 +795,16 @@ async fn place(
     Ok(Order { iccid, matching_id })
 }
 
+/// A progress line on stderr: redrawn in place on a terminal, else one
+/// line every tenth of the way.
 fn progress(done: usize, total: usize, what: &str) {
-    eprint!("\r  {what} {done}/{total}");
-    if done == total {
-        eprintln!();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r  {what} {done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+    } else if done == total || done % (total / 10).max(1) == 0 {
+        eprintln!("  {what} {done}/{total}");
     }
 }
 
@@ -930,10 +936,7 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
                         Ok(o) => {
                             let mut p = placed.lock().unwrap_or_else(|e| e.into_inner());
                             p.push((if by_eid { card } else { usize::MAX }, o));
-                            let n = p.len();
-                            if n % 100 == 0 || n == order_count {
-                                progress(n, order_count, "placing orders");
-                            }
+                            progress(p.len(), order_count, "placing orders");
                         }
                         Err(e) => {
                             *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
