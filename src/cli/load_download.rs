@@ -80,7 +80,11 @@ pub enum OrderKind {
     Ac,
     /// Alternating `eid` and `ac`.
     Mix,
-    /// The Released orders already in the store.
+    /// The Released orders already in the store (admin API, state
+    /// Released, at most --order-count): one linked to an EID in the
+    /// SGP.26 test EUM's range (89049032...) is downloaded by an eUICC
+    /// issued for that EID, one with a matchingId and no EID by any eUICC
+    /// of the pool; others are skipped.
     Existing,
 }
 
@@ -277,7 +281,11 @@ impl Shared {
 
 /// One session's outcome.
 struct Outcome {
+    /// The eUICC's curve: of the 4 verifies.
     curve: Curve,
+    /// The curve of the DPauth certificate the server chose (§5.6.1): of
+    /// the 3 signs and the ECKA.
+    dp_curve: Option<Curve>,
     /// Latency of each step that completed, microseconds.
     steps: [Option<u64>; 4],
     /// From the (scheduled) start to the end, microseconds.
@@ -360,6 +368,7 @@ async fn session_steps(
     card: &mut SoftEuicc,
     order: &Order,
     steps: &mut [Option<u64>; 4],
+    dp_curve: &mut Option<Curve>,
 ) -> Result<(), (Function, LpaError)> {
     let host = sh.smdp.as_str();
     let f = Function::InitiateAuthentication;
@@ -379,6 +388,9 @@ async fn session_steps(
     .await
     .map_err(|e| (f, e))?;
     steps[0] = Some(t.elapsed().as_micros() as u64);
+    *dp_curve = crate::crypto::ecdsa::PublicKey::from_certificate_der(&init.server_certificate)
+        .ok()
+        .map(|k| k.curve());
 
     let f = Function::AuthenticateClient;
     let asr = card
@@ -460,6 +472,7 @@ async fn session(sh: &Shared, start: Instant) -> Option<Outcome> {
     let (i, mut card, order) = sh.take().await?;
     let curve = sh.lock_pool().curves[i];
     let mut steps = [None; 4];
+    let mut dp_curve = None;
     let kept = match sh.mode {
         ConnMode::Keepalive => {
             let mut idle = sh.idle_conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -483,14 +496,16 @@ async fn session(sh: &Shared, start: Instant) -> Option<Outcome> {
             tracing::debug!("connect: {e}");
             (Some("connect transport".to_owned()), None)
         }
-        Ok(mut s) => match session_steps(sh, &mut s, &mut card, &order, &mut steps).await {
-            Ok(()) => (None, Some(s)),
-            Err((f, e)) => {
-                tracing::debug!("ICCID {}: {}: {e}", order.iccid, f.name());
-                let transport = matches!(e, LpaError::Transport(_));
-                (Some(error_key(f, &e)), (!transport).then_some(s))
+        Ok(mut s) => {
+            match session_steps(sh, &mut s, &mut card, &order, &mut steps, &mut dp_curve).await {
+                Ok(()) => (None, Some(s)),
+                Err((f, e)) => {
+                    tracing::debug!("ICCID {}: {}: {e}", order.iccid, f.name());
+                    let transport = matches!(e, LpaError::Transport(_));
+                    (Some(error_key(f, &e)), (!transport).then_some(s))
+                }
             }
-        },
+        }
     };
     let total_us = start.elapsed().as_micros() as u64;
     sh.give_back(i, card);
@@ -502,6 +517,7 @@ async fn session(sh: &Shared, start: Instant) -> Option<Outcome> {
     }
     Some(Outcome {
         curve,
+        dp_curve,
         steps,
         total_us,
         error,
@@ -532,12 +548,14 @@ fn percentiles(mut v: Vec<u64>) -> Value {
 #[derive(Clone, Copy, Debug, Default)]
 struct Floor {
     /// 3 ECDSA signs: serverSignature1 (DPauth), smdpSignature2 and the
-    /// BPP's smdpSign (DPpb) (§5.6.1-3).
+    /// BPP's smdpSign (DPpb) (§5.6.1-3), on the DPauth/DPpb curve.
     ecdsa_sign: f64,
     /// 4 ECDSA verifies: CERT.EUICC (the EUM certificate is cached),
-    /// euiccSignature1, euiccSignature2 and euiccSignPIR (§5.6.3-4).
+    /// euiccSignature1, euiccSignature2 and euiccSignPIR (§5.6.3-4), on
+    /// the eUICC's (and its EUM's) curve.
     ecdsa_verify: f64,
-    /// otSK/otPK.DP.ECKA generation and ShS (§3.1.3.3, Annex G).
+    /// otSK/otPK.DP.ECKA generation and ShS (§3.1.3.3, Annex G), on the
+    /// DPpb curve.
     ecka: f64,
     /// The TLS 1.3 server's CertificateVerify signature (P-256 ECDSA).
     tls_sign: f64,
@@ -599,7 +617,8 @@ fn best_of<E>(n: u32, mut f: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
     Ok(best)
 }
 
-/// Times the ECDSA and ECKA part of the floor on `curve`.
+/// Times the ECDSA and ECKA part of the floor with every operation on
+/// `curve`.
 fn floor_sgp22(curve: Curve) -> Result<Floor, String> {
     let key: SigningKey = crate::euicc::issue::generate_key(curve).map_err(|e| e.to_string())?;
     // Sizes of the signed data: serverSigned1, smdpSigned2 and BF23 are
@@ -1112,25 +1131,53 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let (tls_sign, tls_kx, group_name) = floor_tls(group.as_deref())?;
-    let mut by_curve: BTreeMap<&'static str, (Curve, usize)> = BTreeMap::new();
+    // Signs and ECKA on the DPauth/DPpb curve the server chose, verifies
+    // on the eUICC's: weighted by the sessions of each pair.
+    let mut pairs: BTreeMap<(&'static str, &'static str), (Curve, Curve, usize)> = BTreeMap::new();
     for o in &outcomes {
-        by_curve.entry(o.curve.name()).or_insert((o.curve, 0)).1 += 1;
+        let dp = o.dp_curve.unwrap_or(o.curve);
+        pairs
+            .entry((dp.name(), o.curve.name()))
+            .or_insert((dp, o.curve, 0))
+            .2 += 1;
     }
-    if by_curve.is_empty() {
-        by_curve.insert(Curve::NistP256.name(), (Curve::NistP256, 1));
+    if pairs.is_empty() {
+        let c = Curve::NistP256;
+        pairs.insert((c.name(), c.name()), (c, c, 1));
     }
-    let weight_total: usize = by_curve.values().map(|(_, n)| n).sum();
+    let mut per_curve: BTreeMap<&'static str, Floor> = BTreeMap::new();
+    for (dp, eu, _) in pairs.values() {
+        for c in [dp, eu] {
+            if !per_curve.contains_key(c.name()) {
+                per_curve.insert(c.name(), floor_sgp22(*c)?);
+            }
+        }
+    }
+    let weight_total: usize = pairs.values().map(|(_, _, n)| n).sum();
     let mut floor = Floor {
         tls_sign,
         tls_kx,
         ..Floor::default()
     };
-    let mut curves_json = serde_json::Map::new();
-    for (name, (curve, n)) in &by_curve {
-        let f = floor_sgp22(*curve)?;
-        curves_json.insert((*name).to_owned(), f.json());
+    let mut sessions_by_curves = serde_json::Map::new();
+    for ((dp_name, eu_name), (_, _, n)) in &pairs {
+        let (Some(dp), Some(eu)) = (per_curve.get(dp_name), per_curve.get(eu_name)) else {
+            continue;
+        };
+        let f = Floor {
+            ecdsa_sign: dp.ecdsa_sign,
+            ecdsa_verify: eu.ecdsa_verify,
+            ecka: dp.ecka,
+            tls_sign: 0.0,
+            tls_kx: 0.0,
+        };
         floor = floor.add(&f.scaled(*n as f64 / weight_total as f64));
+        sessions_by_curves.insert(format!("DPauth/DPpb {dp_name}, eUICC {eu_name}"), json!(n));
     }
+    let curves_json: serde_json::Map<String, Value> = per_curve
+        .iter()
+        .map(|(name, f)| ((*name).to_owned(), f.json()))
+        .collect();
     let ratio = server_per_session.map(|c| c / floor.total());
     // With kept-alive connections the server made fewer handshakes than
     // sessions: the floor of what was actually run counts those made.
@@ -1177,6 +1224,7 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
             "per_session_us": floor.total(),
             "parts": floor.json(),
             "by_curve": Value::Object(curves_json),
+            "sessions_by_curves": Value::Object(sessions_by_curves),
             "as_run_per_session_us": floor_as_run,
         },
         "ratio": ratio,
@@ -1263,6 +1311,11 @@ fn print_text(r: &Value) {
         f(&p["tls_sign_us"]),
         f(&p["tls_kx_us"]),
     );
+    if let Some(by) = r["floor"]["sessions_by_curves"].as_object() {
+        for (pair, n) in by {
+            println!("  sessions with {pair}: {n}");
+        }
+    }
     if let Some(by) = r["floor"]["by_curve"].as_object() {
         for (curve, parts) in by {
             println!(

@@ -116,13 +116,22 @@ impl Eum {
         })
     }
 
-    /// The SGP.26 test EUM on `curve`, trusting the SGP.26 test CIs.
+    /// The SGP.26 test EUM on `curve`. The eUICCs it issues trust only the
+    /// SGP.26 test CI of that curve, so an SM-DP+ authenticates to them
+    /// with its DPauth/DPpb credentials on that curve too (§5.6.1): a
+    /// whole session runs on one curve.
     pub fn sgp26(curve: Curve) -> Result<Eum, EuiccError> {
         let (cert, key) = match curve {
             Curve::NistP256 => (super::NIST_EUM, NIST_EUM_KEY),
             Curve::BrainpoolP256r1 => (super::BRP_EUM, BRP_EUM_KEY),
         };
-        let cis = crate::pki::sgp26::ci_set().map_err(ierr)?;
+        let all = crate::pki::sgp26::ci_set().map_err(ierr)?;
+        let cis = CiSet::from_der(
+            all.iter()
+                .filter(|c| c.public_key().curve() == curve)
+                .map(|c| c.certificate_der()),
+        )
+        .map_err(ierr)?;
         Eum::new(cert.to_vec(), SigningKey::from_pem(key).map_err(ierr)?, cis)
     }
 

@@ -113,6 +113,11 @@ async fn eid_orders_nist_closed_loop() {
     assert_eq!(r["load"]["orders"], "eid");
     assert_eq!(r["load"]["euiccs"], 4);
     assert!(r["floor"]["by_curve"]["NIST P-256"].is_object(), "{r:#}");
+    assert_eq!(
+        r["floor"]["sessions_by_curves"],
+        json!({ "DPauth/DPpb NIST P-256, eUICC NIST P-256": 8 }),
+        "{r:#}"
+    );
     // Kept-alive connections: at most one per session in flight.
     assert!(
         r["connections_opened"].as_u64().is_some_and(|c| c <= 2),
@@ -147,6 +152,13 @@ async fn brainpool_euiccs_per_session_connections() {
         "{r:#}"
     );
     assert!(r["floor"]["by_curve"]["NIST P-256"].is_null(), "{r:#}");
+    // A brainpool eUICC trusts the brainpool CI only: the server signs with
+    // its brainpool DPauth/DPpb.
+    assert_eq!(
+        r["floor"]["sessions_by_curves"],
+        json!({ "DPauth/DPpb brainpoolP256r1, eUICC brainpoolP256r1": 4 }),
+        "{r:#}"
+    );
     assert_eq!(count_in(&server, "Installed").await, 4);
 }
 
