@@ -947,11 +947,16 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
                     {
                         break;
                     }
-                    let card = k % eids.len();
                     let by_eid = match kind {
                         OrderKind::Eid => true,
                         OrderKind::Mix => k % 2 == 0,
                         _ => false,
+                    };
+                    // In a mix every other order is linked: spread those
+                    // over all the eUICCs (both curves with --curve mix).
+                    let card = match kind {
+                        OrderKind::Mix => (k / 2) % eids.len(),
+                        _ => k % eids.len(),
                     };
                     let eid = by_eid.then(|| &eids[card]);
                     match place(&remote, eid, &pt, cc.as_deref()).await {

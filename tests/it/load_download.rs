@@ -222,3 +222,32 @@ async fn existing_released_orders() {
     );
     assert_eq!(count_in(&server, "Installed").await, 2);
 }
+
+#[tokio::test]
+async fn mixed_curves_and_orders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), None).refusing_errors();
+    let r = load(
+        &server,
+        &[
+            "--euiccs",
+            "4",
+            "--sessions",
+            "8",
+            "--concurrency",
+            "2",
+            "--curve",
+            "mix",
+            "--orders",
+            "mix",
+        ],
+    );
+    assert_clean_report(&r, 8);
+    let pairs = r["floor"]["sessions_by_curves"].as_object().expect("pairs");
+    let nist = &pairs["DPauth/DPpb NIST P-256, eUICC NIST P-256"];
+    let brp = &pairs["DPauth/DPpb brainpoolP256r1, eUICC brainpoolP256r1"];
+    assert!(nist.as_u64().is_some_and(|n| n > 0), "{r:#}");
+    assert!(brp.as_u64().is_some_and(|n| n > 0), "{r:#}");
+    assert_eq!(nist.as_u64().unwrap_or(0) + brp.as_u64().unwrap_or(0), 8);
+    assert_eq!(count_in(&server, "Installed").await, 8);
+}
