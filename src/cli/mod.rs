@@ -7,6 +7,7 @@
 
 mod health;
 mod load;
+mod load_download;
 mod store;
 
 use crate::config::{Config, FileConfig, Overrides, StoreConfig};
@@ -472,6 +473,11 @@ pub enum LoadCmd {
         #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
         data_dir: PathBuf,
     },
+    /// Whole profile downloads (ES9+) by many software eUICCs, on orders
+    /// placed over ES2+ first; prints downloads/s, latency percentiles per
+    /// step, errors, server and client CPU per session, and the ratio of
+    /// the server's CPU to its cryptographic floor.
+    Download(Box<load_download::DownloadArgs>),
 }
 
 /// Outbox actions.
@@ -590,6 +596,9 @@ fn walled_garden(
 
 async fn load_cmd(action: LoadCmd) -> Result<ExitCode, String> {
     use base64::Engine;
+    if let LoadCmd::Download(a) = action {
+        return load_download::run(*a).await;
+    }
     let LoadCmd::Getbalance {
         target,
         server_name,
@@ -601,7 +610,10 @@ async fn load_cmd(action: LoadCmd) -> Result<ExitCode, String> {
         key,
         basic,
         data_dir,
-    } = action;
+    } = action
+    else {
+        return Err("unknown load generator".into());
+    };
     let ca = ca.unwrap_or_else(|| DevPki::paths(&data_dir).ci_cert);
     let tls = load::client_tls(&ca, cert.as_deref(), key.as_deref())?;
     let authorization = basic.map(|b| {

@@ -46,6 +46,41 @@ impl LpaError {
     }
 }
 
+/// The headers an LPA sends with every ES9+ call (SGP.22 §6.5.1).
+pub const HEADERS: [(&str, &str); 3] = [
+    ("content-type", "application/json"),
+    ("x-admin-protocol", "gsma/rsp/v2.2.0"),
+    ("user-agent", "gsma-rsp-lpad"),
+];
+
+/// Reads the answer to a synchronous ES9+ function (§6.5.1.4): HTTP 200
+/// with `Executed-Success` decodes into `R`; `Failed` is
+/// [`LpaError::Failed`] with its status code; anything else is
+/// [`LpaError::Transport`].
+pub fn parse_answer<R: DeserializeOwned>(
+    f: Function,
+    status: u16,
+    body: &[u8],
+) -> Result<R, LpaError> {
+    if status != 200 {
+        return Err(LpaError::Transport(format!("{}: HTTP {status}", f.name())));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| LpaError::Transport(format!("{}: {e}", f.name())))?;
+    let st = &v["header"]["functionExecutionStatus"];
+    if st["status"] != "Executed-Success" {
+        let d = &st["statusCodeData"];
+        let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+        return Err(LpaError::Failed {
+            function: f.name(),
+            subject: s("subjectCode"),
+            reason: s("reasonCode"),
+            message: s("message"),
+        });
+    }
+    serde_json::from_value(v).map_err(|e| LpaError::Transport(format!("{}: {e}", f.name())))
+}
+
 /// What a completed download produced.
 #[derive(Debug)]
 pub struct Report {
@@ -98,16 +133,7 @@ impl Lpa {
     ) -> Result<crate::http::client::Response, LpaError> {
         let url = format!("{}{}", self.base, f.path());
         self.client
-            .request(
-                hyper::Method::POST,
-                &url,
-                &[
-                    ("content-type", "application/json"),
-                    ("x-admin-protocol", "gsma/rsp/v2.2.0"),
-                    ("user-agent", "gsma-rsp-lpad"),
-                ],
-                body,
-            )
+            .request(hyper::Method::POST, &url, &HEADERS, body)
             .await
             .map_err(LpaError::Transport)
     }
@@ -120,27 +146,7 @@ impl Lpa {
     ) -> Result<R, LpaError> {
         let body = serde_json::to_vec(req).map_err(|e| LpaError::Transport(e.to_string()))?;
         let r = self.post(f, body).await?;
-        if r.status != 200 {
-            return Err(LpaError::Transport(format!(
-                "{}: HTTP {}",
-                f.name(),
-                r.status
-            )));
-        }
-        let v: Value = serde_json::from_slice(&r.body)
-            .map_err(|e| LpaError::Transport(format!("{}: {e}", f.name())))?;
-        let st = &v["header"]["functionExecutionStatus"];
-        if st["status"] != "Executed-Success" {
-            let d = &st["statusCodeData"];
-            let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
-            return Err(LpaError::Failed {
-                function: f.name(),
-                subject: s("subjectCode"),
-                reason: s("reasonCode"),
-                message: s("message"),
-            });
-        }
-        serde_json::from_value(v).map_err(|e| LpaError::Transport(format!("{}: {e}", f.name())))
+        parse_answer(f, r.status, &r.body)
     }
 
     /// ES9+.HandleNotification; returns the HTTP status (204 expected).

@@ -9,6 +9,7 @@
 //! Default identity: the SGP.26 test eUICC (EID
 //! 89049032123451234512345678901235) under the NIST or brainpool test CI.
 
+pub mod issue;
 pub mod lpa;
 
 use crate::asn1::der::{Oid, Signed, Version};

@@ -24,6 +24,7 @@ mod es9plus_limits;
 mod key_rotation;
 mod listener_certs;
 mod listener_limits;
+mod load_download;
 mod mobileplans_access;
 mod mobileplans_decision;
 mod mobileplans_getbalance;

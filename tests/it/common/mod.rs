@@ -186,6 +186,11 @@ impl Server {
         self
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
     /// The dev PKI of this server's data directory.
     pub fn pki(&self) -> DevPki {
         DevPki::paths(&self.dir)
