@@ -10,7 +10,7 @@
 //! `promtool` and `systemd-analyze` check the PromQL, the alert rules and
 //! the unit where they are installed; `SMDPPLUS_DEPLOY_TOOLS=require` (set
 //! by CI) makes a missing one a failure instead of a skip. `haproxy -c`
-//! checks docker/haproxy.cfg where haproxy is installed, and skips where it
+//! checks deploy/haproxy.cfg where haproxy is installed, and skips where it
 //! is not.
 
 use crate::common::{status, Receiver, Server, EID};
@@ -1175,7 +1175,7 @@ fn compose_services_ports_health_checks_and_volumes() {
     assert_eq!(
         mounts.get("/usr/local/etc/haproxy/haproxy.cfg"),
         Some(
-            &repo("docker/haproxy.cfg")
+            &repo("deploy/haproxy.cfg")
                 .canonicalize()
                 .expect("haproxy.cfg")
         )
@@ -1362,12 +1362,12 @@ fn compose_nodes_share_one_configuration_and_node_a_files() {
     );
 }
 
-/// docker/haproxy.cfg: each public listener balanced over every node's
+/// deploy/haproxy.cfg: each public listener balanced over every node's
 /// same port, TLS passed through (TCP mode), each node checked on
 /// `/readyz` of its operations port.
 #[test]
 fn haproxy_balances_every_public_listener_over_the_nodes() {
-    let cfg = read("docker/haproxy.cfg");
+    let cfg = read("deploy/haproxy.cfg");
     let env = dockerfile_env(&dockerfile_final_stage());
     let ops_port = port_of(&env[OPS_ENV]);
     // Sections: header line, then their lines (comments dropped).
@@ -1388,7 +1388,7 @@ fn haproxy_balances_every_public_listener_over_the_nodes() {
         sections
             .iter()
             .find(|(h, _)| h == header)
-            .unwrap_or_else(|| panic!("no `{header}` in docker/haproxy.cfg"))
+            .unwrap_or_else(|| panic!("no `{header}` in deploy/haproxy.cfg"))
             .1
             .clone()
     };
@@ -1449,7 +1449,7 @@ fn container_files_pass_their_linters() {
     }
 }
 
-/// `haproxy -c -f docker/haproxy.cfg` where haproxy (Debian's `haproxy`
+/// `haproxy -c -f deploy/haproxy.cfg` where haproxy (Debian's `haproxy`
 /// package) is installed; a skip with a message where it is not, whatever
 /// `SMDPPLUS_DEPLOY_TOOLS` says. The servers' names resolve only on the
 /// compose network: the warnings that they do not are the only ones allowed.
@@ -1467,7 +1467,7 @@ fn haproxy_config_passes_haproxy_check() {
     }
     let out = Command::new("haproxy")
         .args(["-c", "-f"])
-        .arg(repo("docker/haproxy.cfg"))
+        .arg(repo("deploy/haproxy.cfg"))
         .output()
         .expect("haproxy -c");
     let text = format!(
