@@ -91,6 +91,15 @@ pub trait Engine: Send + Sync {
     fn by_matching_id(&self, matching_id: &str) -> Result<Option<String>>;
     /// ICCIDs of the open orders linked to an EID.
     fn pending_for_eid(&self, eid: &str) -> Result<Vec<String>>;
+    /// The records of the open orders linked to an EID, in ICCID order
+    /// (an engine with round trips to a server reads them in one).
+    fn pending_records_for_eid(&self, eid: &str) -> Result<Vec<ProfileRecord>> {
+        let mut out = Vec::new();
+        for iccid in self.pending_for_eid(eid)? {
+            out.extend(self.profile(&iccid)?);
+        }
+        Ok(out)
+    }
     /// ICCIDs in the available pool of (operator, profile type).
     fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<String>>;
     /// Orders that can expire and whose expiry is at or before `now`.

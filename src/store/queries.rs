@@ -28,11 +28,7 @@ impl Store {
         strict: bool,
     ) -> Result<Iccid> {
         let matching_id = matching_id.filter(|m| !m.is_empty());
-        let linked: Vec<ProfileRecord> = self
-            .pending_for_eid(eid)?
-            .iter()
-            .filter_map(|i| self.get(i).ok().flatten())
-            .collect();
+        let linked = self.pending_orders(eid)?;
         let waiting = || linked.iter().filter(|r| r.state != State::Downloaded);
         let parse = |r: &ProfileRecord| {
             Iccid::parse(&r.iccid).ok_or_else(|| Error::internal("corrupt ICCID"))
@@ -113,6 +109,11 @@ impl Store {
     /// ICCIDs of the open orders linked to an EID.
     pub fn pending_for_eid(&self, eid: &Eid) -> Result<Vec<Iccid>> {
         iccids(self.engine().pending_for_eid(eid.as_str())?)
+    }
+
+    /// The records of the open orders linked to an EID, in ICCID order.
+    pub fn pending_orders(&self, eid: &Eid) -> Result<Vec<ProfileRecord>> {
+        self.engine().pending_records_for_eid(eid.as_str())
     }
 
     /// ICCIDs in the available pool of (operator, type).

@@ -567,6 +567,10 @@ impl Engine for PgEngine {
         self.call(|c| async move { sql::pending_for_eid(&**c, eid).await })
     }
 
+    fn pending_records_for_eid(&self, eid: &str) -> Result<Vec<ProfileRecord>> {
+        self.call(|c| async move { sql::pending_records_for_eid(&**c, eid).await })
+    }
+
     fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<String>> {
         self.call(|c| async move { sql::pool(&**c, operator, profile_type).await })
     }

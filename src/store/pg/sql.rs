@@ -872,6 +872,27 @@ pub async fn pending_for_eid<C: GenericClient + Sync>(
     rows::iccids(&c.query(PENDING_FOR_EID, &[&eid]).await?)
 }
 
+const PENDING_RECORDS_FOR_EID: &str = concat!(
+    "SELECT ",
+    profile_columns!(),
+    " FROM profiles WHERE eid = $1 AND state IN ",
+    pending_states!(),
+    " ORDER BY iccid"
+);
+
+/// The records of the open orders linked to an EID, in ICCID order: what
+/// [`pending_for_eid`] names, in one round trip.
+pub async fn pending_records_for_eid<C: GenericClient + Sync>(
+    c: &C,
+    eid: &str,
+) -> Result<Vec<ProfileRecord>, PgError> {
+    c.query(PENDING_RECORDS_FOR_EID, &[&eid])
+        .await?
+        .iter()
+        .map(rows::profile)
+        .collect()
+}
+
 /// ICCIDs in the available pool of (operator, type), in ICCID order.
 pub async fn pool<C: GenericClient + Sync>(
     c: &C,

@@ -281,6 +281,11 @@ pub fn check_lookups(store: &Store) -> Result<(), String> {
         if got != want {
             return Err(format!("open orders of {e}: {got:?} != {want:?}"));
         }
+        let records = store.pending_orders(&eid(&e)).map_err(|e| e.message)?;
+        let got: BTreeSet<String> = records.iter().map(|r| r.iccid.clone()).collect();
+        if got != want || records.iter().any(|r| r.eid.as_deref() != Some(e.as_str())) {
+            return Err(format!("open order records of {e}: {got:?} != {want:?}"));
+        }
     }
     let got = set(store.due_expiries(i64::MAX / 2).map_err(|e| e.message)?);
     if got != expiring {
