@@ -35,6 +35,7 @@
 //!    connections the report also gives the floor and ratio counting only
 //!    the handshakes made.
 
+use super::measure::{best_of, cpu_marks, es2_result, floor_tls, percentiles, progress};
 use super::ConnArgs;
 use crate::crypto::ecdsa::{Curve, SigningKey};
 use crate::crypto::ecka::OneTimeKeyPair;
@@ -524,36 +525,17 @@ async fn session(sh: &Shared, start: Instant) -> Option<Outcome> {
     })
 }
 
-/// Latency percentiles, milliseconds.
-fn percentiles(mut v: Vec<u64>) -> Value {
-    v.sort_unstable();
-    let q = |q: f64| -> f64 {
-        if v.is_empty() {
-            return 0.0;
-        }
-        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-        v[i.min(v.len() - 1)] as f64 / 1000.0
-    };
-    json!({
-        "count": v.len(),
-        "p50_ms": q(0.5),
-        "p90_ms": q(0.9),
-        "p99_ms": q(0.99),
-        "max_ms": v.last().map_or(0.0, |m| *m as f64 / 1000.0),
-    })
-}
-
 /// The server's cryptographic work for one session, timed in-process:
 /// the parts, in microseconds per session.
 #[derive(Clone, Copy, Debug, Default)]
-struct Floor {
+pub(super) struct Floor {
     /// 3 ECDSA signs: serverSignature1 (DPauth), smdpSignature2 and the
     /// BPP's smdpSign (DPpb) (§5.6.1-3), on the DPauth/DPpb curve.
     ecdsa_sign: f64,
     /// 4 ECDSA verifies: CERT.EUICC (the EUM certificate is cached),
     /// euiccSignature1, euiccSignature2 and euiccSignPIR (§5.6.3-4), on
     /// the eUICC's (and its EUM's) curve.
-    ecdsa_verify: f64,
+    pub(super) ecdsa_verify: f64,
     /// otSK/otPK.DP.ECKA generation and ShS (§3.1.3.3, Annex G), on the
     /// DPpb curve.
     ecka: f64,
@@ -600,26 +582,9 @@ impl Floor {
     }
 }
 
-/// Microseconds per call of `f`: the best of 7 batches of `n` calls,
-/// after one warm-up batch.
-fn best_of<E>(n: u32, mut f: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
-    for _ in 0..n {
-        f()?;
-    }
-    let mut best = f64::MAX;
-    for _ in 0..7 {
-        let t = Instant::now();
-        for _ in 0..n {
-            f()?;
-        }
-        best = best.min(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
-    }
-    Ok(best)
-}
-
 /// Times the ECDSA and ECKA part of the floor with every operation on
 /// `curve`.
-fn floor_sgp22(curve: Curve) -> Result<Floor, String> {
+pub(super) fn floor_sgp22(curve: Curve) -> Result<Floor, String> {
     let key: SigningKey = crate::euicc::issue::generate_key(curve).map_err(|e| e.to_string())?;
     // Sizes of the signed data: serverSigned1, smdpSigned2 and BF23 are
     // a hundred bytes or two.
@@ -649,117 +614,6 @@ fn floor_sgp22(curve: Curve) -> Result<Floor, String> {
         tls_sign: 0.0,
         tls_kx: 0.0,
     })
-}
-
-/// Times the TLS server's handshake cryptography with the server's own
-/// provider (aws-lc-rs via rustls): a P-256 ECDSA CertificateVerify
-/// signature, and the key exchange of `group` (the one negotiated, by
-/// name; X25519 if unknown).
-fn floor_tls(group: Option<&str>) -> Result<(f64, f64, String), String> {
-    use rustls::crypto::aws_lc_rs::default_provider;
-    let provider = default_provider();
-    let kx = provider
-        .kx_groups
-        .iter()
-        .find(|g| Some(format!("{:?}", g.name()).as_str()) == group)
-        .or_else(|| {
-            provider
-                .kx_groups
-                .iter()
-                .find(|g| g.name() == rustls::NamedGroup::X25519)
-        })
-        .ok_or("no key exchange group")?;
-    let name = format!("{:?}", kx.name());
-    let client_share = kx.start().map_err(|e| e.to_string())?.pub_key().to_vec();
-    let kx_us = best_of(100, || kx.start_and_complete(&client_share).map(|_| ()))
-        .map_err(|e| e.to_string())?;
-    let pair =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(pair.serialize_der().into());
-    let signing = provider
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| e.to_string())?;
-    let signer = signing
-        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
-        .ok_or("no P-256 signature scheme")?;
-    // TLS 1.3 CertificateVerify content: 64 spaces, the context string, a
-    // zero byte and the transcript hash (RFC 8446 §4.4.3).
-    let mut msg = vec![0x20u8; 64];
-    msg.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
-    msg.extend_from_slice(&[0xA5; 32]);
-    let sign_us = best_of(200, || signer.sign(&msg).map(|_| ())).map_err(|e| e.to_string())?;
-    Ok((sign_us, kx_us, name))
-}
-
-/// The server's CPU seconds from its metrics page.
-async fn scrape_cpu(url: &str) -> Result<f64, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("--server-metrics takes a plain http:// URL")?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/metrics"),
-    };
-    let mut s = TcpStream::connect(hostport)
-        .await
-        .map_err(|e| format!("{hostport}: {e}"))?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut buf = vec![];
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    text.lines()
-        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{url}: no process_cpu_seconds_total"))
-}
-
-/// Server CPU readings before or after the measured phase.
-struct CpuMarks {
-    proc: Option<f64>,
-    metrics: Option<f64>,
-    client: Option<f64>,
-}
-
-async fn cpu_marks(a: &DownloadArgs) -> Result<CpuMarks, String> {
-    let proc = match a.server_pid {
-        Some(pid) => Some(
-            crate::metrics::process_cpu_seconds(&pid.to_string())
-                .ok_or_else(|| format!("no /proc/{pid}/stat"))?,
-        ),
-        None => None,
-    };
-    let metrics = match &a.server_metrics {
-        Some(url) => Some(scrape_cpu(url).await?),
-        None => None,
-    };
-    Ok(CpuMarks {
-        proc,
-        metrics,
-        client: crate::metrics::process_cpu_seconds("self"),
-    })
-}
-
-/// Parses the `iccid` of an ES2+ answer, or says why it failed.
-fn es2_result(v: &Value, status: u16) -> Result<&Value, String> {
-    let st = &v["header"]["functionExecutionStatus"];
-    if status == 200 && st["status"] == "Executed-Success" {
-        Ok(v)
-    } else {
-        let d = &st["statusCodeData"];
-        Err(format!(
-            "HTTP {status} {} {}/{} {}",
-            st["status"].as_str().unwrap_or(""),
-            d["subjectCode"].as_str().unwrap_or(""),
-            d["reasonCode"].as_str().unwrap_or(""),
-            d["message"].as_str().unwrap_or("")
-        ))
-    }
 }
 
 async fn es2_call(r: &super::Remote, f: Es2Function, body: Value) -> Result<Value, String> {
@@ -815,19 +669,6 @@ async fn place(
     )
     .await?;
     Ok(Order { iccid, matching_id })
-}
-
-/// A progress line on stderr: redrawn in place on a terminal, else one
-/// line every tenth of the way.
-fn progress(done: usize, total: usize, what: &str) {
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprint!("\r  {what} {done}/{total}");
-        if done == total {
-            eprintln!();
-        }
-    } else if done == total || done % (total / 10).max(1) == 0 {
-        eprintln!("  {what} {done}/{total}");
-    }
 }
 
 /// Runs `load download`.
@@ -1045,7 +886,7 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
         (None, Some(d)) => eprintln!("closed loop: {concurrency} in flight for {} s", d.as_secs()),
         (None, None) => eprintln!("closed loop: {concurrency} in flight, {budget} sessions"),
     }
-    let before = cpu_marks(&a).await?;
+    let before = cpu_marks(a.server_pid, a.server_metrics.as_deref()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
     let start = Instant::now();
     let end = duration.map(|d| start + d);
@@ -1095,7 +936,7 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
     drop(tx);
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed();
-    let after = cpu_marks(&a).await?;
+    let after = cpu_marks(a.server_pid, a.server_metrics.as_deref()).await?;
     let mut outcomes = vec![];
     while let Some(o) = rx.recv().await {
         outcomes.push(o);

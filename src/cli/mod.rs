@@ -8,6 +8,8 @@
 mod health;
 mod load;
 mod load_download;
+mod load_es2;
+mod measure;
 mod store;
 
 use crate::config::{Config, FileConfig, Overrides, StoreConfig};
@@ -478,6 +480,10 @@ pub enum LoadCmd {
     /// step, errors, server and client CPU per session, and the ratio of
     /// the server's CPU to its cryptographic floor.
     Download(Box<load_download::DownloadArgs>),
+    /// ES2+ DownloadOrder + ConfirmOrder pairs over kept-alive mutual-TLS
+    /// connections; prints pairs/s, latency percentiles per function,
+    /// errors, and server and client CPU per pair.
+    Es2(Box<load_es2::Es2Args>),
 }
 
 /// Outbox actions.
@@ -596,9 +602,11 @@ fn walled_garden(
 
 async fn load_cmd(action: LoadCmd) -> Result<ExitCode, String> {
     use base64::Engine;
-    if let LoadCmd::Download(a) = action {
-        return load_download::run(*a).await;
-    }
+    let action = match action {
+        LoadCmd::Download(a) => return load_download::run(*a).await,
+        LoadCmd::Es2(a) => return load_es2::run(*a).await,
+        other => other,
+    };
     let LoadCmd::Getbalance {
         target,
         server_name,
@@ -732,7 +740,9 @@ struct Remote {
     requester: String,
 }
 
-fn remote(c: &ConnArgs) -> Result<Remote, String> {
+/// The ES2+ client's TLS config (operator certificate, the CA of the
+/// server) and the requester it names in headers (its CN unless given).
+fn es2_tls(c: &ConnArgs) -> Result<(std::sync::Arc<rustls::ClientConfig>, String), String> {
     let dev = DevPki::paths(&c.data_dir);
     let cert = c.cert.clone().unwrap_or(dev.operator_client_cert);
     let key = c.key.clone().unwrap_or(dev.operator_client_key);
@@ -747,6 +757,11 @@ fn remote(c: &ConnArgs) -> Result<Remote, String> {
             .ok_or("the client certificate has no CN; pass --requester")?,
     };
     let cfg = tls::client(&[ca.as_path()], Some(&id), false).map_err(|e| e.to_string())?;
+    Ok((cfg, requester))
+}
+
+fn remote(c: &ConnArgs) -> Result<Remote, String> {
+    let (cfg, requester) = es2_tls(c)?;
     Ok(Remote {
         client: Client::new(cfg, Duration::from_secs(30)),
         base: c.server.trim_end_matches('/').to_owned(),

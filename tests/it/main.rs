@@ -25,6 +25,7 @@ mod key_rotation;
 mod listener_certs;
 mod listener_limits;
 mod load_download;
+mod load_es2;
 mod mobileplans_access;
 mod mobileplans_decision;
 mod mobileplans_getbalance;
