@@ -510,6 +510,25 @@ pub enum StoreCmd {
     /// database URL comes from SMDPPLUS_STORE_URL or the config's `[store]`
     /// section (`url_file`), never with a password on the command line.
     Migrate(StoreMigrateArgs),
+    /// Check the sled store's profile counts (per state and per available
+    /// pool, which the store keeps so that it starts without reading every
+    /// record) against a count of every record; exits 1 on a difference.
+    /// Runs offline: stop the server first.
+    Check(StoreCheckArgs),
+}
+
+/// `store check` options.
+#[derive(Args, Debug)]
+pub struct StoreCheckArgs {
+    /// Data directory holding the sled store.
+    #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
+    pub data_dir: PathBuf,
+    /// TOML config file (its data directory and `[store]` section).
+    #[arg(long, env = "SMDPPLUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Replace the kept counts with those of the records.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `store migrate` options.
@@ -551,6 +570,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Store {
             action: StoreCmd::Migrate(a),
         } => store_migrate(a).await,
+        Cmd::Store {
+            action: StoreCmd::Check(a),
+        } => store::check(a),
         Cmd::Keys { action } => keys(action).await,
         Cmd::Load { action } => load_cmd(action).await,
         Cmd::Health { url, timeout_secs } => {

@@ -3,8 +3,11 @@
 //! runs [`crate::store::migrate`] on a blocking thread (both engines are
 //! synchronous behind the store's API) and prints its progress, the
 //! summary and the verification table.
+//!
+//! `smdpplus store check`: the sled store's kept counts against a count of
+//! its records.
 
-use super::StoreMigrateArgs;
+use super::{StoreCheckArgs, StoreMigrateArgs};
 use crate::config::{Engine, FileConfig, PostgresConfig, StoreConfig, STORE_URL_ENV};
 use crate::store::migrate::{self, Options, Progress, Report, Table};
 use crate::store::pg::engine::{PgEngine, PgOptions};
@@ -223,6 +226,65 @@ fn print_report(r: &Report) {
             if c.ok() { "ok" } else { "DIFFERS" }
         );
     }
+}
+
+/// `store check`: compares the counts the sled store keeps with a count of
+/// every record, prints both where they differ, and with `--repair`
+/// replaces the kept ones.
+pub fn check(a: StoreCheckArgs) -> Result<ExitCode, String> {
+    use crate::config::{Config, Overrides};
+    let (data_dir, engine) = match &a.config {
+        Some(p) => {
+            let file = FileConfig::load(p)?;
+            let engine = file.store.as_ref().map_or(Engine::Sled, |s| s.engine);
+            let c = Config::resolve(file, Overrides::default());
+            (c.data_dir, engine)
+        }
+        None => (a.data_dir.clone(), Engine::Sled),
+    };
+    if engine == Engine::Postgres {
+        println!(
+            "the PostgreSQL store counts its tables at every read: it keeps no counts to check"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sled = Sled::open_existing(&data_dir.join("db")).map_err(|e| e.to_string())?;
+    let (held, counted) = sled.check_counts().map_err(|e| e.to_string())?;
+    let mut rows = vec![];
+    for s in crate::store::lifecycle::State::ALL {
+        rows.push((format!("{s:?}"), held.state(s), counted.state(s)));
+    }
+    let pools: std::collections::BTreeSet<_> =
+        held.pools.keys().chain(counted.pools.keys()).collect();
+    for (op, ty) in pools {
+        let get = |c: &crate::store::sled::Counts| {
+            c.pools.get(&(op.clone(), ty.clone())).copied().unwrap_or(0)
+        };
+        rows.push((format!("available {op}/{ty}"), get(&held), get(&counted)));
+    }
+    let total: i64 = counted.states.values().sum();
+    let wrong: Vec<_> = rows.iter().filter(|(_, h, c)| h != c).collect();
+    if wrong.is_empty() {
+        println!(
+            "counts consistent: {total} profiles, {} pools",
+            rows.len() - 9
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<40} {:>12} {:>12}", "count", "kept", "records");
+    for (name, h, c) in &wrong {
+        println!("{name:<40} {h:>12} {c:>12}");
+    }
+    if a.repair {
+        sled.repair_counts().map_err(|e| e.to_string())?;
+        println!("repaired: the kept counts are now those of the {total} records");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} counts differ; `smdpplus store check --repair` replaces the kept ones",
+        wrong.len()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ mod saip_independent;
 mod saip_roundtrip;
 mod smdp_address;
 mod storage_faults;
+mod store_counts;
 mod store_es9;
 mod store_migrate;
 mod store_mobileplans;

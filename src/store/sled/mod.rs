@@ -38,12 +38,14 @@
 //! transaction committed before the call durable; concurrent callers share
 //! one fsync (group commit). Callers acknowledge a transition only after it.
 
+mod counters;
 mod export;
 mod keys;
 mod reads;
 mod records;
 mod session;
 
+pub use counters::Counts;
 pub use keys::{index_keys, order_index_keys, outbox_index_keys};
 
 use super::engine::{Engine, Rewrite, SyncFuture, TxBody};
@@ -82,6 +84,10 @@ pub struct Sled {
     sessions: Mutex<super::session::SessionCounts>,
     /// Outbox items per operator, for metrics (rebuilt at open from `oi/`).
     outbox: Mutex<BTreeMap<String, i64>>,
+    /// Count deltas written since the last fold ([`counters`]).
+    unfolded: AtomicU64,
+    /// Held by the one fold that runs at a time.
+    folding: Mutex<()>,
 }
 
 /// An open sled database and the tree that holds everything.
@@ -104,17 +110,20 @@ impl Opened {
     fn open(path: &std::path::Path) -> Result<Opened> {
         let db = open_db(path)?;
         let tree = db.open_tree("smdpplus")?;
-        let mut counts = [0i64; 9];
-        let mut pools = BTreeMap::new();
-        for kv in tree.scan_prefix(b"p/") {
-            let (_, v) = kv?;
-            let r: ProfileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
-            counts[state_index(r.state)] += 1;
-            if r.state == State::Available {
-                *pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;
+        let stored = match counters::load(&tree)? {
+            Some(c) => {
+                counters::fold(&tree)?;
+                c
             }
-        }
+            None => {
+                // A store from before the counters: counted once.
+                let c = Counts::scan(&tree)?;
+                counters::reset(&tree, &c)?;
+                c
+            }
+        };
+        let counts = State::ALL.map(|s| stored.state(s));
+        let pools = stored.pools.into_iter().filter(|(_, n)| *n != 0).collect();
         let sessions = session::count(&tree)?;
         reads::migrate_outbox_index(&tree)?;
         let mut outbox = BTreeMap::new();
@@ -179,6 +188,8 @@ impl Sled {
             counts: opened.counts.map(AtomicI64::new),
             pools: Mutex::new(opened.pools),
             outbox: Mutex::new(opened.outbox),
+            unfolded: AtomicU64::new(0),
+            folding: Mutex::new(()),
         })
     }
 
@@ -211,6 +222,41 @@ impl Sled {
 
     fn wrote(&self) {
         self.written.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Notes a committed count delta; every [`counters::FOLD_EVERY`] of
+    /// them, folds them into the base counts (unless a fold is running).
+    fn counted(&self) {
+        if self.unfolded.fetch_add(1, Ordering::Relaxed) + 1 < counters::FOLD_EVERY {
+            return;
+        }
+        let Ok(_fold) = self.folding.try_lock() else {
+            return;
+        };
+        self.unfolded.store(0, Ordering::Relaxed);
+        if let Err(e) = self.tree().and_then(|t| counters::fold(&t)) {
+            tracing::warn!(error = %e.message, "folding the count deltas failed; they stay until the next fold");
+        }
+    }
+
+    /// The counts the store holds, and the counts its records give when
+    /// every record is read: they differ only if the store is damaged.
+    pub fn check_counts(&self) -> Result<(Counts, Counts)> {
+        let _fold = self.folding.lock().unwrap_or_else(|e| e.into_inner());
+        let tree = self.tree()?;
+        let held = counters::load(&tree)?.unwrap_or_default();
+        Ok((held, Counts::scan(&tree)?))
+    }
+
+    /// Replaces the stored counts with those of a scan of every record.
+    /// Only offline: writers meanwhile would be lost from the counts.
+    pub fn repair_counts(&self) -> Result<Counts> {
+        let _fold = self.folding.lock().unwrap_or_else(|e| e.into_inner());
+        let tree = self.tree()?;
+        let c = Counts::scan(&tree)?;
+        counters::reset(&tree, &c)?;
+        tree.flush()?;
+        Ok(c)
     }
 
     fn count_transition(&self, old: State, new: State, operator: &str, profile_type: &str) {
@@ -408,15 +454,18 @@ impl Engine for Sled {
         for k in types {
             batch.insert(k, &[][..]);
         }
-        self.watch(tree.apply_batch(batch).map_err(Error::from))?;
-        self.wrote();
-        self.counts[state_index(State::Available)].fetch_add(items.len() as i64, Ordering::Relaxed);
         let mut added: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for p in items {
             *added
                 .entry((p.operator.as_str(), p.profile_type.as_str()))
                 .or_insert(0) += 1;
         }
+        let (k, v) = counters::Delta::of_import(&added).entry(self.handle()?.db.generate_id()?);
+        batch.insert(k, v);
+        self.watch(tree.apply_batch(batch).map_err(Error::from))?;
+        self.counted();
+        self.wrote();
+        self.counts[state_index(State::Available)].fetch_add(items.len() as i64, Ordering::Relaxed);
         for ((operator, profile_type), n) in added {
             self.count_pool(operator, profile_type, n);
         }

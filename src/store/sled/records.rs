@@ -252,7 +252,13 @@ pub(super) fn transact(
             deltas: RefCell::new(Deltas::default()),
         };
         body(&records).map_err(ConflictableTransactionError::from)?;
-        *committed.borrow_mut() = records.deltas.into_inner();
+        let deltas = records.deltas.into_inner();
+        let counted = super::counters::Delta::of_writes(&deltas.transitions);
+        if !counted.is_empty() {
+            let (k, v) = counted.entry(tx.generate_id()?);
+            tx.insert(k, v)?;
+        }
+        *committed.borrow_mut() = deltas;
         Ok(())
     });
     // Any transaction may have written: count it for sync().
@@ -260,6 +266,9 @@ pub(super) fn transact(
     match r {
         Ok(()) => {
             let d = committed.into_inner();
+            if !d.transitions.is_empty() {
+                sled.counted();
+            }
             for (from, to, operator, profile_type) in d.transitions {
                 match from {
                     Some(from) => sled.count_transition(from, to, &operator, &profile_type),
