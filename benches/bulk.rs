@@ -20,7 +20,9 @@
 //! Run: `cargo bench --bench bulk` (N = 1,000,000, sled). Set
 //! `SMDPPLUS_BULK_COUNT` for another size, `SMDPPLUS_BULK_ENGINE=postgres`
 //! for the PostgreSQL store (in a new schema of the database that
-//! `SMDPPLUS_TEST_POSTGRES` names; `tests/tools/postgres.sh` starts one),
+//! `SMDPPLUS_TEST_POSTGRES` names; `SMDPPLUS_PG_FSYNC=on
+//! tests/tools/postgres.sh start DIR` starts a cluster of its own, so that
+//! no other client's work counts in its CPU),
 //! `SMDPPLUS_BULK_STEPS` for a subset of `generate,import,serve`, and
 //! `SMDPPLUS_BULK_LOAD_SECS` (default 15) for the length of each load. It
 //! needs about 5 GB of disk and 4 GB of memory at N = 1,000,000.
@@ -174,24 +176,50 @@ fn stat_fields(pid: &str) -> Option<(String, Vec<u64>)> {
     Some((comm, f))
 }
 
-/// CPU seconds of every PostgreSQL process on the machine: the live ones'
-/// utime+stime, plus what the postmaster collected from backends that have
-/// exited (cutime+cstime).
-fn postgres_cpu() -> f64 {
+/// CPU seconds of the PostgreSQL cluster whose postmaster is `postmaster`:
+/// its processes' utime+stime, plus what the postmaster collected from
+/// backends that have exited (cutime+cstime). Other clusters on the
+/// machine do not count.
+fn postgres_cpu(postmaster: Option<u32>) -> f64 {
+    let Some(pm) = postmaster else {
+        return 0.0;
+    };
     let mut ticks = 0u64;
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
+        let Ok(pid) = name.parse::<u32>() else {
             continue;
-        }
-        if let Some((comm, f)) = stat_fields(&name) {
-            if comm == "postgres" && f.len() > 14 {
-                // utime, stime, cutime, cstime are fields 14-17 of stat.
-                ticks += f[11] + f[12] + f[13] + f[14];
+        };
+        if let Some((_, f)) = stat_fields(&name) {
+            // ppid is field 4 of stat; utime, stime, cutime, cstime 14-17.
+            if f.len() > 14 && (pid == pm || f[1] == u64::from(pm)) {
+                ticks += f[11] + f[12];
+                if pid == pm {
+                    ticks += f[13] + f[14];
+                }
             }
         }
     }
     ticks as f64 / clock_ticks()
+}
+
+/// The postmaster of the cluster the schema lives in: the parent of its
+/// checkpointer.
+fn postmaster(rt: &tokio::runtime::Runtime, s: &TestSchema) -> Option<u32> {
+    let pid: i32 = rt.block_on(async {
+        let pg = s.connect(1).await;
+        let client = pg.client().await.ok()?;
+        let row = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
+                &[],
+            )
+            .await
+            .ok()??;
+        Some(row.get::<_, i32>(0))
+    })?;
+    let (_, f) = stat_fields(&pid.to_string())?;
+    u32::try_from(f[1]).ok()
 }
 
 /// Resident memory of `pid`, MiB.
@@ -208,14 +236,14 @@ fn rss_mib(pid: u32) -> f64 {
 
 /// Runs a load generator with `--json` against the server; its report,
 /// and the PostgreSQL CPU seconds spent meanwhile.
-fn load(args: &[String], env: &[(&str, String)]) -> (Value, f64) {
-    let pg_before = postgres_cpu();
+fn load(args: &[String], env: &[(&str, String)], pm: Option<u32>) -> (Value, f64) {
+    let pg_before = postgres_cpu(pm);
     let mut all = vec!["load".to_owned()];
     all.extend(args.iter().cloned());
     all.push("--json".into());
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let (_, out) = step(&refs, env);
-    let pg = postgres_cpu() - pg_before;
+    let pg = postgres_cpu(pm) - pg_before;
     let v: Value = serde_json::from_str(out.trim()).expect("load report JSON");
     (v, pg)
 }
@@ -230,6 +258,10 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 /// Step 3: the server on the generated store.
 fn serve(rt: &tokio::runtime::Runtime, target: &Target, n: u64, load_secs: u64) {
     let postgres = target.schema.is_some();
+    let pm = target.schema.as_ref().and_then(|s| postmaster(rt, s));
+    if postgres {
+        println!("bulk: PostgreSQL postmaster {pm:?} (its processes' CPU is counted apart)");
+    }
     let disk = target.disk_bytes(rt);
     println!(
         "bulk/disk: {:.1} MiB for {n} profiles ({:.0} bytes per profile)",
@@ -281,7 +313,7 @@ fn serve(rt: &tokio::runtime::Runtime, target: &Target, n: u64, load_secs: u64) 
         es2.extend(["--duration-secs".into(), load_secs.to_string()]);
     }
     conn(&mut es2);
-    let (v, pg) = load(&es2, &env);
+    let (v, pg) = load(&es2, &env, pm);
     let pairs = f(&v, &["pairs"]);
     println!(
         "bulk/es2 (32 clients): {pairs} pairs, {:.0} pairs/s, {} failed, pair p50 {:.2} ms p99 {:.2} ms; \
@@ -311,7 +343,7 @@ fn serve(rt: &tokio::runtime::Runtime, target: &Target, n: u64, load_secs: u64) 
         load_secs.to_string(),
     ];
     conn(&mut dl);
-    let (v, pg) = load(&dl, &env);
+    let (v, pg) = load(&dl, &env, pm);
     let downloads = f(&v, &["downloads"]);
     println!(
         "bulk/download (8 in flight): {downloads} downloads, {:.0} downloads/s, {} failed, session p50 {:.2} ms; \

@@ -13,6 +13,8 @@
 # The server also accepts TLS, with a certificate for 127.0.0.1 and
 # localhost from a throw-away CA (DIR/ca.crt, made with openssl).
 # `stop` stops the cluster and removes DIR.
+# The cluster does not fsync (tests only need it fast) unless
+# SMDPPLUS_PG_FSYNC=on, as for the benchmarks.
 #
 # initdb refuses to run as root: as root the cluster runs as the `postgres`
 # user that Debian's postgresql package creates.
@@ -102,7 +104,7 @@ start() {
   for _ in 1 2 3 4 5; do
     port=$(free_port)
     if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >&2; then
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=${SMDPPLUS_PG_FSYNC:-off} -c max_connections=300 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >&2; then
       break
     fi
     port=
