@@ -203,19 +203,16 @@ fn postgres_cpu(postmaster: Option<u32>) -> f64 {
     ticks as f64 / clock_ticks()
 }
 
-/// The postmaster of the cluster the schema lives in: the parent of its
-/// checkpointer.
+/// The postmaster of the cluster the schema lives in: the parent of this
+/// connection's backend.
 fn postmaster(rt: &tokio::runtime::Runtime, s: &TestSchema) -> Option<u32> {
     let pid: i32 = rt.block_on(async {
         let pg = s.connect(1).await;
         let client = pg.client().await.ok()?;
         let row = client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'",
-                &[],
-            )
+            .query_one("SELECT pg_backend_pid()", &[])
             .await
-            .ok()??;
+            .ok()?;
         Some(row.get::<_, i32>(0))
     })?;
     let (_, f) = stat_fields(&pid.to_string())?;
