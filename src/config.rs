@@ -201,11 +201,12 @@ impl ProfileTypeConfig {
 pub struct CredentialConfig {
     /// CERT.DPauth.ECDSA (DER).
     pub dpauth_cert: PathBuf,
-    /// SK.DPauth.ECDSA (PEM, SEC1 or PKCS#8).
+    /// SK.DPauth.ECDSA: a PEM file (SEC1), or a key on the `[hsm]` token
+    /// named by a PKCS#11 URI (RFC 7512), e.g. `pkcs11:object=dpauth-nist`.
     pub dpauth_key: PathBuf,
     /// CERT.DPpb.ECDSA (DER).
     pub dppb_cert: PathBuf,
-    /// SK.DPpb.ECDSA (PEM).
+    /// SK.DPpb.ECDSA: a PEM file or a `pkcs11:` URI (see `dpauth_key`).
     pub dppb_key: PathBuf,
 }
 
@@ -682,6 +683,8 @@ pub struct FileConfig {
     pub listeners: Option<crate::http::listener::ListenersFile>,
     /// See [`Config::store`].
     pub store: Option<StoreFile>,
+    /// See [`Config::hsm`].
+    pub hsm: Option<crate::hsm::HsmConfig>,
 }
 
 impl FileConfig {
@@ -771,6 +774,9 @@ pub struct Config {
     pub templates: Vec<PathBuf>,
     /// Connection caps, deadlines and header caps of each listener.
     pub listeners: crate::http::listener::Listeners,
+    /// The PKCS#11 token holding private keys named by `pkcs11:` URIs
+    /// (`[hsm]`); none: every key is a file.
+    pub hsm: Option<crate::hsm::HsmConfig>,
     /// The storage engine, as written: [`Config::store_config`] checks it
     /// and finds the database URL.
     pub store: StoreFile,
@@ -873,6 +879,7 @@ impl Config {
             credentials: file.credentials.clone().unwrap_or_default(),
             templates: file.templates.clone().unwrap_or_default(),
             store: file.store.clone().unwrap_or_default(),
+            hsm: file.hsm.clone(),
             listeners: crate::http::listener::Listeners::resolve(
                 &file.listeners.clone().unwrap_or_default(),
             ),

@@ -136,6 +136,9 @@ pub enum ServerError {
     /// The store could not be opened or flushed.
     #[error("store: {}", .0.message)]
     Store(#[from] crate::error::Error),
+    /// The `[hsm]` token could not be opened or logged in to.
+    #[error("[hsm] token: {0}")]
+    Hsm(#[from] crate::hsm::HsmError),
 }
 
 impl From<String> for ServerError {
@@ -196,6 +199,28 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
             ring
         }
     };
+    // The token, and every key configured on it, before anything listens:
+    // a server with a key missing, not matching its certificate or unable
+    // to sign does not start.
+    let token = match &config.hsm {
+        Some(h) => {
+            let t = crate::hsm::Token::open(h)?;
+            tracing::info!(token = %t.label(), module = %h.module.display(), "PKCS#11 token opened");
+            Some(t)
+        }
+        None => None,
+    };
+    let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config, token.as_ref())
+        .map_err(|e| format!("ES9+ credentials: {e}"))?;
+    let on_token = es9_keys
+        .keyring
+        .iter()
+        .flat_map(|s| [s.dpauth(), s.dppb()])
+        .filter(|c| c.key().on_token())
+        .count();
+    if on_token > 0 {
+        tracing::info!(keys = on_token, "DPauth/DPpb keys on the token checked (present, match their certificates, test signatures verify)");
+    }
     let templates = crate::profile::stored::Templates::load(&config.templates)?;
     let seeded = seed_demo(
         &store,
@@ -272,8 +297,6 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         addr(&balance)
     );
 
-    let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
-        .map_err(|e| format!("ES9+ credentials: {e}"))?;
     let mobile_plans = crate::mobileplans::guard::Guard::new(&config)
         .map_err(|e| format!("[mobile_plans] capability key: {e}"))?;
     let app = App {
@@ -287,6 +310,7 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         keyring: Arc::new(std::sync::RwLock::new(Arc::new(master))),
         templates,
         mobile_plans: Arc::new(mobile_plans),
+        token,
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);

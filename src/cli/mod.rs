@@ -6,6 +6,7 @@
 //! eUICC (`euicc`); and a load generator (`load`).
 
 mod health;
+mod hsm;
 mod load;
 mod load_download;
 mod load_es2;
@@ -79,7 +80,7 @@ pub enum Cmd {
         #[command(subcommand)]
         action: ProfilesCmd,
     },
-    /// Master key management.
+    /// Master key management, and keys on a PKCS#11 token (`[hsm]`).
     Keys {
         /// The action.
         #[command(subcommand)]
@@ -409,6 +410,31 @@ pub enum KeysCmd {
         /// How long to wait for a running server to finish, in seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+    },
+    /// Put private keys on the `[hsm]` token of the configuration: by
+    /// default the SGP.26 TEST SM-DP+ DPauth and DPpb keys (NIST P-256 and
+    /// brainpoolP256r1) under the labels dpauth-nist, dppb-nist,
+    /// dpauth-brp and dppb-brp; with --key, the given PEM keys. Each goes
+    /// on as a sensitive, non-extractable private key and its public key;
+    /// a label that already holds the same key is left alone. The PIN
+    /// comes from `[hsm] pin_file` or SMDPPLUS_HSM_PIN.
+    HsmImport {
+        /// Configuration file with an `[hsm]` section.
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: PathBuf,
+        /// LABEL=FILE: a PEM key (SEC1 EC PRIVATE KEY) to put on the token
+        /// as CKA_LABEL LABEL; repeatable.
+        #[arg(long = "key", value_name = "LABEL=FILE")]
+        keys: Vec<String>,
+    },
+    /// Show what the `[hsm]` token holds and which keys the configuration
+    /// expects on it: each is checked as the server's start checks it
+    /// (present, the key of its certificate, a test signature verifies).
+    /// Exits 1 when one is missing or does not match.
+    HsmList {
+        /// Configuration file with an `[hsm]` section.
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -1169,11 +1195,15 @@ fn server_running(data_dir: &std::path::Path) -> Option<String> {
 
 async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
     use crate::profile::protect::Keyring;
-    let KeysCmd::RotateMaster {
-        data_dir,
-        master_key_file,
-        timeout_secs,
-    } = action;
+    let (data_dir, master_key_file, timeout_secs) = match action {
+        KeysCmd::RotateMaster {
+            data_dir,
+            master_key_file,
+            timeout_secs,
+        } => (data_dir, master_key_file, timeout_secs),
+        KeysCmd::HsmImport { config, keys } => return hsm::import(&config, &keys),
+        KeysCmd::HsmList { config } => return hsm::list(&config),
+    };
     let key_file = master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
     if let Some(pid) = server_running(&data_dir) {
         let (mut ring, _) = Keyring::load_or_create(&key_file).map_err(|e| e.to_string())?;

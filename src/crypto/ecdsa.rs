@@ -93,6 +93,27 @@ impl Curve {
         }
     }
 
+    /// The DER encoding of the namedCurve OID: the `ECParameters` of a
+    /// PKCS#11 EC key object (CKA_EC_PARAMS, PKCS#11 v2.40 §2.3.3).
+    pub fn ec_params_der(self) -> &'static [u8] {
+        match self {
+            Curve::NistP256 => &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07],
+            Curve::BrainpoolP256r1 => &[
+                0x06, 0x09, 0x2B, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x07,
+            ],
+        }
+    }
+
+    /// The curve named by a DER namedCurve OID ([`Curve::ec_params_der`]).
+    pub fn from_ec_params_der(der: &[u8]) -> Result<Curve, CryptoError> {
+        [Curve::NistP256, Curve::BrainpoolP256r1]
+            .into_iter()
+            .find(|c| c.ec_params_der() == der)
+            .ok_or_else(|| {
+                CryptoError::UnsupportedCurve(format!("EC parameters {}", hex::encode(der)))
+            })
+    }
+
     /// The curve's usual name.
     pub fn name(self) -> &'static str {
         match self {
@@ -471,6 +492,22 @@ impl SigningKey {
     /// The curve.
     pub fn curve(&self) -> Curve {
         self.public.curve
+    }
+
+    /// The private scalar (32 bytes, big-endian), zeroized on drop: only
+    /// for moving a key onto a PKCS#11 token (`keys hsm-import`).
+    pub fn secret_scalar(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+        match &self.signer {
+            Signer::Nist(pair) => {
+                use aws_lc_rs::encoding::AsBigEndian;
+                let bin = pair
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| CryptoError::Backend("P-256 private key export failed"))?;
+                Ok(zeroize::Zeroizing::new(bin.as_ref().to_vec()))
+            }
+            Signer::Brainpool(key) => Ok(zeroize::Zeroizing::new(key.to_bytes().to_vec())),
+        }
     }
 
     /// Signs `message` with ECDSA-SHA256 (§2.6.7.2). NIST P-256 uses a

@@ -11,6 +11,7 @@
 //! Every test asserts the profile state at the SM-DP+ after each step
 //! (admin API) and the notifications the operator receives.
 
+use crate::common::hsm::TestToken;
 use crate::common::{code, iccids, status, Operator, Receiver, Server, EID};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -547,6 +548,123 @@ async fn download_with_session_keys_only_nist_and_brainpool() {
         Some(CERT_DPPB_BRP),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// 1a. The same downloads with every DPauth and DPpb key on a PKCS#11 token
+// (SoftHSM2): serverSignature1, smdpSignature2 and the BF23 signature are
+// made there, and verified by the software eUICC.
+
+/// A token with the SGP.26 DPauth/DPpb keys (`keys hsm-import`) and the
+/// config naming them by URI, certificates copied into `dir`: no key file
+/// is configured. `None`: no test token (the test skips).
+fn token_config(test: &str, dir: &std::path::Path) -> Option<(TestToken, String)> {
+    let token = TestToken::create(test)?;
+    token.import_sgp26(dir);
+    let config = token.credentials_config(&dir.join("certs"));
+    assert!(!config.contains(".pem"), "{config}");
+    Some((token, config))
+}
+
+#[tokio::test]
+async fn download_with_ppk_on_the_token_nist_and_brainpool() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((_token, config)) = token_config("dl_ppk", dir.path()) else {
+        return;
+    };
+    let mut e = env(&config).await;
+    assert!(e.server.log().contains("keys=4"), "{}", e.server.log());
+    download_and_check(&mut e, &mut nist(), 121, true, Some(CERT_DPPB_NIST)).await;
+    download_and_check(
+        &mut e,
+        &mut brainpool_only(),
+        122,
+        true,
+        Some(CERT_DPPB_BRP),
+    )
+    .await;
+    download_and_check(&mut e, &mut brainpool(), 123, true, None).await;
+}
+
+#[tokio::test]
+async fn download_with_session_keys_only_on_the_token_nist_and_brainpool() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((_token, config)) = token_config("dl_sko", dir.path()) else {
+        return;
+    };
+    let mut e = env(&format!("session_keys_only = true\n{config}")).await;
+    download_and_check(&mut e, &mut nist(), 131, false, Some(CERT_DPPB_NIST)).await;
+    download_and_check(
+        &mut e,
+        &mut brainpool_only(),
+        132,
+        false,
+        Some(CERT_DPPB_BRP),
+    )
+    .await;
+}
+
+/// The keys are really on the token: no key file is configured (the
+/// SGP.26 keys compiled into the binary are not used once credentials are
+/// configured), a download succeeds, and once the token is gone the next
+/// InitiateAuthentication cannot be signed.
+#[tokio::test]
+async fn the_dp_keys_are_on_the_token_and_nowhere_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((token, config)) = token_config("dl_only", dir.path()) else {
+        return;
+    };
+    let mut e = env(&config).await;
+    let data = e.server.dir.clone();
+    let pem_in_data: Vec<_> = walk(&data)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| t.contains("EC PRIVATE KEY"))
+                && !p.starts_with(data.join("pki"))
+        })
+        .collect();
+    assert!(pem_in_data.is_empty(), "{pem_in_data:?}");
+    download_and_check(&mut e, &mut nist(), 141, true, Some(CERT_DPPB_NIST)).await;
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", &token.label])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next signature fails: an internal error, logged.
+    e.server.allow_errors();
+    let o = e.order(142, Some(EID), None).await;
+    let refused = e
+        .lpa
+        .authenticate(&mut nist(), Some(&o.matching_id))
+        .await
+        .expect_err("no signature without the token");
+    assert!(matches!(refused, LpaError::Failed { .. }), "{refused:?}");
+    assert!(
+        e.server
+            .log()
+            .contains("pkcs11:object=dpauth-nist: no private key object on the token"),
+        "{}",
+        e.server.log()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
