@@ -273,7 +273,8 @@ pub struct MobilePlansConfig {
     /// production this is a publicly trusted certificate for the portal's
     /// host. Default: the SM-DP+ certificate (`tls_cert`).
     pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM); given together with `tls_cert`.
+    /// Its private key (PEM, or a NIST P-256 key on the `[hsm]` token as a
+    /// `pkcs11:` URI); given together with `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// The key (64 hex digits) of the purchase capabilities, shared by
     /// every node. Default `<data_dir>/mobileplans.key`, created at first
@@ -404,7 +405,8 @@ pub struct GetBalanceConfig {
     /// TLS chain (PEM) of the GetBalance listener, for the `moBaseUrl`
     /// host Microsoft's service calls. Default: the SM-DP+ certificate.
     pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM); given together with `tls_cert`.
+    /// Its private key (PEM, or a NIST P-256 key on the `[hsm]` token as a
+    /// `pkcs11:` URI); given together with `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Basic auth user name.
     pub basic_user: Option<String>,
@@ -725,7 +727,8 @@ pub struct Config {
     pub getbalance: GetBalanceConfig,
     /// TLS server certificate chain (PEM). Default: the dev DPtls cert.
     pub tls_cert: Option<PathBuf>,
-    /// TLS server key (PEM). Default: the dev DPtls key.
+    /// TLS server key: PEM, or a NIST P-256 key on the `[hsm]` token as a
+    /// `pkcs11:` URI (RFC 7512). Default: the dev DPtls key.
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that operator client certificates must chain to.
     /// Default: the dev operator CA.

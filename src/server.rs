@@ -102,16 +102,44 @@ async fn shutdown_signal() {
 }
 
 /// A listener's own TLS identity from `tls_cert` and `tls_key` (`section`
-/// names where they are configured), `None` when neither is set.
+/// names where they are configured), `None` when neither is set. A
+/// `tls_key` given as a `pkcs11:` URI is a NIST P-256 key on the `[hsm]`
+/// token, checked like the ES9+ keys (present, a test signature verifies)
+/// and against the certificate.
 fn listener_identity(
     section: &str,
     cert: &Option<std::path::PathBuf>,
     key: &Option<std::path::PathBuf>,
+    token: Option<&Arc<crate::hsm::Token>>,
 ) -> Result<Option<tls::Identity>, String> {
+    let bad = |e: String| format!("{section}tls_cert/tls_key: {e}");
     match (cert, key) {
-        (Some(c), Some(k)) => tls::Identity::load(c, k)
-            .map(Some)
-            .map_err(|e| format!("{section}tls_cert/tls_key: {e}")),
+        (Some(c), Some(k)) => match k.to_str() {
+            Some(uri) if uri.starts_with(crate::hsm::uri::SCHEME) => {
+                let uri = crate::hsm::KeyUri::parse(uri).map_err(|e| bad(e.to_string()))?;
+                let token = token.ok_or_else(|| {
+                    bad(format!(
+                        "{uri} names a key on a token, but there is no [hsm] section"
+                    ))
+                })?;
+                let leaf = crate::pki::load_certs(c)
+                    .map_err(|e| bad(e.to_string()))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| bad(format!("{}: no certificate", c.display())))?;
+                let cert_key = crate::crypto::PublicKey::from_certificate_der(&leaf)
+                    .map_err(|e| bad(format!("{}: {e}", c.display())))?;
+                let key = crate::hsm::TokenKey::open(token, uri, Some(&cert_key))
+                    .map_err(|e| bad(e.to_string()))?;
+                let key = crate::hsm::tls::TlsTokenKey::new(key).map_err(bad)?;
+                tls::Identity::with_token_key(c, key)
+                    .map(Some)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            _ => tls::Identity::load(c, k)
+                .map(Some)
+                .map_err(|e| bad(e.to_string())),
+        },
         (None, None) => Ok(None),
         _ => Err(format!(
             "{section}tls_cert and tls_key go together: give both or neither"
@@ -234,19 +262,22 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         println!("smdpplus: seeded {seeded} demo profiles (profileType {DEMO_PROFILE_TYPE:?}) for operator {}", config.dev_operator());
     }
 
-    let identity = listener_identity("", &config.tls_cert, &config.tls_key)?.map_or_else(
-        || tls::Identity::load(&pki.tls_cert, &pki.tls_key).map_err(|e| e.to_string()),
-        Ok,
-    )?;
+    let identity = listener_identity("", &config.tls_cert, &config.tls_key, token.as_ref())?
+        .map_or_else(
+            || tls::Identity::load(&pki.tls_cert, &pki.tls_key).map_err(|e| e.to_string()),
+            Ok,
+        )?;
     let web_identity = listener_identity(
         "[mobile_plans] ",
         &config.mobile_plans.tls_cert,
         &config.mobile_plans.tls_key,
+        token.as_ref(),
     )?;
     let balance_identity = listener_identity(
         "[getbalance] ",
         &config.getbalance.tls_cert,
         &config.getbalance.tls_key,
+        token.as_ref(),
     )?;
     let operator_ids: Vec<String> = config.operators.iter().map(|o| o.id.clone()).collect();
     let cas: Vec<&std::path::Path> = config.operator_ca.iter().map(|p| p.as_path()).collect();

@@ -54,8 +54,10 @@ pub(super) fn import(config_file: &Path, keys: &[String]) -> Result<ExitCode, St
                 .split_once('=')
                 .filter(|(l, f)| !l.is_empty() && !f.is_empty())
                 .ok_or_else(|| format!("--key {k}: expected LABEL=FILE"))?;
-            let key = SigningKey::from_pem_file(Path::new(file))
-                .map_err(|e| format!("--key {label}: {e}"))?;
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(file).map_err(|e| format!("--key {label}: {file}: {e}"))?,
+            );
+            let key = SigningKey::from_any_pem(&text).map_err(|e| format!("--key {label}: {e}"))?;
             todo.push((label.to_owned(), key, file.to_owned()));
         }
     }

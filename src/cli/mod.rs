@@ -422,8 +422,9 @@ pub enum KeysCmd {
         /// Configuration file with an `[hsm]` section.
         #[arg(long, env = "SMDPPLUS_CONFIG")]
         config: PathBuf,
-        /// LABEL=FILE: a PEM key (SEC1 EC PRIVATE KEY) to put on the token
-        /// as CKA_LABEL LABEL; repeatable.
+        /// LABEL=FILE: a PEM key (SEC1 `EC PRIVATE KEY`, or PKCS#8
+        /// `PRIVATE KEY` for NIST P-256 such as a TLS key) to put on the
+        /// token as CKA_LABEL LABEL; repeatable.
         #[arg(long = "key", value_name = "LABEL=FILE")]
         keys: Vec<String>,
     },

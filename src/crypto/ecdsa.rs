@@ -397,6 +397,31 @@ impl SigningKey {
         SigningKey::from_sec1_der_with_curve(der, params_curve)
     }
 
+    /// Reads a PEM key as SEC1 ([`SigningKey::from_pem`]) or as PKCS#8
+    /// (`PRIVATE KEY`, RFC 5958, as TLS tools write it; NIST P-256 only):
+    /// for moving a key onto a PKCS#11 token.
+    pub fn from_any_pem(text: &str) -> Result<SigningKey, CryptoError> {
+        let sections = pem::sections(text).map_err(CryptoError::InvalidPrivateKey)?;
+        match sections.iter().find(|s| s.label == "PRIVATE KEY") {
+            Some(s) => {
+                let pair =
+                    aws::EcdsaKeyPair::from_pkcs8(&aws::ECDSA_P256_SHA256_FIXED_SIGNING, &s.der)
+                        .map_err(|_| {
+                            CryptoError::InvalidPrivateKey(
+                                "PKCS#8 key is not a valid NIST P-256 ECDSA key".into(),
+                            )
+                        })?;
+                use aws_lc_rs::encoding::AsBigEndian;
+                let scalar = pair
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| CryptoError::Backend("P-256 private key export failed"))?;
+                SigningKey::from_scalar(Curve::NistP256, scalar.as_ref())
+            }
+            None => SigningKey::from_pem(text),
+        }
+    }
+
     /// Reads a PEM key file (see [`SigningKey::from_pem`]).
     pub fn from_pem_file(path: &std::path::Path) -> Result<SigningKey, CryptoError> {
         let text = zeroize::Zeroizing::new(

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod key;
+pub mod tls;
 pub mod uri;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};

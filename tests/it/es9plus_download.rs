@@ -652,6 +652,46 @@ async fn the_dp_keys_are_on_the_token_and_nowhere_else() {
     );
 }
 
+/// Every signing key of a download on the token: DPauth and DPpb (ES9+
+/// signatures) and the DPtls key (the TLS handshake the LPA makes). The
+/// DPtls certificate is one the SGP.26 test CI issued (a first server's
+/// dev PKI), its key file deleted once on the token.
+#[tokio::test]
+async fn a_download_with_every_signing_key_on_the_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((token, config)) = token_config("dl_all", dir.path()) else {
+        return;
+    };
+    let (crt, key) = (dir.path().join("dptls.crt"), dir.path().join("dptls.key"));
+    {
+        let first = Server::start(&dir.path().join("first"), Some("seed_demo_profiles = 0\n"));
+        let pki = first.pki();
+        std::fs::copy(&pki.tls_cert, &crt).expect("copy DPtls certificate");
+        std::fs::copy(&pki.tls_key, &key).expect("copy DPtls key");
+    }
+    let arg = format!("dptls={}", key.display());
+    let (code, out, err) = token.keys(
+        dir.path(),
+        &token.hsm_section(),
+        &["hsm-import", "--key", &arg],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::remove_file(&key).expect("remove the key file");
+    let mut e = env(&format!(
+        "tls_cert = {crt:?}\ntls_key = \"pkcs11:object=dptls\"\n{config}"
+    ))
+    .await;
+    download_and_check(&mut e, &mut nist(), 151, true, Some(CERT_DPPB_NIST)).await;
+    download_and_check(
+        &mut e,
+        &mut brainpool_only(),
+        152,
+        true,
+        Some(CERT_DPPB_BRP),
+    )
+    .await;
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
