@@ -213,20 +213,6 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         );
     }
     let store = Store::open_configured(&config, true)?;
-    let master = match std::env::var("SMDPPLUS_MASTER_KEY") {
-        Ok(text) => Keyring::parse(&text).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
-        Err(_) => {
-            let (ring, created) =
-                Keyring::load_or_create(&config.master_key_file).map_err(|e| e.to_string())?;
-            if created {
-                println!(
-                    "smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)",
-                    config.master_key_file.display()
-                );
-            }
-            ring
-        }
-    };
     // The token, and every key configured on it, before anything listens:
     // a server with a key missing, not matching its certificate or unable
     // to sign does not start.
@@ -248,6 +234,27 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         .count();
     if on_token > 0 {
         tracing::info!(keys = on_token, "DPauth/DPpb keys on the token checked (present, match their certificates, test signatures verify)");
+    }
+    let (master, created) = crate::hsm::master::configured_ring(&config, token.as_ref())?;
+    if created && master.current_on_token() {
+        println!(
+            "smdpplus: created master key 0 on token {:?} (non-extractable AES-256; it unlocks every stored profile)",
+            token.as_ref().map(|t| t.label()).unwrap_or_default()
+        );
+    } else if created {
+        println!(
+            "smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)",
+            config.master_key_file.display()
+        );
+    }
+    if token.is_some()
+        && !master.current_on_token()
+        && config
+            .hsm
+            .as_ref()
+            .is_some_and(|h| h.master_key_label.is_some())
+    {
+        tracing::warn!("the current master key is still in the key file: `smdpplus keys rotate-master --config` moves it onto the token");
     }
     let templates = crate::profile::stored::Templates::load(&config.templates)?;
     let seeded = seed_demo(

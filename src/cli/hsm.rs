@@ -161,15 +161,46 @@ pub(super) fn list(config_file: &Path) -> Result<ExitCode, String> {
             }
         }
     }
+    let prefix = config.hsm.as_ref().and_then(|h| h.master_key_label.clone());
+    if let Some(prefix) = &prefix {
+        let keys = crate::hsm::master::list(&token, prefix).map_err(|e| e.to_string())?;
+        match keys.last() {
+            None => {
+                bad += 1;
+                println!("  MISSING   master key                 no AES key labelled {prefix}-<id> (the server makes key 0 at its first start)");
+            }
+            Some(current) => {
+                for k in &keys {
+                    let note = if k.id() == current.id() {
+                        "current"
+                    } else {
+                        "retiring"
+                    };
+                    println!(
+                        "  ok        master key {:<16} {:?} ({note})",
+                        k.id(),
+                        k.label()
+                    );
+                }
+            }
+        }
+    }
     let named: Vec<&str> = expected
         .iter()
         .filter_map(|e| e.uri.object.as_deref())
         .collect();
+    let is_master = |l: &str| {
+        prefix.as_ref().is_some_and(|p| {
+            l.strip_prefix(p.as_str())
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+    };
     let mut unused: Vec<&str> = objects
         .iter()
         .filter(|o| o.class == "private key" || o.class == "secret key")
         .map(|o| o.label.as_str())
-        .filter(|l| !named.contains(l))
+        .filter(|l| !named.contains(l) && !is_master(l))
         .collect();
     unused.dedup();
     for l in unused {
@@ -179,5 +210,63 @@ pub(super) fn list(config_file: &Path) -> Result<ExitCode, String> {
         println!("{bad} configured key(s) missing or not matching");
         return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keys rotate-master` with `[hsm] master_key_label`: a new AES-256 key
+/// generated on the token becomes current; the running server (or, when
+/// none runs, this command) re-wraps every stored secret under it, then
+/// the old keys are retired (destroyed on the token, removed from the key
+/// file).
+pub(super) async fn rotate_master(config: &Config, timeout_secs: u64) -> Result<ExitCode, String> {
+    use crate::hsm::master;
+    let hsm = config.hsm.as_ref().ok_or("no [hsm] section")?;
+    let prefix = hsm
+        .master_key_label
+        .as_deref()
+        .ok_or("no [hsm] master_key_label")?;
+    let token = Token::open(hsm).map_err(|e| e.to_string())?;
+    let (mut ring, _) = master::configured_ring(config, Some(&token))?;
+    let id = ring.current_id().saturating_add(1);
+    let key = master::generate(&token, prefix, id).map_err(|e| e.to_string())?;
+    println!(
+        "generated master key {id} ({:?}) on token {:?}: AES-256, sensitive, not extractable",
+        key.label(),
+        token.label()
+    );
+    if let Some(pid) = super::server_running(&config.data_dir) {
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !hup.success() {
+            return Err(format!("could not signal the server (pid {pid})"));
+        }
+        println!("the running server (pid {pid}) re-wraps every stored secret while it serves");
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok((r, _)) = master::configured_ring(config, Some(&token)) {
+                if r.ids() == vec![id] {
+                    println!(
+                        "done in {:.1} s: every secret is wrapped under key {id} on the token, the old keys are retired",
+                        start.elapsed().as_secs_f64()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            if start.elapsed().as_secs() >= timeout_secs {
+                return Err(format!("the server did not finish within {timeout_secs} s; see its log and smdpplus_master_key_rewrap_pending"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    ring.push_token_key(key);
+    let store = crate::store::Store::open_configured(config, true).map_err(|e| e.to_string())?;
+    let n =
+        crate::profile::rotate::rewrap_all(&store, &ring, |_, _| {}).map_err(|e| e.to_string())?;
+    store.flush_blocking().map_err(|e| e.to_string())?;
+    ring.retire_old(&config.master_key_file)
+        .map_err(|e| e.to_string())?;
+    println!("master key {id} is current (on the token); {n} stored secrets re-wrapped; the old keys are retired");
     Ok(ExitCode::SUCCESS)
 }

@@ -400,10 +400,17 @@ pub enum KeysCmd {
     /// Add a new master key and re-wrap every stored secret under it. With
     /// the server running (its pid file in the data directory), the server
     /// re-wraps while it keeps serving; otherwise this command does it.
+    /// With `[hsm] master_key_label` in the configuration, the new key is
+    /// a non-extractable AES-256 key generated on the token (a key file's
+    /// keys are retired: this moves the master key onto the token).
     RotateMaster {
-        /// Data directory.
-        #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
-        data_dir: PathBuf,
+        /// Configuration file (for `[hsm]`, `data_dir`, `master_key_file`).
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (default: the configuration's, else
+        /// `./smdpplus-data`).
+        #[arg(long, env = "SMDPPLUS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
         /// Master key file (default: `<data-dir>/master.key`).
         #[arg(long)]
         master_key_file: Option<PathBuf>,
@@ -1196,16 +1203,39 @@ fn server_running(data_dir: &std::path::Path) -> Option<String> {
 
 async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
     use crate::profile::protect::Keyring;
-    let (data_dir, master_key_file, timeout_secs) = match action {
+    let (config, data_dir, master_key_file, timeout_secs) = match action {
         KeysCmd::RotateMaster {
+            config,
             data_dir,
             master_key_file,
             timeout_secs,
-        } => (data_dir, master_key_file, timeout_secs),
+        } => (config, data_dir, master_key_file, timeout_secs),
         KeysCmd::HsmImport { config, keys } => return hsm::import(&config, &keys),
         KeysCmd::HsmList { config } => return hsm::list(&config),
     };
-    let key_file = master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
+    let file = match &config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut config = Config::resolve(
+        file,
+        Overrides {
+            data_dir,
+            ..Overrides::default()
+        },
+    );
+    if let Some(f) = master_key_file {
+        config.master_key_file = f;
+    }
+    if config
+        .hsm
+        .as_ref()
+        .is_some_and(|h| h.master_key_label.is_some())
+    {
+        return hsm::rotate_master(&config, timeout_secs).await;
+    }
+    let data_dir = config.data_dir.clone();
+    let key_file = config.master_key_file.clone();
     if let Some(pid) = server_running(&data_dir) {
         let (mut ring, _) = Keyring::load_or_create(&key_file).map_err(|e| e.to_string())?;
         let id = ring.rotate(&key_file).map_err(|e| e.to_string())?;
@@ -1279,8 +1309,18 @@ fn offline_store(
         let config = Config::resolve(FileConfig::load(path)?, Overrides::default());
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-        let (ring, _) = crate::profile::protect::Keyring::load_or_create(&config.master_key_file)
-            .map_err(|e| e.to_string())?;
+        // The master key on the token when `[hsm] master_key_label` says so.
+        let token = match &config.hsm {
+            Some(h) if h.master_key_label.is_some() => {
+                Some(crate::hsm::Token::open(h).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        let (ring, _) = match &token {
+            Some(t) => crate::hsm::master::configured_ring(&config, Some(t))?,
+            None => crate::profile::protect::Keyring::load_or_create(&config.master_key_file)
+                .map_err(|e| e.to_string())?,
+        };
         let store = crate::store::Store::open_configured(&config, true).map_err(|e| {
             format!("{e} (with the sled store, stop the server first: {what} writes its store directly)")
         })?;

@@ -229,6 +229,18 @@ impl TokenKey {
         self.signature(raw)
     }
 
+    /// Signs `message` from synchronous code that may run on an async
+    /// worker ([`Token::call_sync`]): the TLS handshake.
+    pub fn sign_sync(&self, message: &[u8]) -> Result<Signature, HsmError> {
+        let digest: [u8; 32] = Sha256::digest(message).into();
+        let inner = self.inner.clone();
+        let raw = self
+            .inner
+            .token
+            .call_sync("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
+        self.signature(raw)
+    }
+
     /// Signs `message` on the token, from async code: on the token's
     /// bounded blocking pool ([`Token::call`]).
     pub async fn sign(&self, message: &[u8]) -> Result<Signature, HsmError> {

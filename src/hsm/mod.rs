@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod key;
+pub mod master;
 pub mod tls;
 pub mod uri;
 
@@ -60,6 +61,11 @@ pub struct HsmConfig {
     /// How long a call waits for a free session before it fails, seconds.
     #[serde(default = "default_wait_secs")]
     pub wait_secs: u64,
+    /// The master key on the token: AES-256 keys labelled
+    /// `<master_key_label>-<id>` ([`master`]). None: the master key is
+    /// the file `master_key_file`.
+    #[serde(default)]
+    pub master_key_label: Option<String>,
 }
 
 fn default_sessions() -> usize {
@@ -381,6 +387,26 @@ impl Token {
                     return Err(self.call_error(op, e));
                 }
             }
+        }
+    }
+
+    /// Runs `f` from synchronous code that may be on an async worker (the
+    /// TLS handshake inside rustls, a PPK unwrapped while a request binds a
+    /// profile): on a multi-threaded runtime the worker hands its other
+    /// tasks over (`block_in_place`) and the call takes its turn on the
+    /// bounded pool like any other ([`Token::call`]); without one (CLI
+    /// tools, tests) it runs on this thread.
+    pub fn call_sync<R, F>(self: &Arc<Self>, op: &'static str, f: F) -> Result<R, HsmError>
+    where
+        R: Send + 'static,
+        F: Fn(&Session, u64) -> Result<R, CkError> + Send + 'static,
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(self.call(op, f)))
+            }
+            _ => self.with_session(op, f),
         }
     }
 

@@ -54,14 +54,10 @@ impl Signer for TlsTokenKey {
     /// takes its turn on the token's bounded blocking pool like every other
     /// token call; elsewhere (CLI clients) it signs on this thread.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let sig = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(self.0.sign(message)))
-            }
-            _ => self.0.sign_blocking(message),
-        }
-        .map_err(|e| rustls::Error::General(format!("TLS signature on the token: {e}")))?;
+        let sig = self
+            .0
+            .sign_sync(message)
+            .map_err(|e| rustls::Error::General(format!("TLS signature on the token: {e}")))?;
         // TLS carries the DER ECDSA-Sig-Value (RFC 8446 §4.2.3).
         sig.to_der(Curve::NistP256)
             .map_err(|e| rustls::Error::General(format!("TLS signature on the token: {e}")))

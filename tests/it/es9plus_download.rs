@@ -652,12 +652,13 @@ async fn the_dp_keys_are_on_the_token_and_nowhere_else() {
     );
 }
 
-/// Every signing key of a download on the token: DPauth and DPpb (ES9+
-/// signatures) and the DPtls key (the TLS handshake the LPA makes). The
-/// DPtls certificate is one the SGP.26 test CI issued (a first server's
-/// dev PKI), its key file deleted once on the token.
+/// Every key of a download on the token: DPauth and DPpb (ES9+
+/// signatures), the DPtls key (the TLS handshake the LPA makes) and the
+/// master key (the PPK is unwrapped there). The DPtls certificate is one
+/// the SGP.26 test CI issued (a first server's dev PKI), its key file
+/// deleted once on the token; the data directory holds no master key.
 #[tokio::test]
-async fn a_download_with_every_signing_key_on_the_token() {
+async fn a_download_with_every_key_on_the_token() {
     let dir = tempfile::tempdir().expect("tmp");
     let Some((token, config)) = token_config("dl_all", dir.path()) else {
         return;
@@ -677,10 +678,19 @@ async fn a_download_with_every_signing_key_on_the_token() {
     );
     assert_eq!(code, 0, "{out}{err}");
     std::fs::remove_file(&key).expect("remove the key file");
+    let config = config.replacen(
+        &token.hsm_section(),
+        &format!(
+            "{}master_key_label = \"smdpplus-master\"\n",
+            token.hsm_section()
+        ),
+        1,
+    );
     let mut e = env(&format!(
         "tls_cert = {crt:?}\ntls_key = \"pkcs11:object=dptls\"\n{config}"
     ))
     .await;
+    assert!(!e.server.dir.join("master.key").exists());
     download_and_check(&mut e, &mut nist(), 151, true, Some(CERT_DPPB_NIST)).await;
     download_and_check(
         &mut e,
