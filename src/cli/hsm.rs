@@ -109,6 +109,44 @@ fn expected(config: &Config) -> Result<Vec<Expected>, String> {
             });
         }
     }
+    // The TLS keys, against the leaf of their PEM chains.
+    for (what, cert, key) in [
+        ("tls_key", &config.tls_cert, &config.tls_key),
+        (
+            "[mobile_plans] tls_key",
+            &config.mobile_plans.tls_cert,
+            &config.mobile_plans.tls_key,
+        ),
+        (
+            "[getbalance] tls_key",
+            &config.getbalance.tls_cert,
+            &config.getbalance.tls_key,
+        ),
+    ] {
+        let (Some(cert), Some(text)) = (
+            cert,
+            key.as_ref()
+                .and_then(|k| k.to_str())
+                .filter(|t| t.starts_with(crate::hsm::uri::SCHEME)),
+        ) else {
+            continue;
+        };
+        let uri = KeyUri::parse(text).map_err(|e| format!("{what}: {e}"))?;
+        let leaf = crate::pki::load_certs(cert)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{}: no certificate", cert.display()))?;
+        let certificate_key = Some(
+            PublicKey::from_certificate_der(&leaf)
+                .map_err(|e| format!("{}: {e}", cert.display()))?,
+        );
+        out.push(Expected {
+            what: what.to_owned(),
+            uri,
+            certificate_key,
+        });
+    }
     Ok(out)
 }
 

@@ -207,6 +207,17 @@ async fn listeners_sign_their_handshakes_on_the_token() {
         .expect("ES2+ handshake with the key on the token");
     assert_eq!(r.status, 200);
 
+    // hsm-list checks the three TLS keys against their certificates.
+    let (code, out, err) = token.keys(dir.path(), &config, &["hsm-list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for what in ["tls_key", "[mobile_plans] tls_key", "[getbalance] tls_key"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with("ok") && l.contains(what)),
+            "{what}:\n{out}"
+        );
+    }
+
     // No token, no handshake: the signatures were the token's.
     let out = Command::new("softhsm2-util")
         .args(["--delete-token", "--token", &token.label])
