@@ -45,8 +45,7 @@ pub fn import_ec_key(
     let point = public.to_uncompressed().to_vec();
     let u = uri.clone();
     let outcome = token.with_session("import key", move |s, _| {
-        if let Ok(existing) = find_one(s, &u, ObjectClass::PRIVATE_KEY)? {
-            let _ = existing;
+        if find_one(s, &u, ObjectClass::PRIVATE_KEY)?.is_ok() {
             let on_token = match find_one(s, &u, ObjectClass::PUBLIC_KEY)? {
                 Ok(p) => read_public(s, p)?,
                 Err(why) => Err(why),

@@ -109,6 +109,8 @@ struct Inner {
     // handles are valid in every session of the application (PKCS#11
     // v2.40 §2.4) until the connection is lost.
     handle: Mutex<Option<(u64, ObjectHandle)>>,
+    // The session generation in which the key was last not found.
+    missing_in: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -183,6 +185,7 @@ impl TokenKey {
                 uri,
                 public,
                 handle: Mutex::new(Some((generation, handle))),
+                missing_in: std::sync::atomic::AtomicU64::new(u64::MAX),
             }),
         };
         key.self_test()?;
@@ -217,50 +220,98 @@ impl TokenKey {
             })
     }
 
-    /// Signs `message` on this thread (start-up, CLI, the TLS handshake's
-    /// blocking section).
+    /// Signs `message` on this thread (start-up, CLI).
     pub fn sign_blocking(&self, message: &[u8]) -> Result<Signature, HsmError> {
         let digest: [u8; 32] = Sha256::digest(message).into();
-        let inner = self.inner.clone();
-        let raw = self
-            .inner
-            .token
-            .with_session("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
-        self.signature(raw)
+        let mut retried = false;
+        loop {
+            let inner = self.inner.clone();
+            let raw = self
+                .inner
+                .token
+                .with_session("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
+            match self.step(raw, &mut retried)? {
+                Some(sig) => return Ok(sig),
+                None => self.inner.token.reconnect(self.generation_seen()),
+            }
+        }
     }
 
     /// Signs `message` from synchronous code that may run on an async
     /// worker ([`Token::call_sync`]): the TLS handshake.
     pub fn sign_sync(&self, message: &[u8]) -> Result<Signature, HsmError> {
         let digest: [u8; 32] = Sha256::digest(message).into();
-        let inner = self.inner.clone();
-        let raw = self
-            .inner
-            .token
-            .call_sync("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
-        self.signature(raw)
+        let mut retried = false;
+        loop {
+            let inner = self.inner.clone();
+            let raw = self
+                .inner
+                .token
+                .call_sync("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
+            match self.step(raw, &mut retried)? {
+                Some(sig) => return Ok(sig),
+                None => {
+                    let g = self.generation_seen();
+                    self.inner.token.call_sync_reconnect(g)?;
+                }
+            }
+        }
     }
 
     /// Signs `message` on the token, from async code: on the token's
     /// bounded blocking pool ([`Token::call`]).
     pub async fn sign(&self, message: &[u8]) -> Result<Signature, HsmError> {
         let digest: [u8; 32] = Sha256::digest(message).into();
-        let inner = self.inner.clone();
-        let raw = self
-            .inner
-            .token
-            .call("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))
-            .await?;
-        self.signature(raw)
+        let mut retried = false;
+        loop {
+            let inner = self.inner.clone();
+            let raw = self
+                .inner
+                .token
+                .call("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))
+                .await?;
+            match self.step(raw, &mut retried)? {
+                Some(sig) => return Ok(sig),
+                None => {
+                    let (token, g) = (self.inner.token.clone(), self.generation_seen());
+                    tokio::task::spawn_blocking(move || token.reconnect(g))
+                        .await
+                        .map_err(|_| HsmError::Task)?;
+                }
+            }
+        }
     }
 
-    fn signature(&self, raw: Result<Vec<u8>, String>) -> Result<Signature, HsmError> {
+    /// The generation of the sessions the last lookup ran in.
+    fn generation_seen(&self) -> u64 {
+        self.inner
+            .missing_in
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A signature, or `None`: the key was not found, and (once) the token
+    /// should be found again first: it was there when the server started,
+    /// so the token was most likely replaced or restarted.
+    fn step(
+        &self,
+        raw: Result<Vec<u8>, String>,
+        retried: &mut bool,
+    ) -> Result<Option<Signature>, HsmError> {
         let key_err = |why: String| HsmError::Key {
             uri: self.inner.uri.to_string(),
             why,
         };
-        let raw = raw.map_err(key_err)?;
-        Signature::from_raw(&raw).map_err(|e| key_err(format!("the token's ECDSA signature: {e}")))
+        match raw {
+            Ok(raw) => Signature::from_raw(&raw)
+                .map(Some)
+                .map_err(|e| key_err(format!("the token's ECDSA signature: {e}"))),
+            Err(why) if *retried => Err(key_err(why)),
+            Err(why) => {
+                tracing::warn!(key = %self.inner.uri, why, "key not found on the token; finding the token again");
+                *retried = true;
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -292,7 +343,11 @@ impl Inner {
         }
         let handle = match find_one(s, &self.uri, ObjectClass::PRIVATE_KEY)? {
             Ok(h) => h,
-            Err(why) => return Ok(Err(why)),
+            Err(why) => {
+                self.missing_in
+                    .store(generation, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Err(why));
+            }
         };
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, handle));
         Ok(Ok(s.sign(&Mechanism::Ecdsa, handle, digest)?))

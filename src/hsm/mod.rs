@@ -5,8 +5,8 @@
 //!   PIN from `pin_file` or [`PIN_ENV`]); a pool of logged-in sessions, and
 //!   a bounded number of calls in flight on tokio's blocking threads, so a
 //!   slow HSM never stalls the async workers. A lost session (HSM restart,
-//!   network HSM reconnect) is dropped with its siblings and the call is
-//!   made once more on a fresh session; [`Token::healthy`] tells `/readyz`.
+//!   network HSM reconnect) makes the token reconnect ([`Token::reconnect`])
+//!   and the call is made once more; [`Token::healthy`] tells `/readyz`.
 //! - [`key`]: an ECDSA key on the token ([`key::TokenKey`]: CKM_ECDSA over a
 //!   SHA-256 digest, SGP.22 §2.6.7.2), and [`key::EcKey`], a key in a file or
 //!   on the token, which the SM-DP+ credentials (CERT.DPauth, CERT.DPpb) hold.
@@ -33,7 +33,7 @@ use cryptoki::types::AuthPin;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use key::{EcKey, TokenKey};
@@ -176,6 +176,7 @@ struct Conn {
 /// and a bound on the calls in flight. Shared as `Arc<Token>` by every key
 /// on it.
 pub struct Token {
+    // Not replaced, but finalized and initialised again by a reconnect.
     ctx: Pkcs11,
     label: String,
     pin: AuthPin,
@@ -187,6 +188,10 @@ pub struct Token {
     // Bounds the token calls in flight from async code, and so the
     // blocking threads they occupy, to the pool's size.
     permits: Arc<tokio::sync::Semaphore>,
+    // Every call holds it for reading from checkout to checkin; a
+    // reconnect takes it for writing, so that no session is in use (or
+    // left over) while the library is finalized and initialised again.
+    calls: RwLock<()>,
     healthy: AtomicBool,
 }
 
@@ -233,6 +238,7 @@ impl Token {
                 idle: Vec::new(),
             }),
             permits: Arc::new(tokio::sync::Semaphore::new(sessions)),
+            calls: RwLock::new(()),
             healthy: AtomicBool::new(false),
         });
         let (session, generation) = token.checkout()?;
@@ -284,12 +290,13 @@ impl Token {
             }
             present.push(format!("{label:?}"));
         }
+        let shown = present.len().min(8);
         Err(HsmError::NoToken {
             label: self.label.clone(),
-            present: if present.is_empty() {
-                "none".into()
-            } else {
-                present.join(", ")
+            present: match present.len() {
+                0 => "none".into(),
+                n if n > shown => format!("{} and {} more", present[..shown].join(", "), n - shown),
+                _ => present.join(", "),
             },
         })
     }
@@ -336,16 +343,31 @@ impl Token {
         }
     }
 
-    /// Throws away every session of `generation` (they died with the
-    /// connection) and forgets the slot, so the next call finds the token
-    /// again.
-    fn reset(&self, generation: u64) {
+    /// Reconnects after the sessions of `generation` were found lost, or a
+    /// key that was on the token is gone (the token was replaced): once no
+    /// call is in flight, every session is closed, the library finalized
+    /// and initialised again (C_Finalize, C_Initialize: some modules, such
+    /// as SoftHSM2, only see a replaced token then), and the slot
+    /// forgotten, so that the next call finds the token by its label and
+    /// logs in again. Nothing happens when another call reconnected since.
+    pub fn reconnect(&self, generation: u64) {
         self.healthy.store(false, Ordering::Relaxed);
-        let mut conn = self.conn();
-        if conn.generation == generation {
+        let _no_calls = self.calls.write().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut conn = self.conn();
+            if conn.generation != generation {
+                return;
+            }
             conn.idle.clear();
             conn.slot = None;
             conn.generation += 1;
+        }
+        let _ = self.ctx.clone().finalize();
+        if let Err(e) = self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            tracing::warn!(token = %self.label, error = %e, "C_Initialize after a lost connection failed; the next call tries again");
         }
     }
 
@@ -360,6 +382,7 @@ impl Token {
     ) -> Result<R, HsmError> {
         let mut retried = false;
         loop {
+            let calls = self.calls.read().unwrap_or_else(|e| e.into_inner());
             let (session, generation) = match self.checkout() {
                 Ok(s) => s,
                 Err(e) => {
@@ -375,7 +398,8 @@ impl Token {
                 }
                 Err(e) if connection_lost(&e) => {
                     drop(session);
-                    self.reset(generation);
+                    drop(calls);
+                    self.reconnect(generation);
                     if retried {
                         return Err(self.call_error(op, e));
                     }
@@ -407,6 +431,27 @@ impl Token {
                 tokio::task::block_in_place(|| h.block_on(self.call(op, f)))
             }
             _ => self.with_session(op, f),
+        }
+    }
+
+    /// [`Token::reconnect`] from synchronous code that may be on an async
+    /// worker (see [`Token::call_sync`]).
+    pub fn call_sync_reconnect(self: &Arc<Self>, generation: u64) -> Result<(), HsmError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                let token = self.clone();
+                tokio::task::block_in_place(|| {
+                    h.block_on(tokio::task::spawn_blocking(move || {
+                        token.reconnect(generation)
+                    }))
+                })
+                .map_err(|_| HsmError::Task)
+            }
+            _ => {
+                self.reconnect(generation);
+                Ok(())
+            }
         }
     }
 

@@ -643,13 +643,15 @@ async fn the_dp_keys_are_on_the_token_and_nowhere_else() {
         .await
         .expect_err("no signature without the token");
     assert!(matches!(refused, LpaError::Failed { .. }), "{refused:?}");
+    // The server looked for the token again, and found none.
+    let log = e.server.log();
     assert!(
-        e.server
-            .log()
-            .contains("pkcs11:object=dpauth-nist: no private key object on the token"),
-        "{}",
-        e.server.log()
+        log.lines()
+            .any(|l| l.contains("no token labelled") && l.contains(&token.label)),
+        "{log}"
     );
+    let (status, body) = e.server.ops_get("/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "HSM token unreachable\n"));
 }
 
 /// Every key of a download on the token: DPauth and DPpb (ES9+
@@ -700,6 +702,31 @@ async fn a_download_with_every_key_on_the_token() {
         Some(CERT_DPPB_BRP),
     )
     .await;
+}
+
+/// The token goes away and comes back (deleted, initialised again under
+/// its label, the keys imported again): the server finds it again without
+/// a restart, and `/readyz` says so meanwhile.
+#[tokio::test]
+async fn the_server_finds_a_replaced_token_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((token, config)) = token_config("dl_again", dir.path()) else {
+        return;
+    };
+    let mut e = env(&config).await;
+    download_and_check(&mut e, &mut nist(), 161, true, Some(CERT_DPPB_NIST)).await;
+    token.replace();
+    token.import_sgp26(dir.path());
+    download_and_check(&mut e, &mut nist(), 162, true, Some(CERT_DPPB_NIST)).await;
+    assert!(
+        e.server
+            .log()
+            .contains("key not found on the token; finding the token again"),
+        "{}",
+        e.server.log()
+    );
+    let (status, body) = e.server.ops_get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

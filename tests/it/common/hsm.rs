@@ -23,6 +23,34 @@ pub struct TestToken {
     pub pin_file: PathBuf,
 }
 
+// softhsm2-util --free picks the free slot: one at a time.
+static INIT: Mutex<()> = Mutex::new(());
+
+/// Initialises a token labelled `label` in the free slot.
+fn init(label: &str, pin_file: &Path) {
+    let so_pin_file = var("SMDPPLUS_TEST_HSM_SO_PIN_FILE").expect("SMDPPLUS_TEST_HSM_SO_PIN_FILE");
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_owned()
+    };
+    // The PINs are arguments here: softhsm2-util takes them no other
+    // way, and this token is a test's.
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label, "--pin"])
+        .arg(read(pin_file))
+        .arg("--so-pin")
+        .arg(read(Path::new(&so_pin_file)))
+        .output()
+        .expect("softhsm2-util (apt-get install softhsm2)");
+    assert!(
+        out.status.success(),
+        "softhsm2-util --init-token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -39,8 +67,6 @@ impl TestToken {
     /// test SoftHSM2 is configured.
     pub fn create(test: &str) -> Option<TestToken> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        // softhsm2-util --free picks the free slot: one at a time.
-        static INIT: Mutex<()> = Mutex::new(());
         let Some(module) = var(TEST_HSM_MODULE_ENV) else {
             assert!(
                 std::env::var("SMDPPLUS_HSM_TESTS").as_deref() != Ok("require"),
@@ -54,15 +80,7 @@ impl TestToken {
         };
         let pin_file =
             PathBuf::from(var("SMDPPLUS_TEST_HSM_PIN_FILE").expect("SMDPPLUS_TEST_HSM_PIN_FILE"));
-        let so_pin_file =
-            var("SMDPPLUS_TEST_HSM_SO_PIN_FILE").expect("SMDPPLUS_TEST_HSM_SO_PIN_FILE");
         assert!(var("SOFTHSM2_CONF").is_some(), "SOFTHSM2_CONF is not set");
-        let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-                .trim()
-                .to_owned()
-        };
         // A token label is at most 32 bytes.
         let label = format!(
             "t{}-{}-{}",
@@ -73,26 +91,31 @@ impl TestToken {
                 .take(12)
                 .collect::<String>()
         );
-        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        // The PINs are arguments here: softhsm2-util takes them no other
-        // way, and this token is a test's.
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", &label, "--pin"])
-            .arg(read(&pin_file))
-            .arg("--so-pin")
-            .arg(read(Path::new(&so_pin_file)))
-            .output()
-            .expect("softhsm2-util (apt-get install softhsm2)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util --init-token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        {
+            let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            init(&label, &pin_file);
+        }
         Some(TestToken {
             label,
             module: PathBuf::from(module),
             pin_file,
         })
+    }
+
+    /// Deletes the token and initialises an empty one under the same
+    /// label (an HSM replaced or reset).
+    pub fn replace(&self) {
+        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        let out = Command::new("softhsm2-util")
+            .args(["--delete-token", "--token", &self.label])
+            .output()
+            .expect("softhsm2-util");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        init(&self.label, &self.pin_file);
     }
 
     /// The `[hsm]` section for this token.
