@@ -162,6 +162,27 @@ impl TokenMasterKey {
         }
     }
 
+    /// A wrap and unwrap round trip on the token, so that a key the token
+    /// cannot use (absent, not allowed to encrypt or decrypt) is known
+    /// before it is needed.
+    pub fn self_test(&self) -> Result<(), HsmError> {
+        const PROBE: &[u8] = b"smdpplus master key self-test";
+        let bad = |why: String| HsmError::Key {
+            uri: format!("master key {} ({:?})", self.inner.id, self.inner.label),
+            why,
+        };
+        let back = self
+            .wrap(PROBE, b"self-test")
+            .and_then(|w| self.unwrap(&w, b"self-test"))
+            .map_err(|e| bad(e.to_string()))?;
+        if back.as_slice() != PROBE {
+            return Err(bad(
+                "AES-GCM round trip on the token returned other bytes".into()
+            ));
+        }
+        Ok(())
+    }
+
     fn missing(&self) -> ProtectError {
         ProtectError::MasterKey(format!(
             "master key {} ({:?}) is not on token {:?}",
@@ -247,20 +268,7 @@ pub fn generate(token: &Arc<Token>, prefix: &str, id: u32) -> Result<TokenMaster
         s.generate_key(&Mechanism::AesKeyGen, &t).map(|_| ())
     })?;
     let key = TokenMasterKey::new(token, label, id);
-    // A round trip, so that a key the token cannot use is known now.
-    let probe = key
-        .wrap(b"smdpplus master key self-test", b"self-test")
-        .and_then(|w| key.unwrap(&w, b"self-test"))
-        .map_err(|e| HsmError::Key {
-            uri: format!("master key {id}"),
-            why: e.to_string(),
-        })?;
-    if probe.as_slice() != b"smdpplus master key self-test" {
-        return Err(HsmError::Key {
-            uri: format!("master key {id}"),
-            why: "AES-GCM round trip on the token returned other bytes".into(),
-        });
-    }
+    key.self_test()?;
     Ok(key)
 }
 
@@ -322,6 +330,12 @@ pub fn configured_ring(
     if created {
         let key = generate(token, prefix, 0).map_err(|e| e.to_string())?;
         entries.push((0, MasterEntry::Token(key)));
+    }
+    // The current key on the token must work before anything is wrapped.
+    if let Some(current) = on_token.last() {
+        if entries.iter().all(|(id, _)| *id < current.id()) {
+            current.self_test().map_err(|e| e.to_string())?;
+        }
     }
     entries.extend(
         on_token
