@@ -25,7 +25,7 @@ pub fn key_id(public: &PublicKey) -> Vec<u8> {
 
 /// Creates the key pair of `key` on the token under `label`: a private key
 /// object that is sensitive, never extractable and may only sign
-/// (CKA_SENSITIVE, CKA_EXTRACTABLE false, CKA_SIGN; PKCS#11 v2.40 §4.9),
+/// (CKA_SENSITIVE, CKA_EXTRACTABLE false, CKA_SIGN; PKCS#11 private key attributes),
 /// and its public key object (CKA_EC_POINT). A label that already holds
 /// this key is left as it is; one that holds another key is an error.
 pub fn import_ec_key(

@@ -4,7 +4,7 @@
 //! and/or id of its URI; its public key comes from the CKO_PUBLIC_KEY of
 //! the same label/id (CKA_EC_POINT), or, where the token keeps none, from
 //! the certificate it serves. It signs with CKM_ECDSA over a SHA-256 digest
-//! made here (PKCS#11 v2.40 §2.3.6: the signature is `r || s`, each as long
+//! made here (PKCS#11 Current Mechanisms, CKM_ECDSA: the signature is `r || s`, each as long
 //! as the order, the plain format of SGP.22 §2.6.7.2).
 
 use super::{HsmError, KeyUri, Token};
@@ -62,8 +62,8 @@ pub(crate) fn class_name(class: ObjectClass) -> &'static str {
 }
 
 /// The curve and public point of an EC public key object (CKA_EC_PARAMS,
-/// CKA_EC_POINT). CKA_EC_POINT is the DER OCTET STRING of the point (v2.40
-/// §2.3.3); some modules give the bare point, which is accepted too.
+/// CKA_EC_POINT). CKA_EC_POINT is the DER OCTET STRING of the point (PKCS#11
+/// EC public key objects); some modules give the bare point, which is accepted too.
 pub(crate) fn read_public(
     session: &Session,
     handle: ObjectHandle,
@@ -107,7 +107,7 @@ struct Inner {
     public: PublicKey,
     // The private key's handle and the session generation it was found in:
     // handles are valid in every session of the application (PKCS#11
-    // v2.40 §2.4) until the connection is lost.
+    // object handles) until the connection is lost.
     handle: Mutex<Option<(u64, ObjectHandle)>>,
     // The session generation in which the key was last not found.
     missing_in: std::sync::atomic::AtomicU64,

@@ -3,8 +3,8 @@
 //! key id, labelled `<master_key_label>-<id>` with CKA_ID the id (4 bytes,
 //! big-endian). Every PPK is wrapped and unwrapped on the token.
 //!
-//! Mechanism: CKM_AES_GCM through C_Encrypt/C_Decrypt (PKCS#11 v2.40
-//! §2.10.6), not CKM_AES_KEY_WRAP_PAD (RFC 5649) through C_WrapKey:
+//! Mechanism: CKM_AES_GCM through C_Encrypt/C_Decrypt (PKCS#11 Current
+//! Mechanisms, AES-GCM), not CKM_AES_KEY_WRAP_PAD (RFC 5649) through C_WrapKey:
 //! - the PPK is not a key the token uses: it must come back into the
 //!   process in clear anyway, for ReplaceSessionKeys and the SCP03t
 //!   encryption of the binding (SGP.22 §2.5.5, §5.5.1), so C_UnwrapKey
@@ -33,6 +33,9 @@ use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 12;
+
+/// The key was not found, in sessions of this generation.
+struct Missing(u64);
 const TAG_LEN: usize = 16;
 
 /// One master key on the token.
@@ -101,20 +104,20 @@ impl TokenMasterKey {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let secret = Zeroizing::new(secret.to_vec());
         let context = context.to_vec();
-        let inner = self.inner.clone();
-        let sealed = self
-            .inner
-            .token
-            .call_sync("C_Encrypt AES-GCM", move |s, g| {
-                let Some(h) = inner.handle(s, g)? else {
-                    return Ok(None);
-                };
-                let mut iv = nonce;
-                let params = GcmParams::new(&mut iv, &context, 128.into())?;
-                Ok(Some(s.encrypt(&Mechanism::AesGcm(params), h, &secret)?))
-            })
-            .map_err(hsm_to_protect)?
-            .ok_or_else(|| self.missing())?;
+        let sealed = self.retrying(|| {
+            let (inner, secret, context) = (self.inner.clone(), secret.clone(), context.clone());
+            self.inner
+                .token
+                .call_sync("C_Encrypt AES-GCM", move |s, g| {
+                    let Some(h) = inner.handle(s, g)? else {
+                        return Ok(Err(Missing(g)));
+                    };
+                    let mut iv = nonce;
+                    let params = GcmParams::new(&mut iv, &context, 128.into())?;
+                    Ok(Ok(s.encrypt(&Mechanism::AesGcm(params), h, &secret)?))
+                })
+                .map_err(hsm_to_protect)
+        })?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(out)
@@ -134,31 +137,52 @@ impl TokenMasterKey {
         nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
         let sealed = wrapped[NONCE_LEN..].to_vec();
         let context = context.to_vec();
-        let inner = self.inner.clone();
-        let opened = self
-            .inner
-            .token
-            .call_sync("C_Decrypt AES-GCM", move |s, g| {
-                let Some(h) = inner.handle(s, g)? else {
-                    return Ok(Err(false));
-                };
-                let mut iv = nonce;
-                let params = GcmParams::new(&mut iv, &context, 128.into())?;
-                match s.decrypt(&Mechanism::AesGcm(params), h, &sealed) {
-                    Ok(plain) => Ok(Ok(Zeroizing::new(plain))),
-                    // The tag does not verify (PKCS#11 v2.40 §2.10.6).
-                    Err(CkError::Pkcs11(
-                        RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
-                        _,
-                    )) => Ok(Err(true)),
-                    Err(e) => Err(e),
-                }
-            })
-            .map_err(hsm_to_protect)?;
-        match opened {
-            Ok(p) => Ok(p),
-            Err(true) => Err(ProtectError::Unwrap),
-            Err(false) => Err(self.missing()),
+        let opened = self.retrying(|| {
+            let (inner, sealed, context) = (self.inner.clone(), sealed.clone(), context.clone());
+            self.inner
+                .token
+                .call_sync("C_Decrypt AES-GCM", move |s, g| {
+                    let Some(h) = inner.handle(s, g)? else {
+                        return Ok(Err(Missing(g)));
+                    };
+                    let mut iv = nonce;
+                    let params = GcmParams::new(&mut iv, &context, 128.into())?;
+                    match s.decrypt(&Mechanism::AesGcm(params), h, &sealed) {
+                        Ok(plain) => Ok(Ok(Some(Zeroizing::new(plain)))),
+                        // The tag does not verify: CKR_ENCRYPTED_DATA_INVALID
+                        // (PKCS#11 C_Decrypt); SoftHSM2 2.6 answers
+                        // CKR_GENERAL_ERROR for it.
+                        Err(CkError::Pkcs11(
+                            RvError::EncryptedDataInvalid
+                            | RvError::EncryptedDataLenRange
+                            | RvError::GeneralError,
+                            _,
+                        )) => Ok(Ok(None)),
+                        Err(e) => Err(e),
+                    }
+                })
+                .map_err(hsm_to_protect)
+        })?;
+        opened.ok_or(ProtectError::Unwrap)
+    }
+
+    /// Runs a call; when the key is not found (it was there when the ring
+    /// was loaded: the token was replaced or reset), reconnects once and
+    /// runs it again.
+    fn retrying<R>(
+        &self,
+        call: impl Fn() -> Result<Result<R, Missing>, ProtectError>,
+    ) -> Result<R, ProtectError> {
+        match call()? {
+            Ok(r) => Ok(r),
+            Err(Missing(g)) => {
+                tracing::warn!(key = %self.inner.label, "master key not found on the token; finding the token again");
+                self.inner
+                    .token
+                    .call_sync_reconnect(g)
+                    .map_err(hsm_to_protect)?;
+                call()?.map_err(|_| self.missing())
+            }
         }
     }
 

@@ -143,8 +143,8 @@ pub enum HsmError {
 }
 
 /// Whether a PKCS#11 error means the session (or the whole connection to
-/// the token) is gone, so that a fresh session may succeed: PKCS#11 v2.40
-/// §5.1 CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_REMOVED,
+/// the token) is gone, so that a fresh session may succeed: the PKCS#11
+/// return values CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_DEVICE_REMOVED,
 /// CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_ERROR, CKR_USER_NOT_LOGGED_IN (the
 /// HSM restarted and forgot the login).
 fn connection_lost(e: &CkError) -> bool {
@@ -182,7 +182,7 @@ pub struct Token {
     pin: AuthPin,
     sessions: usize,
     wait: Duration,
-    // PKCS#11 sessions are not thread-safe (v2.40 §2.6.7): each is used by
+    // PKCS#11 sessions are not thread-safe (PKCS#11 applications and threads): each is used by
     // one thread at a time, checked out of this pool for one call.
     conn: Mutex<Conn>,
     // Bounds the token calls in flight from async code, and so the
@@ -323,7 +323,7 @@ impl Token {
             .open_rw_session(slot)
             .map_err(|e| self.call_error("C_OpenSession", e))?;
         // The login state is shared by all sessions of the application
-        // (PKCS#11 v2.40 §2.6.5): only the first login is needed.
+        // (PKCS#11 C_Login): only the first login is needed.
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => {

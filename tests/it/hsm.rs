@@ -182,3 +182,60 @@ fn the_server_does_not_start_half_configured() {
     let server = start("ok", &config).expect("starts");
     assert!(server.log().contains("keys=4"), "{}", server.log());
 }
+
+/// The master key on the token, through the library: a PPK wrapped there
+/// unwraps only with its context and untouched; a key generated there is
+/// sensitive and never extractable.
+#[test]
+fn the_master_key_on_the_token_wraps_with_aes_gcm() {
+    let Some(token) = TestToken::create("hsm_master") else {
+        return;
+    };
+    let config: smdpplus::hsm::HsmConfig =
+        toml::from_str(&token.hsm_section().replace("[hsm]\n", "")).expect("[hsm]");
+    let t = smdpplus::hsm::Token::open(&config).expect("token");
+    let key = smdpplus::hsm::master::generate(&t, "m", 7).expect("generate");
+    assert_eq!(key.label(), "m-7");
+    let ppk = [0x42u8; 48];
+    let w = key.wrap(&ppk, b"8999900000000000006").expect("wrap");
+    assert_eq!(w.len(), 12 + 48 + 16, "nonce || ciphertext || tag");
+    assert!(!w.windows(8).any(|x| x == [0x42; 8]), "no PPK in clear");
+    assert_eq!(
+        key.unwrap(&w, b"8999900000000000006")
+            .expect("unwrap")
+            .as_slice(),
+        &ppk
+    );
+    // Another profile's context, a flipped bit: refused as Unwrap.
+    assert!(matches!(
+        key.unwrap(&w, b"8999900000000000014"),
+        Err(smdpplus::profile::protect::ProtectError::Unwrap)
+    ));
+    let mut bad = w.clone();
+    bad[20] ^= 1;
+    assert!(matches!(
+        key.unwrap(&bad, b"8999900000000000006"),
+        Err(smdpplus::profile::protect::ProtectError::Unwrap)
+    ));
+    // Two wraps of one PPK differ (a fresh nonce each).
+    assert_ne!(
+        key.wrap(&ppk, b"x").expect("wrap"),
+        key.wrap(&ppk, b"x").expect("wrap")
+    );
+    // On the token: a secret key, sensitive, not extractable.
+    let objects = smdpplus::hsm::admin::list_objects(&t).expect("list");
+    let o = objects
+        .iter()
+        .find(|o| o.label == "m-7")
+        .expect("m-7 on the token");
+    assert_eq!(o.class, "secret key");
+    assert_eq!((o.sensitive, o.extractable), (Some(true), Some(false)));
+    assert_eq!(
+        smdpplus::hsm::master::list(&t, "m")
+            .expect("list")
+            .iter()
+            .map(|k| k.id())
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+}
