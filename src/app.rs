@@ -34,6 +34,8 @@ pub struct App {
     pub keyring: Arc<std::sync::RwLock<Arc<Keyring>>>,
     /// Mobile Plans purchase capabilities and limits.
     pub mobile_plans: Arc<crate::mobileplans::guard::Guard>,
+    /// The `[hsm]` token, when keys are on one (`/readyz` asks it).
+    pub token: Option<Arc<crate::hsm::Token>>,
 }
 
 impl App {

@@ -201,11 +201,12 @@ impl ProfileTypeConfig {
 pub struct CredentialConfig {
     /// CERT.DPauth.ECDSA (DER).
     pub dpauth_cert: PathBuf,
-    /// SK.DPauth.ECDSA (PEM, SEC1 or PKCS#8).
+    /// SK.DPauth.ECDSA: a PEM file (SEC1), or a key on the `[hsm]` token
+    /// named by a PKCS#11 URI (RFC 7512), e.g. `pkcs11:object=dpauth-nist`.
     pub dpauth_key: PathBuf,
     /// CERT.DPpb.ECDSA (DER).
     pub dppb_cert: PathBuf,
-    /// SK.DPpb.ECDSA (PEM).
+    /// SK.DPpb.ECDSA: a PEM file or a `pkcs11:` URI (see `dpauth_key`).
     pub dppb_key: PathBuf,
 }
 
@@ -272,7 +273,8 @@ pub struct MobilePlansConfig {
     /// production this is a publicly trusted certificate for the portal's
     /// host. Default: the SM-DP+ certificate (`tls_cert`).
     pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM); given together with `tls_cert`.
+    /// Its private key (PEM, or a NIST P-256 key on the `[hsm]` token as a
+    /// `pkcs11:` URI); given together with `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// The key (64 hex digits) of the purchase capabilities, shared by
     /// every node. Default `<data_dir>/mobileplans.key`, created at first
@@ -403,7 +405,8 @@ pub struct GetBalanceConfig {
     /// TLS chain (PEM) of the GetBalance listener, for the `moBaseUrl`
     /// host Microsoft's service calls. Default: the SM-DP+ certificate.
     pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM); given together with `tls_cert`.
+    /// Its private key (PEM, or a NIST P-256 key on the `[hsm]` token as a
+    /// `pkcs11:` URI); given together with `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Basic auth user name.
     pub basic_user: Option<String>,
@@ -682,6 +685,8 @@ pub struct FileConfig {
     pub listeners: Option<crate::http::listener::ListenersFile>,
     /// See [`Config::store`].
     pub store: Option<StoreFile>,
+    /// See [`Config::hsm`].
+    pub hsm: Option<crate::hsm::HsmConfig>,
 }
 
 impl FileConfig {
@@ -722,7 +727,8 @@ pub struct Config {
     pub getbalance: GetBalanceConfig,
     /// TLS server certificate chain (PEM). Default: the dev DPtls cert.
     pub tls_cert: Option<PathBuf>,
-    /// TLS server key (PEM). Default: the dev DPtls key.
+    /// TLS server key: PEM, or a NIST P-256 key on the `[hsm]` token as a
+    /// `pkcs11:` URI (RFC 7512). Default: the dev DPtls key.
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that operator client certificates must chain to.
     /// Default: the dev operator CA.
@@ -771,6 +777,9 @@ pub struct Config {
     pub templates: Vec<PathBuf>,
     /// Connection caps, deadlines and header caps of each listener.
     pub listeners: crate::http::listener::Listeners,
+    /// The PKCS#11 token holding private keys named by `pkcs11:` URIs
+    /// (`[hsm]`); none: every key is a file.
+    pub hsm: Option<crate::hsm::HsmConfig>,
     /// The storage engine, as written: [`Config::store_config`] checks it
     /// and finds the database URL.
     pub store: StoreFile,
@@ -873,6 +882,7 @@ impl Config {
             credentials: file.credentials.clone().unwrap_or_default(),
             templates: file.templates.clone().unwrap_or_default(),
             store: file.store.clone().unwrap_or_default(),
+            hsm: file.hsm.clone(),
             listeners: crate::http::listener::Listeners::resolve(
                 &file.listeners.clone().unwrap_or_default(),
             ),

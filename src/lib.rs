@@ -32,6 +32,7 @@ pub mod es2plus;
 pub mod es9plus;
 pub mod euicc;
 pub mod getbalance;
+pub mod hsm;
 pub mod http;
 pub mod ids;
 pub mod limits;

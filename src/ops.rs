@@ -63,6 +63,16 @@ static ROUTES: &[Route<Endpoint>] = &[
     },
 ];
 
+/// Whether the `[hsm]` token (if any) answers: after a lost connection,
+/// one call on a fresh session decides.
+async fn token_ready(app: &App) -> bool {
+    match &app.token {
+        None => true,
+        Some(t) if t.healthy() => true,
+        Some(t) => t.probe().await.is_ok(),
+    }
+}
+
 /// The operations API.
 pub struct Ops(pub App);
 
@@ -101,6 +111,9 @@ impl Api for Ops {
             Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
             Endpoint::Readyz if !app.store.writable() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "store cannot write\n")
+            }
+            Endpoint::Readyz if !token_ready(app).await => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "HSM token unreachable\n")
             }
             Endpoint::Readyz if app.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
             Endpoint::Readyz => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),

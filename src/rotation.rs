@@ -1,13 +1,20 @@
 //! Online master key rotation: on SIGHUP the running server reloads the
-//! key file and re-wraps every stored PPK under the newest key beside live
-//! traffic, then retires the old keys.
+//! master keys (the key file, and the keys on the token with `[hsm]
+//! master_key_label`) and re-wraps every stored PPK under the newest key
+//! beside live traffic, then retires the old keys.
 
 use crate::app::App;
 use crate::profile::protect::Keyring;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// On SIGHUP: reload the master key file; if it holds more than one key,
+/// The master keyring as configured: the key file, and the keys on the
+/// token with `[hsm] master_key_label`.
+fn load(app: &App) -> Result<Keyring, String> {
+    crate::hsm::master::configured_ring(&app.config, app.token.as_ref()).map(|(r, _)| r)
+}
+
+/// On SIGHUP: reload the master keys (the file, and the token's); if it holds more than one key,
 /// re-wrap every stored PPK under the newest one, beside live traffic, then
 /// retire the old keys (rewriting the file). `smdpplus keys rotate-master`
 /// adds the key and sends the signal.
@@ -27,8 +34,8 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let path = app.config.master_key_file.clone();
-        let ring = match Keyring::load_or_create(&path) {
-            Ok((ring, _)) => Arc::new(ring),
+        let ring = match load(&app) {
+            Ok(ring) => Arc::new(ring),
             Err(e) => {
                 tracing::error!(error = %e, "master key reload failed; keeping the current keys");
                 continue;
@@ -59,8 +66,8 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
                     tracing::error!(error = %e, "flush after re-wrap failed; old keys kept");
                     continue;
                 }
-                let mut retired = match Keyring::load_or_create(&path) {
-                    Ok((r, _)) => r,
+                let mut retired = match load(&app) {
+                    Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "master key file unreadable; old keys kept");
                         continue;

@@ -102,16 +102,44 @@ async fn shutdown_signal() {
 }
 
 /// A listener's own TLS identity from `tls_cert` and `tls_key` (`section`
-/// names where they are configured), `None` when neither is set.
+/// names where they are configured), `None` when neither is set. A
+/// `tls_key` given as a `pkcs11:` URI is a NIST P-256 key on the `[hsm]`
+/// token, checked like the ES9+ keys (present, a test signature verifies)
+/// and against the certificate.
 fn listener_identity(
     section: &str,
     cert: &Option<std::path::PathBuf>,
     key: &Option<std::path::PathBuf>,
+    token: Option<&Arc<crate::hsm::Token>>,
 ) -> Result<Option<tls::Identity>, String> {
+    let bad = |e: String| format!("{section}tls_cert/tls_key: {e}");
     match (cert, key) {
-        (Some(c), Some(k)) => tls::Identity::load(c, k)
-            .map(Some)
-            .map_err(|e| format!("{section}tls_cert/tls_key: {e}")),
+        (Some(c), Some(k)) => match k.to_str() {
+            Some(uri) if uri.starts_with(crate::hsm::uri::SCHEME) => {
+                let uri = crate::hsm::KeyUri::parse(uri).map_err(|e| bad(e.to_string()))?;
+                let token = token.ok_or_else(|| {
+                    bad(format!(
+                        "{uri} names a key on a token, but there is no [hsm] section"
+                    ))
+                })?;
+                let leaf = crate::pki::load_certs(c)
+                    .map_err(|e| bad(e.to_string()))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| bad(format!("{}: no certificate", c.display())))?;
+                let cert_key = crate::crypto::PublicKey::from_certificate_der(&leaf)
+                    .map_err(|e| bad(format!("{}: {e}", c.display())))?;
+                let key = crate::hsm::TokenKey::open(token, uri, Some(&cert_key))
+                    .map_err(|e| bad(e.to_string()))?;
+                let key = crate::hsm::tls::TlsTokenKey::new(key).map_err(bad)?;
+                tls::Identity::with_token_key(c, key)
+                    .map(Some)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            _ => tls::Identity::load(c, k)
+                .map(Some)
+                .map_err(|e| bad(e.to_string())),
+        },
         (None, None) => Ok(None),
         _ => Err(format!(
             "{section}tls_cert and tls_key go together: give both or neither"
@@ -136,6 +164,9 @@ pub enum ServerError {
     /// The store could not be opened or flushed.
     #[error("store: {}", .0.message)]
     Store(#[from] crate::error::Error),
+    /// The `[hsm]` token could not be opened or logged in to.
+    #[error("[hsm] token: {0}")]
+    Hsm(#[from] crate::hsm::HsmError),
 }
 
 impl From<String> for ServerError {
@@ -182,20 +213,49 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         );
     }
     let store = Store::open_configured(&config, true)?;
-    let master = match std::env::var("SMDPPLUS_MASTER_KEY") {
-        Ok(text) => Keyring::parse(&text).map_err(|e| format!("SMDPPLUS_MASTER_KEY: {e}"))?,
-        Err(_) => {
-            let (ring, created) =
-                Keyring::load_or_create(&config.master_key_file).map_err(|e| e.to_string())?;
-            if created {
-                println!(
-                    "smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)",
-                    config.master_key_file.display()
-                );
-            }
-            ring
+    // The token, and every key configured on it, before anything listens:
+    // a server with a key missing, not matching its certificate or unable
+    // to sign does not start.
+    let token = match &config.hsm {
+        Some(h) => {
+            let t = crate::hsm::Token::open(h)?;
+            tracing::info!(token = %t.label(), module = %h.module.display(), "PKCS#11 token opened");
+            Some(t)
         }
+        None => None,
     };
+    let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config, token.as_ref())
+        .map_err(|e| format!("ES9+ credentials: {e}"))?;
+    let on_token = es9_keys
+        .keyring
+        .iter()
+        .flat_map(|s| [s.dpauth(), s.dppb()])
+        .filter(|c| c.key().on_token())
+        .count();
+    if on_token > 0 {
+        tracing::info!(keys = on_token, "DPauth/DPpb keys on the token checked (present, match their certificates, test signatures verify)");
+    }
+    let (master, created) = crate::hsm::master::configured_ring(&config, token.as_ref())?;
+    if created && master.current_on_token() {
+        println!(
+            "smdpplus: created master key 0 on token {:?} (non-extractable AES-256; it unlocks every stored profile)",
+            token.as_ref().map(|t| t.label()).unwrap_or_default()
+        );
+    } else if created {
+        println!(
+            "smdpplus: created the master key {} (mode 0600; back it up, it unlocks every stored profile)",
+            config.master_key_file.display()
+        );
+    }
+    if token.is_some()
+        && !master.current_on_token()
+        && config
+            .hsm
+            .as_ref()
+            .is_some_and(|h| h.master_key_label.is_some())
+    {
+        tracing::warn!("the current master key is still in the key file: `smdpplus keys rotate-master --config` moves it onto the token");
+    }
     let templates = crate::profile::stored::Templates::load(&config.templates)?;
     let seeded = seed_demo(
         &store,
@@ -209,19 +269,22 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         println!("smdpplus: seeded {seeded} demo profiles (profileType {DEMO_PROFILE_TYPE:?}) for operator {}", config.dev_operator());
     }
 
-    let identity = listener_identity("", &config.tls_cert, &config.tls_key)?.map_or_else(
-        || tls::Identity::load(&pki.tls_cert, &pki.tls_key).map_err(|e| e.to_string()),
-        Ok,
-    )?;
+    let identity = listener_identity("", &config.tls_cert, &config.tls_key, token.as_ref())?
+        .map_or_else(
+            || tls::Identity::load(&pki.tls_cert, &pki.tls_key).map_err(|e| e.to_string()),
+            Ok,
+        )?;
     let web_identity = listener_identity(
         "[mobile_plans] ",
         &config.mobile_plans.tls_cert,
         &config.mobile_plans.tls_key,
+        token.as_ref(),
     )?;
     let balance_identity = listener_identity(
         "[getbalance] ",
         &config.getbalance.tls_cert,
         &config.getbalance.tls_key,
+        token.as_ref(),
     )?;
     let operator_ids: Vec<String> = config.operators.iter().map(|o| o.id.clone()).collect();
     let cas: Vec<&std::path::Path> = config.operator_ca.iter().map(|p| p.as_path()).collect();
@@ -272,8 +335,6 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         addr(&balance)
     );
 
-    let es9_keys = crate::es9plus::service::Es9Keys::from_config(&config)
-        .map_err(|e| format!("ES9+ credentials: {e}"))?;
     let mobile_plans = crate::mobileplans::guard::Guard::new(&config)
         .map_err(|e| format!("[mobile_plans] capability key: {e}"))?;
     let app = App {
@@ -287,6 +348,7 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
         keyring: Arc::new(std::sync::RwLock::new(Arc::new(master))),
         templates,
         mobile_plans: Arc::new(mobile_plans),
+        token,
     };
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(30);

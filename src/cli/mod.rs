@@ -6,6 +6,7 @@
 //! eUICC (`euicc`); and a load generator (`load`).
 
 mod health;
+mod hsm;
 mod load;
 mod load_download;
 mod load_es2;
@@ -79,7 +80,7 @@ pub enum Cmd {
         #[command(subcommand)]
         action: ProfilesCmd,
     },
-    /// Master key management.
+    /// Master key management, and keys on a PKCS#11 token (`[hsm]`).
     Keys {
         /// The action.
         #[command(subcommand)]
@@ -399,16 +400,49 @@ pub enum KeysCmd {
     /// Add a new master key and re-wrap every stored secret under it. With
     /// the server running (its pid file in the data directory), the server
     /// re-wraps while it keeps serving; otherwise this command does it.
+    /// With `[hsm] master_key_label` in the configuration, the new key is
+    /// a non-extractable AES-256 key generated on the token (a key file's
+    /// keys are retired: this moves the master key onto the token).
     RotateMaster {
-        /// Data directory.
-        #[arg(long, env = "SMDPPLUS_DATA_DIR", default_value = "./smdpplus-data")]
-        data_dir: PathBuf,
+        /// Configuration file (for `[hsm]`, `data_dir`, `master_key_file`).
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (default: the configuration's, else
+        /// `./smdpplus-data`).
+        #[arg(long, env = "SMDPPLUS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
         /// Master key file (default: `<data-dir>/master.key`).
         #[arg(long)]
         master_key_file: Option<PathBuf>,
         /// How long to wait for a running server to finish, in seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+    },
+    /// Put private keys on the `[hsm]` token of the configuration: by
+    /// default the SGP.26 TEST SM-DP+ DPauth and DPpb keys (NIST P-256 and
+    /// brainpoolP256r1) under the labels dpauth-nist, dppb-nist,
+    /// dpauth-brp and dppb-brp; with --key, the given PEM keys. Each goes
+    /// on as a sensitive, non-extractable private key and its public key;
+    /// a label that already holds the same key is left alone. The PIN
+    /// comes from `[hsm] pin_file` or SMDPPLUS_HSM_PIN.
+    HsmImport {
+        /// Configuration file with an `[hsm]` section.
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: PathBuf,
+        /// LABEL=FILE: a PEM key (SEC1 `EC PRIVATE KEY`, or PKCS#8
+        /// `PRIVATE KEY` for NIST P-256 such as a TLS key) to put on the
+        /// token as CKA_LABEL LABEL; repeatable.
+        #[arg(long = "key", value_name = "LABEL=FILE")]
+        keys: Vec<String>,
+    },
+    /// Show what the `[hsm]` token holds and which keys the configuration
+    /// expects on it: each is checked as the server's start checks it
+    /// (present, the key of its certificate, a test signature verifies).
+    /// Exits 1 when one is missing or does not match.
+    HsmList {
+        /// Configuration file with an `[hsm]` section.
+        #[arg(long, env = "SMDPPLUS_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -1191,12 +1225,39 @@ fn server_running(data_dir: &std::path::Path) -> Option<String> {
 
 async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
     use crate::profile::protect::Keyring;
-    let KeysCmd::RotateMaster {
-        data_dir,
-        master_key_file,
-        timeout_secs,
-    } = action;
-    let key_file = master_key_file.unwrap_or_else(|| data_dir.join("master.key"));
+    let (config, data_dir, master_key_file, timeout_secs) = match action {
+        KeysCmd::RotateMaster {
+            config,
+            data_dir,
+            master_key_file,
+            timeout_secs,
+        } => (config, data_dir, master_key_file, timeout_secs),
+        KeysCmd::HsmImport { config, keys } => return hsm::import(&config, &keys),
+        KeysCmd::HsmList { config } => return hsm::list(&config),
+    };
+    let file = match &config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut config = Config::resolve(
+        file,
+        Overrides {
+            data_dir,
+            ..Overrides::default()
+        },
+    );
+    if let Some(f) = master_key_file {
+        config.master_key_file = f;
+    }
+    if config
+        .hsm
+        .as_ref()
+        .is_some_and(|h| h.master_key_label.is_some())
+    {
+        return hsm::rotate_master(&config, timeout_secs).await;
+    }
+    let data_dir = config.data_dir.clone();
+    let key_file = config.master_key_file.clone();
     if let Some(pid) = server_running(&data_dir) {
         let (mut ring, _) = Keyring::load_or_create(&key_file).map_err(|e| e.to_string())?;
         let id = ring.rotate(&key_file).map_err(|e| e.to_string())?;
@@ -1270,8 +1331,18 @@ fn offline_store(
         let config = Config::resolve(FileConfig::load(path)?, Overrides::default());
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
-        let (ring, _) = crate::profile::protect::Keyring::load_or_create(&config.master_key_file)
-            .map_err(|e| e.to_string())?;
+        // The master key on the token when `[hsm] master_key_label` says so.
+        let token = match &config.hsm {
+            Some(h) if h.master_key_label.is_some() => {
+                Some(crate::hsm::Token::open(h).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        let (ring, _) = match &token {
+            Some(t) => crate::hsm::master::configured_ring(&config, Some(t))?,
+            None => crate::profile::protect::Keyring::load_or_create(&config.master_key_file)
+                .map_err(|e| e.to_string())?,
+        };
         let store = crate::store::Store::open_configured(&config, true).map_err(|e| {
             format!("{e} (with the sled store, stop the server first: {what} writes its store directly)")
         })?;

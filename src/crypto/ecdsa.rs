@@ -93,6 +93,27 @@ impl Curve {
         }
     }
 
+    /// The DER encoding of the namedCurve OID: the `ECParameters` of a
+    /// PKCS#11 EC key object (CKA_EC_PARAMS, PKCS#11 v2.40 §2.3.3).
+    pub fn ec_params_der(self) -> &'static [u8] {
+        match self {
+            Curve::NistP256 => &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07],
+            Curve::BrainpoolP256r1 => &[
+                0x06, 0x09, 0x2B, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x07,
+            ],
+        }
+    }
+
+    /// The curve named by a DER namedCurve OID ([`Curve::ec_params_der`]).
+    pub fn from_ec_params_der(der: &[u8]) -> Result<Curve, CryptoError> {
+        [Curve::NistP256, Curve::BrainpoolP256r1]
+            .into_iter()
+            .find(|c| c.ec_params_der() == der)
+            .ok_or_else(|| {
+                CryptoError::UnsupportedCurve(format!("EC parameters {}", hex::encode(der)))
+            })
+    }
+
     /// The curve's usual name.
     pub fn name(self) -> &'static str {
         match self {
@@ -376,6 +397,31 @@ impl SigningKey {
         SigningKey::from_sec1_der_with_curve(der, params_curve)
     }
 
+    /// Reads a PEM key as SEC1 ([`SigningKey::from_pem`]) or as PKCS#8
+    /// (`PRIVATE KEY`, RFC 5958, as TLS tools write it; NIST P-256 only):
+    /// for moving a key onto a PKCS#11 token.
+    pub fn from_any_pem(text: &str) -> Result<SigningKey, CryptoError> {
+        let sections = pem::sections(text).map_err(CryptoError::InvalidPrivateKey)?;
+        match sections.iter().find(|s| s.label == "PRIVATE KEY") {
+            Some(s) => {
+                let pair =
+                    aws::EcdsaKeyPair::from_pkcs8(&aws::ECDSA_P256_SHA256_FIXED_SIGNING, &s.der)
+                        .map_err(|_| {
+                            CryptoError::InvalidPrivateKey(
+                                "PKCS#8 key is not a valid NIST P-256 ECDSA key".into(),
+                            )
+                        })?;
+                use aws_lc_rs::encoding::AsBigEndian;
+                let scalar = pair
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| CryptoError::Backend("P-256 private key export failed"))?;
+                SigningKey::from_scalar(Curve::NistP256, scalar.as_ref())
+            }
+            None => SigningKey::from_pem(text),
+        }
+    }
+
     /// Reads a PEM key file (see [`SigningKey::from_pem`]).
     pub fn from_pem_file(path: &std::path::Path) -> Result<SigningKey, CryptoError> {
         let text = zeroize::Zeroizing::new(
@@ -471,6 +517,22 @@ impl SigningKey {
     /// The curve.
     pub fn curve(&self) -> Curve {
         self.public.curve
+    }
+
+    /// The private scalar (32 bytes, big-endian), zeroized on drop: only
+    /// for moving a key onto a PKCS#11 token (`keys hsm-import`).
+    pub fn secret_scalar(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+        match &self.signer {
+            Signer::Nist(pair) => {
+                use aws_lc_rs::encoding::AsBigEndian;
+                let bin = pair
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| CryptoError::Backend("P-256 private key export failed"))?;
+                Ok(zeroize::Zeroizing::new(bin.as_ref().to_vec()))
+            }
+            Signer::Brainpool(key) => Ok(zeroize::Zeroizing::new(key.to_bytes().to_vec())),
+        }
     }
 
     /// Signs `message` with ECDSA-SHA256 (§2.6.7.2). NIST P-256 uses a

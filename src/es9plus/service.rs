@@ -270,7 +270,7 @@ pub async fn initiate_authentication(
         server_challenge,
     };
     let signed_der = signed.encode();
-    let signature = cred.dpauth().sign(&signed_der).map_err(internal)?;
+    let signature = cred.dpauth().sign(&signed_der).await.map_err(internal)?;
     let phase = Phase::ExpectAuthenticateClient(ExpectAuthenticateClient {
         server_challenge: server_challenge.to_vec(),
         server_address: req.smdp_address.clone(),
@@ -517,6 +517,7 @@ pub async fn authenticate_client(
     let smdp_signature2 = cred
         .dppb()
         .sign(&smdp_signed2.signed_data(&ok.euicc_signature1))
+        .await
         .map_err(internal)?;
     let phase = Phase::ExpectGetBpp(ExpectGetBpp {
         auth: Authenticated {
@@ -553,7 +554,7 @@ fn tlv_values(tlvs: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Error> {
 }
 
 /// BF23 with a fresh smdpSign over its data and the eUICC's otPK (§5.5.1).
-fn sign_bf23(
+async fn sign_bf23(
     cred: &SmdpCredentials,
     mut bf23: InitialiseSecureChannelRequest,
     euicc_otpk: &[u8],
@@ -561,6 +562,7 @@ fn sign_bf23(
     let sig = cred
         .dppb()
         .sign(&bf23.signed_data(euicc_otpk))
+        .await
         .map_err(internal)?;
     bf23.smdp_sign = to_wire(&sig);
     Ok(bf23)
@@ -575,7 +577,7 @@ fn sign_bf23(
     clippy::too_many_arguments,
     reason = "one call site; each argument is a distinct input of §2.5.4"
 )]
-fn bind(
+async fn bind(
     cred: &SmdpCredentials,
     transaction_id: &[u8],
     eid: &Eid,
@@ -635,8 +637,11 @@ fn bind(
         smdp_otpk,
         smdp_sign: EcdsaSignature([0u8; 64]),
     };
+    // The session keys are no longer needed while BF23 is signed (on the
+    // token, possibly after a wait).
+    drop(bsp);
     let bpp = BoundProfilePackage {
-        initialise_secure_channel_request: sign_bf23(cred, bf23, euicc_otpk)?,
+        initialise_secure_channel_request: sign_bf23(cred, bf23, euicc_otpk).await?,
         first_sequence_of_87: tlv_values(first_87)?,
         sequence_of_88: tlv_values(seq_88)?,
         second_sequence_of_87: second_87.map(tlv_values).transpose()?,
@@ -744,7 +749,7 @@ pub async fn get_bound_profile_package(
             let mut bpp = BoundProfilePackage::decode(&bound).map_err(internal)?;
             let mut bf23 = bpp.initialise_secure_channel_request;
             bf23.transaction_id = TransactionId::new(&req.transaction_id).map_err(internal)?;
-            bpp.initialise_secure_channel_request = sign_bf23(cred, bf23, &euicc_otpk)?;
+            bpp.initialise_secure_channel_request = sign_bf23(cred, bf23, &euicc_otpk).await?;
             (bpp.to_der(), Some(RetryKind::SameKey), None)
         }
         None => {
@@ -768,7 +773,8 @@ pub async fn get_bound_profile_package(
                 &app.keyring(),
                 &iccid,
                 !app.config.session_keys_only,
-            )?;
+            )
+            .await?;
             let keep_secs = app.config.es9.bpp_retry_secs;
             let keep = (keep_secs > 0).then(|| {
                 Box::new(KeptPackage {
@@ -1047,8 +1053,14 @@ pub async fn cancel_session(app: &App, req: &CancelSessionRequest) -> Result<(),
 
 impl Es9Keys {
     /// The configured CIs and credentials, each falling back to the
-    /// compiled-in SGP.26 test set when not configured.
-    pub fn from_config(c: &crate::config::Config) -> Result<Es9Keys, crate::pki::PkiError> {
+    /// compiled-in SGP.26 test set when not configured. A key given as a
+    /// `pkcs11:` URI is found on `token` (`[hsm]`), must be the key of its
+    /// certificate, and must make a test signature that verifies; any
+    /// failure names the credential and stops the start.
+    pub fn from_config(
+        c: &crate::config::Config,
+        token: Option<&std::sync::Arc<crate::hsm::Token>>,
+    ) -> Result<Es9Keys, crate::pki::PkiError> {
         use crate::pki::{ci::CiSet, smdp::SmdpCredentials, PkiError};
         let cis = if c.ci_certs.is_empty() {
             crate::pki::sgp26::ci_set()?
@@ -1063,32 +1075,81 @@ impl Es9Keys {
         let keyring = if c.credentials.is_empty() {
             crate::pki::sgp26::keyring(&cis)?
         } else {
-            let key = |p: &std::path::Path| {
-                crate::crypto::ecdsa::SigningKey::from_pem_file(p).map_err(|e| {
-                    PkiError::Certificate {
-                        what: p.display().to_string(),
-                        why: e.to_string(),
-                    }
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| PkiError::File {
+                    path: p.display().to_string(),
+                    why: e.to_string(),
                 })
             };
-            let sets = c
-                .credentials
-                .iter()
-                .map(|s| {
-                    SmdpCredentials::new(
-                        &cis,
-                        std::fs::read(&s.dpauth_cert)?,
-                        key(&s.dpauth_key)?,
-                        std::fs::read(&s.dppb_cert)?,
-                        key(&s.dppb_key)?,
-                    )
-                })
-                .collect::<Result<Vec<_>, PkiError>>()?;
+            let mut sets = Vec::new();
+            for (i, s) in c.credentials.iter().enumerate() {
+                let dpauth_cert = read(&s.dpauth_cert)?;
+                let dppb_cert = read(&s.dppb_cert)?;
+                let dpauth_key = credential_key(
+                    &format!("credentials[{i}].dpauth_key"),
+                    &s.dpauth_key,
+                    &dpauth_cert,
+                    token,
+                )?;
+                let dppb_key = credential_key(
+                    &format!("credentials[{i}].dppb_key"),
+                    &s.dppb_key,
+                    &dppb_cert,
+                    token,
+                )?;
+                sets.push(SmdpCredentials::new(
+                    &cis,
+                    dpauth_cert,
+                    dpauth_key,
+                    dppb_cert,
+                    dppb_key,
+                )?);
+            }
             SmdpKeyring::new(sets)?
         };
         Ok(Es9Keys {
             keyring,
             validator: EuiccValidator::new(cis),
         })
+    }
+}
+
+/// A credential's private key: a PEM file, or (a `pkcs11:` URI) the key on
+/// the token, checked against the certificate's public key with a test
+/// signature ([`crate::hsm::TokenKey::open`]).
+fn credential_key(
+    what: &str,
+    configured: &std::path::Path,
+    cert_der: &[u8],
+    token: Option<&std::sync::Arc<crate::hsm::Token>>,
+) -> Result<crate::hsm::EcKey, crate::pki::PkiError> {
+    use crate::pki::PkiError;
+    let bad = |why: String| PkiError::Certificate {
+        what: what.to_owned(),
+        why,
+    };
+    match configured.to_str() {
+        Some(text) if text.starts_with(crate::hsm::uri::SCHEME) => {
+            let uri = crate::hsm::KeyUri::parse(text).map_err(|e| bad(e.to_string()))?;
+            let token = token.ok_or_else(|| {
+                bad(format!(
+                    "{uri} names a key on a token, but there is no [hsm] section"
+                ))
+            })?;
+            let cert_key = PublicKey::from_certificate_der(cert_der)
+                .map_err(|e| bad(format!("its certificate: {e}")))?;
+            let key = crate::hsm::TokenKey::open(token, uri, Some(&cert_key))
+                .map_err(|e| bad(e.to_string()))?;
+            if key.public_key() != &cert_key {
+                return Err(bad(format!(
+                    "the key on the token ({}) does not match the certificate",
+                    key.uri()
+                )));
+            }
+            Ok(crate::hsm::EcKey::Token(key))
+        }
+        _ => crate::crypto::ecdsa::SigningKey::from_pem_file(configured)
+            .map(crate::hsm::EcKey::Software)
+            .map_err(|e| bad(format!("{}: {e}", configured.display()))),
     }
 }

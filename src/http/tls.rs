@@ -10,6 +10,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -95,12 +96,21 @@ impl ClientCertVerifier for OperatorVerifier {
     }
 }
 
+/// A TLS identity's private key.
+#[derive(Debug)]
+pub enum IdentityKey {
+    /// A PEM key file, signing in this process.
+    File(PrivateKeyDer<'static>),
+    /// A NIST P-256 key on the `[hsm]` token, signing there.
+    Token(crate::hsm::tls::TlsTokenKey),
+}
+
 /// A server identity: certificate chain and key.
 pub struct Identity {
     /// Leaf first.
     pub chain: Vec<CertificateDer<'static>>,
     /// Private key.
-    pub key: PrivateKeyDer<'static>,
+    pub key: IdentityKey,
 }
 
 impl Identity {
@@ -108,12 +118,46 @@ impl Identity {
     pub fn load(cert: &Path, key: &Path) -> Result<Identity, PkiError> {
         Ok(Identity {
             chain: pki::load_certs(cert)?,
-            key: pki::load_key(key)?,
+            key: IdentityKey::File(pki::load_key(key)?),
         })
     }
 
-    fn clone_key(&self) -> PrivateKeyDer<'static> {
-        self.key.clone_key()
+    /// A PEM chain with its key on the token.
+    pub fn with_token_key(
+        cert: &Path,
+        key: crate::hsm::tls::TlsTokenKey,
+    ) -> Result<Identity, PkiError> {
+        let id = Identity {
+            chain: pki::load_certs(cert)?,
+            key: IdentityKey::Token(key),
+        };
+        // The key must be the certificate's.
+        id.certified().map_err(|e| PkiError::File {
+            path: cert.display().to_string(),
+            why: e.to_string(),
+        })?;
+        Ok(id)
+    }
+
+    /// The chain and its signing key, checked to belong together.
+    fn certified(&self) -> Result<Arc<CertifiedKey>, rustls::Error> {
+        let ck = match &self.key {
+            IdentityKey::File(der) => {
+                CertifiedKey::from_der(self.chain.clone(), der.clone_key(), &provider())?
+            }
+            IdentityKey::Token(k) => {
+                let ck = CertifiedKey::new(self.chain.clone(), Arc::new(k.clone()));
+                ck.keys_match()?;
+                ck
+            }
+        };
+        Ok(Arc::new(ck))
+    }
+
+    fn resolver(&self) -> Result<Arc<SingleCertAndKey>, PkiError> {
+        Ok(Arc::new(SingleCertAndKey::from(
+            self.certified().map_err(tls_err)?,
+        )))
     }
 }
 
@@ -123,8 +167,7 @@ pub fn es9_server(id: &Identity) -> Result<Arc<ServerConfig>, PkiError> {
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
         .with_no_client_auth()
-        .with_single_cert(id.chain.clone(), id.clone_key())
-        .map_err(tls_err)?;
+        .with_cert_resolver(id.resolver()?);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -151,8 +194,7 @@ pub fn es2_server(
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
         .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(id.chain.clone(), id.clone_key())
-        .map_err(tls_err)?;
+        .with_cert_resolver(id.resolver()?);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -227,8 +269,7 @@ pub fn getbalance_server(id: &Identity) -> Result<Arc<ServerConfig>, PkiError> {
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
         .with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
-        .with_single_cert(id.chain.clone(), id.clone_key())
-        .map_err(tls_err)?;
+        .with_cert_resolver(id.resolver()?);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -276,9 +317,7 @@ pub fn client_with_roots(
         builder.with_root_certificates(roots)
     };
     let cfg = match client {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain.clone(), id.clone_key())
-            .map_err(tls_err)?,
+        Some(id) => builder.with_client_cert_resolver(id.resolver()?),
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))

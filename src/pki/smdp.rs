@@ -7,15 +7,15 @@ use super::ci::CiSet;
 use super::x509::{extensions, role, KeyId};
 use super::PkiError;
 use crate::crypto::ecdsa::{self, parse_certificate, PublicKey, Signature, SigningKey};
-use crate::crypto::CryptoError;
 use crate::error::{codes, Error};
+use crate::hsm::key::{EcKey, SignError};
 use std::path::Path;
 
-/// One certificate and its private key.
+/// One certificate and its private key (in a file or on the `[hsm]` token).
 #[derive(Debug)]
 pub struct Credential {
     cert_der: Vec<u8>,
-    key: SigningKey,
+    key: EcKey,
 }
 
 impl Credential {
@@ -30,9 +30,23 @@ impl Credential {
         self.key.public_key()
     }
 
-    /// Signs `message` with the certificate's key (§2.6.7.2).
-    pub fn sign(&self, message: &[u8]) -> Result<Signature, CryptoError> {
-        self.key.sign(message)
+    /// Signs `message` with the certificate's key (§2.6.7.2); a key on the
+    /// token signs on the token's bounded blocking pool.
+    pub async fn sign(&self, message: &[u8]) -> Result<Signature, SignError> {
+        self.key.sign(message).await
+    }
+
+    /// Signs `message` on this thread (tests, tools).
+    pub fn sign_blocking(&self, message: &[u8]) -> Result<Signature, SignError> {
+        match &self.key {
+            EcKey::Software(k) => Ok(k.sign(message)?),
+            EcKey::Token(k) => Ok(k.sign_blocking(message)?),
+        }
+    }
+
+    /// The private key: in a file or on the token.
+    pub fn key(&self) -> &EcKey {
+        &self.key
     }
 }
 
@@ -54,13 +68,18 @@ impl SmdpCredentials {
     pub fn new(
         cis: &CiSet,
         dpauth_cert: Vec<u8>,
-        dpauth_key: SigningKey,
+        dpauth_key: impl Into<EcKey>,
         dppb_cert: Vec<u8>,
-        dppb_key: SigningKey,
+        dppb_key: impl Into<EcKey>,
     ) -> Result<SmdpCredentials, PkiError> {
-        let (ci_auth, dpauth) =
-            credential(cis, "CERT.DPauth", role::DP_AUTH, dpauth_cert, dpauth_key)?;
-        let (ci_pb, dppb) = credential(cis, "CERT.DPpb", role::DP_PB, dppb_cert, dppb_key)?;
+        let (ci_auth, dpauth) = credential(
+            cis,
+            "CERT.DPauth",
+            role::DP_AUTH,
+            dpauth_cert,
+            dpauth_key.into(),
+        )?;
+        let (ci_pb, dppb) = credential(cis, "CERT.DPpb", role::DP_PB, dppb_cert, dppb_key.into())?;
         if ci_auth != ci_pb {
             return Err(PkiError::Certificate {
                 what: "SM-DP+ credentials".into(),
@@ -95,7 +114,7 @@ fn credential(
     what: &str,
     role: &[u64],
     cert_der: Vec<u8>,
-    key: SigningKey,
+    key: EcKey,
 ) -> Result<(KeyId, Credential), PkiError> {
     let bad = |why: String| PkiError::Certificate {
         what: what.to_owned(),
@@ -120,7 +139,11 @@ fn credential(
     }
     let public = PublicKey::from_spki(cert.public_key()).map_err(|e| bad(e.to_string()))?;
     if &public != key.public_key() {
-        return Err(bad("the private key does not match the certificate".into()));
+        return Err(bad(if key.on_token() {
+            "the key on the token does not match the certificate".into()
+        } else {
+            "the private key does not match the certificate".into()
+        }));
     }
     Ok((ci_id, Credential { cert_der, key }))
 }

@@ -127,28 +127,83 @@ impl MasterKey {
     }
 }
 
-/// The master keys by id; the last one is current. A PPK is wrapped under
-/// the current key and names the key that wrapped it, so a rotation can
-/// re-wrap records one by one while the server keeps serving.
+/// One master key: in the key file (or `SMDPPLUS_MASTER_KEY`), or a
+/// non-extractable AES-256 key on the `[hsm]` token, which wraps and
+/// unwraps there ([`crate::hsm::master`]).
+#[derive(Debug)]
+pub enum MasterEntry {
+    /// In the key file; wraps in this process.
+    File(MasterKey),
+    /// On the token.
+    Token(crate::hsm::master::TokenMasterKey),
+}
+
+impl MasterEntry {
+    fn wrap(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, ProtectError> {
+        match self {
+            MasterEntry::File(k) => k.wrap(secret, context),
+            MasterEntry::Token(k) => k.wrap(secret, context),
+        }
+    }
+
+    fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProtectError> {
+        match self {
+            MasterEntry::File(k) => k.unwrap(wrapped, context),
+            MasterEntry::Token(k) => k.unwrap(wrapped, context),
+        }
+    }
+}
+
+/// The master keys by id; the last one (the highest id) is current. A PPK
+/// is wrapped under the current key and names the key that wrapped it, so
+/// a rotation can re-wrap records one by one while the server keeps
+/// serving. Keys may be in the file, on the token, or (while a rotation
+/// moves them onto the token) both.
 ///
 /// File format: one `<id>:<64 hex digits>` line per key, oldest first; a
 /// single bare hex line (the first format) is key 0.
 #[derive(Debug)]
 pub struct Keyring {
-    keys: Vec<(u32, MasterKey)>,
+    keys: Vec<(u32, MasterEntry)>,
 }
 
 impl Keyring {
     /// A ring of one key.
     pub fn single(id: u32, key: MasterKey) -> Keyring {
         Keyring {
-            keys: vec![(id, key)],
+            keys: vec![(id, MasterEntry::File(key))],
         }
+    }
+
+    /// A ring of the given keys, ordered by id; an id given twice is an
+    /// error, and so is no key.
+    pub fn from_entries(mut keys: Vec<(u32, MasterEntry)>) -> Result<Keyring, ProtectError> {
+        keys.sort_by_key(|(id, _)| *id);
+        if let Some(w) = keys.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ProtectError::MasterKey(format!(
+                "key id {} is both in the key file and on the token",
+                w[0].0
+            )));
+        }
+        if keys.is_empty() {
+            return Err(ProtectError::MasterKey("no key".into()));
+        }
+        Ok(Keyring { keys })
+    }
+
+    /// The keys, by id.
+    pub fn into_entries(self) -> Vec<(u32, MasterEntry)> {
+        self.keys
+    }
+
+    /// Whether the current key is on the token.
+    pub fn current_on_token(&self) -> bool {
+        matches!(self.keys.last(), Some((_, MasterEntry::Token(_))))
     }
 
     /// Parses the file format.
     pub fn parse(text: &str) -> Result<Keyring, ProtectError> {
-        let mut keys: Vec<(u32, MasterKey)> = Vec::new();
+        let mut keys: Vec<(u32, MasterEntry)> = Vec::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let (id, hex) = match line.split_once(':') {
                 Some((id, hex)) => (
@@ -163,18 +218,18 @@ impl Keyring {
                     "key id {id} appears twice"
                 )));
             }
-            keys.push((id, MasterKey::from_hex(hex)?));
+            keys.push((id, MasterEntry::File(MasterKey::from_hex(hex)?)));
         }
-        if keys.is_empty() {
-            return Err(ProtectError::MasterKey("no key".into()));
-        }
-        Ok(Keyring { keys })
+        Keyring::from_entries(keys)
     }
 
+    /// The file's lines: the keys in the file (not those on the token).
     fn render(&self) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::new());
         for (id, k) in &self.keys {
-            out.push_str(&format!("{id}:{}\n", hex::encode(k.0.as_ref())));
+            if let MasterEntry::File(k) = k {
+                out.push_str(&format!("{id}:{}\n", hex::encode(k.0.as_ref())));
+            }
         }
         out
     }
@@ -198,15 +253,36 @@ impl Keyring {
     /// (new file, fsync, rename). Returns the new key id.
     pub fn rotate(&mut self, path: &Path) -> Result<u32, ProtectError> {
         let id = self.current_id().saturating_add(1);
-        self.keys.push((id, MasterKey::generate()));
+        self.keys
+            .push((id, MasterEntry::File(MasterKey::generate())));
         self.save(path)?;
         Ok(id)
     }
 
-    /// Drops every key but the current one and writes the file.
+    /// Adds `key` (just made on the token) as the current key.
+    pub fn push_token_key(&mut self, key: crate::hsm::master::TokenMasterKey) {
+        self.keys.push((key.id(), MasterEntry::Token(key)));
+    }
+
+    /// Drops every key but the current one: retired keys on the token are
+    /// destroyed there, and the file keeps the current key, or is removed
+    /// when the current key is on the token.
     pub fn retire_old(&mut self, path: &Path) -> Result<(), ProtectError> {
         if let Some(last) = self.keys.pop() {
+            for (_, old) in std::mem::take(&mut self.keys) {
+                if let MasterEntry::Token(k) = old {
+                    crate::hsm::master::destroy(&k)
+                        .map_err(|e| ProtectError::MasterKey(e.to_string()))?;
+                }
+            }
             self.keys = vec![last];
+        }
+        if self.current_on_token() {
+            return match std::fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(ProtectError::MasterKey(format!("{}: {e}", path.display()))),
+            };
         }
         self.save(path)
     }
@@ -256,14 +332,14 @@ impl Keyring {
         self.get(id)?.unwrap(wrapped, context)
     }
 
-    fn current(&self) -> Result<(u32, &MasterKey), ProtectError> {
+    fn current(&self) -> Result<(u32, &MasterEntry), ProtectError> {
         self.keys
             .last()
             .map(|(id, k)| (*id, k))
             .ok_or_else(|| ProtectError::MasterKey("empty keyring".into()))
     }
 
-    fn get(&self, id: u32) -> Result<&MasterKey, ProtectError> {
+    fn get(&self, id: u32) -> Result<&MasterEntry, ProtectError> {
         self.keys
             .iter()
             .find(|(k, _)| *k == id)

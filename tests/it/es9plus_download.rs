@@ -11,6 +11,7 @@
 //! Every test asserts the profile state at the SM-DP+ after each step
 //! (admin API) and the notifications the operator receives.
 
+use crate::common::hsm::TestToken;
 use crate::common::{code, iccids, status, Operator, Receiver, Server, EID};
 use hyper::Method;
 use serde_json::{json, Value};
@@ -547,6 +548,200 @@ async fn download_with_session_keys_only_nist_and_brainpool() {
         Some(CERT_DPPB_BRP),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// 1a. The same downloads with every DPauth and DPpb key on a PKCS#11 token
+// (SoftHSM2): serverSignature1, smdpSignature2 and the BF23 signature are
+// made there, and verified by the software eUICC.
+
+/// A token with the SGP.26 DPauth/DPpb keys (`keys hsm-import`) and the
+/// config naming them by URI, certificates copied into `dir`: no key file
+/// is configured. `None`: no test token (the test skips).
+fn token_config(test: &str, dir: &std::path::Path) -> Option<(TestToken, String)> {
+    let token = TestToken::create(test)?;
+    token.import_sgp26(dir);
+    let config = token.credentials_config(&dir.join("certs"));
+    assert!(!config.contains(".pem"), "{config}");
+    Some((token, config))
+}
+
+#[tokio::test]
+async fn download_with_ppk_on_the_token_nist_and_brainpool() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((_token, config)) = token_config("dl_ppk", dir.path()) else {
+        return;
+    };
+    let mut e = env(&config).await;
+    assert!(e.server.log().contains("keys=4"), "{}", e.server.log());
+    download_and_check(&mut e, &mut nist(), 121, true, Some(CERT_DPPB_NIST)).await;
+    download_and_check(
+        &mut e,
+        &mut brainpool_only(),
+        122,
+        true,
+        Some(CERT_DPPB_BRP),
+    )
+    .await;
+    download_and_check(&mut e, &mut brainpool(), 123, true, None).await;
+}
+
+#[tokio::test]
+async fn download_with_session_keys_only_on_the_token_nist_and_brainpool() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((_token, config)) = token_config("dl_sko", dir.path()) else {
+        return;
+    };
+    let mut e = env(&format!("session_keys_only = true\n{config}")).await;
+    download_and_check(&mut e, &mut nist(), 131, false, Some(CERT_DPPB_NIST)).await;
+    download_and_check(
+        &mut e,
+        &mut brainpool_only(),
+        132,
+        false,
+        Some(CERT_DPPB_BRP),
+    )
+    .await;
+}
+
+/// The keys are really on the token: no key file is configured (the
+/// SGP.26 keys compiled into the binary are not used once credentials are
+/// configured), a download succeeds, and once the token is gone the next
+/// InitiateAuthentication cannot be signed.
+#[tokio::test]
+async fn the_dp_keys_are_on_the_token_and_nowhere_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((token, config)) = token_config("dl_only", dir.path()) else {
+        return;
+    };
+    let mut e = env(&config).await;
+    let data = e.server.dir.clone();
+    let pem_in_data: Vec<_> = walk(&data)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(p).is_ok_and(|t| t.contains("EC PRIVATE KEY"))
+                && !p.starts_with(data.join("pki"))
+        })
+        .collect();
+    assert!(pem_in_data.is_empty(), "{pem_in_data:?}");
+    download_and_check(&mut e, &mut nist(), 141, true, Some(CERT_DPPB_NIST)).await;
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", &token.label])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next signature fails: an internal error, logged.
+    e.server.allow_errors();
+    let o = e.order(142, Some(EID), None).await;
+    let refused = e
+        .lpa
+        .authenticate(&mut nist(), Some(&o.matching_id))
+        .await
+        .expect_err("no signature without the token");
+    assert!(matches!(refused, LpaError::Failed { .. }), "{refused:?}");
+    // The server looked for the token again, and found none.
+    let log = e.server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("no token labelled") && l.contains(&token.label)),
+        "{log}"
+    );
+    let (status, body) = e.server.ops_get("/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "HSM token unreachable\n"));
+}
+
+/// Every key of a download on the token: DPauth and DPpb (ES9+
+/// signatures), the DPtls key (the TLS handshake the LPA makes) and the
+/// master key (the PPK is unwrapped there). The DPtls certificate is one
+/// the SGP.26 test CI issued (a first server's dev PKI), its key file
+/// deleted once on the token; the data directory holds no master key.
+#[tokio::test]
+async fn a_download_with_every_key_on_the_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((token, config)) = token_config("dl_all", dir.path()) else {
+        return;
+    };
+    let (crt, key) = (dir.path().join("dptls.crt"), dir.path().join("dptls.key"));
+    {
+        let first = Server::start(&dir.path().join("first"), Some("seed_demo_profiles = 0\n"));
+        let pki = first.pki();
+        std::fs::copy(&pki.tls_cert, &crt).expect("copy DPtls certificate");
+        std::fs::copy(&pki.tls_key, &key).expect("copy DPtls key");
+    }
+    let arg = format!("dptls={}", key.display());
+    let (code, out, err) = token.keys(
+        dir.path(),
+        &token.hsm_section(),
+        &["hsm-import", "--key", &arg],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::remove_file(&key).expect("remove the key file");
+    let config = config.replacen(
+        &token.hsm_section(),
+        &format!(
+            "{}master_key_label = \"smdpplus-master\"\n",
+            token.hsm_section()
+        ),
+        1,
+    );
+    let mut e = env(&format!(
+        "tls_cert = {crt:?}\ntls_key = \"pkcs11:object=dptls\"\n{config}"
+    ))
+    .await;
+    assert!(!e.server.dir.join("master.key").exists());
+    download_and_check(&mut e, &mut nist(), 151, true, Some(CERT_DPPB_NIST)).await;
+    download_and_check(
+        &mut e,
+        &mut brainpool_only(),
+        152,
+        true,
+        Some(CERT_DPPB_BRP),
+    )
+    .await;
+}
+
+/// The token goes away and comes back (deleted, initialised again under
+/// its label, the keys imported again): the server finds it again without
+/// a restart, and `/readyz` says so meanwhile.
+#[tokio::test]
+async fn the_server_finds_a_replaced_token_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some((token, config)) = token_config("dl_again", dir.path()) else {
+        return;
+    };
+    let mut e = env(&config).await;
+    download_and_check(&mut e, &mut nist(), 161, true, Some(CERT_DPPB_NIST)).await;
+    token.replace();
+    token.import_sgp26(dir.path());
+    download_and_check(&mut e, &mut nist(), 162, true, Some(CERT_DPPB_NIST)).await;
+    assert!(
+        e.server
+            .log()
+            .contains("key not found on the token; finding the token again"),
+        "{}",
+        e.server.log()
+    );
+    let (status, body) = e.server.ops_get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //! configured chains, while ES9+ keeps the SM-DP+ DPtls certificate; a
 //! half-given certificate stops the start with a clear message.
 
+use crate::common::hsm::TestToken;
 use crate::common::Server;
 use hyper::Method;
 use smdpplus::http::client::Client;
@@ -125,4 +126,111 @@ fn a_certificate_without_its_key_stops_the_start() {
         err.contains("[mobile_plans] tls_cert and tls_key go together"),
         "{err}"
     );
+}
+
+/// The same listeners with their TLS keys on a PKCS#11 token (SoftHSM2):
+/// the key files are deleted once imported, every handshake (ES9+, ES2+
+/// with its client certificate, operator web, GetBalance) is signed on the
+/// token, and without the token no handshake completes.
+#[tokio::test]
+async fn listeners_sign_their_handshakes_on_the_token() {
+    let Some(token) = TestToken::create("tls_token") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tls_ca, tls_crt, tls_key) = issue(dir.path(), "dptls");
+    let (web_ca, web_crt, web_key) = issue(dir.path(), "portal");
+    let (gb_ca, gb_crt, gb_key) = issue(dir.path(), "balance");
+    let keys: Vec<String> = [
+        ("dptls", &tls_key),
+        ("portal", &web_key),
+        ("balance", &gb_key),
+    ]
+    .iter()
+    .map(|(l, k)| format!("{l}={}", k.display()))
+    .collect();
+    let mut args = vec!["hsm-import"];
+    for k in &keys {
+        args.extend(["--key", k]);
+    }
+    let (code, out, err) = token.keys(dir.path(), &token.hsm_section(), &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("imported ").count(), 3, "{out}");
+    for k in [&tls_key, &web_key, &gb_key] {
+        std::fs::remove_file(k).expect("remove the key file");
+    }
+    let config = format!(
+        "tls_cert = {tls_crt:?}\ntls_key = \"pkcs11:object=dptls\"\n{}\n\
+         [mobile_plans]\ntls_cert = {web_crt:?}\ntls_key = \"pkcs11:object=portal\"\n\
+         [getbalance]\ntls_cert = {gb_crt:?}\ntls_key = \"pkcs11:object=balance\"\n",
+        token.hsm_section()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let es9 = "/gsma/rsp2/es9plus/initiateAuthentication";
+    assert!(trusted_by(&tls_ca, server.es9, es9).await.is_ok());
+    assert_eq!(
+        trusted_by(&web_ca, server.web, "/portal")
+            .await
+            .expect("portal"),
+        400
+    );
+    assert_eq!(
+        trusted_by(
+            &gb_ca,
+            server.balance,
+            "/v1/sims/iccid:8999900000000000006/balances"
+        )
+        .await
+        .expect("GetBalance"),
+        401
+    );
+    // ES2+: the operator's client certificate, the server's chain from the
+    // configured certificate, signed on the token.
+    let pki = server.pki();
+    let operator = tls::Identity::load(&pki.operator_client_cert, &pki.operator_client_key)
+        .expect("operator identity");
+    let es2 = Client::new(
+        tls::client(&[tls_ca.as_path()], Some(&operator), false).expect("client"),
+        Duration::from_secs(20),
+    );
+    let r = es2
+        .request(
+            Method::GET,
+            &format!(
+                "https://localhost:{}/smdpplus/admin/v1/profiles/8999900000000000006",
+                server.es2.port()
+            ),
+            &[],
+            vec![],
+        )
+        .await
+        .expect("ES2+ handshake with the key on the token");
+    assert_eq!(r.status, 200);
+
+    // hsm-list checks the three TLS keys against their certificates.
+    let (code, out, err) = token.keys(dir.path(), &config, &["hsm-list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for what in ["tls_key", "[mobile_plans] tls_key", "[getbalance] tls_key"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with("ok") && l.contains(what)),
+            "{what}:\n{out}"
+        );
+    }
+
+    // No token, no handshake: the signatures were the token's.
+    let out = Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", &token.label])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = trusted_by(&tls_ca, server.es9, es9)
+        .await
+        .expect_err("no TLS signature without the token");
+    assert!(!err.is_empty());
+    assert!(trusted_by(&web_ca, server.web, "/portal").await.is_err());
 }

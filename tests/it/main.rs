@@ -21,6 +21,7 @@ mod es9_capture;
 mod es9plus_download;
 mod es9plus_eligibility;
 mod es9plus_limits;
+mod hsm;
 mod key_rotation;
 mod listener_certs;
 mod listener_limits;

@@ -474,12 +474,12 @@ fn smdp_credentials_per_ci() {
             der(&format!("DPpb/CERT_S_SM_DPpb_ECDSA_{c}.der")).as_slice()
         );
         // serverSignature1 made with SK.DPauth verifies with CERT.DPauth.
-        let sig = set.dpauth().sign(b"serverSigned1").unwrap();
+        let sig = set.dpauth().sign_blocking(b"serverSigned1").unwrap();
         PublicKey::from_certificate_der(set.dpauth().certificate_der())
             .unwrap()
             .verify(b"serverSigned1", &sig)
             .unwrap();
-        let sig = set.dppb().sign(b"smdpSigned2").unwrap();
+        let sig = set.dppb().sign_blocking(b"smdpSigned2").unwrap();
         set.dppb()
             .public_key()
             .verify(b"smdpSigned2", &sig)

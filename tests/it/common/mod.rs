@@ -4,6 +4,7 @@
 #![allow(dead_code)] // benches/outbox.rs includes this file and uses a part of it
 
 pub mod browser;
+pub mod hsm;
 pub mod mobileplans;
 pub mod postgres;
 pub mod props;
@@ -184,6 +185,12 @@ impl Server {
     pub fn refusing_errors(mut self) -> Server {
         self.no_errors = true;
         self
+    }
+
+    /// Stops refusing ERROR lines in the log (see
+    /// [`Server::refusing_errors`]): for a test that provokes one.
+    pub fn allow_errors(&mut self) {
+        self.no_errors = false;
     }
 
     /// The server's process id.
