@@ -433,7 +433,7 @@ pub async fn run(mut config: Config) -> Result<(), ServerError> {
     for w in workers {
         let _ = w.await;
     }
-    store.flush_blocking()?;
+    store.close()?;
     let _ = std::fs::remove_file(&pid_path);
     tracing::info!("shutdown complete");
     Ok(())

@@ -49,6 +49,11 @@ pub trait Engine: Send + Sync {
     fn sync(&self) -> SyncFuture<'_>;
     /// [`Engine::sync`] for callers outside the runtime (CLI, shutdown).
     fn flush_blocking(&self) -> Result<()>;
+    /// Flushes and keeps what lives only in memory (the sled engine's RSP
+    /// sessions) for the next opening; the server's last store call.
+    fn close(&self) -> Result<()> {
+        self.flush_blocking()
+    }
     /// False while writes fail (a full disk, a lost database).
     fn writable(&self) -> bool;
     /// Tries to make the store writable again after a failure.

@@ -455,6 +455,13 @@ impl Store {
         self.engine().flush_blocking()
     }
 
+    /// Flushes, and keeps what lives only in memory (RSP sessions on sled,
+    /// SGP.22 §3.1.3) for the next start: the last call of a graceful
+    /// shutdown.
+    pub fn close(&self) -> Result<()> {
+        self.engine().close()
+    }
+
     /// Available profiles per (operator, profile type).
     pub fn available_by_pool(&self) -> Vec<((String, String), i64)> {
         self.engine().available_by_pool()

@@ -22,9 +22,7 @@
 //! | `om/index` | | outbox index version (u32 BE): the `od/` and `oi/` entries exist |
 //! | `i/` | SHA-256 | [`IdemRecord`] |
 //! | `j/` | time (u64 BE) SHA-256 | - (idempotency retention) |
-//! | `s/` | transactionId | expiry (i64 BE) + ES9+ session (opaque) |
-//! | `y/` | expiry (u64 BE) transactionId | - (authenticated session expiry) |
-//! | `q/` | expiry (u64 BE) transactionId | - (pending session expiry; [`session`]) |
+//! | `s/` | transactionId | ES9+ session left by a closed store ([`session`]: sessions live in memory) |
 //! | `u/` `k/` `l/` `d/` `r/` `w/` | | Mobile Plans orders and their indexes (Mobile Plans) |
 //! | `g/` | ICCID | SIM balance  |
 //! | `n/` | ICCID | Bound Profile Package kept for a retry  |
@@ -80,8 +78,8 @@ pub struct Sled {
     /// Available profiles per (operator, profile type), for metrics: what
     /// an operator alerts on before a pool runs dry.
     pools: Mutex<BTreeMap<(String, String), i64>>,
-    /// Live ES9+ sessions by phase; held by every session write.
-    sessions: Mutex<super::session::SessionCounts>,
+    /// Live ES9+ sessions, in memory ([`session`]).
+    sessions: Mutex<session::Sessions>,
     /// Outbox items per operator, for metrics (rebuilt at open from `oi/`).
     outbox: Mutex<BTreeMap<String, i64>>,
     /// Count deltas written since the last fold ([`counters`]).
@@ -102,7 +100,7 @@ struct Opened {
     db: Db,
     counts: [i64; 9],
     pools: BTreeMap<(String, String), i64>,
-    sessions: super::session::SessionCounts,
+    sessions: session::Sessions,
     outbox: BTreeMap<String, i64>,
 }
 
@@ -124,7 +122,7 @@ impl Opened {
         };
         let counts = State::ALL.map(|s| stored.state(s));
         let pools = stored.pools.into_iter().filter(|(_, n)| *n != 0).collect();
-        let sessions = session::count(&tree)?;
+        let sessions = session::Sessions::load(&tree)?;
         reads::migrate_outbox_index(&tree)?;
         let mut outbox = BTreeMap::new();
         for kv in tree.scan_prefix(b"oi/") {
@@ -349,6 +347,10 @@ impl Engine for Sled {
         self.watch(r).map(|_| ())
     }
 
+    fn close(&self) -> Result<()> {
+        self.save_sessions()
+    }
+
     fn writable(&self) -> bool {
         self.writable.load(Ordering::SeqCst)
     }
@@ -397,7 +399,12 @@ impl Engine for Sled {
             c.store(n, Ordering::Relaxed);
         }
         *self.pools.lock().unwrap_or_else(|e| e.into_inner()) = opened.pools;
-        *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = opened.sessions;
+        // The live sessions stay in memory; a reopened database holds none
+        // but those a closed store left (none while serving).
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .absorb(opened.sessions);
         *self.outbox.lock().unwrap_or_else(|e| e.into_inner()) = opened.outbox;
         *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(opened.db);
         match probe {
@@ -698,6 +705,19 @@ impl Engine for Sled {
 
     fn as_sled(&self) -> Option<&Sled> {
         Some(self)
+    }
+}
+
+impl Drop for Sled {
+    /// Keeps the live RSP sessions for the next opening (a store dropped
+    /// without [`Engine::close`]: the CLI, tests).
+    fn drop(&mut self) {
+        if self.handle().is_err() {
+            return;
+        }
+        if let Err(e) = self.save_sessions() {
+            tracing::warn!(error = %e.message, "could not keep the RSP sessions for the next start");
+        }
     }
 }
 
