@@ -7,12 +7,17 @@
 //!    written);
 //! 2. `profiles import --csv` of that CSV (Ki and OPc from the file) into a
 //!    second empty store;
-//! 3. `serve` on the generated store: the time from process start to the
+//! 3. on PostgreSQL, `VACUUM (ANALYZE)` of the store's tables (what
+//!    autovacuum does soon after a bulk load, done first so that it falls
+//!    outside the measured loads);
+//! 4. `serve` on the generated store: the time from process start to the
 //!    `ready` line, the idle resident memory, the store's size on disk,
 //!    then `smdpplus load es2` (downloadOrder+confirmOrder pairs at 32
 //!    clients) and `smdpplus load download` (whole ES9+ downloads at 8
 //!    sessions in flight), each with the server's CPU from `/proc` and,
-//!    on PostgreSQL, the database's CPU counted apart.
+//!    on PostgreSQL, the database's CPU counted apart (from the load
+//!    generator's start line, so not the orders a download run places
+//!    first).
 //!
 //! Each step is timed from process start to exit (or to ready), fsync of
 //! the store included, and its summary is checked.
@@ -108,6 +113,38 @@ impl Target {
             }),
         }
     }
+}
+
+/// On PostgreSQL, `VACUUM (ANALYZE)` of the schema's tables, as
+/// autovacuum would do on its own soon after a bulk load; done here first
+/// so that it does not land inside a measured load run. Prints its time
+/// and the cluster's CPU.
+fn vacuum(rt: &tokio::runtime::Runtime, s: &TestSchema, pm: Option<u32>) {
+    let cpu = postgres_cpu(pm);
+    let started = Instant::now();
+    rt.block_on(async {
+        let pg = s.connect(1).await;
+        let client = pg.client().await.expect("connection");
+        let tables = client
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1",
+                &[&s.name],
+            )
+            .await
+            .expect("the schema's tables");
+        for t in tables {
+            let table: String = t.get(0);
+            client
+                .batch_execute(&format!("VACUUM (ANALYZE) \"{}\".\"{table}\"", s.name))
+                .await
+                .expect("vacuum");
+        }
+    });
+    println!(
+        "bulk/vacuum: VACUUM (ANALYZE) of the schema in {:.1} s, PostgreSQL CPU {:.1} s",
+        started.elapsed().as_secs_f64(),
+        postgres_cpu(pm) - cpu
+    );
 }
 
 /// Allocated bytes under `path`.
@@ -232,15 +269,48 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 /// Runs a load generator with `--json` against the server; its report,
-/// and the PostgreSQL CPU seconds spent meanwhile.
+/// and the PostgreSQL CPU seconds spent while it measured: from its
+/// "closed loop:"/"open loop:" line on standard error (the orders a
+/// download run places first are not part of it) to its exit.
 fn load(args: &[String], env: &[(&str, String)], pm: Option<u32>) -> (Value, f64) {
-    let pg_before = postgres_cpu(pm);
+    use std::io::{BufRead, BufReader, Read};
     let mut all = vec!["load".to_owned()];
     all.extend(args.iter().cloned());
     all.push("--json".into());
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let (_, out) = step(&refs, env);
-    let pg = postgres_cpu(pm) - pg_before;
+    let mut child = Command::new(BIN)
+        .args(&all)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run smdpplus load");
+    let stderr = child.stderr.take().expect("stderr");
+    let watcher = std::thread::spawn(move || {
+        let mut start = None;
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if start.is_none()
+                && (line.starts_with("closed loop:") || line.starts_with("open loop:"))
+            {
+                start = Some(postgres_cpu(pm));
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        (start, text)
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read the report");
+    let status = child.wait().expect("wait for smdpplus load");
+    let (start, errors) = watcher.join().expect("stderr reader");
+    assert!(status.success(), "smdpplus {all:?} failed: {out}{errors}");
+    let pg = postgres_cpu(pm) - start.expect("the load generator's start line");
     let v: Value = serde_json::from_str(out.trim()).expect("load report JSON");
     (v, pg)
 }
@@ -265,6 +335,9 @@ fn serve(rt: &tokio::runtime::Runtime, target: &Target, n: u64, load_secs: u64) 
         disk as f64 / (1 << 20) as f64,
         disk as f64 / n as f64
     );
+    if let Some(s) = &target.schema {
+        vacuum(rt, s, pm);
+    }
     let env = target.env();
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let config = std::fs::read_to_string(&target.config).expect("config");
