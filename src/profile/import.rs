@@ -1,5 +1,5 @@
-//! Inventory import (issue "profile data preparation" §3): an operator input
-//! file (CSV: ICCID, IMSI, Ki, OPc, optional profileType) with a template,
+//! Inventory import (SGP.22 §2.5.5, profile data preparation): an operator
+//! input file (CSV: ICCID, IMSI, Ki, OPc, optional profileType) with a template,
 //! or a folder of finished packages (`.der`, ICCID and profileType from the
 //! ProfileHeader). Every row is checked first; one bad row fails the batch,
 //! and every bad row is reported with its line number or file.

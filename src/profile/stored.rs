@@ -1,5 +1,5 @@
-//! The two forms a profile is stored in (issue "profile data preparation",
-//! SGP.22 §2.5.5), neither ever in clear:
+//! The two forms a profile is stored in (SGP.22 §2.5.5), neither ever in
+//! clear:
 //! - [`StoredPackage::Protected`]: a finished package imported as DER, kept
 //!   as a Protected Profile Package (segments under a per-profile PPK);
 //! - [`StoredPackage::Template`]: a template-based profile, kept as its
