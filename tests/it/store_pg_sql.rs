@@ -50,7 +50,7 @@ async fn import(pg: &Postgres, ns: impl IntoIterator<Item = u64>, operator: &str
         .map(|n| new_profile(n, operator, ty))
         .collect();
     let client = pg.client().await.expect("client");
-    let added = sql::insert_profiles(&**client, &items, "admin", 100)
+    let added = sql::insert_profiles(&client, &items, "admin", 100)
         .await
         .expect("insert")
         .expect("new ICCIDs");
@@ -85,7 +85,7 @@ fn imported(n: u64, operator: &str, ty: &str) -> ProfileRecord {
 async fn put(pg: &Postgres, rec: &ProfileRecord) {
     let mut client = pg.client().await.expect("client");
     let tx = client.transaction().await.expect("tx");
-    sql::put_profile(&*tx, rec).await.expect("put");
+    sql::put_profile(&tx, rec).await.expect("put");
     tx.commit().await.expect("commit");
 }
 
@@ -145,7 +145,7 @@ async fn profiles_and_history_round_trip() {
     import(&pg, 1..=4, "op", "demo").await;
     import(&pg, [9], "other", "gold").await;
     let client = pg.client().await.expect("client");
-    let c = &**client;
+    let c = &client;
     assert_eq!(
         sql::get_profile(c, &iccid(1)).await.expect("get"),
         Some(imported(1, "op", "demo"))
@@ -177,19 +177,14 @@ async fn profiles_and_history_round_trip() {
         let mut client = pg.client().await.expect("client");
         let tx = client.transaction().await.expect("tx");
         assert_eq!(
-            sql::profile_for_update(&*tx, &iccid(1))
-                .await
-                .expect("read"),
+            sql::profile_for_update(&tx, &iccid(1)).await.expect("read"),
             Some(full.clone())
         );
         assert_eq!(
-            sql::matching_owner(&*tx, "ABCD-1234").await.expect("owner"),
+            sql::matching_owner(&tx, "ABCD-1234").await.expect("owner"),
             Some(iccid(1))
         );
-        assert_eq!(
-            sql::matching_owner(&*tx, "nope").await.expect("owner"),
-            None
-        );
+        assert_eq!(sql::matching_owner(&tx, "nope").await.expect("owner"), None);
         tx.commit().await.expect("commit");
     }
     assert_eq!(
@@ -404,7 +399,7 @@ async fn other_records_round_trip() {
     };
     import(&pg, 1..=2, "op", "demo").await;
     let client = pg.client().await.expect("client");
-    let c = &**client;
+    let c = &client;
 
     // Ids: one sequence, increasing.
     let a = sql::new_id(c).await.expect("id");
@@ -737,7 +732,7 @@ async fn concurrent_pool_candidates_differ() {
     import(&pg, [4], "op", "gold").await;
     let mut first = pg.client().await.expect("client");
     let tx1 = first.transaction().await.expect("tx");
-    let a = sql::pool_candidate(&*tx1, "op", "demo")
+    let a = sql::pool_candidate(&tx1, "op", "demo")
         .await
         .expect("candidate")
         .expect("one free");
@@ -748,16 +743,16 @@ async fn concurrent_pool_candidates_differ() {
     let b = tokio::time::timeout(Duration::from_secs(10), async move {
         let mut second = pg2.client().await.expect("client");
         let tx2 = second.transaction().await.expect("tx");
-        let b = sql::pool_candidate(&*tx2, "op", "demo")
+        let b = sql::pool_candidate(&tx2, "op", "demo")
             .await
             .expect("candidate")
             .expect("one free");
-        let mut rec = sql::profile_for_update(&*tx2, &b)
+        let mut rec = sql::profile_for_update(&tx2, &b)
             .await
             .expect("read")
             .expect("row");
         rec.state = State::Allocated;
-        sql::put_profile(&*tx2, &rec).await.expect("put");
+        sql::put_profile(&tx2, &rec).await.expect("put");
         tx2.commit().await.expect("commit");
         b
     })
@@ -770,7 +765,7 @@ async fn concurrent_pool_candidates_differ() {
     {
         let client = pg.client().await.expect("client");
         assert_eq!(
-            sql::pool_candidate(&**client, "op", "gold")
+            sql::pool_candidate(&client, "op", "gold")
                 .await
                 .expect("candidate"),
             Some(iccid(4))
@@ -779,13 +774,13 @@ async fn concurrent_pool_candidates_differ() {
     tx1.rollback().await.expect("rollback");
     let client = pg.client().await.expect("client");
     assert_eq!(
-        sql::pool_candidate(&**client, "op", "demo")
+        sql::pool_candidate(&client, "op", "demo")
             .await
             .expect("candidate"),
         Some(iccid(1))
     );
     assert_eq!(
-        sql::pool(&**client, "op", "demo").await.expect("pool"),
+        sql::pool(&client, "op", "demo").await.expect("pool"),
         vec![iccid(1), iccid(3)]
     );
     drop(client);
@@ -799,7 +794,7 @@ async fn outbox_leases_hold_items_for_one_node() {
         return;
     };
     let client = pg.client().await.expect("client");
-    let c = &**client;
+    let c = &client;
     let now = 1_000_000;
     let mut ids = vec![];
     for due in [now - 30, now - 20, now - 10, now + 500] {
@@ -818,7 +813,7 @@ async fn outbox_leases_hold_items_for_one_node() {
     // skips them and gets the third.
     let mut a_client = pg.client().await.expect("client");
     let a_tx = a_client.transaction().await.expect("tx");
-    let (a_items, a_next) = sql::outbox_claim_due(&*a_tx, "op", now, 2, "A", 60_000)
+    let (a_items, a_next) = sql::outbox_claim_due(&a_tx, "op", now, 2, "A", 60_000)
         .await
         .expect("claim");
     assert_eq!(
@@ -829,7 +824,7 @@ async fn outbox_leases_hold_items_for_one_node() {
     let pg2 = pg.clone();
     let (b_items, _) = tokio::time::timeout(Duration::from_secs(10), async move {
         let client = pg2.client().await.expect("client");
-        sql::outbox_claim_due(&**client, "op", now, 10, "B", 60_000)
+        sql::outbox_claim_due(&client, "op", now, 10, "B", 60_000)
             .await
             .expect("claim")
     })
@@ -898,7 +893,7 @@ async fn sessions_evict_the_oldest_pending_never_an_authenticated_one() {
         return;
     };
     let client = pg.client().await.expect("client");
-    let c = &**client;
+    let c = &client;
     let created = |evicted| Admission::Created { evicted };
     let max = 3;
     assert_eq!(
@@ -1028,7 +1023,7 @@ async fn due_expiries_releases_and_holds() {
         put(&pg, &rec).await;
     }
     let client = pg.client().await.expect("client");
-    let c = &**client;
+    let c = &client;
     for (n, state) in (1..).zip(State::ALL) {
         let got = sql::get_profile(c, &iccid(n)).await.expect("get");
         assert_eq!(got.map(|r| r.state), Some(state), "every state reads back");
@@ -1123,12 +1118,12 @@ async fn an_import_with_a_known_iccid_is_reported_and_rolled_back() {
     items.push(new_profile(2, "op", "bulk"));
     items.push(new_profile(1, "op", "bulk"));
     let tx = client.transaction().await.expect("tx");
-    let got = sql::insert_profiles(&*tx, &items, "admin", 200)
+    let got = sql::insert_profiles(&tx, &items, "admin", 200)
         .await
         .expect("insert");
     assert_eq!(got, Err(iccid(2)), "the first known ICCID in item order");
     tx.rollback().await.expect("rollback");
-    let c = &**client;
+    let c = &client;
     assert_eq!(
         sql::package_count(c).await.expect("count"),
         2,
@@ -1140,7 +1135,7 @@ async fn an_import_with_a_known_iccid_is_reported_and_rolled_back() {
     let tx = client.transaction().await.expect("tx");
     let twice = [new_profile(5, "op", "demo"), new_profile(5, "op", "demo")];
     assert_eq!(
-        sql::insert_profiles(&*tx, &twice, "admin", 200)
+        sql::insert_profiles(&tx, &twice, "admin", 200)
             .await
             .expect("insert"),
         Err(iccid(5))
@@ -1150,13 +1145,13 @@ async fn an_import_with_a_known_iccid_is_reported_and_rolled_back() {
     items.truncate(items.len() - 2);
     let tx = client.transaction().await.expect("tx");
     assert_eq!(
-        sql::insert_profiles(&*tx, &items, "ops", 200)
+        sql::insert_profiles(&tx, &items, "ops", 200)
             .await
             .expect("insert"),
         Ok(items.len())
     );
     tx.commit().await.expect("commit");
-    let c = &**client;
+    let c = &client;
     assert_eq!(sql::package_count(c).await.expect("count"), 2 + items.len());
     let last = 100 + sql::INSERT_BATCH as u64 + 9;
     assert_eq!(
@@ -1190,7 +1185,7 @@ async fn a_concurrent_insert_of_one_key_is_a_conflict() {
     };
     let mut first = pg.client().await.expect("client");
     let tx1 = first.transaction().await.expect("tx");
-    sql::insert_history(&*tx1, &iccid(1), 1, &entry)
+    sql::insert_history(&tx1, &iccid(1), 1, &entry)
         .await
         .expect("first");
     let (pg2, entry2) = (pg.clone(), entry.clone());
@@ -1198,7 +1193,7 @@ async fn a_concurrent_insert_of_one_key_is_a_conflict() {
         let mut client = pg2.client().await.expect("client");
         let tx2 = client.transaction().await.expect("tx");
         // Waits for the first transaction at the primary key.
-        sql::insert_history(&*tx2, &iccid(1), 1, &entry2).await
+        sql::insert_history(&tx2, &iccid(1), 1, &entry2).await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     tx1.commit().await.expect("commit");
@@ -1220,8 +1215,8 @@ async fn concurrent_claimers_share_the_outbox_without_overlap() {
     {
         let client = pg.client().await.expect("client");
         for _ in 0..ITEMS {
-            let id = sql::new_id(&**client).await.expect("id");
-            sql::put_outbox(&**client, &outbox_item(id, "op", 10))
+            let id = sql::new_id(&client).await.expect("id");
+            sql::put_outbox(&client, &outbox_item(id, "op", 10))
                 .await
                 .expect("put");
         }
@@ -1236,7 +1231,7 @@ async fn concurrent_claimers_share_the_outbox_without_overlap() {
             start.wait().await;
             let mut got = vec![];
             loop {
-                let (items, _) = sql::outbox_claim_due(&**client, "op", 1_000, 7, &node, 60_000)
+                let (items, _) = sql::outbox_claim_due(&client, "op", 1_000, 7, &node, 60_000)
                     .await
                     .expect("claim");
                 if items.is_empty() {
@@ -1277,29 +1272,29 @@ async fn first_writes_after_a_missing_read_conflict() {
     let mut first = pg.client().await.expect("client");
     let tx1 = first.transaction().await.expect("tx");
     assert_eq!(
-        sql::balance_for_update(&*tx1, &iccid(7))
+        sql::balance_for_update(&tx1, &iccid(7))
             .await
             .expect("read"),
         None
     );
-    assert_eq!(sql::use_of(&*tx1, "X1").await.expect("read"), None);
+    assert_eq!(sql::use_of(&tx1, "X1").await.expect("read"), None);
     let pg2 = pg.clone();
     let second = tokio::spawn(async move {
         let mut client = pg2.client().await.expect("client");
         let tx2 = client.transaction().await.expect("tx");
         assert_eq!(
-            sql::balance_for_update(&*tx2, &iccid(7))
+            sql::balance_for_update(&tx2, &iccid(7))
                 .await
                 .expect("read"),
             None
         );
-        assert_eq!(sql::use_of(&*tx2, "X1").await.expect("read"), None);
-        let balance = sql::put_balance(&*tx2, &record("two"), true).await;
-        let used = sql::put_use(&*tx2, "X1", None, 2).await;
+        assert_eq!(sql::use_of(&tx2, "X1").await.expect("read"), None);
+        let balance = sql::put_balance(&tx2, &record("two"), true).await;
+        let used = sql::put_use(&tx2, "X1", None, 2).await;
         (balance, used)
     });
-    sql::put_use(&*tx1, "X1", None, 1).await.expect("use");
-    sql::put_balance(&*tx1, &record("one"), true)
+    sql::put_use(&tx1, "X1", None, 1).await.expect("use");
+    sql::put_balance(&tx1, &record("one"), true)
         .await
         .expect("balance");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1312,10 +1307,10 @@ async fn first_writes_after_a_missing_read_conflict() {
     assert!(err.is_conflict(), "{err}");
     let client = pg.client().await.expect("client");
     assert_eq!(
-        sql::balance(&**client, &iccid(7)).await.expect("read"),
+        sql::balance(&client, &iccid(7)).await.expect("read"),
         Some(record("one"))
     );
-    assert_eq!(sql::use_of(&**client, "X1").await.expect("read"), Some(1));
+    assert_eq!(sql::use_of(&client, "X1").await.expect("read"), Some(1));
     drop(client);
     drop(first);
     schema.drop().await;
@@ -1329,7 +1324,7 @@ async fn integer_columns_of_eight_bytes_work_too() {
     // CockroachDB makes `integer` an INT8: the same schema with 8-byte
     // integer columns.
     let client = pg.client().await.expect("client");
-    let c = &**client;
+    let c = &client;
     c.batch_execute(
         "ALTER TABLE profiles ALTER COLUMN download_attempts TYPE bigint, \
              ALTER COLUMN cc_attempts TYPE bigint; \

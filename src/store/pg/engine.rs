@@ -232,9 +232,9 @@ impl PgEngine {
         }
         let read = self.call(|c| async move {
             Ok((
-                sql::counts_by_state(&**c).await?,
-                sql::available_by_pool(&**c).await?,
-                sql::session_counts(&**c).await?,
+                sql::counts_by_state(&c).await?,
+                sql::available_by_pool(&c).await?,
+                sql::session_counts(&c).await?,
             ))
         });
         match read {
@@ -333,7 +333,7 @@ fn outside_runtime<T>(f: impl FnOnce() -> T) -> Result<T> {
 
 /// [`Records`] over one PostgreSQL transaction.
 struct PgRecords<'a, 'c> {
-    tx: &'a tokio_postgres::Transaction<'c>,
+    tx: &'a deadpool_postgres::Transaction<'c>,
     rt: &'a tokio::runtime::Handle,
     engine: &'a PgEngine,
     /// SIMs whose balance this transaction read and found missing: their
@@ -489,7 +489,7 @@ impl Engine for PgEngine {
     ) -> Result<std::result::Result<usize, usize>> {
         let r = self.call(|mut c| async move {
             let tx = c.transaction().await?;
-            match sql::insert_profiles(&*tx, items, caller, now).await? {
+            match sql::insert_profiles(&tx, items, caller, now).await? {
                 Ok(n) => {
                     tx.commit().await?;
                     Ok(Ok(n))
@@ -511,13 +511,13 @@ impl Engine for PgEngine {
         f: &mut Rewrite<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<usize> {
-        let total = self.call(|c| async move { sql::package_count(&**c).await })?;
+        let total = self.call(|c| async move { sql::package_count(&c).await })?;
         let (mut done, mut changed) = (0, 0);
         let mut after: Option<String> = None;
         loop {
             let from = after.clone();
             let batch = self.call(|c| async move {
-                sql::packages_after(&**c, from.as_deref(), REWRITE_BATCH).await
+                sql::packages_after(&c, from.as_deref(), REWRITE_BATCH).await
             })?;
             let Some((last, _)) = batch.last() else {
                 break;
@@ -526,7 +526,7 @@ impl Engine for PgEngine {
             for (iccid, old) in &batch {
                 if let Some(new) = f(old, iccid)? {
                     let swapped = self
-                        .call(|c| async move { sql::swap_package(&**c, iccid, old, &new).await })?;
+                        .call(|c| async move { sql::swap_package(&c, iccid, old, &new).await })?;
                     if swapped {
                         changed += 1;
                     }
@@ -539,52 +539,52 @@ impl Engine for PgEngine {
     }
 
     fn first_taken_in(&self, first: &str, last: &str) -> Result<Option<String>> {
-        self.call(|c| async move { sql::first_taken_in(&**c, first, last).await })
+        self.call(|c| async move { sql::first_taken_in(&c, first, last).await })
     }
 
     fn profile(&self, iccid: &str) -> Result<Option<ProfileRecord>> {
-        self.call(|c| async move { sql::get_profile(&**c, iccid).await })
+        self.call(|c| async move { sql::get_profile(&c, iccid).await })
     }
 
     fn package(&self, record: &ProfileRecord) -> Result<Option<Vec<u8>>> {
         let iccid = record.iccid.as_str();
-        self.call(|c| async move { sql::package(&**c, iccid).await })
+        self.call(|c| async move { sql::package(&c, iccid).await })
     }
 
     fn history(&self, iccid: &str) -> Result<Vec<HistoryEntry>> {
-        self.call(|c| async move { sql::history(&**c, iccid).await })
+        self.call(|c| async move { sql::history(&c, iccid).await })
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<ProfileRecord>> {
-        self.call(|c| async move { sql::list(&**c, filter).await })
+        self.call(|c| async move { sql::list(&c, filter).await })
     }
 
     fn by_matching_id(&self, matching_id: &str) -> Result<Option<String>> {
-        self.call(|c| async move { sql::by_matching_id(&**c, matching_id).await })
+        self.call(|c| async move { sql::by_matching_id(&c, matching_id).await })
     }
 
     fn pending_for_eid(&self, eid: &str) -> Result<Vec<String>> {
-        self.call(|c| async move { sql::pending_for_eid(&**c, eid).await })
+        self.call(|c| async move { sql::pending_for_eid(&c, eid).await })
     }
 
     fn pending_records_for_eid(&self, eid: &str) -> Result<Vec<ProfileRecord>> {
-        self.call(|c| async move { sql::pending_records_for_eid(&**c, eid).await })
+        self.call(|c| async move { sql::pending_records_for_eid(&c, eid).await })
     }
 
     fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<String>> {
-        self.call(|c| async move { sql::pool(&**c, operator, profile_type).await })
+        self.call(|c| async move { sql::pool(&c, operator, profile_type).await })
     }
 
     fn due_expiries(&self, now: i64) -> Result<Vec<String>> {
-        self.call(|c| async move { sql::due_expiries(&**c, now).await })
+        self.call(|c| async move { sql::due_expiries(&c, now).await })
     }
 
     fn idempotent_response(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        self.call(|c| async move { sql::idempotent_response(&**c, key).await })
+        self.call(|c| async move { sql::idempotent_response(&c, key).await })
     }
 
     fn prune_idempotency(&self, cutoff: i64) -> Result<usize> {
-        self.call(|c| async move { sql::prune_idempotency(&**c, cutoff).await })
+        self.call(|c| async move { sql::prune_idempotency(&c, cutoff).await })
     }
 
     fn create_session(
@@ -596,7 +596,7 @@ impl Engine for PgEngine {
     ) -> Result<Admission> {
         let now = crate::time::now();
         let r = self.call(|c| async move {
-            sql::create_session(&**c, transaction_id, expires_at, session, max_sessions, now).await
+            sql::create_session(&c, transaction_id, expires_at, session, max_sessions, now).await
         });
         self.invalidate();
         r
@@ -609,28 +609,28 @@ impl Engine for PgEngine {
         session: &[u8],
     ) -> Result<bool> {
         let r = self.call(|c| async move {
-            sql::update_session(&**c, transaction_id, expires_at, session).await
+            sql::update_session(&c, transaction_id, expires_at, session).await
         });
         self.invalidate();
         r
     }
 
     fn get_session(&self, transaction_id: &[u8], now: i64) -> Result<Option<Vec<u8>>> {
-        self.call(|c| async move { sql::get_session(&**c, transaction_id, now).await })
+        self.call(|c| async move { sql::get_session(&c, transaction_id, now).await })
     }
 
     fn session_exists(&self, transaction_id: &[u8]) -> Result<bool> {
-        self.call(|c| async move { sql::session_exists(&**c, transaction_id).await })
+        self.call(|c| async move { sql::session_exists(&c, transaction_id).await })
     }
 
     fn remove_session(&self, transaction_id: &[u8]) -> Result<()> {
-        let r = self.call(|c| async move { sql::remove_session(&**c, transaction_id).await });
+        let r = self.call(|c| async move { sql::remove_session(&c, transaction_id).await });
         self.invalidate();
         r.map(|_| ())
     }
 
     fn sweep_sessions(&self, now: i64) -> Result<usize> {
-        let r = self.call(|c| async move { sql::sweep_sessions(&**c, now).await });
+        let r = self.call(|c| async move { sql::sweep_sessions(&c, now).await });
         self.invalidate();
         r
     }
@@ -640,7 +640,7 @@ impl Engine for PgEngine {
     }
 
     fn outbox(&self) -> Result<Vec<OutboxItem>> {
-        self.call(|c| async move { sql::outbox_all(&**c).await })
+        self.call(|c| async move { sql::outbox_all(&c).await })
     }
 
     fn outbox_due(
@@ -652,63 +652,63 @@ impl Engine for PgEngine {
         let node = self.opts.node.as_str();
         let lease = i64::try_from(self.opts.outbox_lease.as_millis()).unwrap_or(i64::MAX);
         self.call(|c| async move {
-            sql::outbox_claim_due(&**c, operator, now_ms, limit, node, lease).await
+            sql::outbox_claim_due(&c, operator, now_ms, limit, node, lease).await
         })
     }
 
     fn outbox_depths(&self) -> Result<Vec<(String, i64, Option<i64>)>> {
-        self.call(|c| async move { sql::outbox_depths(&**c).await })
+        self.call(|c| async move { sql::outbox_depths(&c).await })
     }
 
     fn kept_package(&self, iccid: &str, now: i64) -> Result<Option<KeptPackage>> {
-        self.call(|c| async move { sql::kept_package(&**c, iccid, now).await })
+        self.call(|c| async move { sql::kept_package(&c, iccid, now).await })
     }
 
     fn sweep_kept_packages(&self, now: i64) -> Result<usize> {
-        self.call(|c| async move { sql::sweep_kept(&**c, now).await })
+        self.call(|c| async move { sql::sweep_kept(&c, now).await })
     }
 
     fn has_kept_package(&self, iccid: &str) -> Result<bool> {
-        self.call(|c| async move { sql::has_kept(&**c, iccid).await })
+        self.call(|c| async move { sql::has_kept(&c, iccid).await })
     }
 
     fn prune_uses(&self, cutoff: i64, max: usize) -> Result<usize> {
-        self.call(|c| async move { sql::prune_uses(&**c, cutoff, max).await })
+        self.call(|c| async move { sql::prune_uses(&c, cutoff, max).await })
     }
 
     fn balance(&self, iccid: &str) -> Result<Option<BalanceRecord>> {
-        self.call(|c| async move { sql::balance(&**c, iccid).await })
+        self.call(|c| async move { sql::balance(&c, iccid).await })
     }
 
     fn sim_known(&self, iccid: &str) -> Result<bool> {
-        self.call(|c| async move { sql::sim_known(&**c, iccid).await })
+        self.call(|c| async move { sql::sim_known(&c, iccid).await })
     }
 
     fn mp_order(&self, id: u64) -> Result<Option<MobilePlansOrder>> {
-        self.call(|c| async move { sql::mp_order(&**c, id).await })
+        self.call(|c| async move { sql::mp_order(&c, id).await })
     }
 
     fn mp_order_by_transaction(&self, transaction_id: &str) -> Result<Option<MobilePlansOrder>> {
-        self.call(|c| async move { sql::mp_order_by_transaction(&**c, transaction_id).await })
+        self.call(|c| async move { sql::mp_order_by_transaction(&c, transaction_id).await })
     }
 
     fn mp_orders_for_iccid(&self, iccid: &str) -> Result<Vec<MobilePlansOrder>> {
-        self.call(|c| async move { sql::mp_orders_for_iccid(&**c, iccid).await })
+        self.call(|c| async move { sql::mp_orders_for_iccid(&c, iccid).await })
     }
 
     fn mp_orders_for_eid(&self, eid: &str) -> Result<Vec<MobilePlansOrder>> {
-        self.call(|c| async move { sql::mp_orders_for_eid(&**c, eid).await })
+        self.call(|c| async move { sql::mp_orders_for_eid(&c, eid).await })
     }
 
     fn mp_orders(&self) -> Result<Vec<MobilePlansOrder>> {
-        self.call(|c| async move { sql::mp_orders(&**c).await })
+        self.call(|c| async move { sql::mp_orders(&c).await })
     }
 
     fn mp_due_releases(&self, now: i64) -> Result<Vec<u64>> {
-        self.call(|c| async move { sql::mp_due_releases(&**c, now).await })
+        self.call(|c| async move { sql::mp_due_releases(&c, now).await })
     }
 
     fn mp_due_holds(&self, now: i64) -> Result<Vec<u64>> {
-        self.call(|c| async move { sql::mp_due_holds(&**c, now).await })
+        self.call(|c| async move { sql::mp_due_holds(&c, now).await })
     }
 }

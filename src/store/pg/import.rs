@@ -109,9 +109,9 @@ impl Destination for PgEngine {
                 let iccids = &iccids;
                 let (profiles, history, kept) = self.call(|c| async move {
                     Ok((
-                        sql::profiles_by_iccids(&**c, iccids).await?,
-                        sql::history_by_iccids(&**c, iccids).await?,
-                        sql::kept_by_iccids(&**c, iccids).await?,
+                        sql::profiles_by_iccids(&c, iccids).await?,
+                        sql::history_by_iccids(&c, iccids).await?,
+                        sql::kept_by_iccids(&c, iccids).await?,
                     ))
                 })?;
                 let mut by: BTreeMap<String, ProfileExport> = profiles
@@ -154,7 +154,7 @@ impl Destination for PgEngine {
                     .unzip();
                 let (types, operators) = (&types, &operators);
                 let found = self
-                    .call(|c| async move { sql::profile_types_in(&**c, types, operators).await })?;
+                    .call(|c| async move { sql::profile_types_in(&c, types, operators).await })?;
                 Ok(found
                     .into_iter()
                     .map(|(profile_type, operator)| Record::ProfileType {
@@ -166,7 +166,7 @@ impl Destination for PgEngine {
             Table::Outbox => {
                 let ids = ids(keys)?;
                 let ids = &ids;
-                let found = self.call(|c| async move { sql::outbox_by_ids(&**c, ids).await })?;
+                let found = self.call(|c| async move { sql::outbox_by_ids(&c, ids).await })?;
                 Ok(found.into_iter().map(Record::Outbox).collect())
             }
             Table::Idempotency => {
@@ -179,7 +179,7 @@ impl Destination for PgEngine {
                     .collect();
                 let hashes = &hashes;
                 let found =
-                    self.call(|c| async move { sql::idempotency_by_keys(&**c, hashes).await })?;
+                    self.call(|c| async move { sql::idempotency_by_keys(&c, hashes).await })?;
                 Ok(found
                     .into_iter()
                     .map(|(key, record)| Record::Idempotency { key, record })
@@ -189,13 +189,13 @@ impl Destination for PgEngine {
                 let iccids = texts(keys);
                 let iccids = &iccids;
                 let found =
-                    self.call(|c| async move { sql::balances_by_iccids(&**c, iccids).await })?;
+                    self.call(|c| async move { sql::balances_by_iccids(&c, iccids).await })?;
                 Ok(found.into_iter().map(Record::Balance).collect())
             }
             Table::BalanceTransactionIds => {
                 let uses = texts(keys);
                 let uses = &uses;
-                let found = self.call(|c| async move { sql::uses_by_ids(&**c, uses).await })?;
+                let found = self.call(|c| async move { sql::uses_by_ids(&c, uses).await })?;
                 Ok(found
                     .into_iter()
                     .map(|(id, at)| Record::Use { id, at })
@@ -204,7 +204,7 @@ impl Destination for PgEngine {
             Table::MobilePlansOrders => {
                 let ids = ids(keys)?;
                 let ids = &ids;
-                let found = self.call(|c| async move { sql::orders_by_ids(&**c, ids).await })?;
+                let found = self.call(|c| async move { sql::orders_by_ids(&c, ids).await })?;
                 Ok(found.into_iter().map(Record::MpOrder).collect())
             }
             Table::ProfileHistory | Table::KeptPackages => Ok(vec![]),
@@ -226,7 +226,7 @@ impl Destination for PgEngine {
     }
 
     fn raise_ids(&self, above: u64) -> Result<()> {
-        self.call(|c| async move { sql::raise_record_ids(&**c, above).await })
+        self.call(|c| async move { sql::raise_record_ids(&c, above).await })
     }
 
     fn digests(&self) -> Result<Digests> {

@@ -25,6 +25,7 @@ pub mod rows;
 pub mod sql;
 
 use crate::config::PostgresConfig;
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use migrate::{Applied, SchemaStatus, MIGRATIONS};
 use std::future::Future;
@@ -35,7 +36,6 @@ use std::time::Duration;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 pub use tokio_postgres::IsolationLevel;
-use tokio_postgres::Transaction;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The future a transaction body of [`Postgres::retry`] returns.

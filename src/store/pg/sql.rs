@@ -4,7 +4,10 @@
 //! transaction, and the store's reads and writes outside commands). Every
 //! function takes a [`GenericClient`] (a connection or a transaction);
 //! which transaction a call runs in is the caller's choice. The SQL is
-//! constant text with parameters, never values formatted in.
+//! constant text with parameters, never values formatted in, and each
+//! statement is prepared once per pooled connection (`prepare_cached`):
+//! a command then costs one round trip per statement and no parsing or
+//! planning after the first use.
 //!
 //! # Isolation
 //! Commands run under READ COMMITTED, and every read inside a command
@@ -48,9 +51,9 @@ use crate::store::mobileplans::MobilePlansOrder;
 use crate::store::record::{HistoryEntry, IdemRecord, OutboxItem, ProfileRecord};
 use crate::store::session::{Admission, SessionCounts, MAX_EVICTIONS_PER_CREATE};
 use crate::store::{ListFilter, NewProfile};
+use deadpool_postgres::GenericClient;
 use std::collections::{BTreeSet, HashSet};
 use tokio_postgres::types::Json;
-use tokio_postgres::GenericClient;
 
 /// A transaction on a pooled connection, whose statements are prepared
 /// once per connection (the copy functions run many of the same).
@@ -175,7 +178,9 @@ async fn delete_in_batches<C: GenericClient + Sync>(
 ) -> Result<usize, PgError> {
     let mut n = 0u64;
     loop {
-        let removed = c.execute(sql, &[&param, &DELETE_BATCH]).await?;
+        let removed = c
+            .execute(&c.prepare_cached(sql).await?, &[&param, &DELETE_BATCH])
+            .await?;
         n += removed;
         if removed < DELETE_BATCH as u64 {
             return Ok(usize::try_from(n).unwrap_or(usize::MAX));
@@ -204,7 +209,7 @@ pub async fn profile_for_update<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Option<ProfileRecord>, PgError> {
-    c.query_opt(PROFILE_FOR_UPDATE, &[&iccid])
+    c.query_opt(&c.prepare_cached(PROFILE_FOR_UPDATE).await?, &[&iccid])
         .await?
         .as_ref()
         .map(rows::profile)
@@ -223,10 +228,12 @@ pub async fn matching_owner<C: GenericClient + Sync>(
     if matching_id.is_empty() {
         return Ok(None);
     }
-    Ok(c.query_opt(MATCHING_OWNER, &[&matching_id])
-        .await?
-        .map(|r| r.try_get("iccid"))
-        .transpose()?)
+    Ok(
+        c.query_opt(&c.prepare_cached(MATCHING_OWNER).await?, &[&matching_id])
+            .await?
+            .map(|r| r.try_get("iccid"))
+            .transpose()?,
+    )
 }
 
 const HISTORY_ENTRY: &str = concat!(
@@ -243,7 +250,7 @@ pub async fn history_entry<C: GenericClient + Sync>(
     seq: u64,
 ) -> Result<Option<HistoryEntry>, PgError> {
     let seq = bigint(seq, "history seq")?;
-    c.query_opt(HISTORY_ENTRY, &[&iccid, &seq])
+    c.query_opt(&c.prepare_cached(HISTORY_ENTRY).await?, &[&iccid, &seq])
         .await?
         .as_ref()
         .map(rows::history)
@@ -309,7 +316,7 @@ pub async fn insert_history<C: GenericClient + Sync>(
     entry: &HistoryEntry,
 ) -> Result<(), PgError> {
     c.execute(
-        INSERT_HISTORY,
+        &c.prepare_cached(INSERT_HISTORY).await?,
         &[
             &iccid,
             &bigint(seq, "history seq")?,
@@ -347,11 +354,14 @@ pub async fn outbox_item_for_update<C: GenericClient + Sync>(
     c: &C,
     id: u64,
 ) -> Result<Option<OutboxItem>, PgError> {
-    c.query_opt(OUTBOX_FOR_UPDATE, &[&bigint(id, "outbox id")?])
-        .await?
-        .as_ref()
-        .map(rows::outbox)
-        .transpose()
+    c.query_opt(
+        &c.prepare_cached(OUTBOX_FOR_UPDATE).await?,
+        &[&bigint(id, "outbox id")?],
+    )
+    .await?
+    .as_ref()
+    .map(rows::outbox)
+    .transpose()
 }
 
 const PUT_OUTBOX: &str = "INSERT INTO outbox (id, operator, eid, iccid, profile_type, event_at, \
@@ -373,7 +383,7 @@ const PUT_OUTBOX: &str = "INSERT INTO outbox (id, operator, eid, iccid, profile_
 pub async fn put_outbox<C: GenericClient + Sync>(c: &C, item: &OutboxItem) -> Result<(), PgError> {
     let (status, subject, reason, message) = point_status(&item.status);
     c.execute(
-        PUT_OUTBOX,
+        &c.prepare_cached(PUT_OUTBOX).await?,
         &[
             &bigint(item.id, "outbox id")?,
             &item.operator,
@@ -400,7 +410,7 @@ pub async fn put_outbox<C: GenericClient + Sync>(c: &C, item: &OutboxItem) -> Re
 /// Whether it was there.
 pub async fn remove_outbox<C: GenericClient + Sync>(c: &C, id: u64) -> Result<bool, PgError> {
     Ok(c.execute(
-        "DELETE FROM outbox WHERE id = $1",
+        &c.prepare_cached("DELETE FROM outbox WHERE id = $1").await?,
         &[&bigint(id, "outbox id")?],
     )
     .await?
@@ -426,7 +436,7 @@ pub async fn put_kept<C: GenericClient + Sync>(
     match kept {
         Some(p) => {
             c.execute(
-                PUT_KEPT,
+                &c.prepare_cached(PUT_KEPT).await?,
                 &[
                     &iccid,
                     &p.eid,
@@ -440,8 +450,12 @@ pub async fn put_kept<C: GenericClient + Sync>(
             .await?
         }
         None => {
-            c.execute("DELETE FROM kept_packages WHERE iccid = $1", &[&iccid])
-                .await?
+            c.execute(
+                &c.prepare_cached("DELETE FROM kept_packages WHERE iccid = $1")
+                    .await?,
+                &[&iccid],
+            )
+            .await?
         }
     };
     Ok(())
@@ -460,7 +474,7 @@ pub async fn put_idempotency<C: GenericClient + Sync>(
     record: &IdemRecord,
 ) -> Result<(), PgError> {
     c.execute(
-        PUT_IDEMPOTENCY,
+        &c.prepare_cached(PUT_IDEMPOTENCY).await?,
         &[&key.as_slice(), &record.at, &record.response],
     )
     .await?;
@@ -478,7 +492,7 @@ pub async fn balance_for_update<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Option<BalanceRecord>, PgError> {
-    c.query_opt(BALANCE_FOR_UPDATE, &[&iccid])
+    c.query_opt(&c.prepare_cached(BALANCE_FOR_UPDATE).await?, &[&iccid])
         .await?
         .as_ref()
         .map(rows::balance)
@@ -531,7 +545,8 @@ pub async fn put_balance<C: GenericClient + Sync>(
 /// its row locked.
 pub async fn use_of<C: GenericClient + Sync>(c: &C, id: &str) -> Result<Option<i64>, PgError> {
     Ok(c.query_opt(
-        "SELECT at FROM balance_transaction_ids WHERE id = $1 FOR UPDATE",
+        &c.prepare_cached("SELECT at FROM balance_transaction_ids WHERE id = $1 FOR UPDATE")
+            .await?,
         &[&id],
     )
     .await?
@@ -554,7 +569,8 @@ pub async fn put_use<C: GenericClient + Sync>(
         None => "INSERT INTO balance_transaction_ids (id, at) VALUES ($1, $2)",
         Some(_) => "UPDATE balance_transaction_ids SET at = $2 WHERE id = $1",
     };
-    c.execute(sql, &[&id, &at]).await?;
+    c.execute(&c.prepare_cached(sql).await?, &[&id, &at])
+        .await?;
     Ok(())
 }
 
@@ -569,11 +585,14 @@ pub async fn order_for_update<C: GenericClient + Sync>(
     c: &C,
     id: u64,
 ) -> Result<Option<MobilePlansOrder>, PgError> {
-    c.query_opt(ORDER_FOR_UPDATE, &[&bigint(id, "order id")?])
-        .await?
-        .as_ref()
-        .map(rows::order)
-        .transpose()
+    c.query_opt(
+        &c.prepare_cached(ORDER_FOR_UPDATE).await?,
+        &[&bigint(id, "order id")?],
+    )
+    .await?
+    .as_ref()
+    .map(rows::order)
+    .transpose()
 }
 
 /// Whether a Mobile Plans transactionId has an order (its row locked when
@@ -583,7 +602,8 @@ pub async fn order_exists<C: GenericClient + Sync>(
     transaction_id: &str,
 ) -> Result<bool, PgError> {
     Ok(c.query_opt(
-        "SELECT id FROM mobileplans_orders WHERE transaction_id = $1 FOR UPDATE",
+        &c.prepare_cached("SELECT id FROM mobileplans_orders WHERE transaction_id = $1 FOR UPDATE")
+            .await?,
         &[&transaction_id],
     )
     .await?
@@ -616,7 +636,7 @@ pub async fn put_order<C: GenericClient + Sync>(
     o: &MobilePlansOrder,
 ) -> Result<(), PgError> {
     c.execute(
-        PUT_ORDER,
+        &c.prepare_cached(PUT_ORDER).await?,
         &[
             &bigint(o.id, "order id")?,
             &o.transaction_id,
@@ -660,10 +680,13 @@ pub async fn pool_candidate<C: GenericClient + Sync>(
     operator: &str,
     profile_type: &str,
 ) -> Result<Option<String>, PgError> {
-    Ok(c.query_opt(POOL_CANDIDATE, &[&operator, &profile_type])
-        .await?
-        .map(|r| r.try_get("iccid"))
-        .transpose()?)
+    Ok(c.query_opt(
+        &c.prepare_cached(POOL_CANDIDATE).await?,
+        &[&operator, &profile_type],
+    )
+    .await?
+    .map(|r| r.try_get("iccid"))
+    .transpose()?)
 }
 
 /// Whether the operator has imported profiles of this type.
@@ -673,7 +696,8 @@ pub async fn type_known<C: GenericClient + Sync>(
     operator: &str,
 ) -> Result<bool, PgError> {
     Ok(c.query_opt(
-        "SELECT 1 FROM profile_types WHERE profile_type = $1 AND operator = $2",
+        &c.prepare_cached("SELECT 1 FROM profile_types WHERE profile_type = $1 AND operator = $2")
+            .await?,
         &[&profile_type, &operator],
     )
     .await?
@@ -737,7 +761,11 @@ pub async fn insert_profiles<C: GenericClient + Sync>(
         .map(|p| (p.profile_type.as_str(), p.operator.as_str()))
         .collect();
     let (types, operators): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
-    c.execute(INSERT_TYPES, &[&types, &operators]).await?;
+    c.execute(
+        &c.prepare_cached(INSERT_TYPES).await?,
+        &[&types, &operators],
+    )
+    .await?;
     Ok(Ok(items.len()))
 }
 
@@ -772,7 +800,7 @@ pub async fn get_profile<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Option<ProfileRecord>, PgError> {
-    c.query_opt(GET_PROFILE, &[&iccid])
+    c.query_opt(&c.prepare_cached(GET_PROFILE).await?, &[&iccid])
         .await?
         .as_ref()
         .map(rows::profile)
@@ -784,12 +812,14 @@ pub async fn package<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Option<Vec<u8>>, PgError> {
-    Ok(
-        c.query_opt("SELECT package FROM profiles WHERE iccid = $1", &[&iccid])
-            .await?
-            .map(|r| r.try_get("package"))
-            .transpose()?,
+    Ok(c.query_opt(
+        &c.prepare_cached("SELECT package FROM profiles WHERE iccid = $1")
+            .await?,
+        &[&iccid],
     )
+    .await?
+    .map(|r| r.try_get("package"))
+    .transpose()?)
 }
 
 const HISTORY: &str = concat!(
@@ -805,7 +835,11 @@ pub async fn history<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Vec<HistoryEntry>, PgError> {
-    map_rows(c.query(HISTORY, &[&iccid]).await?, rows::history)
+    map_rows(
+        c.query(&c.prepare_cached(HISTORY).await?, &[&iccid])
+            .await?,
+        rows::history,
+    )
 }
 
 const LIST: &str = concat!(
@@ -849,7 +883,10 @@ pub async fn by_matching_id<C: GenericClient + Sync>(
         return Ok(None);
     }
     Ok(c.query_opt(
-        "SELECT iccid FROM profiles WHERE matching_id = $1 AND matching_id <> ''",
+        &c.prepare_cached(
+            "SELECT iccid FROM profiles WHERE matching_id = $1 AND matching_id <> ''",
+        )
+        .await?,
         &[&matching_id],
     )
     .await?
@@ -869,7 +906,10 @@ pub async fn pending_for_eid<C: GenericClient + Sync>(
     c: &C,
     eid: &str,
 ) -> Result<Vec<String>, PgError> {
-    rows::iccids(&c.query(PENDING_FOR_EID, &[&eid]).await?)
+    rows::iccids(
+        &c.query(&c.prepare_cached(PENDING_FOR_EID).await?, &[&eid])
+            .await?,
+    )
 }
 
 const PENDING_RECORDS_FOR_EID: &str = concat!(
@@ -886,7 +926,7 @@ pub async fn pending_records_for_eid<C: GenericClient + Sync>(
     c: &C,
     eid: &str,
 ) -> Result<Vec<ProfileRecord>, PgError> {
-    c.query(PENDING_RECORDS_FOR_EID, &[&eid])
+    c.query(&c.prepare_cached(PENDING_RECORDS_FOR_EID).await?, &[&eid])
         .await?
         .iter()
         .map(rows::profile)
@@ -901,8 +941,11 @@ pub async fn pool<C: GenericClient + Sync>(
 ) -> Result<Vec<String>, PgError> {
     rows::iccids(
         &c.query(
-            "SELECT iccid FROM profiles WHERE operator = $1 AND profile_type = $2 \
+            &c.prepare_cached(
+                "SELECT iccid FROM profiles WHERE operator = $1 AND profile_type = $2 \
              AND state = 'Available' ORDER BY iccid",
+            )
+            .await?,
             &[&operator, &profile_type],
         )
         .await?,
@@ -922,7 +965,10 @@ pub async fn due_expiries<C: GenericClient + Sync>(
     c: &C,
     now: i64,
 ) -> Result<Vec<String>, PgError> {
-    rows::iccids(&c.query(DUE_EXPIRIES, &[&now]).await?)
+    rows::iccids(
+        &c.query(&c.prepare_cached(DUE_EXPIRIES).await?, &[&now])
+            .await?,
+    )
 }
 
 /// The first stored ICCID of the same length as `first` and `last` that
@@ -935,8 +981,11 @@ pub async fn first_taken_in<C: GenericClient + Sync>(
 ) -> Result<Option<String>, PgError> {
     let width = i64::try_from(first.len()).unwrap_or(i64::MAX);
     Ok(c.query_opt(
-        "SELECT iccid FROM profiles WHERE iccid >= $1 AND iccid <= $2 \
+        &c.prepare_cached(
+            "SELECT iccid FROM profiles WHERE iccid >= $1 AND iccid <= $2 \
          AND length(iccid) = $3::bigint ORDER BY iccid LIMIT 1",
+        )
+        .await?,
         &[&first, &last, &width],
     )
     .await?
@@ -950,7 +999,8 @@ pub async fn idempotent_response<C: GenericClient + Sync>(
     key: &[u8; 32],
 ) -> Result<Option<Vec<u8>>, PgError> {
     Ok(c.query_opt(
-        "SELECT response FROM idempotency WHERE key = $1",
+        &c.prepare_cached("SELECT response FROM idempotency WHERE key = $1")
+            .await?,
         &[&key.as_slice()],
     )
     .await?
@@ -1003,7 +1053,8 @@ pub async fn swap_package<C: GenericClient + Sync>(
     new: &[u8],
 ) -> Result<bool, PgError> {
     Ok(c.execute(
-        "UPDATE profiles SET package = $3 WHERE iccid = $1 AND package = $2",
+        &c.prepare_cached("UPDATE profiles SET package = $3 WHERE iccid = $1 AND package = $2")
+            .await?,
         &[&iccid, &old, &new],
     )
     .await?
@@ -1079,7 +1130,7 @@ pub async fn create_session<C: GenericClient + Sync>(
         }
     }
     c.execute(
-        INSERT_SESSION,
+        &c.prepare_cached(INSERT_SESSION).await?,
         &[&transaction_id, &now, &expires_at, &session],
     )
     .await?;
@@ -1097,8 +1148,11 @@ pub async fn update_session<C: GenericClient + Sync>(
     session: &[u8],
 ) -> Result<bool, PgError> {
     Ok(c.execute(
-        "UPDATE rsp_sessions SET phase = 'authenticated', expires_at = $2, state = $3 \
+        &c.prepare_cached(
+            "UPDATE rsp_sessions SET phase = 'authenticated', expires_at = $2, state = $3 \
          WHERE transaction_id = $1",
+        )
+        .await?,
         &[&transaction_id, &expires_at, &session],
     )
     .await?
@@ -1112,7 +1166,10 @@ pub async fn get_session<C: GenericClient + Sync>(
     now: i64,
 ) -> Result<Option<Vec<u8>>, PgError> {
     Ok(c.query_opt(
-        "SELECT state FROM rsp_sessions WHERE transaction_id = $1 AND expires_at > $2",
+        &c.prepare_cached(
+            "SELECT state FROM rsp_sessions WHERE transaction_id = $1 AND expires_at > $2",
+        )
+        .await?,
         &[&transaction_id, &now],
     )
     .await?
@@ -1127,7 +1184,8 @@ pub async fn session_exists<C: GenericClient + Sync>(
     transaction_id: &[u8],
 ) -> Result<bool, PgError> {
     Ok(c.query_opt(
-        "SELECT 1 FROM rsp_sessions WHERE transaction_id = $1",
+        &c.prepare_cached("SELECT 1 FROM rsp_sessions WHERE transaction_id = $1")
+            .await?,
         &[&transaction_id],
     )
     .await?
@@ -1140,7 +1198,8 @@ pub async fn remove_session<C: GenericClient + Sync>(
     transaction_id: &[u8],
 ) -> Result<bool, PgError> {
     Ok(c.execute(
-        "DELETE FROM rsp_sessions WHERE transaction_id = $1",
+        &c.prepare_cached("DELETE FROM rsp_sessions WHERE transaction_id = $1")
+            .await?,
         &[&transaction_id],
     )
     .await?
@@ -1189,7 +1248,10 @@ const OUTBOX_ALL: &str = concat!("SELECT ", outbox_columns!(), " FROM outbox ORD
 /// Every outbox item, oldest first (the listing of the CLI and the admin
 /// API), leased or not.
 pub async fn outbox_all<C: GenericClient + Sync>(c: &C) -> Result<Vec<OutboxItem>, PgError> {
-    map_rows(c.query(OUTBOX_ALL, &[]).await?, rows::outbox)
+    map_rows(
+        c.query(&c.prepare_cached(OUTBOX_ALL).await?, &[]).await?,
+        rows::outbox,
+    )
 }
 
 const OUTBOX_CLAIM: &str = concat!(
@@ -1236,8 +1298,11 @@ pub async fn outbox_claim_due<C: GenericClient + Sync>(
         ms => (Some(node), Some(now_ms.saturating_add(ms))),
     };
     let mut items = map_rows(
-        c.query(OUTBOX_CLAIM, &[&operator, &now_ms, &limit, &node, &until])
-            .await?,
+        c.query(
+            &c.prepare_cached(OUTBOX_CLAIM).await?,
+            &[&operator, &now_ms, &limit, &node, &until],
+        )
+        .await?,
         rows::outbox,
     )?;
     items.sort_by_key(|i| (i.next_attempt_ms, i.id));
@@ -1255,7 +1320,8 @@ pub async fn outbox_claim_due<C: GenericClient + Sync>(
 /// The operators that have outbox items, in name order.
 pub async fn outbox_operators<C: GenericClient + Sync>(c: &C) -> Result<Vec<String>, PgError> {
     c.query(
-        "SELECT DISTINCT operator FROM outbox ORDER BY operator",
+        &c.prepare_cached("SELECT DISTINCT operator FROM outbox ORDER BY operator")
+            .await?,
         &[],
     )
     .await?
@@ -1273,7 +1339,7 @@ const OUTBOX_DEPTHS: &str = "SELECT o.operator, count(*) AS n, \
 pub async fn outbox_depths<C: GenericClient + Sync>(
     c: &C,
 ) -> Result<Vec<(String, i64, Option<i64>)>, PgError> {
-    c.query(OUTBOX_DEPTHS, &[])
+    c.query(&c.prepare_cached(OUTBOX_DEPTHS).await?, &[])
         .await?
         .iter()
         .map(|r| {
@@ -1317,7 +1383,8 @@ pub async fn kept_package<C: GenericClient + Sync>(
         return Ok(Some(kept));
     }
     c.execute(
-        "DELETE FROM kept_packages WHERE iccid = $1 AND expires_at <= $2",
+        &c.prepare_cached("DELETE FROM kept_packages WHERE iccid = $1 AND expires_at <= $2")
+            .await?,
         &[&iccid, &now],
     )
     .await?;
@@ -1337,11 +1404,13 @@ pub async fn sweep_kept<C: GenericClient + Sync>(c: &C, now: i64) -> Result<usiz
 
 /// Whether a package is kept for this order (expired or not).
 pub async fn has_kept<C: GenericClient + Sync>(c: &C, iccid: &str) -> Result<bool, PgError> {
-    Ok(
-        c.query_opt("SELECT 1 FROM kept_packages WHERE iccid = $1", &[&iccid])
-            .await?
-            .is_some(),
+    Ok(c.query_opt(
+        &c.prepare_cached("SELECT 1 FROM kept_packages WHERE iccid = $1")
+            .await?,
+        &[&iccid],
     )
+    .await?
+    .is_some())
 }
 
 // ---------------------------------------------------------------------
@@ -1398,7 +1467,7 @@ pub async fn balance<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Option<BalanceRecord>, PgError> {
-    c.query_opt(BALANCE, &[&iccid])
+    c.query_opt(&c.prepare_cached(BALANCE).await?, &[&iccid])
         .await?
         .as_ref()
         .map(rows::balance)
@@ -1408,8 +1477,11 @@ pub async fn balance<C: GenericClient + Sync>(
 /// Whether the ICCID names a registered SIM or a profile.
 pub async fn sim_known<C: GenericClient + Sync>(c: &C, iccid: &str) -> Result<bool, PgError> {
     Ok(c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM balances WHERE iccid = $1) \
+        &c.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM balances WHERE iccid = $1) \
          OR EXISTS (SELECT 1 FROM profiles WHERE iccid = $1)",
+        )
+        .await?,
         &[&iccid],
     )
     .await?
@@ -1431,11 +1503,14 @@ pub async fn mp_order<C: GenericClient + Sync>(
     c: &C,
     id: u64,
 ) -> Result<Option<MobilePlansOrder>, PgError> {
-    c.query_opt(MP_ORDER, &[&bigint(id, "order id")?])
-        .await?
-        .as_ref()
-        .map(rows::order)
-        .transpose()
+    c.query_opt(
+        &c.prepare_cached(MP_ORDER).await?,
+        &[&bigint(id, "order id")?],
+    )
+    .await?
+    .as_ref()
+    .map(rows::order)
+    .transpose()
 }
 
 const MP_BY_TRANSACTION: &str = concat!(
@@ -1449,11 +1524,14 @@ pub async fn mp_order_by_transaction<C: GenericClient + Sync>(
     c: &C,
     transaction_id: &str,
 ) -> Result<Option<MobilePlansOrder>, PgError> {
-    c.query_opt(MP_BY_TRANSACTION, &[&transaction_id])
-        .await?
-        .as_ref()
-        .map(rows::order)
-        .transpose()
+    c.query_opt(
+        &c.prepare_cached(MP_BY_TRANSACTION).await?,
+        &[&transaction_id],
+    )
+    .await?
+    .as_ref()
+    .map(rows::order)
+    .transpose()
 }
 
 const MP_LATEST_FOR_ICCID: &str = concat!(
@@ -1467,7 +1545,7 @@ pub async fn mp_latest_for_iccid<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Option<MobilePlansOrder>, PgError> {
-    c.query_opt(MP_LATEST_FOR_ICCID, &[&iccid])
+    c.query_opt(&c.prepare_cached(MP_LATEST_FOR_ICCID).await?, &[&iccid])
         .await?
         .as_ref()
         .map(rows::order)
@@ -1485,7 +1563,7 @@ pub async fn mp_latest_for_eid<C: GenericClient + Sync>(
     c: &C,
     eid: &str,
 ) -> Result<Option<MobilePlansOrder>, PgError> {
-    c.query_opt(MP_LATEST_FOR_EID, &[&eid])
+    c.query_opt(&c.prepare_cached(MP_LATEST_FOR_EID).await?, &[&eid])
         .await?
         .as_ref()
         .map(rows::order)
@@ -1503,7 +1581,11 @@ pub async fn mp_orders_for_iccid<C: GenericClient + Sync>(
     c: &C,
     iccid: &str,
 ) -> Result<Vec<MobilePlansOrder>, PgError> {
-    map_rows(c.query(MP_ORDERS_FOR_ICCID, &[&iccid]).await?, rows::order)
+    map_rows(
+        c.query(&c.prepare_cached(MP_ORDERS_FOR_ICCID).await?, &[&iccid])
+            .await?,
+        rows::order,
+    )
 }
 
 const MP_ORDERS_FOR_EID: &str = concat!(
@@ -1517,7 +1599,11 @@ pub async fn mp_orders_for_eid<C: GenericClient + Sync>(
     c: &C,
     eid: &str,
 ) -> Result<Vec<MobilePlansOrder>, PgError> {
-    map_rows(c.query(MP_ORDERS_FOR_EID, &[&eid]).await?, rows::order)
+    map_rows(
+        c.query(&c.prepare_cached(MP_ORDERS_FOR_EID).await?, &[&eid])
+            .await?,
+        rows::order,
+    )
 }
 
 const MP_ORDERS: &str = concat!(
@@ -1528,7 +1614,10 @@ const MP_ORDERS: &str = concat!(
 
 /// Every order, oldest first.
 pub async fn mp_orders<C: GenericClient + Sync>(c: &C) -> Result<Vec<MobilePlansOrder>, PgError> {
-    map_rows(c.query(MP_ORDERS, &[]).await?, rows::order)
+    map_rows(
+        c.query(&c.prepare_cached(MP_ORDERS).await?, &[]).await?,
+        rows::order,
+    )
 }
 
 const MP_DUE_RELEASES: &str = concat!(
@@ -1556,13 +1645,19 @@ pub async fn mp_due_releases<C: GenericClient + Sync>(
     c: &C,
     now: i64,
 ) -> Result<Vec<u64>, PgError> {
-    order_ids(&c.query(MP_DUE_RELEASES, &[&now]).await?)
+    order_ids(
+        &c.query(&c.prepare_cached(MP_DUE_RELEASES).await?, &[&now])
+            .await?,
+    )
 }
 
 /// Held portal orders, still unconfirmed, whose hold ran out at or before
 /// `now`, earliest first.
 pub async fn mp_due_holds<C: GenericClient + Sync>(c: &C, now: i64) -> Result<Vec<u64>, PgError> {
-    order_ids(&c.query(MP_DUE_HOLDS, &[&now]).await?)
+    order_ids(
+        &c.query(&c.prepare_cached(MP_DUE_HOLDS).await?, &[&now])
+            .await?,
+    )
 }
 
 // ---------------------------------------------------------------------
@@ -1600,7 +1695,7 @@ const AVAILABLE_BY_POOL: &str = "SELECT t.operator, t.profile_type, count(p.icci
 pub async fn available_by_pool<C: GenericClient + Sync>(
     c: &C,
 ) -> Result<Vec<((String, String), i64)>, PgError> {
-    c.query(AVAILABLE_BY_POOL, &[])
+    c.query(&c.prepare_cached(AVAILABLE_BY_POOL).await?, &[])
         .await?
         .iter()
         .map(|r| {
@@ -1872,8 +1967,11 @@ pub async fn raise_record_ids<C: GenericClient + Sync>(c: &C, above: u64) -> Res
         return Ok(());
     }
     c.execute(
-        "SELECT setval('record_ids', GREATEST($1::bigint, \
+        &c.prepare_cached(
+            "SELECT setval('record_ids', GREATEST($1::bigint, \
          (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM record_ids), 1))",
+        )
+        .await?,
         &[&above],
     )
     .await?;
@@ -1891,9 +1989,11 @@ pub async fn profiles_by_iccids<C: GenericClient + Sync>(
     c: &C,
     iccids: &[String],
 ) -> Result<Vec<(ProfileRecord, Vec<u8>)>, PgError> {
-    map_rows(c.query(PROFILES_BY_ICCIDS, &[&iccids]).await?, |r| {
-        Ok((rows::profile(r)?, r.try_get("package")?))
-    })
+    map_rows(
+        c.query(&c.prepare_cached(PROFILES_BY_ICCIDS).await?, &[&iccids])
+            .await?,
+        |r| Ok((rows::profile(r)?, r.try_get("package")?)),
+    )
 }
 
 const HISTORY_BY_ICCIDS: &str = concat!(
@@ -1907,13 +2007,17 @@ pub async fn history_by_iccids<C: GenericClient + Sync>(
     c: &C,
     iccids: &[String],
 ) -> Result<Vec<(String, u64, HistoryEntry)>, PgError> {
-    map_rows(c.query(HISTORY_BY_ICCIDS, &[&iccids]).await?, |r| {
-        Ok((
-            r.try_get("iccid")?,
-            ubig(r.try_get("seq")?, "history seq")?,
-            rows::history(r)?,
-        ))
-    })
+    map_rows(
+        c.query(&c.prepare_cached(HISTORY_BY_ICCIDS).await?, &[&iccids])
+            .await?,
+        |r| {
+            Ok((
+                r.try_get("iccid")?,
+                ubig(r.try_get("seq")?, "history seq")?,
+                rows::history(r)?,
+            ))
+        },
+    )
 }
 
 const KEPT_BY_ICCIDS: &str = concat!(
@@ -1927,9 +2031,11 @@ pub async fn kept_by_iccids<C: GenericClient + Sync>(
     c: &C,
     iccids: &[String],
 ) -> Result<Vec<(String, KeptPackage)>, PgError> {
-    map_rows(c.query(KEPT_BY_ICCIDS, &[&iccids]).await?, |r| {
-        Ok((r.try_get("iccid")?, rows::kept(r)?))
-    })
+    map_rows(
+        c.query(&c.prepare_cached(KEPT_BY_ICCIDS).await?, &[&iccids])
+            .await?,
+        |r| Ok((r.try_get("iccid")?, rows::kept(r)?)),
+    )
 }
 
 /// The (profile type, operator) pairs among those given.
@@ -1940,9 +2046,12 @@ pub async fn profile_types_in<C: GenericClient + Sync>(
 ) -> Result<Vec<(String, String)>, PgError> {
     map_rows(
         c.query(
-            "SELECT t.profile_type, t.operator FROM profile_types t \
+            &c.prepare_cached(
+                "SELECT t.profile_type, t.operator FROM profile_types t \
              JOIN UNNEST($1::text[], $2::text[]) AS u (pt, op) \
              ON t.profile_type = u.pt AND t.operator = u.op",
+            )
+            .await?,
             &[&types, &operators],
         )
         .await?,
@@ -1961,7 +2070,11 @@ pub async fn outbox_by_ids<C: GenericClient + Sync>(
     c: &C,
     ids: &[i64],
 ) -> Result<Vec<OutboxItem>, PgError> {
-    map_rows(c.query(OUTBOX_BY_IDS, &[&ids]).await?, rows::outbox)
+    map_rows(
+        c.query(&c.prepare_cached(OUTBOX_BY_IDS).await?, &[&ids])
+            .await?,
+        rows::outbox,
+    )
 }
 
 /// The idempotency records among `keys`.
@@ -1971,7 +2084,8 @@ pub async fn idempotency_by_keys<C: GenericClient + Sync>(
 ) -> Result<Vec<([u8; 32], IdemRecord)>, PgError> {
     map_rows(
         c.query(
-            "SELECT key, at, response FROM idempotency WHERE key = ANY($1)",
+            &c.prepare_cached("SELECT key, at, response FROM idempotency WHERE key = ANY($1)")
+                .await?,
             &[&keys],
         )
         .await?,
@@ -1991,7 +2105,8 @@ pub async fn balances_by_iccids<C: GenericClient + Sync>(
     iccids: &[String],
 ) -> Result<Vec<BalanceRecord>, PgError> {
     map_rows(
-        c.query(BALANCES_BY_ICCIDS, &[&iccids]).await?,
+        c.query(&c.prepare_cached(BALANCES_BY_ICCIDS).await?, &[&iccids])
+            .await?,
         rows::balance,
     )
 }
@@ -2003,7 +2118,8 @@ pub async fn uses_by_ids<C: GenericClient + Sync>(
 ) -> Result<Vec<(String, i64)>, PgError> {
     map_rows(
         c.query(
-            "SELECT id, at FROM balance_transaction_ids WHERE id = ANY($1)",
+            &c.prepare_cached("SELECT id, at FROM balance_transaction_ids WHERE id = ANY($1)")
+                .await?,
             &[&ids],
         )
         .await?,
@@ -2022,7 +2138,11 @@ pub async fn orders_by_ids<C: GenericClient + Sync>(
     c: &C,
     ids: &[i64],
 ) -> Result<Vec<MobilePlansOrder>, PgError> {
-    map_rows(c.query(ORDERS_BY_IDS, &[&ids]).await?, rows::order)
+    map_rows(
+        c.query(&c.prepare_cached(ORDERS_BY_IDS).await?, &[&ids])
+            .await?,
+        rows::order,
+    )
 }
 
 /// Every row of a table in the order a store migration digests it (the
@@ -2071,7 +2191,7 @@ pub fn scan_query(table: crate::store::migrate::Table) -> &'static str {
 /// Runs `sql` (no parameters) in the transaction and hands its rows to
 /// `f` in pages of `page` rows, so that a large table is never held whole.
 pub async fn scan(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     sql: &str,
     page: i32,
     f: &mut dyn FnMut(&tokio_postgres::Row) -> Result<(), PgError>,
