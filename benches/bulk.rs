@@ -164,28 +164,70 @@ fn du(path: &Path) -> u64 {
 }
 
 /// Runs one step; returns its wall time and what it printed.
-fn step(args: &[&str], env: &[(&str, String)]) -> (Duration, String) {
+/// Runs `smdpplus` to its exit: the time, its stdout, and its peak
+/// resident memory in KiB (the child's own `ru_maxrss`, from `wait4`).
+fn step(args: &[&str], env: &[(&str, String)]) -> (Duration, String, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
     let started = Instant::now();
-    let out = Command::new(BIN)
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also gives its rusage"
+    )]
+    let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run smdpplus");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = String::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout);
+    let (code, max_rss_kib) = wait4(child.id());
     let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        out.status.success(),
-        "smdpplus {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        code == Some(0),
+        "smdpplus {args:?} failed ({code:?}): {stdout}{}",
+        errors.join().unwrap_or_default()
     );
-    (took, stdout)
+    (took, stdout, max_rss_kib)
 }
 
-fn report(what: &str, n: u64, took: Duration) {
+/// Reaps the child `pid`: its exit code (`None` if a signal ended it) and
+/// its peak resident memory in KiB.
+fn wait4(pid: u32) -> (Option<i32>, u64) {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and both pointers outlive the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(
+        reaped,
+        pid as libc::pid_t,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss.max(0) as u64)
+}
+
+fn report(what: &str, n: u64, took: Duration, max_rss_kib: Option<u64>) {
     let secs = took.as_secs_f64();
+    let rss = max_rss_kib
+        .map(|k| format!(", peak RSS {:.0} MB", k as f64 * 1024.0 / 1e6))
+        .unwrap_or_default();
     println!(
-        "bulk/{what}: {n} profiles in {secs:.1} s ({:.0} profiles/s)",
+        "bulk/{what}: {n} profiles in {secs:.1} s ({:.0} profiles/s){rss}",
         n as f64 / secs
     );
 }
@@ -472,7 +514,7 @@ fn main() {
         load_average()
     );
 
-    let (gen_took, out) = step(
+    let (gen_took, out, gen_rss) = step(
         &[
             "profiles",
             "generate",
@@ -495,12 +537,12 @@ fn main() {
         out.contains(&format!("generated {n} profiles")),
         "unexpected summary: {out}"
     );
-    report("generate", n, gen_took);
+    report("generate", n, gen_took, Some(gen_rss));
 
     if steps.contains(&"import") {
         println!("bulk: load average before import: {}", load_average());
         let imported = Target::new(&rt, tmp.path().join("imported"), postgres, "bulk_imported");
-        let (imp_took, out) = step(
+        let (imp_took, out, imp_rss) = step(
             &[
                 "profiles",
                 "import",
@@ -517,8 +559,8 @@ fn main() {
             out.contains(&format!("imported {n} profiles")),
             "unexpected summary: {out}"
         );
-        report("import", n, imp_took);
-        report("generate+import", n, gen_took + imp_took);
+        report("import", n, imp_took, Some(imp_rss));
+        report("generate+import", n, gen_took + imp_took, None);
         if let Some(s) = imported.schema {
             rt.block_on(s.drop());
         }

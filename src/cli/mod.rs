@@ -352,7 +352,10 @@ pub enum ProfilesCmd {
     /// operator input file (CSV: ICCID,IMSI,KI,OPC[,profileType]) with a
     /// template, or a folder of finished packages (*.der). Every row is
     /// checked first; any bad row is reported with its line or file and
-    /// nothing is imported.
+    /// nothing is imported. A CSV is read twice, batch by batch (checked,
+    /// then stored), so memory stays bounded; a batch whose bytes changed
+    /// since the check is not stored, and the command stops there (the
+    /// batches stored before it stay, as after an interrupted import).
     Import {
         /// Operator input file (CSV).
         #[arg(long, conflicts_with = "dir")]
@@ -371,6 +374,11 @@ pub enum ProfilesCmd {
         /// Owning operator.
         #[arg(long, default_value = crate::config::DEV_OPERATOR)]
         operator: String,
+        /// Lines of the CSV checked together on all cores and stored in
+        /// one write; the memory the import needs grows with it.
+        #[arg(long, default_value_t = crate::profile::import::CSV_BATCH_LINES,
+              value_parser = positive_count)]
+        batch_lines: usize,
     },
     /// Write a profile's package in clear (DER) to a file, for operators
     /// debugging their own test inventory. Needs --unprotected.
@@ -975,6 +983,7 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
         template,
         profile_type,
         operator,
+        batch_lines,
     } = action
     {
         let data_dir = conn.data_dir.clone();
@@ -988,6 +997,7 @@ async fn profiles(conn: ConnArgs, action: ProfilesCmd) -> Result<ExitCode, Strin
                 template,
                 profile_type,
                 &operator,
+                batch_lines,
             )
         })
         .await
@@ -1372,6 +1382,10 @@ fn template_or_default(
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the command's flags, passed through once"
+)]
 fn import_offline(
     data_dir: &std::path::Path,
     config: Option<&std::path::Path>,
@@ -1380,6 +1394,7 @@ fn import_offline(
     template: Option<PathBuf>,
     profile_type: Option<String>,
     operator: &str,
+    batch_lines: usize,
 ) -> Result<ExitCode, String> {
     use crate::profile::import;
     let started = std::time::Instant::now();
@@ -1387,14 +1402,18 @@ fn import_offline(
     let checked = match (csv, dir) {
         (Some(path), None) => {
             let tpl = template_or_default(template.as_deref())?;
-            // Every Ki and OPc of the file is in this buffer: zeroized on drop.
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-            );
             let default_type = profile_type
                 .clone()
                 .unwrap_or_else(|| tpl.profile_type().unwrap_or("default").to_owned());
-            import::check_csv(&text, &tpl, &default_type, operator, &ring, &store)
+            let csv = import::CsvImport {
+                template: &tpl,
+                default_type: &default_type,
+                operator,
+                ring: &ring,
+                store: &store,
+                batch_lines,
+            };
+            return import_csv(&csv, &path, started);
         }
         (None, Some(path)) => {
             import::check_der_dir(&path, profile_type.as_deref(), operator, &ring, &store)
@@ -1419,7 +1438,7 @@ fn import_offline(
     );
     let mut progress = Progress::new("importing", items.len() as u64);
     let mut done = 0u64;
-    for chunk in items.chunks(20_000) {
+    for chunk in items.chunks(import::CSV_BATCH_LINES) {
         store
             .add_profiles(chunk, "smdpplus-cli", crate::time::now())
             .map_err(|e| e.to_string())?;
@@ -1430,6 +1449,50 @@ fn import_offline(
     println!(
         "imported {} profiles for {operator} in {:.1} s",
         items.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A count of 1 or more.
+fn positive_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a count of 1 or more")),
+    }
+}
+
+/// `profiles import --csv`: checks the whole file, then stores it batch by
+/// batch, with bounded memory (see [`crate::profile::import::CsvImport`]).
+fn import_csv(
+    csv: &crate::profile::import::CsvImport<'_>,
+    path: &std::path::Path,
+    started: std::time::Instant,
+) -> Result<ExitCode, String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| at(&e))?;
+    let checked = csv
+        .check(&mut file, &mut |b| eprintln!("  {b}"))
+        .map_err(|e| at(&e))?;
+    if checked.bad > 0 {
+        eprintln!("{} bad rows: nothing was imported", checked.bad);
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "checked {} profiles in {:.1} s",
+        checked.rows,
+        started.elapsed().as_secs_f64()
+    );
+    let mut progress = Progress::new("importing", checked.rows);
+    let stored = csv
+        .store(&mut file, &checked, &mut |done| progress.set(done))
+        .map_err(|e| at(&e));
+    // What was stored before a failure is in the store: flushed either way.
+    csv.store.flush_blocking().map_err(|e| e.to_string())?;
+    let stored = stored?;
+    println!(
+        "imported {stored} profiles for {} in {:.1} s",
+        csv.operator,
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

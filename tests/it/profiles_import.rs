@@ -200,3 +200,57 @@ async fn csv_and_der_imports() {
         }
     }
 }
+
+/// `n` good rows from ICCID number `from` on, one a line.
+fn rows(from: u32, n: u32) -> String {
+    (from..from + n)
+        .map(|i| format!("{},00101{i:010},{KI},{OPC}\n", iccid(i)))
+        .collect()
+}
+
+#[test]
+fn csv_checked_whole_before_any_batch_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let csv_path = dir.path().join("in.csv");
+    let csv = csv_path.to_str().expect("p");
+    // Batches of 4 lines: the header and the first rows fill the first
+    // batches, which are good; the last batch holds a bad row.
+    let mut text = format!("ICCID,IMSI,KI,OPC\n{}", rows(1, 10));
+    text.push_str(&format!("{},001010000000099,{KI},00\n", iccid(11)));
+    std::fs::write(&csv_path, &text).expect("csv");
+    let out = import(&data, &["--csv", csv, "--batch-lines", "4"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 12:") && err.contains("16 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("1 bad rows: nothing was imported"), "{err}");
+
+    // A duplicate across batches (lines 2 and 8) is found too.
+    let dup = format!("{}{}{}", rows(1, 7), rows(2, 1), rows(20, 3));
+    std::fs::write(&csv_path, &dup).expect("csv");
+    let out = import(&data, &["--csv", csv, "--batch-lines", "4"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("line 8: ICCID {} appears twice", iccid(2))),
+        "{err}"
+    );
+
+    // Nothing from the first good batches was stored: the good file, in
+    // several batches, imports whole.
+    std::fs::write(&csv_path, rows(1, 11)).expect("csv");
+    let out = import(&data, &["--csv", csv, "--batch-lines", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported 11 profiles"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
