@@ -30,7 +30,7 @@
 //! no other client's work counts in its CPU),
 //! `SMDPPLUS_BULK_STEPS` for a subset of `generate,import,serve`, and
 //! `SMDPPLUS_BULK_LOAD_SECS` (default 15) for the length of each load. It
-//! needs about 5 GB of disk and 4 GB of memory at N = 1,000,000.
+//! needs about 4 GB of disk and 2 GB of memory at N = 1,000,000.
 
 #[path = "../tests/it/common/mod.rs"]
 mod common;
