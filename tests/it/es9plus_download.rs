@@ -625,15 +625,7 @@ async fn the_dp_keys_are_on_the_token_and_nowhere_else() {
         .collect();
     assert!(pem_in_data.is_empty(), "{pem_in_data:?}");
     download_and_check(&mut e, &mut nist(), 141, true, Some(CERT_DPPB_NIST)).await;
-    let out = std::process::Command::new("softhsm2-util")
-        .args(["--delete-token", "--token", &token.label])
-        .output()
-        .expect("softhsm2-util");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    token.delete();
     // The next signature fails: an internal error, logged.
     e.server.allow_errors();
     let o = e.order(142, Some(EID), None).await;

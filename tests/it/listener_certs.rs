@@ -219,15 +219,7 @@ async fn listeners_sign_their_handshakes_on_the_token() {
     }
 
     // No token, no handshake: the signatures were the token's.
-    let out = Command::new("softhsm2-util")
-        .args(["--delete-token", "--token", &token.label])
-        .output()
-        .expect("softhsm2-util");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    token.delete();
     let err = trusted_by(&tls_ca, server.es9, es9)
         .await
         .expect_err("no TLS signature without the token");

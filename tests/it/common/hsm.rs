@@ -37,16 +37,40 @@ fn init(label: &str, pin_file: &Path) {
     };
     // The PINs are arguments here: softhsm2-util takes them no other
     // way, and this token is a test's.
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label, "--pin"])
-        .arg(read(pin_file))
-        .arg("--so-pin")
-        .arg(read(Path::new(&so_pin_file)))
-        .output()
-        .expect("softhsm2-util (apt-get install softhsm2)");
+    // Another process of the run (a server's SoftHSM2 library, `keys
+    // hsm-import`) may be writing the token directory: a second try.
+    let mut out = None;
+    for attempt in 0..3 {
+        let o = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label, "--pin"])
+            .arg(read(pin_file))
+            .arg("--so-pin")
+            .arg(read(Path::new(&so_pin_file)))
+            .output()
+            .expect("softhsm2-util (apt-get install softhsm2)");
+        let done = o.status.success();
+        out = Some(o);
+        if done {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200 * (attempt + 1)));
+    }
+    let out = out.expect("an attempt");
     assert!(
         out.status.success(),
         "softhsm2-util --init-token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn delete(label: &str) {
+    let out = Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", label])
+        .output()
+        .expect("softhsm2-util");
+    assert!(
+        out.status.success(),
+        "softhsm2-util --delete-token: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -106,16 +130,16 @@ impl TestToken {
     /// label (an HSM replaced or reset).
     pub fn replace(&self) {
         let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        let out = Command::new("softhsm2-util")
-            .args(["--delete-token", "--token", &self.label])
-            .output()
-            .expect("softhsm2-util");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        delete(&self.label);
         init(&self.label, &self.pin_file);
+    }
+
+    /// Deletes the token (an HSM gone). Serialised with every other token
+    /// change of the tests: softhsm2-util enumerating the token directory
+    /// fails when a token disappears in the middle.
+    pub fn delete(&self) {
+        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        delete(&self.label);
     }
 
     /// The `[hsm]` section for this token.
