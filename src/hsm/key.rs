@@ -222,37 +222,36 @@ impl TokenKey {
 
     /// Signs `message` on this thread (start-up, CLI).
     pub fn sign_blocking(&self, message: &[u8]) -> Result<Signature, HsmError> {
-        let digest: [u8; 32] = Sha256::digest(message).into();
-        let mut retried = false;
-        loop {
-            let inner = self.inner.clone();
-            let raw = self
-                .inner
-                .token
-                .with_session("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
-            match self.step(raw, &mut retried)? {
-                Some(sig) => return Ok(sig),
-                None => self.inner.token.reconnect(self.generation_seen()),
-            }
-        }
+        self.sign_here(message, Caller::Thread)
     }
 
     /// Signs `message` from synchronous code that may run on an async
     /// worker ([`Token::call_sync`]): the TLS handshake.
     pub fn sign_sync(&self, message: &[u8]) -> Result<Signature, HsmError> {
+        self.sign_here(message, Caller::MaybeWorker)
+    }
+
+    /// The synchronous signature, with one reconnection when the key is
+    /// gone from the token.
+    fn sign_here(&self, message: &[u8], caller: Caller) -> Result<Signature, HsmError> {
         let digest: [u8; 32] = Sha256::digest(message).into();
+        let token = &self.inner.token;
         let mut retried = false;
         loop {
             let inner = self.inner.clone();
-            let raw = self
-                .inner
-                .token
-                .call_sync("C_Sign", move |s, g| inner.sign_digest(s, g, &digest))?;
+            let sign = move |s: &Session, g: u64| inner.sign_digest(s, g, &digest);
+            let raw = match caller {
+                Caller::Thread => token.with_session("C_Sign", sign)?,
+                Caller::MaybeWorker => token.call_sync("C_Sign", sign)?,
+            };
             match self.step(raw, &mut retried)? {
                 Some(sig) => return Ok(sig),
                 None => {
                     let g = self.generation_seen();
-                    self.inner.token.call_sync_reconnect(g)?;
+                    match caller {
+                        Caller::Thread => token.reconnect(g),
+                        Caller::MaybeWorker => token.call_sync_reconnect(g)?,
+                    }
                 }
             }
         }
@@ -413,4 +412,13 @@ impl EcKey {
     pub fn on_token(&self) -> bool {
         matches!(self, EcKey::Token(_))
     }
+}
+
+/// Where a synchronous signature is asked for.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// A thread that may block (start-up, CLI).
+    Thread,
+    /// Code that may run on an async worker (the TLS handshake).
+    MaybeWorker,
 }
