@@ -17,26 +17,22 @@
 //!   ciphertext || tag`, a 96-bit random nonce and a 128-bit tag), so a
 //!   move onto the token is an ordinary rotation, record by record.
 //!
-//! The nonce is drawn by the server (OS CSPRNG): an HSM in a mode that
+//! The nonce is drawn by the server (a CSPRNG seeded from the OS): an HSM in a mode that
 //! insists on generating GCM IVs itself would need the IV read back from
 //! the mechanism parameters instead.
 
 use super::{HsmError, Token};
-use crate::profile::protect::{Keyring, MasterEntry, ProtectError};
+use crate::profile::protect::{self, Keyring, MasterEntry, ProtectError};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use rand::RngCore;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
-const NONCE_LEN: usize = 12;
-
 /// The key was not found, in sessions of this generation.
 struct Missing(u64);
-const TAG_LEN: usize = 16;
 
 /// One master key on the token.
 #[derive(Clone)]
@@ -100,8 +96,7 @@ impl TokenMasterKey {
     /// AES-256-GCM on the token: `nonce || ciphertext || tag`, `context`
     /// authenticated as associated data.
     pub fn wrap(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, ProtectError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let nonce = protect::new_nonce();
         let secret = Zeroizing::new(secret.to_vec());
         let context = context.to_vec();
         let sealed = self.retrying(|| {
@@ -118,9 +113,7 @@ impl TokenMasterKey {
                 })
                 .map_err(hsm_to_protect)
         })?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        Ok(protect::frame(nonce, &sealed))
     }
 
     /// The inverse of [`TokenMasterKey::wrap`]; a wrong key, context or a
@@ -130,12 +123,8 @@ impl TokenMasterKey {
         wrapped: &[u8],
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ProtectError> {
-        if wrapped.len() < NONCE_LEN + TAG_LEN {
-            return Err(ProtectError::Unwrap);
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
-        let sealed = wrapped[NONCE_LEN..].to_vec();
+        let (nonce, sealed) = protect::unframe(wrapped)?;
+        let sealed = sealed.to_vec();
         let context = context.to_vec();
         let opened = self.retrying(|| {
             let (inner, sealed, context) = (self.inner.clone(), sealed.clone(), context.clone());

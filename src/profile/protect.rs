@@ -84,10 +84,10 @@ impl MasterKey {
         ))
     }
 
-    /// AES-256-GCM: `nonce || ciphertext || tag`, bound to `context` (e.g. the ICCID).
+    /// AES-256-GCM in the [wrapped form](frame), bound to `context`
+    /// (e.g. the ICCID).
     pub fn wrap(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, ProtectError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        let nonce = new_nonce();
         let mut buf = secret.to_vec();
         self.aead()?
             .seal_in_place_append_tag(
@@ -96,9 +96,7 @@ impl MasterKey {
                 &mut buf,
             )
             .map_err(|_| ProtectError::Unwrap)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
+        Ok(frame(nonce, &buf))
     }
 
     /// The inverse of [`MasterKey::wrap`].
@@ -107,12 +105,8 @@ impl MasterKey {
         wrapped: &[u8],
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ProtectError> {
-        if wrapped.len() < NONCE_LEN + 16 {
-            return Err(ProtectError::Unwrap);
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
-        let mut buf = Zeroizing::new(wrapped[NONCE_LEN..].to_vec());
+        let (nonce, sealed) = unframe(wrapped)?;
+        let mut buf = Zeroizing::new(sealed.to_vec());
         let len = self
             .aead()?
             .open_in_place(
@@ -125,6 +119,39 @@ impl MasterKey {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+/// Length of the AES-GCM authentication tag in the wrapped form.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// A fresh random 96-bit nonce for one wrap (the process's CSPRNG, seeded
+/// from the OS).
+pub(crate) fn new_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    nonce
+}
+
+/// The wrapped form of a secret under any master key, in a file or on the
+/// token: `nonce || ciphertext || tag`, where `sealed` is the ciphertext
+/// with its tag.
+pub(crate) fn frame(nonce: [u8; NONCE_LEN], sealed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(sealed);
+    out
+}
+
+/// The nonce and the sealed part (ciphertext and tag) of a wrapped secret;
+/// one too short to hold a nonce and a tag is [`ProtectError::Unwrap`].
+pub(crate) fn unframe(wrapped: &[u8]) -> Result<([u8; NONCE_LEN], &[u8]), ProtectError> {
+    if wrapped.len() < NONCE_LEN + TAG_LEN {
+        return Err(ProtectError::Unwrap);
+    }
+    let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(nonce);
+    Ok((n, sealed))
 }
 
 /// One master key: in the key file (or `SMDPPLUS_MASTER_KEY`), or a
