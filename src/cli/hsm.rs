@@ -273,30 +273,12 @@ pub(super) async fn rotate_master(config: &Config, timeout_secs: u64) -> Result<
         token.label()
     );
     if let Some(pid) = super::server_running(&config.data_dir) {
-        let hup = std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !hup.success() {
-            return Err(format!("could not signal the server (pid {pid})"));
-        }
-        println!("the running server (pid {pid}) re-wraps every stored secret while it serves");
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok((r, _)) = master::configured_ring(config, Some(&token)) {
-                if r.ids() == vec![id] {
-                    println!(
-                        "done in {:.1} s: every secret is wrapped under key {id} on the token, the old keys are retired",
-                        start.elapsed().as_secs_f64()
-                    );
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-            if start.elapsed().as_secs() >= timeout_secs {
-                return Err(format!("the server did not finish within {timeout_secs} s; see its log and smdpplus_master_key_rewrap_pending"));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        return super::rewrap_online(&pid, id, " on the token", timeout_secs, || {
+            master::configured_ring(config, Some(&token))
+                .ok()
+                .map(|(r, _)| r.ids())
+        })
+        .await;
     }
     ring.push_token_key(key);
     let store = crate::store::Store::open_configured(config, true).map_err(|e| e.to_string())?;

@@ -1233,6 +1233,49 @@ fn server_running(data_dir: &std::path::Path) -> Option<String> {
     alive.then_some(pid)
 }
 
+/// Asks the running server `pid` to re-wrap every stored secret under the
+/// new master key `id` (SIGHUP), then waits until the key ring read by
+/// `ring_ids` names `id` alone, which the server writes once it is done.
+/// `on` says where the key lives, for the messages.
+async fn rewrap_online(
+    pid: &str,
+    id: u32,
+    on: &str,
+    timeout_secs: u64,
+    ring_ids: impl Fn() -> Option<Vec<u32>>,
+) -> Result<ExitCode, String> {
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", pid])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !hup.success() {
+        return Err(format!("could not signal the server (pid {pid})"));
+    }
+    println!("the running server (pid {pid}) re-wraps every stored secret while it serves");
+    let start = std::time::Instant::now();
+    let mut last_report = 0;
+    loop {
+        if ring_ids().is_some_and(|ids| ids == [id]) {
+            println!(
+                "done in {:.1} s: every secret is wrapped under key {id}{on}, the old keys are retired",
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        let secs = start.elapsed().as_secs();
+        if secs >= timeout_secs {
+            return Err(format!("the server did not finish within {timeout_secs} s; see its log and smdpplus_master_key_rewrap_pending"));
+        }
+        if secs >= last_report + 5 {
+            last_report = secs;
+            println!(
+                "  still re-wrapping after {secs} s (metric smdpplus_master_key_rewrap_pending)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
     use crate::profile::protect::Keyring;
     let (config, data_dir, master_key_file, timeout_secs) = match action {
@@ -1271,33 +1314,13 @@ async fn keys(action: KeysCmd) -> Result<ExitCode, String> {
     if let Some(pid) = server_running(&data_dir) {
         let (mut ring, _) = Keyring::load_or_create(&key_file).map_err(|e| e.to_string())?;
         let id = ring.rotate(&key_file).map_err(|e| e.to_string())?;
-        let hup = std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !hup.success() {
-            return Err(format!("could not signal the server (pid {pid})"));
-        }
-        println!("added master key {id}; the running server (pid {pid}) re-wraps every stored secret while it serves");
-        let start = std::time::Instant::now();
-        let mut last_report = 0;
-        loop {
-            if let Ok((r, _)) = Keyring::load_or_create(&key_file) {
-                if r.ids() == vec![id] {
-                    println!("done in {:.1} s: every secret is wrapped under key {id}, the old keys are retired", start.elapsed().as_secs_f64());
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-            let secs = start.elapsed().as_secs();
-            if secs >= timeout_secs {
-                return Err(format!("the server did not finish within {timeout_secs} s; see its log and smdpplus_master_key_rewrap_pending"));
-            }
-            if secs >= last_report + 5 {
-                last_report = secs;
-                println!("  still re-wrapping after {secs} s (metric smdpplus_master_key_rewrap_pending)");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        println!("added master key {id}");
+        return rewrap_online(&pid, id, "", timeout_secs, || {
+            Keyring::load_or_create(&key_file)
+                .ok()
+                .map(|(r, _)| r.ids())
+        })
+        .await;
     }
     let store =
         crate::store::Store::open(&data_dir.join("db"), crate::store::StoreOptions::default())
