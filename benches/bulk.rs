@@ -163,25 +163,16 @@ fn du(path: &Path) -> u64 {
         .sum()
 }
 
-/// Runs one step; returns its wall time and what it printed.
 /// Runs `smdpplus` to its exit: the time, its stdout, and its peak
 /// resident memory in KiB (the child's own `ru_maxrss`, from `wait4`).
 fn step(args: &[&str], env: &[(&str, String)]) -> (Duration, String, u64) {
     use std::io::Read;
-    use std::process::Stdio;
     let started = Instant::now();
     #[allow(
         clippy::zombie_processes,
         reason = "reaped by wait4 below, which also gives its rusage"
     )]
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run smdpplus");
+    let mut child = spawn(args, env);
     let mut stderr = child.stderr.take().expect("stderr");
     let errors = std::thread::spawn(move || {
         let mut s = String::new();
@@ -202,6 +193,20 @@ fn step(args: &[&str], env: &[(&str, String)]) -> (Duration, String, u64) {
         errors.join().unwrap_or_default()
     );
     (took, stdout, max_rss_kib)
+}
+
+/// Starts `smdpplus` with `args` and `env` (warnings only in its log),
+/// its standard output and error piped.
+fn spawn(args: &[impl AsRef<std::ffi::OsStr>], env: &[(&str, String)]) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run smdpplus")
 }
 
 /// Reaps the child `pid`: its exit code (`None` if a signal ended it) and
@@ -319,14 +324,7 @@ fn load(args: &[String], env: &[(&str, String)], pm: Option<u32>) -> (Value, f64
     let mut all = vec!["load".to_owned()];
     all.extend(args.iter().cloned());
     all.push("--json".into());
-    let mut child = Command::new(BIN)
-        .args(&all)
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run smdpplus load");
+    let mut child = spawn(&all, env);
     let stderr = child.stderr.take().expect("stderr");
     let watcher = std::thread::spawn(move || {
         let mut start = None;
