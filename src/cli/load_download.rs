@@ -104,9 +104,12 @@ pub struct DownloadArgs {
     /// ES9+ listener, HOST:PORT (also sent as smdpAddress).
     #[arg(long, default_value = "localhost:8443")]
     pub smdp: String,
-    /// Software eUICCs, each with its own key, certificate and EID.
-    #[arg(long, default_value_t = 64)]
-    pub euiccs: usize,
+    /// Software eUICCs, each with its own key, certificate and EID
+    /// (default: one per order, at most 8192). A device has one or two
+    /// orders; one EID with hundreds of open orders makes every
+    /// AuthenticateClient read them all (SGP.22 §5.6.3 order matching).
+    #[arg(long)]
+    pub euiccs: Option<usize>,
     /// Curve of the eUICCs.
     #[arg(long, value_enum, default_value_t = CurveChoice::Nist)]
     pub curve: CurveChoice,
@@ -673,9 +676,6 @@ async fn place(
 
 /// Runs `load download`.
 pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
-    if a.euiccs == 0 {
-        return Err("--euiccs must be at least 1".into());
-    }
     let duration = match (a.sessions, a.duration_secs) {
         (Some(_), _) => None,
         (None, d) => Some(Duration::from_secs(d.unwrap_or(10).max(1))),
@@ -686,6 +686,10 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
         (None, Some(rate)) => (rate * duration.map_or(10.0, |d| d.as_secs_f64())).ceil() as usize,
         (None, None) => 50 * concurrency * duration.map_or(10, |d| d.as_secs() as usize),
     });
+    let euiccs = a.euiccs.unwrap_or(order_count.clamp(1, 8192));
+    if euiccs == 0 {
+        return Err("--euiccs must be at least 1".into());
+    }
 
     // eUICCs.
     let t = Instant::now();
@@ -703,7 +707,7 @@ pub async fn run(a: DownloadArgs) -> Result<ExitCode, String> {
     let run_id = u128::from(rand::random::<u32>() % 1_000_000_000);
     let mut cards = Vec::new();
     let mut curves = Vec::new();
-    for i in 0..a.euiccs {
+    for i in 0..euiccs {
         let eum = eum_for(i);
         let card = eum
             .issue(run_id * 10_000_000_000_000 + i as u128)
