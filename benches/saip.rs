@@ -1,5 +1,6 @@
 //! Profile data preparation throughput: SAIP decode and encode of one
-//! package, personalization of one profile, and bulk generation (values
+//! package, personalization of one profile, its protection under a fresh
+//! PPK as at binding, and bulk generation (values
 //! from a CSPRNG, packages built on all cores) of 1,000 and 100,000
 //! profiles of `profiles/smdpplus-usim.toml`.
 //!
@@ -10,6 +11,7 @@ use rand::SeedableRng;
 use smdpplus::ids::Iccid;
 use smdpplus::profile::generate::{generate, params_iter, personalize_all};
 use smdpplus::profile::params::Params;
+use smdpplus::profile::protect::{Keyring, MasterKey, ProtectedPackage};
 use smdpplus::profile::saip::ef::Imsi;
 use smdpplus::profile::saip::Profile;
 use smdpplus::profile::template::Template;
@@ -50,6 +52,29 @@ fn personalize(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("one", |b| {
         b.iter(|| t.personalize(&params).expect("personalize"))
+    });
+    g.finish();
+}
+
+/// The per-download work on a template-based profile besides
+/// personalization: its segments encrypted and MACed under a fresh PPK
+/// (SCP03t, SGP.22 §2.5.4) and the PPK wrapped under the master key.
+fn bind(c: &mut Criterion) {
+    let t = template();
+    let params = one_profile(&t);
+    let upp = t.personalize(&params).expect("personalize");
+    let ring = Keyring::single(1, MasterKey::generate());
+    let iccid = params.iccid.as_str().as_bytes().to_vec();
+    let mut g = c.benchmark_group("bind");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("protect", |b| {
+        b.iter(|| ProtectedPackage::protect(&ring, &upp, &iccid).expect("protect"))
+    });
+    g.bench_function("personalize_and_protect", |b| {
+        b.iter(|| {
+            let upp = t.personalize(&params).expect("personalize");
+            ProtectedPackage::protect(&ring, &upp, &iccid).expect("protect")
+        })
     });
     g.finish();
 }
@@ -96,5 +121,5 @@ fn bulk(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, personalize, bulk);
+criterion_group!(benches, codec, personalize, bind, bulk);
 criterion_main!(benches);
