@@ -163,7 +163,7 @@ impl Source for Sled {
             };
             out.push(match table {
                 Table::Profiles => {
-                    let r: ProfileRecord = decode(&v, "profile", &at)?;
+                    let r = super::compact::decode_profile(&at, &v)?;
                     Record::Profile(Box::new(self.profile_export(r)?))
                 }
                 Table::ProfileTypes => {

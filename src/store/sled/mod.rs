@@ -8,12 +8,12 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `p/` | ICCID | [`ProfileRecord`] |
+//! | `p/` | ICCID | [`ProfileRecord`] in its binary form ([`compact`]; JSON in stores written before) |
 //! | `h/` | ICCID `/` seq (u64 BE) | [`HistoryEntry`] |
 //! | `b/` | ICCID | stored profile package |
 //! | `m/` | MatchingID | ICCID |
 //! | `e/` | EID `/` ICCID | ICCID (open orders of an EID) |
-//! | `a/` | operator `\0` type `\0` ICCID | ICCID (available pool) |
+//! | `a/` | operator `\0` type `\0` ICCID | - (available pool; the ICCID in stores written before) |
 //! | `t/` | type `\0` operator | - (known profile types) |
 //! | `x/` | expiry (u64 BE) ICCID | ICCID (orders that can expire) |
 //! | `o/` | seq (u64 BE) | [`OutboxItem`] |
@@ -36,6 +36,7 @@
 //! transaction committed before the call durable; concurrent callers share
 //! one fsync (group commit). Callers acknowledge a transition only after it.
 
+mod compact;
 mod counters;
 mod export;
 mod keys;
@@ -281,9 +282,18 @@ impl Sled {
         *m.entry(operator.to_owned()).or_insert(0) += delta;
     }
 
-    /// Every raw profile index entry, for consistency checks: (key, value).
+    /// Every profile index entry, for consistency checks: (key, the ICCID
+    /// it names). An `a/` entry names the ICCID at the end of its key (its
+    /// value is empty, or the ICCID in stores written before).
     pub fn index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.entries(&["a/", "m/", "e/", "x/"])
+        let mut out = self.entries(&["a/", "m/", "e/", "x/"])?;
+        for (k, v) in &mut out {
+            if k.starts_with(b"a/") && v.is_empty() {
+                let iccid = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+                *v = iccid.to_vec();
+            }
+        }
+        Ok(out)
     }
 
     /// Every raw outbox index entry, for consistency checks.
@@ -453,10 +463,11 @@ impl Engine for Sled {
             let rec = ProfileRecord::imported(p, caller, now);
             batch.insert(package_key(iccid), p.package.as_slice());
             for k in index_keys(&rec) {
-                batch.insert(k, iccid.as_bytes());
+                let v = keys::index_value(&k, iccid);
+                batch.insert(k, v);
             }
             types.insert(type_key(&rec.profile_type, &rec.operator));
-            batch.insert(profile_key(iccid), records::encode(&rec));
+            batch.insert(profile_key(iccid), compact::encode_profile(&rec));
         }
         for k in types {
             batch.insert(k, &[][..]);
@@ -537,7 +548,12 @@ impl Engine for Sled {
     }
 
     fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<String>> {
-        self.values(keys::pool_prefix(operator, profile_type))
+        let prefix = keys::pool_prefix(operator, profile_type);
+        self.tree()?
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(keys::pool_iccid(&k?, prefix.len())))
+            .collect()
     }
 
     fn due_expiries(&self, now: i64) -> Result<Vec<String>> {
