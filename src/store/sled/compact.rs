@@ -29,6 +29,11 @@
 //! | `package_ref` | string, if flagged (else `b/` + ICCID) |
 //! | `history_len` | varint |
 //! | `error_reason`, `imported_by` | strings, if flagged |
+//! | stored package | the rest of the value, if flagged |
+//!
+//! The stored package of a profile inserted since this form is the end
+//! of its record (one entry per profile); older stores keep it under
+//! `b/` + ICCID, which is still read.
 
 use crate::error::{Error, Result};
 use crate::store::lifecycle::State;
@@ -45,19 +50,21 @@ const F_EXPIRES: u8 = 1 << 3;
 const F_PACKAGE_REF: u8 = 1 << 4;
 const F_ERROR_REASON: u8 = 1 << 5;
 const F_IMPORTED_BY: u8 = 1 << 6;
-const F_ALL: u8 = (1 << 7) - 1;
+const F_PACKAGE: u8 = 1 << 7;
 
 /// The package key a record names unless it says otherwise.
 fn default_package_ref(iccid: &str) -> String {
     format!("b/{iccid}")
 }
 
-/// A profile record as the sled engine stores it (the binary form).
-pub(crate) fn encode_profile(r: &ProfileRecord) -> Vec<u8> {
+/// A profile record as the sled engine stores it (the binary form),
+/// with its stored package at the end if `package` is given.
+pub(crate) fn encode_profile(r: &ProfileRecord, package: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         32 + r.profile_type.len()
             + r.operator.len()
-            + r.imported_by.as_ref().map_or(0, |s| s.len()),
+            + r.imported_by.as_ref().map_or(0, |s| s.len())
+            + package.map_or(0, <[u8]>::len),
     );
     out.push(FORM_V1);
     put_varint(&mut out, u64::from(r.v));
@@ -72,6 +79,7 @@ pub(crate) fn encode_profile(r: &ProfileRecord) -> Vec<u8> {
         (own_package_ref, F_PACKAGE_REF),
         (r.error_reason.is_some(), F_ERROR_REASON),
         (r.imported_by.is_some(), F_IMPORTED_BY),
+        (package.is_some(), F_PACKAGE),
     ] {
         if set {
             flags |= bit;
@@ -104,29 +112,43 @@ pub(crate) fn encode_profile(r: &ProfileRecord) -> Vec<u8> {
     for s in [&r.error_reason, &r.imported_by].into_iter().flatten() {
         put_str(&mut out, s);
     }
+    if let Some(p) = package {
+        out.extend_from_slice(p);
+    }
     out
 }
 
 /// The stored profile record of `iccid` (the ICCID of its key), in either
 /// form: the binary one or JSON. Bad bytes are an error, never a panic.
 pub(crate) fn decode_profile(iccid: &str, bytes: &[u8]) -> Result<ProfileRecord> {
+    decode_with_package(iccid, bytes).map(|(r, _)| r)
+}
+
+/// [`decode_profile`], and the stored package the record ends with, if
+/// it holds one (a JSON record never does).
+pub(crate) fn decode_with_package<'a>(
+    iccid: &str,
+    bytes: &'a [u8],
+) -> Result<(ProfileRecord, Option<&'a [u8]>)> {
     let r = match bytes.first() {
         Some(&FORM_V1) => decode_v1(iccid, &bytes[1..]),
-        _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        _ => serde_json::from_slice(bytes)
+            .map(|r| (r, None))
+            .map_err(|e| e.to_string()),
     };
     r.map_err(|e| Error::internal(format!("corrupt record {iccid}: {e}")))
 }
 
-fn decode_v1(iccid: &str, bytes: &[u8]) -> std::result::Result<ProfileRecord, String> {
+fn decode_v1<'a>(
+    iccid: &str,
+    bytes: &'a [u8],
+) -> std::result::Result<(ProfileRecord, Option<&'a [u8]>), String> {
     let mut r = Reader(bytes);
     let v = r.u32("v")?;
     let state = *State::ALL
         .get(usize::from(r.byte("state")?))
         .ok_or("unknown state")?;
     let flags = r.byte("flags")?;
-    if flags & !F_ALL != 0 {
-        return Err(format!("unknown flags {flags:#04x}"));
-    }
     let has = |bit: u8| flags & bit != 0;
     let profile_type = r.string("profile type")?;
     let operator = r.string("operator")?;
@@ -153,10 +175,12 @@ fn decode_v1(iccid: &str, bytes: &[u8]) -> std::result::Result<ProfileRecord, St
     let history_len = r.varint("history length")?;
     let error_reason = r.string_if(has(F_ERROR_REASON), "error reason")?;
     let imported_by = r.string_if(has(F_IMPORTED_BY), "importer")?;
-    if !r.0.is_empty() {
-        return Err(format!("{} bytes after the record", r.0.len()));
-    }
-    Ok(ProfileRecord {
+    let package = match has(F_PACKAGE) {
+        true => Some(r.0),
+        false if r.0.is_empty() => None,
+        false => return Err(format!("{} bytes after the record", r.0.len())),
+    };
+    let record = ProfileRecord {
         v,
         iccid: iccid.to_owned(),
         profile_type,
@@ -175,7 +199,8 @@ fn decode_v1(iccid: &str, bytes: &[u8]) -> std::result::Result<ProfileRecord, St
         history_len,
         error_reason,
         imported_by,
-    })
+    };
+    Ok((record, package))
 }
 
 fn state_byte(s: State) -> u8 {
@@ -206,7 +231,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// The bytes not read yet.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn byte(&mut self, what: &str) -> std::result::Result<u8, String> {
         let (&b, rest) = self.0.split_first().ok_or_else(|| format!("no {what}"))?;
         self.0 = rest;
@@ -351,7 +376,7 @@ mod tests {
     #[test]
     fn a_bulk_record_is_small_and_round_trips() {
         let r = bulk();
-        let b = encode_profile(&r);
+        let b = encode_profile(&r, None);
         assert_eq!(b[0], FORM_V1);
         assert!(b.len() <= 48, "{} bytes", b.len());
         assert_eq!(decode_profile(ICCID, &b).expect("decode"), r);
@@ -376,10 +401,23 @@ mod tests {
         full.imported_by = None;
         for r in [bulk(), full] {
             assert_eq!(
-                decode_profile(ICCID, &encode_profile(&r)).expect("decode"),
+                decode_profile(ICCID, &encode_profile(&r, None)).expect("decode"),
                 r
             );
         }
+    }
+
+    #[test]
+    fn the_package_rides_at_the_end() {
+        let r = bulk();
+        for p in [&b""[..], &[0u8; 300][..], &[FORM_V1, b'{', 0xff][..]] {
+            let b = encode_profile(&r, Some(p));
+            let (got, pkg) = decode_with_package(ICCID, &b).expect("decode");
+            assert_eq!((got, pkg), (r.clone(), Some(p)));
+            assert_eq!(decode_profile(ICCID, &b).expect("decode"), r);
+        }
+        let b = encode_profile(&r, None);
+        assert_eq!(decode_with_package(ICCID, &b).expect("decode").1, None);
     }
 
     #[test]
@@ -397,7 +435,7 @@ mod tests {
 
     #[test]
     fn bad_bytes_are_errors() {
-        let b = encode_profile(&bulk());
+        let b = encode_profile(&bulk(), None);
         for n in 0..b.len() {
             let e = decode_profile(ICCID, &b[..n]).expect_err("truncated");
             assert!(e.message.starts_with("corrupt record"), "{}", e.message);
@@ -411,9 +449,6 @@ mod tests {
         let mut state = b.clone();
         state[2] = 9;
         assert!(decode_profile(ICCID, &state).is_err());
-        let mut flags = b;
-        flags[3] = 0x80;
-        assert!(decode_profile(ICCID, &flags).is_err());
         let long = [
             FORM_V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
         ];
@@ -422,9 +457,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn records_round_trip(r in record()) {
-            let b = encode_profile(&r);
-            prop_assert_eq!(decode_profile(ICCID, &b).expect("decode"), r);
+        fn records_round_trip(
+            r in record(),
+            package in prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+        ) {
+            let b = encode_profile(&r, package.as_deref());
+            let (got, pkg) = decode_with_package(ICCID, &b).expect("decode");
+            prop_assert_eq!(got, r);
+            prop_assert_eq!(pkg, package.as_deref());
         }
 
         #[test]
@@ -442,7 +482,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             flip in any::<(prop::sample::Index, u8)>(),
         ) {
-            let b = encode_profile(&r);
+            let b = encode_profile(&r, None);
             prop_assert!(decode_profile(ICCID, &b[..cut.index(b.len())]).is_err());
             let mut f = b.clone();
             let i = flip.0.index(f.len());

@@ -94,8 +94,14 @@ impl Records for SledRecords<'_> {
         reindex(self.tx, &old_keys, &index_keys(new), |k| {
             (k.as_slice(), index_value(k, &new.iccid))
         })?;
-        self.tx
-            .insert(profile_key(&new.iccid), compact::encode_profile(new))?;
+        // The stored package at the end of the record stays there.
+        let key = profile_key(&new.iccid);
+        let stored = self.tx.get(&key)?;
+        let package = match &stored {
+            Some(v) => compact::decode_with_package(&new.iccid, v).or_else(gsma)?.1,
+            None => None,
+        };
+        self.tx.insert(key, compact::encode_profile(new, package))?;
         self.deltas.borrow_mut().transitions.push((
             old.map(|o| o.state),
             new.state,
