@@ -22,7 +22,6 @@
 use super::keys::key;
 use crate::error::{Error, Result};
 use crate::store::lifecycle::State;
-use crate::store::ProfileRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -50,9 +49,8 @@ impl Counts {
     pub(super) fn scan(tree: &sled::Tree) -> Result<Counts> {
         let mut c = Counts::default();
         for kv in tree.scan_prefix(b"p/") {
-            let (_, v) = kv?;
-            let r: ProfileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
+            let (k, v) = kv?;
+            let r = super::compact::decode_profile(&super::keys::profile_iccid(&k), &v)?;
             *c.states.entry(r.state).or_insert(0) += 1;
             if r.state == State::Available {
                 *c.pools.entry((r.operator, r.profile_type)).or_insert(0) += 1;

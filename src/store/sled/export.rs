@@ -70,13 +70,21 @@ impl Sled {
     }
 
     /// A profile with its package, history and kept package.
-    fn profile_export(&self, record: ProfileRecord) -> Result<ProfileExport> {
+    /// `package` is the one at the end of the record, if it has one.
+    fn profile_export(
+        &self,
+        record: ProfileRecord,
+        package: Option<&[u8]>,
+    ) -> Result<ProfileExport> {
         let tree = self.tree()?;
         let iccid = record.iccid.clone();
-        let package = tree
-            .get(package_key(&iccid))?
-            .ok_or_else(|| Error::internal(format!("profile {iccid} has no stored package")))?
-            .to_vec();
+        let package = match package {
+            Some(p) => p.to_vec(),
+            None => tree
+                .get(package_key(&iccid))?
+                .ok_or_else(|| Error::internal(format!("profile {iccid} has no stored package")))?
+                .to_vec(),
+        };
         let mut history = Vec::new();
         let prefix = key("h/", &[iccid.as_bytes(), b"/"]);
         for kv in tree.scan_prefix(&prefix) {
@@ -163,8 +171,8 @@ impl Source for Sled {
             };
             out.push(match table {
                 Table::Profiles => {
-                    let r: ProfileRecord = decode(&v, "profile", &at)?;
-                    Record::Profile(Box::new(self.profile_export(r)?))
+                    let (r, package) = super::compact::decode_with_package(&at, &v)?;
+                    Record::Profile(Box::new(self.profile_export(r, package)?))
                 }
                 Table::ProfileTypes => {
                     let rest = k.get(prefix.len()..).unwrap_or_default();

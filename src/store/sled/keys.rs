@@ -19,6 +19,10 @@ pub(crate) fn key(prefix: &str, parts: &[&[u8]]) -> Vec<u8> {
 pub(crate) fn profile_key(iccid: &str) -> Vec<u8> {
     key("p/", &[iccid.as_bytes()])
 }
+/// The ICCID of a profile record's key (`p/` ICCID).
+pub(crate) fn profile_iccid(k: &[u8]) -> String {
+    String::from_utf8_lossy(k.get(2..).unwrap_or_default()).into_owned()
+}
 pub(crate) fn package_key(iccid: &str) -> Vec<u8> {
     key("b/", &[iccid.as_bytes()])
 }
@@ -67,7 +71,24 @@ pub fn outbox_index_keys(item: &OutboxItem) -> Vec<(Vec<u8>, Vec<u8>)> {
     ]
 }
 
-/// The index keys a record implies. Every value is the ICCID.
+/// The value stored under an index key of `iccid`'s record: empty for a
+/// pool entry (`a/`, whose key ends with the ICCID), the ICCID for the
+/// others.
+pub(crate) fn index_value<'a>(k: &[u8], iccid: &'a str) -> &'a [u8] {
+    if k.starts_with(b"a/") {
+        &[]
+    } else {
+        iccid.as_bytes()
+    }
+}
+
+/// The ICCID of a pool entry (`a/`): the key after the pool's prefix of
+/// `prefix_len` bytes. Entries written before kept it as their value too.
+pub(crate) fn pool_iccid(k: &[u8], prefix_len: usize) -> String {
+    String::from_utf8_lossy(k.get(prefix_len..).unwrap_or_default()).into_owned()
+}
+
+/// The index keys a record implies ([`index_value`] gives each value).
 pub fn index_keys(r: &ProfileRecord) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(4);
     if r.state == State::Available {

@@ -8,12 +8,12 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `p/` | ICCID | [`ProfileRecord`] |
+//! | `p/` | ICCID | [`ProfileRecord`] in its binary form ([`compact`]; JSON in stores written before) |
 //! | `h/` | ICCID `/` seq (u64 BE) | [`HistoryEntry`] |
-//! | `b/` | ICCID | stored profile package |
+//! | `b/` | ICCID | stored profile package, in stores written before it went at the end of the `p/` record |
 //! | `m/` | MatchingID | ICCID |
 //! | `e/` | EID `/` ICCID | ICCID (open orders of an EID) |
-//! | `a/` | operator `\0` type `\0` ICCID | ICCID (available pool) |
+//! | `a/` | operator `\0` type `\0` ICCID | - (available pool; the ICCID in stores written before) |
 //! | `t/` | type `\0` operator | - (known profile types) |
 //! | `x/` | expiry (u64 BE) ICCID | ICCID (orders that can expire) |
 //! | `o/` | seq (u64 BE) | [`OutboxItem`] |
@@ -36,6 +36,7 @@
 //! transaction committed before the call durable; concurrent callers share
 //! one fsync (group commit). Callers acknowledge a transition only after it.
 
+mod compact;
 mod counters;
 mod export;
 mod keys;
@@ -281,9 +282,18 @@ impl Sled {
         *m.entry(operator.to_owned()).or_insert(0) += delta;
     }
 
-    /// Every raw profile index entry, for consistency checks: (key, value).
+    /// Every profile index entry, for consistency checks: (key, the ICCID
+    /// it names). An `a/` entry names the ICCID at the end of its key (its
+    /// value is empty, or the ICCID in stores written before).
     pub fn index_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.entries(&["a/", "m/", "e/", "x/"])
+        let mut out = self.entries(&["a/", "m/", "e/", "x/"])?;
+        for (k, v) in &mut out {
+            if k.starts_with(b"a/") && v.is_empty() {
+                let iccid = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+                *v = iccid.to_vec();
+            }
+        }
+        Ok(out)
     }
 
     /// Every raw outbox index entry, for consistency checks.
@@ -451,12 +461,16 @@ impl Engine for Sled {
                 return Ok(Err(i));
             }
             let rec = ProfileRecord::imported(p, caller, now);
-            batch.insert(package_key(iccid), p.package.as_slice());
             for k in index_keys(&rec) {
-                batch.insert(k, iccid.as_bytes());
+                let v = keys::index_value(&k, iccid);
+                batch.insert(k, v);
             }
             types.insert(type_key(&rec.profile_type, &rec.operator));
-            batch.insert(profile_key(iccid), records::encode(&rec));
+            // The package at the end of the record: one entry per profile.
+            batch.insert(
+                profile_key(iccid),
+                compact::encode_profile(&rec, Some(&p.package)),
+            );
         }
         for k in types {
             batch.insert(k, &[][..]);
@@ -485,9 +499,12 @@ impl Engine for Sled {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<usize> {
         let tree = self.tree()?;
-        let total = tree.scan_prefix(b"b/").count();
+        // Packages of their own (`b/`, stores written before the package
+        // went into the record), then those at the end of a record (`p/`).
+        let total = tree.scan_prefix(b"b/").count() + tree.scan_prefix(b"p/").count();
         let mut changed = 0;
-        for (done, kv) in tree.scan_prefix(b"b/").enumerate() {
+        let mut done = 0;
+        for kv in tree.scan_prefix(b"b/") {
             let (k, v) = kv?;
             let iccid = String::from_utf8_lossy(&k[2..]).into_owned();
             if let Some(new) = f(&v, &iccid)? {
@@ -496,7 +513,25 @@ impl Engine for Sled {
                     changed += 1;
                 }
             }
-            progress(done + 1, total);
+            done += 1;
+            progress(done, total);
+        }
+        for kv in tree.scan_prefix(b"p/") {
+            let (k, v) = kv?;
+            let iccid = keys::profile_iccid(&k);
+            if let (record, Some(package)) = compact::decode_with_package(&iccid, &v)? {
+                if let Some(new) = f(package, &iccid)? {
+                    let new = compact::encode_profile(&record, Some(&new));
+                    // A record changed meanwhile keeps its package: the
+                    // caller runs the rewrite again.
+                    let swapped = tree.compare_and_swap(&k, Some(&v), Some(new))?;
+                    if swapped.is_ok() {
+                        changed += 1;
+                    }
+                }
+            }
+            done += 1;
+            progress(done, total);
         }
         self.wrote();
         Ok(changed)
@@ -511,10 +546,13 @@ impl Engine for Sled {
     }
 
     fn package(&self, record: &ProfileRecord) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .tree()?
-            .get(package_key(&record.iccid))?
-            .map(|v| v.to_vec()))
+        let tree = self.tree()?;
+        if let Some(v) = tree.get(profile_key(&record.iccid))? {
+            if let (_, Some(p)) = compact::decode_with_package(&record.iccid, &v)? {
+                return Ok(Some(p.to_vec()));
+            }
+        }
+        Ok(tree.get(package_key(&record.iccid))?.map(|v| v.to_vec()))
     }
 
     fn history(&self, iccid: &str) -> Result<Vec<super::HistoryEntry>> {
@@ -537,7 +575,12 @@ impl Engine for Sled {
     }
 
     fn pool(&self, operator: &str, profile_type: &str) -> Result<Vec<String>> {
-        self.values(keys::pool_prefix(operator, profile_type))
+        let prefix = keys::pool_prefix(operator, profile_type);
+        self.tree()?
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(keys::pool_iccid(&k?, prefix.len())))
+            .collect()
     }
 
     fn due_expiries(&self, now: i64) -> Result<Vec<String>> {
@@ -763,4 +806,71 @@ fn disk_takes_writes(path: &std::path::Path) -> std::io::Result<()> {
     })();
     let _ = std::fs::remove_file(&probe);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tx::Records;
+
+    fn profile(n: u8) -> NewProfile {
+        NewProfile {
+            iccid: crate::ids::Iccid::with_check_digit(&format!("89440000000000000{n}"))
+                .expect("ICCID"),
+            profile_type: "bulk".into(),
+            operator: "op".into(),
+            package: vec![n; 40],
+        }
+    }
+
+    /// A record that changes keeps the package at its end; one written
+    /// before (JSON, the package under `b/`, the pool value holding the
+    /// ICCID) is still read, allocated from and changed.
+    #[test]
+    fn packages_stay_readable_in_either_layout() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sled = Sled::open(dir.path(), &StoreOptions::default()).expect("open");
+        let (new, old) = (profile(1), profile(2));
+        assert_eq!(
+            sled.insert_profiles(&[new.clone(), old.clone()], "t", 7)
+                .expect("insert"),
+            Ok(2)
+        );
+        let tree = sled.tree().expect("tree");
+        let (new_id, old_id) = (new.iccid.as_str(), old.iccid.as_str());
+        assert!(tree.get(package_key(new_id)).expect("get").is_none());
+        // The second profile as stores before kept it.
+        let rec = sled.profile(old_id).expect("read").expect("record");
+        tree.insert(profile_key(old_id), serde_json::to_vec(&rec).expect("json"))
+            .expect("put");
+        tree.insert(package_key(old_id), old.package.clone())
+            .expect("put");
+        for k in index_keys(&rec) {
+            tree.insert(k, old_id.as_bytes()).expect("put");
+        }
+        assert_eq!(sled.profile(old_id).expect("read"), Some(rec.clone()));
+        assert_eq!(sled.pool("op", "bulk").expect("pool"), vec![new_id, old_id]);
+        for (p, id) in [(&new, new_id), (&old, old_id)] {
+            let r = sled.profile(id).expect("read").expect("record");
+            assert_eq!(sled.package(&r).expect("package"), Some(p.package.clone()));
+            // A transition rewrites the record in the binary form.
+            let body = |tx: &dyn Records| {
+                let mut next = tx.profile(id)?.expect("record");
+                next.state = State::Allocated;
+                tx.put_profile(Some(&r), &next)
+            };
+            assert!(sled.transact(None, &body).is_ok());
+            let after = sled.profile(id).expect("read").expect("record");
+            assert_eq!(after.state, State::Allocated);
+            assert_eq!(
+                sled.package(&after).expect("package"),
+                Some(p.package.clone())
+            );
+            assert_eq!(
+                tree.get(profile_key(id)).expect("get").expect("value")[0],
+                compact::FORM_V1
+            );
+        }
+        assert!(sled.pool("op", "bulk").expect("pool").is_empty());
+    }
 }

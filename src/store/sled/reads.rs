@@ -29,11 +29,7 @@ impl Sled {
     /// One profile.
     pub(super) fn read_profile(&self, iccid: &str) -> Result<Option<ProfileRecord>> {
         match self.tree()?.get(profile_key(iccid))? {
-            Some(v) => {
-                Ok(Some(serde_json::from_slice(&v).map_err(|e| {
-                    Error::internal(format!("corrupt record: {e}"))
-                })?))
-            }
+            Some(v) => Ok(Some(super::compact::decode_profile(iccid, &v)?)),
             None => Ok(None),
         }
     }
@@ -54,9 +50,8 @@ impl Sled {
     pub(super) fn read_list(&self, f: &ListFilter) -> Result<Vec<ProfileRecord>> {
         let mut out = vec![];
         for kv in self.tree()?.scan_prefix(b"p/") {
-            let (_, v) = kv?;
-            let r: ProfileRecord = serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt record: {e}")))?;
+            let (k, v) = kv?;
+            let r = super::compact::decode_profile(&profile_iccid(&k), &v)?;
             if f.operator.as_ref().is_some_and(|o| *o != r.operator)
                 || f.state.is_some_and(|s| s != r.state)
                 || f.profile_type

@@ -3,7 +3,7 @@
 //! with what commits.
 
 use super::keys::*;
-use super::{state_index, Sled};
+use super::{compact, state_index, Sled};
 use crate::error::Error;
 use crate::store::balance::BalanceRecord;
 use crate::store::bound::KeptPackage;
@@ -71,7 +71,7 @@ impl Records for SledRecords<'_> {
     fn profile(&self, iccid: &str) -> TxResult<Option<ProfileRecord>> {
         self.tx
             .get(profile_key(iccid))?
-            .map(|v| decode(&v))
+            .map(|v| compact::decode_profile(iccid, &v).or_else(gsma))
             .transpose()
     }
 
@@ -92,9 +92,16 @@ impl Records for SledRecords<'_> {
     fn put_profile(&self, old: Option<&ProfileRecord>, new: &ProfileRecord) -> TxResult<()> {
         let old_keys = old.map(index_keys).unwrap_or_default();
         reindex(self.tx, &old_keys, &index_keys(new), |k| {
-            (k.as_slice(), new.iccid.as_bytes())
+            (k.as_slice(), index_value(k, &new.iccid))
         })?;
-        self.tx.insert(profile_key(&new.iccid), encode(new))?;
+        // The stored package at the end of the record stays there.
+        let key = profile_key(&new.iccid);
+        let stored = self.tx.get(&key)?;
+        let package = match &stored {
+            Some(v) => compact::decode_with_package(&new.iccid, v).or_else(gsma)?.1,
+            None => None,
+        };
+        self.tx.insert(key, compact::encode_profile(new, package))?;
         self.deltas.borrow_mut().transitions.push((
             old.map(|o| o.state),
             new.state,
@@ -234,11 +241,12 @@ pub(super) fn transact(
     let tree = sled.tree().map_err(TxAbort::Gsma)?;
     let candidate = match pool {
         Some((operator, profile_type)) => {
-            match tree.scan_prefix(pool_prefix(operator, profile_type)).next() {
-                Some(kv) => Some(
-                    String::from_utf8_lossy(&kv.map_err(|e| TxAbort::Gsma(e.into()))?.1)
-                        .into_owned(),
-                ),
+            let prefix = pool_prefix(operator, profile_type);
+            match tree.scan_prefix(&prefix).keys().next() {
+                Some(k) => Some(pool_iccid(
+                    &k.map_err(|e| TxAbort::Gsma(e.into()))?,
+                    prefix.len(),
+                )),
                 None => None,
             }
         }
