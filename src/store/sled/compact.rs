@@ -285,27 +285,15 @@ mod tests {
 
     const ICCID: &str = "8944000000000000018";
 
+    /// A generated profile as it enters the inventory.
     fn bulk() -> ProfileRecord {
-        ProfileRecord {
-            v: crate::store::RECORD_VERSION,
-            iccid: ICCID.into(),
+        let p = crate::store::NewProfile {
+            iccid: crate::ids::Iccid::parse(ICCID).expect("ICCID"),
             profile_type: "bulk".into(),
             operator: "operator-1".into(),
-            state: State::Available,
-            eid: None,
-            matching_id: None,
-            cc_hashes: vec![],
-            smds_address: None,
-            download_attempts: 0,
-            cc_attempts: 0,
-            expires_at: None,
-            created_at: 1_765_000_000,
-            updated_at: 1_765_000_000,
-            package_ref: format!("b/{ICCID}"),
-            history_len: 1,
-            error_reason: None,
-            imported_by: Some("operator-1".into()),
-        }
+            package: vec![],
+        };
+        ProfileRecord::imported(&p, "operator-1", 1_765_000_000)
     }
 
     fn text() -> impl Strategy<Value = String> {
